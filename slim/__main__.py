@@ -1,0 +1,3 @@
+from slim.cli import main
+
+main()

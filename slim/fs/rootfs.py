@@ -1,0 +1,205 @@
+"""RootFS: the squashed, read-only view of an image that every analyzer goes through.
+
+Resolution has chroot semantics, as the kernel's path walk does inside a container: an absolute
+symlink target restarts at the image root, `..` at the root stays at the root, and more than
+MAX_SYMLINKS link traversals is a loop (Linux's ELOOP limit is 40). Nothing ever resolves to a
+host path; contents come from the layer ContentStore (or, for rootfs: sources, from a host file
+whose image path was resolved here first).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+
+from slim.errors import AnalysisError
+from slim.fs.tree import SquashedTree
+from slim.model import EntryKind, FileEntry, Issue
+
+if TYPE_CHECKING:
+    from slim.fs.layer import ContentStore
+
+MAX_SYMLINKS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where a path leads inside the image.
+
+    `path` is the final path (symlinks resolved; the final component too when followed).
+    `links` lists every symlink traversed on the way, in order: all must be kept with the file.
+    `exists` is False when some component is missing; `error` names a loop or a non-directory.
+    """
+
+    path: str
+    links: tuple[str, ...] = ()
+    exists: bool = True
+    error: str = ""
+
+
+class RootFS:
+    """Read-only, chroot-style view of a squashed image filesystem."""
+
+    def __init__(
+        self,
+        tree: SquashedTree,
+        store: ContentStore | None = None,
+        issues: list[Issue] | None = None,
+    ) -> None:
+        self.tree = tree
+        self.store = store
+        self.issues: list[Issue] = list(issues or [])
+
+    # -- metadata -------------------------------------------------------------------------
+    def get(self, path: str) -> FileEntry | None:
+        """lstat: the entry at exactly this (normalized) path, links not followed."""
+        return self.tree.get(path)
+
+    def lexists(self, path: str) -> bool:
+        return self.tree.get(path) is not None
+
+    def exists(self, path: str) -> bool:
+        return self.resolve(path).exists
+
+    def stat(self, path: str) -> FileEntry | None:
+        """stat: the entry a path leads to, links followed; None when missing or looping."""
+        res = self.resolve(path)
+        if not res.exists:
+            return None
+        entry = self.tree.get(res.path)
+        if entry is not None and entry.kind is EntryKind.HARDLINK:
+            target = self.tree.get(entry.linkname)
+            if target is not None:
+                return FileEntry(
+                    path=entry.path, kind=EntryKind.FILE, mode=entry.mode, uid=entry.uid,
+                    gid=entry.gid, size=target.size, layer=target.layer, mtime=entry.mtime,
+                    xattrs=entry.xattrs,
+                )
+        return entry
+
+    def is_dir(self, path: str) -> bool:
+        e = self.stat(path)
+        return e is not None and e.kind is EntryKind.DIR
+
+    def is_file(self, path: str) -> bool:
+        e = self.stat(path)
+        return e is not None and e.is_file
+
+    def readlink(self, path: str) -> str | None:
+        e = self.tree.get(path)
+        return e.linkname if e is not None and e.kind is EntryKind.SYMLINK else None
+
+    def listdir(self, path: str) -> list[str]:
+        res = self.resolve(path)
+        return self.tree.listdir(res.path) if res.exists else []
+
+    def walk(self) -> Iterator[FileEntry]:
+        """Every entry, sorted by path (root excluded)."""
+        return self.tree.walk()
+
+    def glob(self, pattern: str) -> list[str]:
+        """Image paths matching an fnmatch pattern (`*` crosses '/'; `**` is accepted too)."""
+        regex = re.compile(fnmatch.translate(pattern.replace("**", "*")))
+        return sorted(p for p in self.tree.entries if p != "/" and regex.match(p))
+
+    # -- resolution -----------------------------------------------------------------------
+    def resolve(self, path: str, *, follow: bool = True, cwd: str = "/") -> Resolved:
+        """Resolve `path` inside the image (see module doc). Never raises."""
+        if not path.startswith("/"):
+            path = posixpath.join(cwd or "/", path)
+        pending = [p for p in path.split("/") if p not in ("", ".")]
+        pending.reverse()  # a stack: next component on top
+        cur = "/"
+        links: list[str] = []
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part == "..":
+                cur = posixpath.dirname(cur) if cur != "/" else "/"
+                continue
+            nxt = posixpath.join(cur, part)
+            entry = self.tree.get(nxt)
+            if entry is None:
+                rest = "/".join(reversed(pending))
+                missing = posixpath.join(nxt, rest) if rest else nxt
+                return Resolved(missing, tuple(links), exists=False)
+            is_last = not pending
+            if entry.kind is EntryKind.SYMLINK and (follow or not is_last):
+                hops += 1
+                if hops > MAX_SYMLINKS:
+                    return Resolved(nxt, tuple(links), exists=False, error="symlink loop")
+                links.append(nxt)
+                target = entry.linkname
+                parts = [p for p in target.split("/") if p not in ("", ".")]
+                pending.extend(reversed(parts))
+                if target.startswith("/"):
+                    cur = "/"
+                continue
+            if not is_last and entry.kind is not EntryKind.DIR:
+                rest = "/".join(reversed(pending))
+                return Resolved(
+                    posixpath.join(nxt, rest), tuple(links), exists=False, error="not a directory"
+                )
+            cur = nxt
+        return Resolved(cur, tuple(links), exists=True)
+
+    def realpath(self, path: str, cwd: str = "/") -> str:
+        return self.resolve(path, cwd=cwd).path
+
+    # -- contents -------------------------------------------------------------------------
+    def _content_entry(self, path: str) -> FileEntry:
+        res = self.resolve(path)
+        if not res.exists:
+            raise AnalysisError(f"{path}: {res.error or 'no such file in the image'}")
+        entry = self.tree.get(res.path)
+        if entry is not None and entry.kind is EntryKind.HARDLINK:
+            entry = self.tree.get(entry.linkname)
+        if entry is None or entry.kind is not EntryKind.FILE:
+            raise AnalysisError(f"{path}: not a regular file")
+        return entry
+
+    def has_content(self, path: str) -> bool:
+        """Whether the contents of `path` were captured for analysis."""
+        try:
+            entry = self._content_entry(path)
+        except AnalysisError:
+            return False
+        return entry.size == 0 or (self.store is not None and self.store.has(entry.layer, entry.path))
+
+    def open(self, path: str) -> BinaryIO:
+        """Open a regular file's contents. Raises AnalysisError when not available."""
+        entry = self._content_entry(path)
+        if entry.size == 0:
+            import io
+
+            return io.BytesIO(b"")
+        fobj = self.store.open(entry.layer, entry.path) if self.store else None
+        if fobj is None:
+            raise AnalysisError(f"{path}: contents were not captured for analysis")
+        return fobj
+
+    def read(self, path: str, limit: int | None = None) -> bytes:
+        """Read (up to `limit` bytes of) a regular file. Raises AnalysisError."""
+        with self.open(path) as f:
+            return f.read() if limit is None else f.read(limit)
+
+    def read_text(self, path: str, limit: int | None = 4 << 20) -> str:
+        return self.read(path, limit).decode("utf-8", errors="replace")
+
+    # -- sizes ----------------------------------------------------------------------------
+    @property
+    def size_bytes(self) -> int:
+        """Regular-file bytes of the squashed filesystem; a hard-linked inode counts once."""
+        return sum(e.size for e in self.tree.entries.values() if e.kind is EntryKind.FILE)
+
+    @property
+    def file_count(self) -> int:
+        return sum(1 for p, e in self.tree.entries.items() if p != "/" and e.kind is not EntryKind.DIR)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()

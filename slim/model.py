@@ -1,0 +1,192 @@
+"""Plain, frozen data shared by every layer of slim (sources, fs, analyzers, graph, emitters).
+
+Paths inside an image are always absolute, normalized POSIX strings ("/usr/bin/env"); the root
+is "/". Nothing here touches the host filesystem.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class EntryKind(str, Enum):
+    """What a path in an image is (the tar member types that matter)."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    CHAR = "char"
+    BLOCK = "block"
+    FIFO = "fifo"
+
+
+def normpath(path: str) -> str:
+    """Normalize an image path lexically: absolute, no '.', '..' clamped at the root.
+
+    `normpath("a/../../etc")` is "/etc": a member can never name something above the root.
+    """
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def parent_dirs(path: str) -> list[str]:
+    """The strict ancestors of an absolute image path, root first, excluding "/"."""
+    out: list[str] = []
+    cur = posixpath.dirname(path)
+    while cur not in ("/", ""):
+        out.append(cur)
+        cur = posixpath.dirname(cur)
+    out.reverse()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One path of one layer (or of the squashed filesystem)."""
+
+    path: str
+    kind: EntryKind
+    mode: int = 0o644  # permission bits incl. setuid/setgid/sticky, without the file type
+    uid: int = 0
+    gid: int = 0
+    size: int = 0  # bytes of content for FILE; 0 otherwise
+    linkname: str = ""  # SYMLINK: raw target as stored; HARDLINK: normalized target path
+    layer: int = 0  # index of the layer that provided this entry, base = 0
+    mtime: int = 0
+    xattrs: tuple[tuple[str, str], ...] = ()  # e.g. ("security.capability", base64)
+    devmajor: int = 0
+    devminor: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is EntryKind.DIR
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind in (EntryKind.FILE, EntryKind.HARDLINK)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """A parsed image reference, using skopeo's transport names."""
+
+    transport: str  # docker-archive | oci | oci-archive | docker-daemon | docker | rootfs | auto
+    location: str  # path, directory or name (without the transport prefix)
+    tag: str = ""  # oci:DIR:TAG reference name, docker-archive:FILE:NAME, or a name's tag
+
+    def __str__(self) -> str:
+        if self.transport == "docker":
+            return f"docker://{self.location}"
+        if self.transport == "auto":
+            return self.location
+        suffix = f":{self.tag}" if self.tag and self.transport in ("oci", "oci-archive") else ""
+        return f"{self.transport}:{self.location}{suffix}"
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The runtime configuration of an image (OCI image config `config` + platform)."""
+
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # "KEY=VALUE" in image order
+    workdir: str = ""
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()  # "8080/tcp"
+    volumes: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    stop_signal: str = ""
+    healthcheck: Mapping[str, object] | None = None
+    created: str = ""
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in self.env:
+            key, _, value = item.partition("=")
+            out[key] = value
+        return out
+
+    @property
+    def path_dirs(self) -> list[str]:
+        """PATH from the image Env, or Docker's default when unset."""
+        path = self.env_dict.get(
+            "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        )
+        return [p for p in path.split(":") if p]
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """What the container runs: Entrypoint followed by Cmd (Docker semantics)."""
+        return tuple(self.entrypoint) + tuple(self.cmd)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """Metadata of one layer, base first."""
+
+    index: int
+    digest: str  # digest of the blob as stored (compressed)
+    diff_id: str  # digest of the uncompressed tar
+    size: int  # stored blob size
+    media_type: str = ""
+    created_by: str = ""
+    empty: bool = False
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Edge:
+    """A reason to keep `dst`: `src` needs it (kind says how, evidence says where we saw it)."""
+
+    src: str
+    dst: str
+    kind: str
+    evidence: str = ""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Unknown:
+    """Something the analysis could not decide; the file involved is kept."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A problem found while reading the image (unsafe member, corrupt file) that was contained."""
+
+    path: str
+    reason: str
+    layer: int = -1
+
+
+ROOT = "<root>"  # graph node all roots hang from
+
+
+@dataclass
+class Counter:
+    """A mutable byte/file counter used while aggregating."""
+
+    size: int = 0
+    count: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def add(self, size: int) -> None:
+        self.size += size
+        self.count += 1

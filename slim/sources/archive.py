@@ -1,0 +1,320 @@
+"""docker-archive:, oci:, oci-archive: — images stored as files.
+
+Both archive forms are read in place: the outer tar is uncompressed, so each blob is a byte range
+of it (tarfile's `offset_data`), opened without extracting anything. Docker's `docker save` writes
+either the legacy form (`<id>/layer.tar`, `<id>.json`) or, since Docker 25, an OCI layout inside
+the tar whose `manifest.json` points at `blobs/sha256/…`; both go through manifest.json.
+
+OCI: image-spec image-layout.md (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`); an index entry
+may itself be an index (multi-arch), from which the manifest matching the wanted platform is
+chosen (image-index.md `platform`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import platform
+import posixpath
+import tarfile
+from abc import ABC, abstractmethod
+from typing import Any, BinaryIO
+
+from slim.errors import SourceError
+from slim.model import ImageRef, LayerInfo
+from slim.sources.base import BlobImage, Source, config_from_oci, load_json
+
+MAX_METADATA = 16 << 20  # manifests and configs larger than this are refused
+INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+def host_platform() -> tuple[str, str]:
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
+    return "linux", arch
+
+
+class RangeReader(io.RawIOBase):
+    """A read-only window [start, start+size) of a seekable file."""
+
+    def __init__(self, f: BinaryIO, start: int, size: int) -> None:
+        self.f = f
+        self.pos = start
+        self.end = start + size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(b), self.end - self.pos)
+        if n <= 0:
+            return 0
+        self.f.seek(self.pos)
+        data = self.f.read(n)
+        b[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+class Store(ABC):
+    """Named files of an image container: a directory or an uncompressed tar."""
+
+    label: str
+
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, name: str) -> int: ...
+
+    @abstractmethod
+    def open(self, name: str) -> BinaryIO: ...
+
+    def read(self, name: str, limit: int = MAX_METADATA) -> bytes:
+        if not self.exists(name):
+            raise SourceError(f"{self.label}: missing {name}")
+        if self.size(name) > limit:
+            raise SourceError(f"{self.label}: {name} is larger than {limit} bytes")
+        with self.open(name) as f:
+            return f.read()
+
+    def close(self) -> None:  # noqa: B027
+        pass
+
+
+class DirStore(Store):
+    """Files of a directory; names may not climb out of it."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+        self.label = root
+
+    def _host(self, name: str) -> str:
+        clean = posixpath.normpath("/" + name).lstrip("/")
+        host = os.path.realpath(os.path.join(self.root, clean))
+        if host != self.root and not host.startswith(self.root + os.sep):
+            raise SourceError(f"{self.label}: {name} points outside the layout")
+        return host
+
+    def exists(self, name: str) -> bool:
+        return os.path.isfile(self._host(name))
+
+    def size(self, name: str) -> int:
+        return os.path.getsize(self._host(name))
+
+    def open(self, name: str) -> BinaryIO:
+        try:
+            return open(self._host(name), "rb")
+        except OSError as exc:
+            raise SourceError(f"{self.label}: cannot open {name}: {exc.strerror}") from None
+
+
+class TarStore(Store):
+    """Members of an uncompressed tar, read in place by offset."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.label = path
+        self.members: dict[str, tarfile.TarInfo] = {}
+        try:
+            with tarfile.open(path, "r:") as tf:
+                for m in tf:
+                    name = posixpath.normpath(m.name).lstrip("/")
+                    if m.islnk():
+                        target = self.members.get(posixpath.normpath(m.linkname).lstrip("/"))
+                        if target is not None:
+                            self.members[name] = target
+                    elif m.isreg():
+                        self.members[name] = m
+        except FileNotFoundError:
+            raise SourceError(f"{path}: no such file") from None
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise SourceError(f"{path}: not a readable uncompressed tar archive: {exc}") from None
+
+    def exists(self, name: str) -> bool:
+        return posixpath.normpath(name).lstrip("/") in self.members
+
+    def size(self, name: str) -> int:
+        return self.members[posixpath.normpath(name).lstrip("/")].size
+
+    def open(self, name: str) -> BinaryIO:
+        m = self.members.get(posixpath.normpath(name).lstrip("/"))
+        if m is None:
+            raise SourceError(f"{self.label}: missing {name}")
+        f = open(self.path, "rb")
+        return io.BufferedReader(RangeReader(f, m.offset_data, m.size), 1 << 20)  # type: ignore[return-value]
+
+
+def blob_name(digest: str) -> str:
+    alg, sep, hexpart = digest.partition(":")
+    if not sep or alg not in ("sha256", "sha512") or not hexpart.isalnum():
+        raise SourceError(f"invalid digest {digest!r}")
+    return f"blobs/{alg}/{hexpart}"
+
+
+def read_verified(store: Store, digest: str, what: str) -> bytes:
+    """Read a small blob and check its sha256."""
+    data = store.read(blob_name(digest))
+    alg, _, hexpart = digest.partition(":")
+    actual = hashlib.new(alg, data).hexdigest()
+    if actual != hexpart:
+        raise SourceError(f"{store.label}: {what} {digest}: digest mismatch (blob is {alg}:{actual})")
+    return data
+
+
+class StoreImage(BlobImage):
+    """An image whose blobs live in a Store."""
+
+    def __init__(self, ref: ImageRef, store: Store) -> None:
+        self.ref = ref
+        self.store = store
+        self.blob_names: list[str] = []
+        self.manifest_digest = ""
+
+    def open_blob(self, index: int) -> BinaryIO:
+        return self.store.open(self.blob_names[index])
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _set_config(self, raw: dict[str, Any], what: str) -> list[str]:
+        self.raw_config = raw
+        self.config, self.diff_ids, created_by = config_from_oci(raw, what)
+        return created_by
+
+
+def _layer_infos(names_digests: list[tuple[str, str, int, str]], created_by: list[str]) -> list[LayerInfo]:
+    out = []
+    for i, (_, digest, size, media) in enumerate(names_digests):
+        out.append(
+            LayerInfo(
+                index=i, digest=digest, diff_id="", size=size, media_type=media,
+                created_by=created_by[i] if i < len(created_by) else "",
+            )
+        )
+    return out
+
+
+def open_oci(ref: ImageRef, store: Store) -> StoreImage:
+    """Open an OCI layout held in `store`; pick the manifest by tag or host platform."""
+    label = str(ref)
+    if not store.exists("oci-layout"):
+        raise SourceError(f"{label}: not an OCI image layout (no oci-layout file)")
+    index = load_json(store.read("index.json"), f"{label}: index.json")
+    desc = _choose(store, index, ref.tag, label)
+    manifest_bytes = read_verified(store, desc["digest"], "manifest")
+    manifest = load_json(manifest_bytes, f"{label}: manifest {desc['digest']}")
+    image = StoreImage(ref, store)
+    image.manifest_digest = desc["digest"]
+    cfg_desc = manifest.get("config") or {}
+    if "digest" not in cfg_desc:
+        raise SourceError(f"{label}: manifest {desc['digest']} has no config")
+    raw = load_json(read_verified(store, cfg_desc["digest"], "config"), f"{label}: config")
+    image.digest = str(cfg_desc["digest"])  # the image ID, the same whatever the source
+    created_by = image._set_config(raw, label)
+    layers = manifest.get("layers") or []
+    rows = []
+    for layer in layers:
+        if not isinstance(layer, dict) or "digest" not in layer:
+            raise SourceError(f"{label}: manifest layer entry without a digest")
+        name = blob_name(layer["digest"])
+        if not store.exists(name):
+            raise SourceError(f"{label}: missing layer blob {layer['digest']}")
+        rows.append((name, layer["digest"], int(layer.get("size", store.size(name))), str(layer.get("mediaType", ""))))
+    image.blob_names = [r[0] for r in rows]
+    image.layers = _layer_infos(rows, created_by)
+    return image
+
+
+def _choose(store: Store, index: dict[str, Any], tag: str, label: str, depth: int = 0) -> dict[str, Any]:
+    if depth > 4:
+        raise SourceError(f"{label}: image index nesting too deep")
+    manifests = [m for m in index.get("manifests") or [] if isinstance(m, dict) and "digest" in m]
+    if not manifests:
+        raise SourceError(f"{label}: index lists no manifests")
+    if tag and depth == 0:
+        tagged = [
+            m for m in manifests
+            if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag
+        ]
+        if not tagged:
+            raise SourceError(f"{label}: no manifest tagged {tag!r}")
+        manifests = tagged
+    want_os, want_arch = host_platform()
+    matching = [
+        m for m in manifests
+        if not m.get("platform")
+        or (m["platform"].get("os") == want_os and m["platform"].get("architecture") == want_arch)
+    ]
+    if not matching:
+        plats = sorted(f"{m['platform'].get('os')}/{m['platform'].get('architecture')}" for m in manifests if m.get("platform"))
+        raise SourceError(f"{label}: no manifest for {want_os}/{want_arch} (has {', '.join(plats)})")
+    chosen = matching[0]
+    if chosen.get("mediaType") in INDEX_TYPES:
+        nested = load_json(read_verified(store, chosen["digest"], "index"), f"{label}: index")
+        return _choose(store, nested, "", label, depth + 1)
+    return chosen
+
+
+def open_docker_archive(ref: ImageRef, store: Store) -> StoreImage:
+    """Open a `docker save` tarball through its manifest.json (legacy or OCI-in-archive)."""
+    label = str(ref)
+    if not store.exists("manifest.json"):
+        if store.exists("oci-layout"):
+            return open_oci(ref, store)
+        raise SourceError(f"{label}: missing manifest.json (not a docker-archive)")
+    entries = load_json(store.read("manifest.json"), f"{label}: manifest.json")
+    if not isinstance(entries, list) or not entries:
+        raise SourceError(f"{label}: manifest.json lists no images")
+    entry = entries[0]
+    if ref.tag:
+        found = [e for e in entries if ref.tag in (e.get("RepoTags") or [])]
+        if not found:
+            raise SourceError(f"{label}: no image tagged {ref.tag!r} in the archive")
+        entry = found[0]
+    if not isinstance(entry, dict) or "Config" not in entry:
+        raise SourceError(f"{label}: manifest.json entry has no Config")
+    cfg_name = str(entry["Config"])
+    cfg_bytes = store.read(cfg_name)
+    image = StoreImage(ref, store)
+    image.digest = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
+    if cfg_name.startswith("blobs/sha256/") and image.digest.split(":")[1] != cfg_name.rsplit("/", 1)[1]:
+        raise SourceError(f"{label}: config {cfg_name}: digest mismatch")
+    created_by = image._set_config(load_json(cfg_bytes, f"{label}: {cfg_name}"), label)
+    rows = []
+    for name in entry.get("Layers") or []:
+        name = str(name)
+        if not store.exists(name):
+            raise SourceError(f"{label}: missing layer {name}")
+        digest = ""
+        if name.startswith("blobs/sha256/"):
+            digest = "sha256:" + name.rsplit("/", 1)[1]
+        rows.append((name, digest, store.size(name), ""))
+    image.blob_names = [r[0] for r in rows]
+    image.layers = _layer_infos(rows, created_by)
+    return image
+
+
+class DockerArchiveSource(Source):
+    def open(self, ref: ImageRef) -> StoreImage:
+        return open_docker_archive(ref, TarStore(ref.location))
+
+
+class OciSource(Source):
+    def open(self, ref: ImageRef) -> StoreImage:
+        if not os.path.isdir(ref.location):
+            raise SourceError(f"{ref}: no such directory")
+        return open_oci(ref, DirStore(ref.location))
+
+
+class OciArchiveSource(Source):
+    def open(self, ref: ImageRef) -> StoreImage:
+        return open_oci(ref, TarStore(ref.location))

@@ -1,0 +1,194 @@
+"""The Image abstraction every source produces, and image-reference parsing.
+
+An Image is a context manager owning whatever temp files its source made. Layers are read
+lazily, base first, by `read_layers`; blob sources share one implementation (`BlobImage`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, BinaryIO
+
+from slim.errors import SourceError
+from slim.fs.layer import ContentStore, LayerReadResult, read_layer
+from slim.model import ImageConfig, ImageRef, LayerInfo
+
+TRANSPORTS = ("docker-archive", "oci-archive", "oci", "docker-daemon", "rootfs")
+
+ByteProgress = Callable[[int], None]
+
+
+def parse_ref(text: str) -> ImageRef:
+    """Parse an image reference (skopeo transport names, see ARCHITECTURE.md).
+
+    Raises SourceError for an empty or malformed reference.
+    """
+    text = text.strip()
+    if not text:
+        raise SourceError("image reference is empty")
+    if text.startswith("docker://"):
+        return ImageRef("docker", text[len("docker://") :])
+    for transport in TRANSPORTS:
+        prefix = transport + ":"
+        if text.startswith(prefix):
+            rest = text[len(prefix) :]
+            if not rest:
+                raise SourceError(f"{text}: missing location after '{prefix}'")
+            if transport in ("oci", "oci-archive"):
+                # oci:DIR[:TAG] — a TAG is whatever follows the last ':' when DIR exists without it
+                loc, sep, tag = rest.rpartition(":")
+                if sep and not os.path.exists(rest) and "/" not in tag:
+                    return ImageRef(transport, loc, tag)
+            if transport == "docker-archive":
+                loc, sep, tag = rest.rpartition(":")
+                if sep and not os.path.exists(rest) and os.path.exists(loc):
+                    return ImageRef(transport, loc, tag)
+            return ImageRef(transport, rest)
+    if os.path.isfile(text) and (text.endswith(".tar") or _sniff_archive(text)):
+        return ImageRef(_archive_kind(text), text)
+    if os.path.isdir(text):
+        if os.path.exists(os.path.join(text, "oci-layout")):
+            return ImageRef("oci", text)
+        raise SourceError(f"{text}: a directory; use rootfs:{text} for a root filesystem")
+    return ImageRef("auto", text)
+
+
+def _sniff_archive(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(257)
+            return f.read(5) == b"ustar"
+    except OSError:
+        return False
+
+
+def _archive_kind(path: str) -> str:
+    """docker-archive when the tar has manifest.json, else oci-archive (oci-layout only)."""
+    import tarfile
+
+    try:
+        with tarfile.open(path, "r:") as tf:
+            names = set(tf.getnames())
+    except (tarfile.TarError, OSError) as exc:
+        raise SourceError(f"{path}: not a readable tar archive: {exc}") from None
+    if "manifest.json" in names:
+        return "docker-archive"
+    if "oci-layout" in names:
+        return "oci-archive"
+    raise SourceError(f"{path}: neither a docker-archive (manifest.json) nor an OCI archive (oci-layout)")
+
+
+def load_json(data: bytes, what: str) -> Any:
+    """Parse JSON from an untrusted image; raise SourceError naming `what`."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{what}: invalid JSON: {exc}") from None
+
+
+def config_from_oci(doc: dict[str, Any], what: str) -> tuple[ImageConfig, list[str], list[str]]:
+    """ImageConfig, diff_ids and per-layer created_by (non-empty history) from an image config."""
+    if not isinstance(doc, dict):
+        raise SourceError(f"{what}: image config is not a JSON object")
+    cfg = doc.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise SourceError(f"{what}: 'config' is not an object")
+
+    def strs(value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list):
+            return tuple(str(v) for v in value)
+        raise SourceError(f"{what}: expected a list of strings, got {type(value).__name__}")
+
+    def keys(value: Any) -> tuple[str, ...]:
+        return tuple(sorted(value)) if isinstance(value, dict) else ()
+
+    labels = cfg.get("Labels") or {}
+    config = ImageConfig(
+        os=str(doc.get("os", "linux")),
+        architecture=str(doc.get("architecture", "amd64")),
+        variant=str(doc.get("variant", "") or ""),
+        entrypoint=strs(cfg.get("Entrypoint")),
+        cmd=strs(cfg.get("Cmd")),
+        env=strs(cfg.get("Env")),
+        workdir=str(cfg.get("WorkingDir") or ""),
+        user=str(cfg.get("User") or ""),
+        exposed_ports=keys(cfg.get("ExposedPorts")),
+        volumes=keys(cfg.get("Volumes")),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
+        stop_signal=str(cfg.get("StopSignal") or ""),
+        healthcheck=cfg.get("Healthcheck") if isinstance(cfg.get("Healthcheck"), dict) else None,
+        created=str(doc.get("created", "") or ""),
+    )
+    rootfs = doc.get("rootfs") or {}
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list):
+        diff_ids = []
+    history = doc.get("history") or []
+    created_by = [
+        str(h.get("created_by", ""))
+        for h in history
+        if isinstance(h, dict) and not h.get("empty_layer")
+    ]
+    return config, [str(d) for d in diff_ids], created_by
+
+
+class Image(AbstractContextManager["Image"], ABC):
+    """An opened image: config, layers (base first) and a way to read them."""
+
+    ref: ImageRef
+    config: ImageConfig
+    layers: list[LayerInfo]
+    digest: str = ""  # the image ID: sha256 of the config blob, whatever the source
+    diff_ids: list[str]
+    raw_config: dict[str, Any]
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release temp files the source made."""
+
+    @abstractmethod
+    def read_layers(
+        self, store: ContentStore | None, on_bytes: ByteProgress | None = None
+    ) -> Iterator[LayerReadResult]:
+        """Read every layer once, base first. Raises LayerError."""
+
+    @property
+    def total_blob_bytes(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+
+class BlobImage(Image):
+    """An image whose layers are (possibly compressed) tar blobs."""
+
+    @abstractmethod
+    def open_blob(self, index: int) -> BinaryIO:
+        """Open the stored blob of layer `index`. Raises SourceError / LayerError."""
+
+    def read_layers(
+        self, store: ContentStore | None, on_bytes: ByteProgress | None = None
+    ) -> Iterator[LayerReadResult]:
+        for layer in self.layers:
+            with self.open_blob(layer.index) as blob:
+                expected = self.diff_ids[layer.index] if layer.index < len(self.diff_ids) else ""
+                yield read_layer(
+                    blob, layer, store, expected_diff_id=expected, on_bytes=on_bytes,
+                    name=f"{self.ref}: layer {layer.index} ({layer.digest or 'no digest'})",
+                )
+
+
+class Source(ABC):
+    """Opens one kind of image reference."""
+
+    @abstractmethod
+    def open(self, ref: ImageRef) -> Image:
+        """Open `ref`. Raises SourceError naming the reference when it cannot."""
