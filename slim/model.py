@@ -9,10 +9,10 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class EntryKind(str, Enum):
+class EntryKind(StrEnum):
     """What a path in an image is (the tar member types that matter)."""
 
     FILE = "file"

@@ -292,7 +292,7 @@ def read_layer(
         if on_bytes is not None:
             on_bytes(hashed_blob.count - last[0])
     except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError, OSError) as exc:
-        raise LayerError(f"{label}: corrupt or truncated layer ({result_compression(result)}): {exc}") from None
+        raise LayerError(f"{label}: corrupt or truncated layer ({result.compression}): {exc}") from None
     except Exception as exc:  # zstandard raises its own ZstdError
         if type(exc).__name__ == "ZstdError":
             raise LayerError(f"{label}: corrupt zstd layer: {exc}") from None
@@ -307,10 +307,6 @@ def read_layer(
         if expected_diff_id and expected_diff_id.startswith("sha256:") and expected_diff_id != result.diff_id:
             raise LayerError(f"{label}: diff_id mismatch: config says {expected_diff_id}, tar is {result.diff_id}")
     return result
-
-
-def result_compression(result: LayerReadResult) -> str:
-    return result.compression
 
 
 def _add_member(
@@ -343,7 +339,7 @@ def _add_member(
     if kind is EntryKind.SYMLINK:
         linkname = member.linkname
     elif kind is EntryKind.HARDLINK:
-        target, tproblem = _member_path(member.linkname)
+        target, _ = _member_path(member.linkname)
         if target is None:
             result.issues.append(Issue(path, f"hardlink target {member.linkname!r} climbs above the image root; skipped", layer))
             return

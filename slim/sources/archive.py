@@ -149,7 +149,7 @@ class TarStore(Store):
         m = self.members.get(posixpath.normpath(name).lstrip("/"))
         if m is None:
             raise SourceError(f"{self.label}: missing {name}")
-        f = open(self.path, "rb")
+        f = open(self.path, "rb")  # noqa: SIM115 - owned by the returned reader
         return io.BufferedReader(RangeReader(f, m.offset_data, m.size), 1 << 20)  # type: ignore[return-value]
 
 

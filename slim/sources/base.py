@@ -153,7 +153,7 @@ class Image(AbstractContextManager["Image"], ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release temp files the source made."""
 
     @abstractmethod

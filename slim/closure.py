@@ -1,0 +1,269 @@
+"""Reachability: from the image's roots to every file the app can need, as a DependencyGraph.
+
+Roots are the entrypoint (Entrypoint + Cmd resolved with the image's PATH and WorkingDir,
+`sh -c` strings and `/usr/bin/env X` looked through), rules that always apply, user `--keep`
+globs and, when a trace is given, every file the traced run opened or executed. A worklist then
+offers each newly kept path to the analyzers until nothing new appears. Every symlink on the
+way to a kept path and every parent directory is kept too, each as an edge saying so.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import posixpath
+import re
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from slim.analyzers import analyzer_classes
+from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.fs.rootfs import RootFS
+from slim.graph import DependencyGraph
+from slim.model import ROOT, Edge, EntryKind, ImageConfig, Unknown, parent_dirs
+
+log = logging.getLogger(__name__)
+
+SHELLS = {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"}
+MAX_NODES = 2_000_000  # a bound on work for hostile images
+
+
+@dataclass
+class Closure:
+    """What reachability found."""
+
+    graph: DependencyGraph
+    keep: set[str]  # image paths (files, links, dirs) reachable from ROOT
+    unknowns: list[Unknown] = field(default_factory=list)
+    missing: set[str] = field(default_factory=set)  # needed paths absent from the image
+    dropped: set[str] = field(default_factory=set)  # removed by --drop
+
+
+def which(fs: RootFS, config: ImageConfig, name: str) -> str | None:
+    """Resolve a command name as execvp does: a name with '/' is a path (relative to the
+    WorkingDir); otherwise each PATH directory of the image in order."""
+    if "/" in name:
+        path = name if name.startswith("/") else posixpath.join(config.workdir or "/", name)
+        return posixpath.normpath(path) if fs.exists(path) else None
+    for d in config.path_dirs:
+        cand = posixpath.join(d if d.startswith("/") else "/" + d, name)
+        entry = fs.stat(cand)
+        if entry is not None and entry.is_file:
+            return cand
+    return None
+
+
+def entry_roots(fs: RootFS, config: ImageConfig, argv: Sequence[str] | None = None) -> list[Edge | Unknown]:
+    """Edges from ROOT for the program the container runs and what its arguments name."""
+    argv = list(config.argv if argv is None else argv)
+    out: list[Edge | Unknown] = []
+    if not argv:
+        out.append(Unknown("<entrypoint>", "image has neither Entrypoint nor Cmd"))
+        return out
+    prog_at: tuple[int, str] | None = None
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        prog = which(fs, config, word)
+        if prog is None:
+            out.append(Unknown(word, "entrypoint program not found in the image (PATH: "
+                               + ":".join(config.path_dirs) + ")"))
+            return out
+        out.append(Edge(ROOT, prog, "entrypoint", f"argv[{i}] {word}"))
+        prog_at = (i, prog)
+        base = posixpath.basename(fs.realpath(prog))
+        # /usr/bin/env [-i] [VAR=x …] PROG args: the real program is the next plain word
+        if posixpath.basename(word) == "env" or base == "env":
+            j = i + 1
+            while j < len(argv) and (argv[j].startswith("-") or "=" in argv[j]):
+                j += 1
+            if j < len(argv):
+                i = j
+                continue
+        if (base in SHELLS or posixpath.basename(word) in SHELLS) and "-c" in argv[i + 1 :]:
+            k = argv.index("-c", i + 1)
+            if k + 1 < len(argv):
+                out.extend(_sh_c_roots(fs, config, argv[k + 1], f"argv[{k + 1}] sh -c"))
+        # arguments that name files in the image (configs, scripts, data)
+        for j, arg in enumerate(argv[i + 1 :], start=i + 1):
+            for cand in _arg_paths(arg):
+                path = cand if cand.startswith("/") else posixpath.join(config.workdir or "/", cand)
+                path = posixpath.normpath(path)
+                if fs.exists(path) and path != "/":
+                    out.append(Edge(ROOT, path, "entrypoint", f"argv[{j}] {arg}"))
+        break
+    if prog_at is not None:
+        idx, prog = prog_at
+        out.extend(_language_roots(fs, config, [prog, *argv[idx + 1 :]]))
+    return out
+
+
+def _arg_paths(arg: str) -> list[str]:
+    """Candidate paths in one argument: the argument itself, or the value of --opt=VALUE."""
+    if arg.startswith("-"):
+        _, eq, value = arg.partition("=")
+        return [value] if eq and value else []
+    return [arg] if arg and not re.search(r"[\s;|&$`]", arg) else []
+
+
+def _sh_c_roots(fs: RootFS, config: ImageConfig, script: str, evidence: str) -> list[Edge | Unknown]:
+    try:
+        from slim.analyzers.script import parse_sh_c
+    except ImportError:  # pragma: no cover - script analyzer not available
+        return [Unknown("<entrypoint>", f"sh -c {script!r}: shell parsing unavailable")]
+    ctx = AnalysisContext(fs=fs, config=config)
+    out: list[Edge | Unknown] = []
+    for item in parse_sh_c(script, ctx):
+        if isinstance(item, (Edge, Unknown)):
+            if isinstance(item, Edge):
+                out.append(Edge(ROOT, item.dst, "entrypoint", f"{evidence}: {item.evidence}"))
+            else:
+                out.append(item)
+        else:
+            word, path = item
+            if path:
+                out.append(Edge(ROOT, path, "entrypoint", f"{evidence}: {word}"))
+            else:
+                out.append(Unknown("<entrypoint>", f"{evidence}: {word!r} not found in PATH"))
+    return out
+
+
+def _language_roots(fs: RootFS, config: ImageConfig, resolved: list[str]) -> list[Edge | Unknown]:
+    """Interpreters started with a script or module argument (python3 -m X, java -jar …).
+
+    `resolved` is the argv with its program word replaced by the program's image path.
+    """
+    out: list[Edge | Unknown] = []
+    ctx = AnalysisContext(fs=fs, config=config)
+    for module, func in (
+        ("slim.analyzers.python", "python_roots"),
+        ("slim.analyzers.java", "java_roots"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[func])
+        except ImportError:
+            continue
+        fn = getattr(mod, func, None)
+        if fn is None:
+            continue
+        try:
+            out.extend(fn(ctx, resolved))
+        except Exception as exc:  # an analyzer bug must not lose files: keep and report
+            log.debug("%s failed", func, exc_info=True)
+            out.append(Unknown(resolved[0], f"{func}: {exc.__class__.__name__}: {exc}"))
+    return out
+
+
+def glob_paths(fs: RootFS, patterns: Iterable[str]) -> list[str]:
+    out: set[str] = set()
+    for pat in patterns:
+        regex = re.compile(fnmatch.translate(pat.replace("**", "*")))
+        out.update(p for p in fs.tree.entries if p != "/" and regex.match(p))
+        # a directory pattern keeps its subtree
+        if not any(ch in pat for ch in "*?["):
+            base = pat.rstrip("/") or "/"
+            if fs.is_dir(base):
+                prefix = fs.realpath(base).rstrip("/") + "/"
+                out.update(p for p in fs.tree.entries if p.startswith(prefix))
+    return sorted(out)
+
+
+class ClosureBuilder:
+    """Runs the worklist over a RootFS."""
+
+    def __init__(
+        self,
+        fs: RootFS,
+        config: ImageConfig,
+        *,
+        rules: object | None = None,
+        options: dict | None = None,
+    ) -> None:
+        self.fs = fs
+        self.config = config
+        self.ctx = AnalysisContext(fs=fs, config=config, options=dict(options or {}))
+        self.rules = rules
+        self.analyzers: list[Analyzer] = [cls(self.ctx) for cls in analyzer_classes()]
+        self.graph = DependencyGraph()
+        self.unknowns: set[Unknown] = set()
+        self.missing: set[str] = set()
+        self.dropped: set[str] = set()
+        self._queue: deque[str] = deque()
+        self._done: set[str] = set()
+        self._drop_res: list[re.Pattern[str]] = []
+
+    def set_drops(self, patterns: Iterable[str]) -> None:
+        self._drop_res = [re.compile(fnmatch.translate(p.replace("**", "*"))) for p in patterns]
+
+    def _dropped(self, path: str) -> bool:
+        return any(r.match(path) for r in self._drop_res)
+
+    def add(self, item: Edge | Unknown) -> None:
+        if isinstance(item, Unknown):
+            self.unknowns.add(item)
+            return
+        if item.dst != ROOT and self._dropped(item.dst):
+            self.dropped.add(item.dst)
+            return
+        self.graph.add(item)
+        if item.dst not in self._done and not item.dst.startswith("pkg:"):
+            self._done.add(item.dst)
+            self._queue.append(item.dst)
+
+    def add_all(self, items: Iterable[Edge | Unknown]) -> None:
+        for it in items:
+            self.add(it)
+
+    def run(self) -> Closure:
+        while self._queue:
+            if len(self._done) > MAX_NODES:
+                self.unknowns.add(Unknown("<image>", f"more than {MAX_NODES} reachable paths; stopped"))
+                break
+            self._visit(self._queue.popleft())
+        keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
+        return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped)
+
+    def _visit(self, path: str) -> None:
+        entry = self.fs.get(path)
+        res = self.fs.resolve(path)
+        # every link traversed, and where it leads
+        for link in res.links:
+            if link != path:
+                self.add(Edge(path, link, "symlink", "on the path"))
+        if not res.exists:
+            if entry is None and not res.links:
+                self.missing.add(path)
+            elif res.error:
+                self.unknowns.add(Unknown(path, res.error))
+            else:
+                self.missing.add(res.path)
+        elif res.path != path:
+            self.add(Edge(path, res.path, "symlink", f"-> {res.path}"))
+        for d in parent_dirs(path):
+            if self.fs.lexists(d):
+                self.add(Edge(path, d, "parent-dir", ""))
+        if entry is None or not res.exists:
+            return
+        real = self.fs.get(res.path)
+        if real is None:
+            return
+        if real.kind is EntryKind.HARDLINK:
+            self.add(Edge(res.path, real.linkname, "symlink", "hardlink"))
+        if res.path != path:
+            return  # the resolved path is visited on its own
+        if self.rules is not None:
+            apply = getattr(self.rules, "apply", None)
+            if apply is not None:
+                self.add_all(apply(path, self.fs, self.config))
+        if not real.is_file:
+            return
+        file_entry = self.fs.stat(path) or real
+        for analyzer in self.analyzers:
+            try:
+                if not analyzer.wants(file_entry):
+                    continue
+                self.add_all(analyzer.analyze(file_entry))
+            except Exception as exc:  # an analyzer bug must not lose files: keep, report
+                log.debug("analyzer %s failed on %s", analyzer.name, path, exc_info=True)
+                self.unknowns.add(Unknown(path, f"{analyzer.name} analyzer failed: {exc.__class__.__name__}: {exc}"))

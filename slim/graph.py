@@ -1,0 +1,145 @@
+"""DependencyGraph: every kept file and the chain of reasons that keeps it (networkx DiGraph).
+
+Nodes are image paths, plus ROOT ("<root>", the container start) and package nodes
+("pkg:NAME"). An edge src → dst means "src needs dst"; it carries every (kind, evidence) pair
+that was found for that pair. The keep set is everything reachable from ROOT; `why(path)` is
+the shortest such chain.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from slim.model import ROOT, Edge
+
+EXPORT_FORMATS = ("dot", "graphml", "json")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One link of a `why` chain."""
+
+    src: str
+    dst: str
+    kind: str
+    evidence: str
+
+
+class DependencyGraph:
+    """A typed dependency graph of image paths."""
+
+    def __init__(self) -> None:
+        self.g: nx.DiGraph = nx.DiGraph()
+        self.g.add_node(ROOT)
+
+    def __contains__(self, node: str) -> bool:
+        return node in self.g
+
+    def __len__(self) -> int:
+        return self.g.number_of_nodes()
+
+    def add(self, edge: Edge) -> bool:
+        """Add an edge; returns True when `edge.dst` is a node not seen before."""
+        new = edge.dst not in self.g
+        if self.g.has_edge(edge.src, edge.dst):
+            reasons = self.g.edges[edge.src, edge.dst]["reasons"]
+            pair = (edge.kind, edge.evidence)
+            if pair not in reasons:
+                reasons.append(pair)
+        else:
+            self.g.add_edge(edge.src, edge.dst, reasons=[(edge.kind, edge.evidence)])
+        return new
+
+    def add_all(self, edges: Iterable[Edge]) -> None:
+        for e in edges:
+            self.add(e)
+
+    def remove(self, node: str) -> None:
+        if node in self.g and node != ROOT:
+            self.g.remove_node(node)
+
+    def closure(self, roots: Iterable[str] = (ROOT,)) -> set[str]:
+        """Every node reachable from `roots` (roots included)."""
+        out: set[str] = set()
+        for r in roots:
+            if r in self.g:
+                out.add(r)
+                out |= nx.descendants(self.g, r)
+        return out
+
+    def edges_into(self, node: str) -> list[Edge]:
+        out = []
+        for src in self.g.predecessors(node):
+            for kind, evidence in self.g.edges[src, node]["reasons"]:
+                out.append(Edge(src, node, kind, evidence))
+        return sorted(out)
+
+    def reasons(self, node: str, among: set[str] | None = None) -> tuple[str, ...]:
+        """Sorted edge kinds that keep `node` (only from sources in `among`, when given)."""
+        kinds = {
+            e.kind for e in self.edges_into(node) if among is None or e.src in among
+        }
+        return tuple(sorted(kinds))
+
+    def why(self, node: str, root: str = ROOT) -> list[Step] | None:
+        """The shortest chain of reasons from `root` to `node`, or None when unreachable."""
+        if node not in self.g or root not in self.g:
+            return None
+        try:
+            path = nx.shortest_path(self.g, root, node)
+        except nx.NetworkXNoPath:
+            return None
+        steps = []
+        for src, dst in itertools.pairwise(path):
+            kind, evidence = sorted(self.g.edges[src, dst]["reasons"])[0]
+            steps.append(Step(src, dst, kind, evidence))
+        return steps
+
+    # -- export ---------------------------------------------------------------------------
+    def _flat(self) -> nx.DiGraph:
+        """A copy with string attributes only (GraphML and DOT cannot hold lists)."""
+        flat = nx.DiGraph()
+        for n in sorted(self.g.nodes):
+            flat.add_node(n)
+        for src, dst in sorted(self.g.edges):
+            reasons = sorted(self.g.edges[src, dst]["reasons"])
+            flat.add_edge(
+                src, dst,
+                kind=",".join(sorted({k for k, _ in reasons})),
+                evidence="; ".join(e for _, e in reasons if e),
+            )
+        return flat
+
+    def export(self, fmt: str) -> str:
+        """Render as "dot", "graphml" or "json" (deterministic)."""
+        if fmt == "json":
+            doc = {
+                "nodes": sorted(self.g.nodes),
+                "edges": [
+                    {"src": s, "dst": d, "kind": k, "evidence": e}
+                    for s, d in sorted(self.g.edges)
+                    for k, e in sorted(self.g.edges[s, d]["reasons"])
+                ],
+            }
+            return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        if fmt == "graphml":
+            return "\n".join(nx.generate_graphml(self._flat())) + "\n"
+        if fmt == "dot":
+            lines = ["digraph slim {", "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
+            flat = self._flat()
+            for n in flat.nodes:
+                lines.append(f"  {_dot_id(n)};")
+            for s, d, attrs in flat.edges(data=True):
+                lines.append(f"  {_dot_id(s)} -> {_dot_id(d)} [label={_dot_id(attrs['kind'])}];")
+            lines.append("}")
+            return "\n".join(lines) + "\n"
+        raise ValueError(f"unknown graph format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
+
+
+def _dot_id(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,121 @@
+"""Tiny, explicit image builders for tests: layer tars from member specs, OCI layouts and
+docker-archives around them. Deliberately independent of slim's own writer so the readers are
+tested against a second implementation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+
+
+@dataclass
+class M:
+    """One tar member: kind f(ile) d(ir) l(symlink) h(ardlink)."""
+
+    name: str
+    kind: str = "f"
+    data: bytes = b""
+    link: str = ""
+    mode: int = 0o644
+
+
+def layer_tar(members: list[M]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for m in members:
+            ti = tarfile.TarInfo(m.name)
+            ti.mode = m.mode
+            if m.kind == "f":
+                ti.size = len(m.data)
+                tf.addfile(ti, io.BytesIO(m.data))
+                continue
+            if m.kind == "d":
+                ti.type = tarfile.DIRTYPE
+                ti.mode = 0o755
+            elif m.kind == "l":
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = m.link
+            elif m.kind == "h":
+                ti.type = tarfile.LNKTYPE
+                ti.linkname = m.link
+            tf.addfile(ti)
+    return buf.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _config(tars: list[bytes], config: dict | None) -> bytes:
+    doc = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config or {},
+        "rootfs": {"type": "layers", "diff_ids": [sha(t) for t in tars]},
+        "history": [{"created_by": f"layer {i}"} for i in range(len(tars))],
+    }
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def write_oci(dest: str, tars: list[bytes], config: dict | None = None, *, compress: bool = True,
+              platform: dict | None = None) -> str:
+    """Write an OCI layout; returns the config digest."""
+    blobs = os.path.join(dest, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+
+    def put(data: bytes) -> str:
+        d = sha(data)
+        with open(os.path.join(blobs, d.split(":")[1]), "wb") as f:
+            f.write(data)
+        return d
+
+    layers = []
+    for t in tars:
+        blob = gzip.compress(t, mtime=0) if compress else t
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(blob), "size": len(blob)})
+    cfg = _config(tars, config)
+    cfg_d = put(cfg)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_d, "size": len(cfg)},
+        "layers": layers,
+    }).encode()
+    desc = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest), "size": len(manifest)}
+    if platform:
+        desc["platform"] = platform
+    with open(os.path.join(dest, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [desc]}, f)
+    with open(os.path.join(dest, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    return cfg_d
+
+
+def write_docker_archive(dest: str, tars: list[bytes], config: dict | None = None,
+                         *, compress: bool = False, corrupt: dict | None = None) -> str:
+    """Write a legacy `docker save` tar; returns the config digest."""
+    cfg = _config(tars, config)
+    cfg_name = sha(cfg).split(":")[1] + ".json"
+    names = []
+    with tarfile.open(dest, "w") as tf:
+        def add(name: str, data: bytes) -> None:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+
+        add(cfg_name, cfg)
+        for i, t in enumerate(tars):
+            name = f"layer{i}/layer.tar"
+            blob = gzip.compress(t, mtime=0) if compress else t
+            if corrupt and i in corrupt:
+                blob = corrupt[i](blob)
+            add(name, blob)
+            names.append(name)
+        manifest = [{"Config": cfg_name, "RepoTags": ["test:latest"], "Layers": names}]
+        add("manifest.json", json.dumps(manifest).encode())
+    return sha(cfg)
