@@ -267,3 +267,30 @@ class ClosureBuilder:
             except Exception as exc:  # an analyzer bug must not lose files: keep, report
                 log.debug("analyzer %s failed on %s", analyzer.name, path, exc_info=True)
                 self.unknowns.add(Unknown(path, f"{analyzer.name} analyzer failed: {exc.__class__.__name__}: {exc}"))
+
+
+VIRTUAL_PREFIXES = ("/proc/", "/sys/", "/dev/")
+
+
+def trace_edges(trace: object, fs: RootFS) -> list[Edge]:
+    """Edges from ROOT for every image path a traced run used.
+
+    Opened, stat'ed and readlink'ed paths become `traced-open` edges (an app that checks a
+    path's existence may behave differently without it), executed ones `traced-exec`. Paths
+    the run created (absent from the image) and kernel filesystems are skipped; the static
+    analyzers then run on what was traced (a traced binary's libraries, a script's interpreter).
+    """
+    out: list[Edge] = []
+    for path, access in sorted(trace.paths.items()):  # type: ignore[attr-defined]
+        if not access.found or path.startswith(VIRTUAL_PREFIXES) or path in ("/proc", "/sys", "/dev"):
+            continue
+        if not fs.lexists(path) and not fs.exists(path):
+            continue
+        if access.executed:
+            out.append(Edge(ROOT, path, "traced-exec", "execve"))
+        if access.opened:
+            out.append(Edge(ROOT, path, "traced-open", "open"))
+        elif not access.executed:
+            how = "stat" if access.stated else "readlink"
+            out.append(Edge(ROOT, path, "traced-open", how))
+    return out

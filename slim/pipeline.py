@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from slim.closure import Closure, ClosureBuilder, entry_roots, glob_paths, trace_edges
 from slim.fs.layer import ContentStore, LayerReadResult
 from slim.fs.rootfs import RootFS
 from slim.fs.tree import SquashedTree
-from slim.model import FileEntry, Issue
+from slim.model import ROOT, Edge, EntryKind, FileEntry, Issue, Unknown
+from slim.result import AnalysisResult, KeptFile, Totals, UnknownItem
 from slim.sources import Image, open_image
 from slim.sources.base import parse_ref
 
@@ -65,3 +68,103 @@ def load(reference: str, on_bytes: Progress | None = None, image: Image | None =
         raise
     rootfs = RootFS(squashed, store, issues)
     return LoadedImage(image=image, rootfs=rootfs, layers=results, deleted=deleted)
+
+
+@dataclass
+class AnalyzeOptions:
+    """What `slim analyze` / `build` were asked to do."""
+
+    rules_dirs: list[str] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)  # --keep GLOB
+    drop: list[str] = field(default_factory=list)  # --drop GLOB
+    keep_app: bool = True
+    static: bool = True  # run the static closure (False: report only where the bytes are)
+    trace: object | None = None  # a slim.tracers.trace.Trace to merge
+
+
+def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
+    """The keep set: static closure from the entrypoint, rules, user globs and a trace."""
+    from slim.rules import load_rules
+
+    fs, config = loaded.rootfs, loaded.image.config
+    ruleset = load_rules([Path(d) for d in options.rules_dirs])
+    builder = ClosureBuilder(fs, config, rules=ruleset, options={"keep_app": options.keep_app})
+    builder.set_drops(options.drop)
+    builder.add_all(entry_roots(fs, config))
+    builder.add_all(ruleset.always(fs, config))
+    for path in glob_paths(fs, options.keep):
+        builder.add(Edge(ROOT, path, "rule", "--keep"))
+    if options.keep_app:
+        builder.add_all(_app_roots(builder))
+    if options.trace is not None:
+        builder.add_all(trace_edges(options.trace, fs))
+    return builder.run()
+
+
+def _app_roots(builder: ClosureBuilder) -> list[Edge | Unknown]:
+    try:
+        from slim.analyzers.app import app_roots
+    except ImportError:
+        return []
+    # the entrypoint script's directory holds app files too (a program under /usr does not)
+    script = None
+    for node in builder.graph.g.successors(ROOT):
+        entry = builder.fs.stat(node)
+        if (entry is not None and entry.is_file and builder.fs.has_content(node)
+                and builder.fs.read(node, 2) == b"#!"):
+            script = node
+            break
+    return list(app_roots(builder.ctx, script))
+
+
+def analyze(loaded: LoadedImage, options: AnalyzeOptions | None = None) -> tuple[AnalysisResult, Closure | None]:
+    """Summarize the image and, unless options.static is off, compute what the app needs."""
+    from slim.summary import summarize
+
+    options = options or AnalyzeOptions()
+    result = summarize(loaded)
+    if not options.static:
+        return result, None
+    closure = reachability(loaded, options)
+    fill_keep(result, loaded, closure)
+    return result, closure
+
+
+def keep_source(reasons: tuple[str, ...]) -> str:
+    """traced (a traced run used it), static (an analyzer found it) or rule (only rules keep it)."""
+    if any(r.startswith("traced") for r in reasons):
+        return "traced"
+    if any(r not in ("rule", "parent-dir", "symlink") for r in reasons):
+        return "static"
+    return "rule" if "rule" in reasons else "static"
+
+
+def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> None:
+    """keep[], reachable/removable, packages and unknowns of `result` from a closure."""
+    fs = loaded.rootfs
+    keep: list[KeptFile] = []
+    kept_bytes = kept_files = 0
+    for path in sorted(closure.keep):
+        entry = fs.get(path)
+        if entry is None:
+            continue
+        size = entry.size if entry.kind is EntryKind.FILE else 0
+        if entry.kind is not EntryKind.DIR:
+            kept_files += 1
+            kept_bytes += size
+        reasons = closure.graph.reasons(path, closure.keep | {ROOT})
+        keep.append(KeptFile(path, size, reasons, keep_source(reasons)))
+    result.keep = keep
+    result.reachable = Totals(kept_bytes, kept_files)
+    result.removable = Totals(
+        max(result.image.size_bytes - kept_bytes, 0), max(result.image.file_count - kept_files, 0)
+    )
+    unknowns = {(u.path, u.reason) for u in result.unknowns}
+    unknowns |= {(u.path, u.reason) for u in closure.unknowns}
+    result.unknowns = [UnknownItem(p, r) for p, r in sorted(unknowns)]
+    try:
+        from slim.analyzers.packages import package_summaries, read_packages
+    except ImportError:
+        return
+    db = read_packages(fs)
+    result.packages = package_summaries(db, fs, closure.keep)
