@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
-from slim.errors import SourceError
+from slim.errors import LayerError, SourceError
 from slim.fs.layer import ContentStore, LayerReadResult, read_layer
 from slim.model import ImageConfig, ImageRef, LayerInfo
 
@@ -166,6 +166,12 @@ class Image(AbstractContextManager["Image"], ABC):
     def total_blob_bytes(self) -> int:
         return sum(layer.size for layer in self.layers)
 
+    @abstractmethod
+    def read_files(self, wanted: dict[int, set[str]]) -> Iterator[tuple[int, str, BinaryIO]]:
+        """Stream the contents of chosen regular files: `wanted` maps a layer index to the
+        normalized paths needed from it. Yields (layer, path, stream) in layer order; each
+        stream is valid until the next item. Raises LayerError / SourceError."""
+
 
 class BlobImage(Image):
     """An image whose layers are (possibly compressed) tar blobs."""
@@ -184,6 +190,31 @@ class BlobImage(Image):
                     blob, layer, store, expected_diff_id=expected, on_bytes=on_bytes,
                     name=f"{self.ref}: layer {layer.index} ({layer.digest or 'no digest'})",
                 )
+
+
+    def read_files(self, wanted: dict[int, set[str]]) -> Iterator[tuple[int, str, BinaryIO]]:
+        import tarfile
+
+        from slim.fs.layer import _member_path, decompressed
+
+        for index in sorted(wanted):
+            paths = wanted[index]
+            if not paths:
+                continue
+            with self.open_blob(index) as blob:
+                stream, _ = decompressed(blob)
+                try:
+                    with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
+                        for member in tf:
+                            if not member.isreg():
+                                continue
+                            path, _problem = _member_path(member.name)
+                            if path in paths:
+                                fobj = tf.extractfile(member)
+                                if fobj is not None:
+                                    yield index, path, fobj  # type: ignore[misc]
+                except (EOFError, OSError, tarfile.TarError) as exc:
+                    raise LayerError(f"{self.ref}: layer {index}: cannot re-read: {exc}") from None
 
 
 class Source(ABC):

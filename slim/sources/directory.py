@@ -12,6 +12,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from slim.errors import SourceError
 from slim.fs.layer import ContentStore, LayerReadResult, wants_content
@@ -77,6 +78,21 @@ class DirectoryImage(Image):
         if on_bytes is not None:
             on_bytes(tree.size)
         yield result
+
+
+    def read_files(self, wanted: dict[int, set[str]]) -> Iterator[tuple[int, str, BinaryIO]]:
+        for path in sorted(wanted.get(0, ())):
+            host = os.path.join(self.root, path.lstrip("/"))
+            # the walk saw no symlink on this path; refuse one that appeared since
+            parent = os.path.realpath(os.path.dirname(host))
+            if parent != self.root and not parent.startswith(self.root + os.sep):
+                raise SourceError(f"rootfs:{self.root}: {path} now leads outside the root")
+            try:
+                fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as exc:
+                raise SourceError(f"rootfs:{self.root}: {path}: {exc.strerror}") from None
+            with os.fdopen(fd, "rb") as f:
+                yield 0, path, f
 
 
 def _entry(path: str, host: str, st: os.stat_result) -> FileEntry | None:

@@ -1,0 +1,223 @@
+"""The minimal image: the keep set written as a new image with slim's deterministic writer.
+
+One layer holding every kept entry (modes, owners, xattrs such as file capabilities, mtimes,
+hardlinks, symlinks, parent directories), or with `keep_base=N` the first N layers copied
+untouched and one slimmed layer on top holding the kept entries of the upper layers plus the
+whiteouts that make the squashed view equal to the source's. The image config is carried over
+(Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, Volumes, Labels, StopSignal, Healthcheck)
+with labels naming the source digest and slim's version, and a history entry.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import posixpath
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from slim import __version__
+from slim.emitters.imagewriter import LayerBlob, LayerTarWriter, compress_layer, write_image
+from slim.errors import EmitError
+from slim.fs.tree import squash
+from slim.model import EntryKind, FileEntry, parent_dirs
+
+LABEL_SOURCE = "org.slim.source-digest"
+LABEL_VERSION = "org.slim.version"
+CONFIG_KEYS = (
+    "Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Volumes", "Labels",
+    "StopSignal", "Healthcheck", "Shell", "OnBuild", "ArgsEscaped",
+)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    dest: str
+    digest: str  # config digest (the image ID)
+    size_bytes: int  # regular-file bytes of the minimal filesystem
+    file_count: int
+    layers: int
+
+
+Planned = tuple[FileEntry, str]  # an entry and the source path its bytes are read from
+
+
+def minimal_entries(loaded: Any, keep: set[str]) -> list[Planned]:
+    """The squashed entries to write (kept paths plus all their parent directories), each with
+    the path whose bytes it carries."""
+    fs = loaded.rootfs
+    paths: set[str] = set()
+    for p in keep:
+        if fs.get(p) is None:
+            continue
+        paths.add(p)
+        paths.update(d for d in parent_dirs(p) if fs.get(d) is not None)
+    out: list[Planned] = []
+    for p in sorted(paths):
+        entry = fs.get(p)
+        if entry.kind is EntryKind.HARDLINK and entry.linkname not in paths:
+            # the other name of the inode is dropped: this name carries the content
+            target = fs.get(entry.linkname)
+            if target is None or target.kind is not EntryKind.FILE:
+                continue
+            entry = FileEntry(p, EntryKind.FILE, entry.mode, entry.uid, entry.gid, target.size,
+                              "", target.layer, entry.mtime, entry.xattrs)
+            out.append((entry, target.path))
+            continue
+        out.append((entry, p))
+    return out
+
+
+def write_layer(loaded: Any, entries: list[Planned], tar_path: str, whiteouts: list[str]) -> None:
+    """Write `entries` (file data streamed from the source image) as one layer tar."""
+    wanted: dict[int, set[str]] = {}
+    by_source: dict[tuple[int, str], list[FileEntry]] = {}
+    with open(tar_path, "wb") as out, LayerTarWriter(out, keep_mtime=True) as writer:
+        for entry, source in entries:
+            if entry.kind is EntryKind.FILE and entry.size > 0:
+                wanted.setdefault(entry.layer, set()).add(source)
+                by_source.setdefault((entry.layer, source), []).append(entry)
+            else:
+                writer.add(entry)
+        for w in whiteouts:
+            writer.add_whiteout(w)
+        for layer, path, stream in loaded.image.read_files(wanted):
+            targets = by_source.pop((layer, path), [])
+            if not targets:
+                continue
+            if len(targets) == 1:
+                writer.add(targets[0], stream)
+                continue
+            with tempfile.TemporaryFile() as spool:
+                shutil.copyfileobj(stream, spool)
+                for t in targets:
+                    spool.seek(0)
+                    writer.add(t, spool)
+        if by_source:
+            missing = sorted(p for _, p in by_source)
+            raise EmitError(f"{loaded.image.ref}: could not re-read {len(missing)} kept files, e.g. {missing[0]}")
+
+
+def minimal_config(loaded: Any, *, history_note: str, keep_base: int = 0) -> dict[str, Any]:
+    raw = copy.deepcopy(loaded.image.raw_config or {})
+    cfg = raw.get("config") or {}
+    kept = {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
+    labels = dict(kept.get("Labels") or {})
+    labels[LABEL_SOURCE] = loaded.image.digest
+    labels[LABEL_VERSION] = __version__
+    kept["Labels"] = dict(sorted(labels.items()))
+    out: dict[str, Any] = {
+        "architecture": raw.get("architecture", loaded.image.config.architecture),
+        "os": raw.get("os", loaded.image.config.os),
+        "config": kept,
+    }
+    if raw.get("variant"):
+        out["variant"] = raw["variant"]
+    if raw.get("created"):
+        out["created"] = raw["created"]
+    # history describes layers: keep the entries of the base layers kept, then ours
+    history: list[dict[str, Any]] = []
+    real = 0
+    for h in raw.get("history") or []:
+        if not isinstance(h, dict):
+            continue
+        if not h.get("empty_layer"):
+            if real >= keep_base:
+                break
+            real += 1
+        history.append(h)
+    out["history"] = [*history, {"created_by": history_note, "comment": f"slim {__version__}"}]
+    return out
+
+
+def build_image(
+    loaded: Any,
+    keep: set[str],
+    dest: str,
+    *,
+    keep_base: int = 0,
+    compression: str = "gzip",
+    docker_form: str = "oci",
+) -> BuiltImage:
+    """Write the minimal image for `keep` to `dest` (oci:DIR | oci-archive:FILE | docker-archive:FILE).
+
+    Raises EmitError. Nothing is left at `dest` when writing fails.
+    """
+    image = loaded.image
+    if keep_base < 0 or keep_base > len(loaded.layers):
+        raise EmitError(f"--keep-base {keep_base}: the image has {len(loaded.layers)} layers")
+    if keep_base and not hasattr(image, "open_blob"):
+        raise EmitError(f"{image.ref}: --keep-base needs an image with layer blobs")
+    entries = minimal_entries(loaded, keep)
+    work = tempfile.mkdtemp(prefix="slim-build-")
+    try:
+        blobs: list[LayerBlob] = []
+        whiteouts: list[str] = []
+        if keep_base:
+            for i in range(keep_base):
+                raw = os.path.join(work, f"base{i}.tar")
+                with image.open_blob(i) as src, open(raw, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                blobs.append(_as_blob(raw, work, loaded.layers[i]))
+            base = squash(r.tree for r in loaded.layers[:keep_base])
+            fs = loaded.rootfs
+            gone: set[str] = set()
+            for path in sorted(base.entries):
+                if path == "/" or fs.get(path) is not None:
+                    continue
+                if not any(d in gone for d in parent_dirs(path)):
+                    gone.add(path)
+            whiteouts = sorted(gone)
+            # entries the base layers already provide unchanged are not repeated
+            entries = _with_parents([pe for pe in entries if pe[0].layer >= keep_base], loaded)
+        tar_path = os.path.join(work, "slim.tar")
+        write_layer(loaded, entries, tar_path, whiteouts)
+        blobs.append(compress_layer(tar_path, work, compression))
+        config = minimal_config(
+            loaded, history_note=f"slim build from {image.digest}: {len(keep)} kept paths",
+            keep_base=keep_base,
+        )
+        digest = write_image(dest, blobs, config, docker_form=docker_form)
+    except OSError as exc:
+        raise EmitError(f"{dest}: {exc}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    files = [e for e, _ in minimal_entries(loaded, keep) if e.kind is not EntryKind.DIR]
+    size = sum(e.size for e in files if e.kind is EntryKind.FILE)
+    return BuiltImage(dest, digest, size, len(files), len(blobs))
+
+
+def _with_parents(entries: list[Planned], loaded: Any) -> list[Planned]:
+    """Upper-layer entries plus the parent directories they need (from the squashed view)."""
+    fs = loaded.rootfs
+    have = {e.path for e, _ in entries}
+    extra: list[Planned] = []
+    for e, _ in entries:
+        for d in parent_dirs(e.path):
+            if d not in have and fs.get(d) is not None:
+                have.add(d)
+                extra.append((fs.get(d), d))
+    return sorted([*entries, *extra], key=lambda pe: pe[0].path)
+
+
+def _as_blob(raw_path: str, work: str, read: Any) -> LayerBlob:
+    """A base layer blob copied verbatim (digest as stored, diff_id as verified on reading)."""
+    import hashlib
+
+    sha = hashlib.sha256()
+    with open(raw_path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    digest = "sha256:" + sha.hexdigest()
+    final = os.path.join(work, digest.split(":")[1])
+    os.replace(raw_path, final)
+    media = {
+        "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+        "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    }.get(read.compression, "application/vnd.oci.image.layer.v1.tar")
+    return LayerBlob(final, digest, read.diff_id, os.path.getsize(final), media)
+
+
+__all__ = ["BuiltImage", "build_image", "minimal_config", "posixpath"]
