@@ -1,0 +1,533 @@
+"""The low-level, deterministic image writer: layer tars, compressed blobs, image layouts.
+
+Everything that writes an image (the sample recipes, the bench harness, `slim build`) goes through
+here, so the byte-level rules live in one place:
+
+* Layer tars (OCI image-spec layer.md "Changesets"): PAX format, member names relative (no
+  leading '/'), owner names empty, mtimes fixed, members sorted by path components with hard
+  links after every other member (a link's target must already exist when a tar is extracted
+  in order). Extended attributes are PAX `SCHILY.xattr.*` records, as GNU tar and Docker write them.
+  Whiteouts are empty regular files `.wh.NAME`; an opaque directory holds `.wh..wh..opq`.
+* Blobs: gzip with mtime 0 and no file name (RFC 1952 header fields that would otherwise vary),
+  zstd, or uncompressed; stored as `<dir>/<sha256 hex>`.
+* Layouts: OCI image-layout (`oci-layout`, `index.json`, `blobs/sha256/…`), as a directory or an
+  uncompressed tar; `docker save` archives in both the Docker 25+ OCI-in-archive form and the
+  legacy form (`<id>/layer.tar`, `<config hex>.json`, `manifest.json`, `repositories`).
+  JSON is written with sorted keys and no whitespace; outer tars are sorted with fixed metadata.
+* Atomicity: an image is written into a temporary sibling of its destination and renamed into
+  place, so a failure never leaves a half-written image behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from slim.errors import EmitError
+from slim.fs.layer import decompressed
+from slim.model import EntryKind, FileEntry, normpath
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+REF_NAME = "org.opencontainers.image.ref.name"
+
+WHITEOUT_PREFIX = ".wh."  # OCI image-spec layer.md "Whiteouts"
+OPAQUE_MARKER = ".wh..wh..opq"
+
+_KIND_TYPE = {
+    EntryKind.FILE: tarfile.REGTYPE,
+    EntryKind.DIR: tarfile.DIRTYPE,
+    EntryKind.SYMLINK: tarfile.SYMTYPE,
+    EntryKind.HARDLINK: tarfile.LNKTYPE,
+    EntryKind.CHAR: tarfile.CHRTYPE,
+    EntryKind.BLOCK: tarfile.BLKTYPE,
+    EntryKind.FIFO: tarfile.FIFOTYPE,
+}
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A layer blob on disk: its stored digest, the digest of its tar (diff_id), size and type."""
+
+    path: str
+    digest: str
+    diff_id: str
+    size: int
+    media_type: str
+
+
+def canonical_json(doc: Any) -> bytes:
+    """JSON with sorted keys and no whitespace: the same document gives the same bytes."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _sort_key(path: str) -> tuple[str, ...]:
+    # Component-wise order keeps every directory right before its contents ("a", "a/b", "a-b").
+    return tuple(path.strip("/").split("/"))
+
+
+@dataclass
+class _Pending:
+    info: tarfile.TarInfo
+    offset: int  # into the spool; -1 when the member has no data
+
+
+class LayerTarWriter:
+    """Writes one deterministic, uncompressed layer tar to `out` (a context manager).
+
+    Members are collected (file data is spooled to a temporary file) and written sorted when the
+    writer closes, so the order of `add` calls does not change the bytes.
+    """
+
+    def __init__(self, out: BinaryIO, mtime: int = 0, keep_mtime: bool = False) -> None:
+        self.out = out
+        self.mtime = int(mtime)
+        self.keep_mtime = keep_mtime
+        self._members: dict[str, _Pending] = {}
+        self._spool: BinaryIO = tempfile.TemporaryFile(prefix="slim-layer-")  # noqa: SIM115 (closed in close())
+        self._closed = False
+
+    def __enter__(self) -> LayerTarWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._spool.close()
+            self._closed = True
+
+    def _name(self, path: str) -> str:
+        name = normpath(path).lstrip("/")
+        if not name:
+            raise EmitError(f"{path}: the root directory is not a layer member")
+        if name in self._members:
+            raise EmitError(f"{path}: added twice to the same layer")
+        return name
+
+    def _info(self, name: str, kind: EntryKind, mode: int, mtime: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type = _KIND_TYPE[kind]
+        info.mode = mode & 0o7777
+        info.mtime = mtime if self.keep_mtime else self.mtime
+        info.uname = info.gname = ""
+        return info
+
+    def add(self, entry: FileEntry, data: BinaryIO | None = None, *, keep_mtime: bool | None = None) -> None:
+        """Add one entry; a FILE needs `data` (its whole content is read now).
+
+        The member's mtime is the writer's fixed `mtime` unless `keep_mtime` (here or on the
+        writer) asks for `entry.mtime`.
+
+        Raises EmitError for a duplicate path, a FILE without data, or a size mismatch.
+        """
+        if self._closed:
+            raise EmitError(f"{entry.path}: layer writer is closed")
+        name = self._name(entry.path)
+        info = self._info(name, entry.kind, entry.mode, entry.mtime)
+        if keep_mtime is not None:
+            info.mtime = entry.mtime if keep_mtime else self.mtime
+        info.uid, info.gid = entry.uid, entry.gid
+        if entry.xattrs:
+            info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in sorted(entry.xattrs)}
+        offset = -1
+        if entry.kind is EntryKind.FILE:
+            if data is None:
+                if entry.size:
+                    raise EmitError(f"{entry.path}: regular file of {entry.size} bytes added without data")
+                data = io.BytesIO()
+            self._spool.seek(0, os.SEEK_END)
+            offset = self._spool.tell()
+            copied = 0
+            while chunk := data.read(CHUNK):
+                self._spool.write(chunk)
+                copied += len(chunk)
+            if entry.size and entry.size != copied:
+                raise EmitError(f"{entry.path}: entry says {entry.size} bytes, data has {copied}")
+            info.size = copied
+        elif entry.kind in (EntryKind.SYMLINK, EntryKind.HARDLINK):
+            if not entry.linkname:
+                raise EmitError(f"{entry.path}: {entry.kind.value} without a target")
+            # A hard link names another member of the archive: relative, like member names.
+            info.linkname = (
+                normpath(entry.linkname).lstrip("/") if entry.kind is EntryKind.HARDLINK else entry.linkname
+            )
+        elif entry.kind in (EntryKind.CHAR, EntryKind.BLOCK):
+            info.devmajor, info.devminor = entry.devmajor, entry.devminor
+        self._members[name] = _Pending(info, offset)
+
+    def _marker(self, path: str) -> None:
+        name = self._name(path)
+        self._members[name] = _Pending(self._info(name, EntryKind.FILE, 0o644, 0), -1)
+
+    def add_whiteout(self, path: str) -> None:
+        """Delete `path` (and its subtree) of the layers below: an empty `.wh.NAME` member."""
+        path = normpath(path)
+        if path == "/":
+            raise EmitError("/: the root cannot be whited out; use add_opaque('/')")
+        self._marker(posixpath.join(posixpath.dirname(path), WHITEOUT_PREFIX + posixpath.basename(path)))
+
+    def add_opaque(self, dir_path: str) -> None:
+        """Hide every lower-layer entry of directory `dir_path`: a `.wh..wh..opq` member."""
+        self._marker(posixpath.join(normpath(dir_path), OPAQUE_MARKER))
+
+    def close(self) -> None:
+        """Write the sorted members and the end-of-archive blocks to `out`."""
+        if self._closed:
+            return
+        self._closed = True
+        names = sorted(self._members, key=_sort_key)
+        # Hard links last: their targets are then already in the archive (tar extracts in order).
+        ordered = [n for n in names if self._members[n].info.type != tarfile.LNKTYPE]
+        ordered += [n for n in names if self._members[n].info.type == tarfile.LNKTYPE]
+        try:
+            with tarfile.open(fileobj=self.out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                for name in ordered:
+                    pending = self._members[name]
+                    if pending.offset < 0:
+                        tf.addfile(pending.info)
+                    else:
+                        self._spool.seek(pending.offset)
+                        tf.addfile(pending.info, self._spool)
+        finally:
+            self._spool.close()
+
+
+def _sha256_file(path: str) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return "sha256:" + sha.hexdigest(), size
+
+
+def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip") -> LayerBlob:
+    """Compress an uncompressed layer tar into `out_dir/<sha256 hex of the blob>`.
+
+    gzip is written with mtime 0 and an empty file name so equal tars give equal blobs.
+    Raises EmitError for an unknown compression or an unreadable tar.
+    """
+    if compression not in MEDIA_LAYER:
+        raise EmitError(f"{tar_path}: unknown layer compression {compression!r} (gzip, zstd, none)")
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        diff_id, _ = _sha256_file(tar_path)
+        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=out_dir)
+        try:
+            with os.fdopen(fd, "wb") as raw, open(tar_path, "rb") as src:
+                if compression == "gzip":
+                    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+                        shutil.copyfileobj(src, gz, CHUNK)
+                elif compression == "zstd":
+                    import zstandard
+
+                    cctx = zstandard.ZstdCompressor(level=19, write_checksum=True)
+                    cctx.copy_stream(src, raw, write_size=CHUNK)
+                else:
+                    shutil.copyfileobj(src, raw, CHUNK)
+            digest, size = _sha256_file(tmp)
+            path = os.path.join(out_dir, digest.split(":", 1)[1])
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise EmitError(f"{tar_path}: cannot write layer blob: {exc.strerror or exc}") from None
+    log.debug("layer %s: %s blob %s (%d bytes)", tar_path, compression, digest, size)
+    return LayerBlob(path=path, digest=digest, diff_id=diff_id, size=size, media_type=MEDIA_LAYER[compression])
+
+
+# -- image layouts ------------------------------------------------------------------------------
+
+
+def _parse_dest(dest: str) -> tuple[str, str, str]:
+    """(transport, location, tag-from-dest) of an output reference."""
+    for transport in ("oci-archive", "docker-archive", "oci"):
+        prefix = transport + ":"
+        if dest.startswith(prefix):
+            rest = dest[len(prefix) :]
+            if not rest:
+                break
+            if transport == "oci":
+                # oci:DIR:TAG, as skopeo: the TAG follows the last ':' and holds no '/'
+                loc, sep, tag = rest.rpartition(":")
+                if sep and loc and "/" not in tag:
+                    return transport, loc, tag
+            return transport, rest, ""
+    raise EmitError(f"{dest}: output must be oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE")
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    """("repo", "tag") of "repo:tag"; ("", tag) of a bare tag."""
+    slash = tag.rfind("/")
+    colon = tag.rfind(":")
+    if colon > slash:
+        return tag[:colon], tag[colon + 1 :]
+    return "", tag
+
+
+@dataclass
+class _Blob:
+    """One blob of the layout: bytes in memory or a file on disk."""
+
+    digest: str
+    data: bytes | None = None
+    path: str = ""
+
+    @property
+    def name(self) -> str:
+        return "blobs/sha256/" + self.digest.split(":", 1)[1]
+
+
+class _Sink:
+    """Where layout files go: a directory tree or a deterministic uncompressed tar."""
+
+    def __init__(self, root: str | None, tar: tarfile.TarFile | None) -> None:
+        self.root = root
+        self.tar = tar
+        self.dirs: set[str] = set()
+
+    def _dirs(self, name: str) -> None:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d in self.dirs:
+                continue
+            self.dirs.add(d)
+            if self.tar is not None:
+                info = tarfile.TarInfo(d + "/")
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+                info.uname = info.gname = ""
+                self.tar.addfile(info)
+            else:
+                assert self.root is not None
+                os.makedirs(os.path.join(self.root, d), mode=0o755, exist_ok=True)
+
+    def put(self, name: str, data: bytes | None = None, path: str = "") -> None:
+        self._dirs(name)
+        if self.tar is not None:
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = 0o644, 0
+            info.uname = info.gname = ""
+            if data is not None:
+                info.size = len(data)
+                self.tar.addfile(info, io.BytesIO(data))
+            else:
+                info.size = os.path.getsize(path)
+                with open(path, "rb") as f:
+                    self.tar.addfile(info, f)
+            return
+        assert self.root is not None
+        host = os.path.join(self.root, name)
+        if data is not None:
+            with open(host, "wb") as f:
+                f.write(data)
+        else:
+            shutil.copyfile(path, host)
+        os.chmod(host, 0o644)
+
+
+def _uncompressed(blob: LayerBlob, tmpdir: str) -> tuple[str, str]:
+    """(path, diff_id) of the uncompressed tar of a layer blob (the blob itself when plain)."""
+    if blob.media_type == MEDIA_LAYER["none"]:
+        return blob.path, blob.diff_id
+    out = os.path.join(tmpdir, blob.diff_id.split(":", 1)[1] + ".tar")
+    if not os.path.exists(out):
+        with open(blob.path, "rb") as f, open(out, "wb") as dst:
+            stream, _ = decompressed(f)
+            shutil.copyfileobj(stream, dst, CHUNK)
+    diff_id, _ = _sha256_file(out)
+    if diff_id != blob.diff_id:
+        raise EmitError(f"{blob.path}: uncompressed tar is {diff_id}, LayerBlob says {blob.diff_id}")
+    return out, diff_id
+
+
+def _image_config(layers: list[LayerBlob], config: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise EmitError("image config: expected a JSON object")
+    doc = json.loads(json.dumps(config))  # a deep copy that is surely JSON
+    doc.setdefault("architecture", "amd64")
+    doc.setdefault("os", "linux")
+    doc["rootfs"] = {"type": "layers", "diff_ids": [b.diff_id for b in layers]}
+    history = doc.get("history")
+    if history is not None:
+        # image-spec config.md: history entries that are not empty_layer map onto layers in order
+        real = [h for h in history if isinstance(h, dict) and not h.get("empty_layer")]
+        if len(real) != len(layers):
+            raise EmitError(f"image config: history has {len(real)} non-empty entries for {len(layers)} layers")
+    return doc
+
+
+@contextlib.contextmanager
+def _atomic(location: str, is_dir: bool) -> Iterator[str]:
+    """Yield a temporary sibling of `location`; on success rename it into place."""
+    parent = os.path.dirname(os.path.abspath(location)) or "."
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(os.path.abspath(location))
+    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    target = tmp if is_dir else os.path.join(tmp, base)
+    try:
+        yield target
+        if is_dir:
+            os.chmod(tmp, 0o755)
+            if os.path.isdir(location) and not os.path.islink(location):
+                old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+                os.rmdir(old)
+                os.replace(location, old)
+                os.replace(tmp, location)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, location)
+        else:
+            os.replace(target, location)
+            os.rmdir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_image(
+    dest: str,
+    layers: list[LayerBlob],
+    config: dict[str, Any],
+    *,
+    tag: str = "latest",
+    docker_form: str = "oci",
+) -> str:
+    """Write an image with these layers (base first) and OCI image `config` to `dest`.
+
+    dest: "oci:DIR[:TAG]" | "oci-archive:FILE" | "docker-archive:FILE". `rootfs.diff_ids` is
+    filled from the layers. `tag` is "NAME:TAG" or a bare "TAG": the OCI ref.name annotation gets
+    the TAG part; a docker archive's RepoTags get "NAME:TAG" ("TAG:latest" for a bare tag).
+    docker_form: "oci" (Docker 25+ OCI-in-archive) or "legacy" (`<id>/layer.tar`).
+    An existing destination is replaced as a whole (an OCI directory is not merged into).
+    Returns the config digest ("sha256:…", the image ID). Raises EmitError.
+    """
+    transport, location, dest_tag = _parse_dest(dest)
+    if docker_form not in ("oci", "legacy"):
+        raise EmitError(f"{dest}: docker_form must be 'oci' or 'legacy', not {docker_form!r}")
+    tag = dest_tag or tag or "latest"
+    repo, short = _split_tag(tag)
+    repo_tag = f"{repo}:{short}" if repo else f"{short}:latest"
+    cfg_bytes = canonical_json(_image_config(layers, config))
+    cfg_digest = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
+    try:
+        with tempfile.TemporaryDirectory(prefix="slim-write-") as scratch:
+            if transport == "docker-archive" and docker_form == "legacy":
+                files = _legacy_files(layers, cfg_bytes, cfg_digest, repo_tag, scratch)
+            else:
+                files = _oci_files(layers, cfg_bytes, cfg_digest, short, repo_tag, transport == "docker-archive")
+            if transport == "oci":
+                with _atomic(location, is_dir=True) as tmp:
+                    sink = _Sink(tmp, None)
+                    for name, data, path in files:
+                        sink.put(name, data, path)
+            else:
+                with _atomic(location, is_dir=False) as tmp, open(tmp, "wb") as raw:
+                    with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                        sink = _Sink(None, tf)
+                        for name, data, path in sorted(files, key=lambda f: _sort_key(f[0])):
+                            sink.put(name, data, path)
+                    os.chmod(tmp, 0o644)
+    except OSError as exc:
+        raise EmitError(f"{dest}: cannot write image: {exc.strerror or exc}") from None
+    log.info("wrote %s (config %s, %d layers)", dest, cfg_digest, len(layers))
+    return cfg_digest
+
+
+_File = tuple[str, bytes | None, str]  # (name in the layout, bytes or None, host path)
+
+
+def _oci_files(
+    layers: list[LayerBlob], cfg_bytes: bytes, cfg_digest: str, short: str, repo_tag: str, docker: bool
+) -> list[_File]:
+    """Files of an OCI image layout (image-spec image-layout.md), plus Docker's manifest.json."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_MANIFEST,
+        "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": cfg_digest, "size": len(cfg_bytes)},
+        "layers": [{"mediaType": b.media_type, "digest": b.digest, "size": b.size} for b in layers],
+    }
+    man_bytes = canonical_json(manifest)
+    man_digest = "sha256:" + hashlib.sha256(man_bytes).hexdigest()
+    annotations = {REF_NAME: short}
+    if docker:
+        # Docker 25+ `docker save` also names the image for containerd
+        annotations["io.containerd.image.name"] = repo_tag
+    index = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_INDEX,
+        "manifests": [
+            {"mediaType": MEDIA_OCI_MANIFEST, "digest": man_digest, "size": len(man_bytes), "annotations": annotations}
+        ],
+    }
+    blobs: dict[str, _Blob] = {}
+    for b in layers:
+        blobs.setdefault(b.digest, _Blob(b.digest, path=b.path))
+    blobs[cfg_digest] = _Blob(cfg_digest, data=cfg_bytes)
+    blobs[man_digest] = _Blob(man_digest, data=man_bytes)
+    files: list[_File] = [("oci-layout", OCI_LAYOUT, ""), ("index.json", canonical_json(index), "")]
+    files += [(blob.name, blob.data, blob.path) for blob in blobs.values()]
+    if docker:
+        entry = {
+            "Config": _Blob(cfg_digest).name,
+            "RepoTags": [repo_tag],
+            "Layers": [_Blob(b.digest).name for b in layers],
+        }
+        files.append(("manifest.json", canonical_json([entry]), ""))
+    return files
+
+
+def _legacy_files(
+    layers: list[LayerBlob], cfg_bytes: bytes, cfg_digest: str, repo_tag: str, scratch: str
+) -> list[_File]:
+    """Files of a legacy `docker save` archive (Docker image spec v1.2 tarball)."""
+    files: list[_File] = []
+    layer_names: list[str] = []
+    seen: set[str] = set()
+    parent = ""
+    for b in layers:
+        tar_path, diff_id = _uncompressed(b, scratch)
+        # A v1 layer ID chains the parent, so the same tar at two positions gets two directories.
+        layer_id = hashlib.sha256(f"{parent}\n{diff_id}".encode()).hexdigest()
+        parent = layer_id
+        layer_names.append(f"{layer_id}/layer.tar")
+        if layer_id in seen:
+            continue
+        seen.add(layer_id)
+        files.append((f"{layer_id}/VERSION", b"1.0", ""))
+        files.append((f"{layer_id}/layer.tar", None, tar_path))
+    cfg_name = cfg_digest.split(":", 1)[1] + ".json"
+    files.append((cfg_name, cfg_bytes, ""))
+    entry = {"Config": cfg_name, "RepoTags": [repo_tag], "Layers": layer_names}
+    files.append(("manifest.json", canonical_json([entry]), ""))
+    repo, _, short = repo_tag.rpartition(":")
+    if parent:
+        files.append(("repositories", canonical_json({repo: {short: parent}}), ""))
+    return files
