@@ -276,7 +276,8 @@ def open_docker_archive(ref: ImageRef, store: Store) -> StoreImage:
         raise SourceError(f"{label}: manifest.json lists no images")
     entry = entries[0]
     if ref.tag:
-        found = [e for e in entries if ref.tag in (e.get("RepoTags") or [])]
+        want = ref.tag if ":" in ref.tag.rsplit("/", 1)[-1] else ref.tag + ":latest"
+        found = [e for e in entries if isinstance(e, dict) and want in (e.get("RepoTags") or [])]
         if not found:
             raise SourceError(f"{label}: no image tagged {ref.tag!r} in the archive")
         entry = found[0]

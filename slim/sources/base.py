@@ -43,10 +43,11 @@ def parse_ref(text: str) -> ImageRef:
                 loc, sep, tag = rest.rpartition(":")
                 if sep and not os.path.exists(rest) and "/" not in tag:
                     return ImageRef(transport, loc, tag)
-            if transport == "docker-archive":
-                loc, sep, tag = rest.rpartition(":")
-                if sep and not os.path.exists(rest) and os.path.exists(loc):
-                    return ImageRef(transport, loc, tag)
+            if transport == "docker-archive" and not os.path.exists(rest):
+                # docker-archive:FILE:NAME[:TAG] — the first ':' after which FILE exists (skopeo)
+                for i, ch in enumerate(rest):
+                    if ch == ":" and os.path.isfile(rest[:i]):
+                        return ImageRef(transport, rest[:i], rest[i + 1 :])
             return ImageRef(transport, rest)
     if os.path.isfile(text) and (text.endswith(".tar") or _sniff_archive(text)):
         return ImageRef(_archive_kind(text), text)
