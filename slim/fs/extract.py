@@ -1,0 +1,385 @@
+"""Safe extraction of an image's layers into a host directory (the root a tracer runs).
+
+Layers are applied base first, with OCI whiteouts (image-spec layer.md "Whiteouts"): a member
+`.wh.NAME` removes NAME from the layers below, `.wh..wh..opq` empties its directory of
+everything the layers below put there — the same result as go-containerregistry's
+`mutate.Extract`.
+
+The image is untrusted, so nothing is ever written outside `dest`:
+
+* member names are normalised; a name that climbs above the root is skipped;
+* every write goes through directory descriptors opened with O_NOFOLLOW, one component at a
+  time; a symlink met on the way (e.g. `lib -> usr/lib`) is resolved by us *inside* dest with
+  chroot semantics (absolute targets restart at dest, `..` stops at dest), the way Docker's
+  `FollowSymlinkInScope` does — the kernel never follows one for us;
+* the final component is never followed: an existing entry there is replaced, not written through;
+* hard links must name a target inside dest, and are made with `linkat` without following;
+* device nodes are never created (the sandbox provides its own /dev; a block device in a
+  writable tree would hand the app the host disk): they are skipped and reported;
+* modes are kept (directory modes applied last, so a 0555 directory can still be filled), and
+  uid/gid when running as root. Symlinks are written as-is (absolute targets are resolved inside
+  the sandbox, whose root is dest).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import BinaryIO
+
+from slim.errors import LayerError, SourceError
+from slim.fs.layer import decompressed
+from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
+from slim.sources.base import BlobImage, Image
+
+log = logging.getLogger(__name__)
+
+MAX_SYMLINK_HOPS = 40  # Linux's MAXSYMLINKS (fs/namei.c)
+CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A member that was not extracted, and why."""
+
+    layer: int
+    path: str
+    reason: str
+
+
+@dataclass
+class ExtractReport:
+    """What extraction did not reproduce exactly (sorted by the caller when shown)."""
+
+    skipped: list[Skipped] = field(default_factory=list)
+    files: int = 0
+
+
+class _Unsafe(Exception):
+    """A member that would escape dest or cannot be placed; skipped with the message."""
+
+
+def member_parts(name: str) -> list[str] | None:
+    """Components of a tar member name relative to the root; None when it climbs above it."""
+    parts: list[str] = []
+    for part in name.replace("\\", "/").split("/") if "\x00" not in name else [".."]:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return parts
+
+
+class _Root:
+    """Directory-descriptor based writer confined to one root directory."""
+
+    def __init__(self, dest: str) -> None:
+        self.fd = os.open(dest, _DIR_FLAGS)
+        self.as_root = os.geteuid() == 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def resolve_dir(self, parts: list[str], create: bool) -> list[str]:
+        """The real (symlink-free) component list of directory `parts`, resolved in scope."""
+        real: list[str] = []
+        todo = list(parts)
+        hops = 0
+        while todo:
+            name = todo.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if real:
+                    real.pop()
+                continue
+            fd = self.open_dir(real)
+            try:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    if not create:
+                        raise _Unsafe(f"{'/'.join(parts)}: parent does not exist") from None
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    hops += 1
+                    if hops > MAX_SYMLINK_HOPS:
+                        raise _Unsafe(f"{'/'.join(parts)}: too many symlinks in parent path")
+                    target = os.readlink(name, dir_fd=fd)
+                    if target.startswith("/"):
+                        real = []
+                    todo = [p for p in target.split("/") if p] + todo
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    raise _Unsafe(f"{'/'.join(parts)}: a parent is not a directory")
+                real.append(name)
+            finally:
+                if fd != self.fd:
+                    os.close(fd)
+        return real
+
+    def open_dir(self, real: list[str]) -> int:
+        """Open an already resolved directory with O_NOFOLLOW at every step (caller closes)."""
+        fd = self.fd
+        for name in real:
+            nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            if fd != self.fd:
+                os.close(fd)
+            fd = nfd
+        return fd
+
+
+def _remove(name: str, dir_fd: int) -> None:
+    """Remove `name` in `dir_fd` whatever it is, never following a symlink."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)  # fd-based and symlink-safe on Linux (3.11+)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _empty_except(root: _Root, real: list[str], keep: set[str], prefix: str) -> None:
+    """Opaque directory: remove every entry under `real` the current layer did not write."""
+    fd = root.open_dir(real)
+    try:
+        for name in sorted(os.listdir(fd)):
+            path = f"{prefix}/{name}" if prefix else name
+            if path in keep:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    _empty_except(root, [*real, name], keep, path)
+            else:
+                _remove(name, fd)
+    finally:
+        if fd != root.fd:
+            os.close(fd)
+
+
+def _layer_streams(image: Image) -> list[Callable[[], BinaryIO]]:
+    if not isinstance(image, BlobImage):
+        raise SourceError(f"{image.ref}: cannot extract layers of a {type(image).__name__}")
+    blob_image = image
+    return [partial(blob_image.open_blob, layer.index) for layer in image.layers]
+
+
+def extract_image(
+    image: Image, dest: str, on_bytes: Callable[[int], None] | None = None
+) -> ExtractReport:
+    """Unpack every layer of `image`, base first, into the empty directory `dest`.
+
+    Raises LayerError when a layer is not a readable tar, SourceError when the image has no
+    layer blobs. Unsafe members are skipped and listed in the report.
+    """
+    report = ExtractReport()
+    for index, opener in enumerate(_layer_streams(image)):
+        what = f"{image.ref}: layer {index}"
+        try:
+            with opener() as blob:
+                stream, _ = decompressed(blob)
+                extract_tar(stream, dest, index, report, on_bytes=on_bytes, what=what)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise LayerError(f"{what}: cannot extract: {exc}") from None
+    return report
+
+
+def extract_tar(
+    stream: BinaryIO,
+    dest: str,
+    layer: int = 0,
+    report: ExtractReport | None = None,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    what: str = "layer",
+) -> ExtractReport:
+    """Apply one layer tar stream onto `dest` (see the module docstring for the rules)."""
+    report = report if report is not None else ExtractReport()
+    root = _Root(dest)
+    written: set[str] = set()  # paths (and their parents) this layer wrote, for opaque dirs
+    dir_modes: list[tuple[list[str], tarfile.TarInfo]] = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                parts = member_parts(member.name)
+                shown = "/" + "/".join(parts or [])
+                if parts is None:
+                    report.skipped.append(Skipped(layer, member.name, "name climbs above the root"))
+                    continue
+                if not parts:
+                    continue  # the root itself ("./")
+                try:
+                    _apply(root, tar, member, parts, written, dir_modes, report, layer, on_bytes)
+                except _Unsafe as exc:
+                    report.skipped.append(Skipped(layer, shown, str(exc)))
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    report.skipped.append(Skipped(layer, shown, exc.strerror or str(exc)))
+        # directory modes last, deepest first, so read-only directories could still be filled
+        for real, member in sorted(dir_modes, key=lambda item: -len(item[0])):
+            try:
+                fd = root.open_dir(real)
+            except OSError:
+                continue
+            try:
+                _set_owner_mode(root, fd, member)
+            finally:
+                if fd != root.fd:
+                    os.close(fd)
+    finally:
+        root.close()
+    log.debug("%s: extracted, %d skipped so far", what, len(report.skipped))
+    return report
+
+
+def _set_owner_mode(root: _Root, fd: int, member: tarfile.TarInfo) -> None:
+    if root.as_root:
+        os.fchown(fd, member.uid, member.gid)
+    os.fchmod(fd, member.mode & 0o7777)
+
+
+def _apply(
+    root: _Root,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    parts: list[str],
+    written: set[str],
+    dir_modes: list[tuple[list[str], tarfile.TarInfo]],
+    report: ExtractReport,
+    layer: int,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    name = parts[-1]
+    parent_real = root.resolve_dir(parts[:-1], create=True)
+    # opaque handling needs the paths this layer wrote, in real (resolved) terms
+    real_rel = "/".join([*parent_real, name])
+    pfd = root.open_dir(parent_real)
+    try:
+        if name == OPAQUE_MARKER:
+            _empty_except(root, parent_real, written, "/".join(parent_real))
+            return
+        if name.startswith(WHITEOUT_PREFIX):
+            victim = name[len(WHITEOUT_PREFIX):]
+            if victim not in ("", ".", ".."):
+                _remove(victim, pfd)
+            return
+        for i in range(1, len(parent_real) + 1):
+            written.add("/".join(parent_real[:i]))
+        written.add(real_rel)
+        try:
+            existing = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if member.isdir():
+            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                _remove(name, pfd)
+                existing = None
+            if existing is None:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+            dir_modes.append(([*parent_real, name], member))
+            return
+        if existing is not None:
+            _remove(name, pfd)
+        if member.isreg():
+            src = tar.extractfile(member)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=pfd)
+            try:
+                if src is not None:
+                    while chunk := src.read(CHUNK):
+                        _write_all(fd, chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+                if root.as_root:
+                    os.fchown(fd, member.uid, member.gid)
+                    _set_xattrs(fd, member)
+                os.fchmod(fd, member.mode & 0o7777)
+                os.utime(fd, (member.mtime, member.mtime))
+            finally:
+                os.close(fd)
+            report.files += 1
+        elif member.issym():
+            os.symlink(member.linkname, name, dir_fd=pfd)
+            if root.as_root:
+                os.chown(name, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
+        elif member.islnk():
+            target = member_parts(member.linkname)
+            if not target:
+                raise _Unsafe(f"hard link target {member.linkname!r} is outside the root")
+            tparent = root.resolve_dir(target[:-1], create=False)
+            tfd = root.open_dir(tparent)
+            try:
+                tst = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
+                if stat.S_ISDIR(tst.st_mode):
+                    raise _Unsafe(f"hard link target {member.linkname!r} is a directory")
+                os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise _Unsafe(f"hard link target {member.linkname!r} does not exist") from None
+            finally:
+                if tfd != root.fd:
+                    os.close(tfd)
+        elif member.isfifo():
+            os.mkfifo(name, member.mode & 0o7777, dir_fd=pfd)
+        elif member.ischr() or member.isblk():
+            kind = "character" if member.ischr() else "block"
+            raise _Unsafe(f"{kind} device {member.devmajor}:{member.devminor} not created")
+        else:
+            raise _Unsafe(f"unsupported tar member type {member.type!r}")
+    finally:
+        if pfd != root.fd:
+            os.close(pfd)
+
+
+def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
+    """Restore PAX `SCHILY.xattr.*` records (file capabilities such as ping's
+    security.capability live there); set after chown, which clears capabilities."""
+    for key, value in sorted((member.pax_headers or {}).items()):
+        if not key.startswith("SCHILY.xattr."):
+            continue
+        name = key[len("SCHILY.xattr."):]
+        if not name.startswith(("security.capability", "user.", "trusted.")):
+            continue  # selinux labels and ACLs belong to the build host
+        try:
+            os.setxattr(fd, name, value.encode("utf-8", "surrogateescape"))
+        except OSError as exc:
+            log.debug("%s: xattr %s not restored: %s", member.name, name, exc)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def prepare_root(image: Image, workdir: str, on_bytes: Callable[[int], None] | None = None) -> str:
+    """A host directory holding the image's root filesystem; returns its path.
+
+    A `rootfs:DIR` image is used in place (its root); any other image is extracted into
+    `workdir/rootfs`, which the caller owns and removes. Raises LayerError / SourceError.
+    """
+    from slim.sources.directory import DirectoryImage
+
+    if isinstance(image, DirectoryImage):
+        return image.root
+    dest = os.path.join(workdir, "rootfs")
+    os.mkdir(dest, 0o755)
+    report = extract_image(image, dest, on_bytes=on_bytes)
+    for item in sorted(report.skipped, key=lambda s: (s.layer, s.path)):
+        log.info("%s: layer %d: %s: not extracted: %s", image.ref, item.layer, item.path, item.reason)
+    return dest

@@ -1,0 +1,106 @@
+"""The docker runner: host strace through the host loader, in a container of the image root.
+
+Both runners must see the same opened image files; nothing (container, image, temp dir, process)
+may remain afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from slim.errors import TraceError
+from slim.fs.extract import prepare_root
+from slim.pipeline import load
+from slim.tracers import RUNNERS
+from slim.tracers.probes import parse_probe
+from slim.tracers.sandbox import SandboxRunner
+from tests.conftest import have_docker, require
+
+pytestmark = [pytest.mark.trace, pytest.mark.docker]
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
+SYSTEM = ("/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+
+
+@pytest.fixture(scope="module")
+def client():  # type: ignore[no-untyped-def]
+    require(have_docker(), "a Docker daemon is needed")
+    import docker
+
+    return docker.from_env()
+
+
+@pytest.fixture
+def runner(client):  # type: ignore[no-untyped-def]
+    cls = RUNNERS.get("docker")
+    require(cls is not None and cls.available(), "docker runner unavailable")
+    before_dirs = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("slim-trace-")}
+    yield cls()
+    assert [c.name for c in client.containers.list(all=True)
+            if any(t.startswith("slim-trace") for t in (c.image.tags or []))] == []
+    assert [t for i in client.images.list() for t in i.tags if t.startswith("slim-trace")] == []
+    after = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("slim-trace-")}
+    assert after <= before_dirs
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+def sample_root(name: str, work: Path):  # type: ignore[no-untyped-def]
+    path = SAMPLES / name / f"{name}.docker.tar"
+    require(path.exists(), f"{path}: sample image not built")
+    with load(f"docker-archive:{path}") as loaded:
+        return prepare_root(loaded.image, str(work)), loaded.image.config
+
+
+def image_files(paths: list[str]) -> set[str]:
+    return {p for p in paths if not p.startswith(SYSTEM)}
+
+
+@pytest.mark.parametrize("name", ["hello-glibc", "hello-musl", "shell-entrypoint",
+                                  "busybox-static"])
+def test_same_opened_files_as_the_sandbox(name: str, runner, work: Path) -> None:  # type: ignore[no-untyped-def]
+    require(SandboxRunner.available(), "bwrap and strace are needed for the comparison")
+    root, config = sample_root(name, work)
+    in_docker = runner.run(root, config, [], timeout=60)
+    in_sandbox = SandboxRunner().run(root, config, [], timeout=60)
+    assert in_docker.exit_code == 0 == in_sandbox.exit_code, in_docker.stderr_tail
+    assert in_docker.stdout_tail == in_sandbox.stdout_tail
+    assert image_files(in_docker.trace.opened) == image_files(in_sandbox.trace.opened)
+    assert in_docker.trace.executed == in_sandbox.trace.executed
+    assert in_docker.trace.executed  # the app was seen at all
+
+
+def test_http_probe_in_docker(runner, work: Path) -> None:  # type: ignore[no-untyped-def]
+    root, config = sample_root("busybox-static", work)
+    (Path(root) / "www").mkdir()
+    (Path(root) / "www/index.html").write_text("docker page\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = replace(config, entrypoint=("/bin/busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}",
+                                         "-h", "/www"), cmd=())
+    res = runner.run(root, config, [parse_probe(f"http:{port}"),
+                                    parse_probe("exec:/bin/busybox true")], timeout=60)
+    assert [p.passed for p in res.probes] == [True, True], res.probes
+    assert res.observations[0].body == b"docker page\n"
+    assert res.trace.paths["/www/index.html"].opened
+
+
+def test_failures_in_docker(runner, work: Path) -> None:  # type: ignore[no-untyped-def]
+    root, config = sample_root("busybox-static", work)
+    with pytest.raises(TraceError, match="entrypoint not found"):
+        runner.run(root, replace(config, entrypoint=("/nothere",), cmd=()), [])
+    res = runner.run(root, replace(config, entrypoint=("/bin/sh", "-c", "echo boom >&2; exit 7"),
+                                   cmd=()), [parse_probe("http:1")], timeout=20)
+    assert res.exit_code == 7 and not res.passed
+    assert "boom" in res.probes[0].detail

@@ -1,0 +1,76 @@
+"""Lookups the sandbox runner makes inside the image root (no bwrap needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from slim.errors import TraceError
+from slim.model import ImageConfig
+from slim.tracers.sandbox import SandboxRunner, find_program, resolve_in_root, resolve_user
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> str:
+    r = tmp_path / "root"
+    (r / "usr/bin").mkdir(parents=True)
+    (r / "etc").mkdir()
+    (r / "app").mkdir()
+    os.symlink("usr/bin", r / "bin")
+    (r / "usr/bin/tool").write_text("#!/bin/sh\n")
+    (r / "usr/bin/tool").chmod(0o755)
+    (r / "usr/bin/data").write_text("not executable")
+    os.symlink("/usr/bin/tool", r / "app/run")
+    os.symlink("../../../../../../etc/shadow", r / "app/escape")
+    (r / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nweb:x:33:34:web:/var/www:/bin/sh\n")
+    (r / "etc/group").write_text("root:x:0:\nstaff:x:50:\n")
+    return str(r)
+
+
+def test_resolve_in_root_stays_inside(root: str) -> None:
+    assert resolve_in_root(root, "/bin/tool") == os.path.join(root, "usr/bin/tool")
+    assert resolve_in_root(root, "/app/run") == os.path.join(root, "usr/bin/tool")
+    # `..` stops at the image root: /etc/shadow of the image (absent), never the host's
+    assert resolve_in_root(root, "/app/escape") is None
+    assert resolve_in_root(root, "/app/escape", follow=False) == os.path.join(root, "app/escape")
+
+
+def test_find_program_uses_the_image_path(root: str) -> None:
+    config = ImageConfig(env=("PATH=/nope:/bin",), workdir="/app")
+    assert find_program(root, "tool", config) == "/bin/tool"
+    assert find_program(root, "data", config) is None  # not executable
+    assert find_program(root, "./run", config) == "/app/run"
+    assert find_program(root, "missing", config) is None
+
+
+def test_resolve_user(root: str) -> None:
+    assert resolve_user(root, "web") == resolve_user(root, "33")
+    assert (resolve_user(root, "web").uid, resolve_user(root, "web").gid) == (33, 34)
+    assert resolve_user(root, "web:staff").gid == 50
+    assert resolve_user(root, "1000:1000").uid == 1000
+    assert resolve_user(root, "web").home == "/var/www"
+    with pytest.raises(TraceError, match="ghost: user not found"):
+        resolve_user(root, "ghost")
+    with pytest.raises(TraceError, match="group 'nogroup' not found"):
+        resolve_user(root, "web:nogroup")
+
+
+def test_bwrap_command_line(root: str) -> None:
+    runner = SandboxRunner(bwrap="/usr/bin/bwrap", strace="/usr/bin/strace")
+    config = ImageConfig(env=("A=1", "PATH=/bin"), workdir="/srv", user="web")
+    argv = runner.bwrap_argv(root, config, ["/bin/tool", "x"], network="none", status_fd=9)
+    joined = " ".join(argv)
+    assert f"--bind {root} /" in joined
+    assert "--unshare-pid" in argv and "--unshare-net" in argv and "--die-with-parent" in argv
+    assert "--dir /srv --chdir /srv" in joined  # a missing WorkingDir is created, as Docker does
+    assert "--unshare-user --uid 33 --gid 34" in joined
+    assert "--clearenv --setenv A 1 --setenv HOME /var/www" in joined
+    assert argv[-3:] == ["--", "/bin/tool", "x"]
+    host = runner.bwrap_argv(root, ImageConfig(), ["/bin/tool"], network="host", status_fd=9,
+                             writable=False)
+    assert "--unshare-net" not in host and "--uid" not in host
+    assert f"--ro-bind {root} /" in " ".join(host)
+    with pytest.raises(TraceError, match="bridge: unknown network"):
+        runner.bwrap_argv(root, ImageConfig(), ["/bin/tool"], network="bridge", status_fd=9)

@@ -1,0 +1,126 @@
+"""The strace parser on committed, real (trimmed) strace logs and hand-made edge cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from slim.tracers.strace import decode_string, parse_strace, split_args, strace_argv
+from slim.tracers.trace import Trace
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_command_line_follows_forks_and_prints_whole_paths() -> None:
+    argv = strace_argv("/usr/bin/strace", "/tmp/log", ["bwrap", "--", "/app"])
+    assert argv[:1] == ["/usr/bin/strace"]
+    assert "-f" in argv and argv[argv.index("-s") + 1] == "4096"
+    assert argv[argv.index("-o") + 1] == "/tmp/log"
+    assert argv[-3:] == ["bwrap", "--", "/app"]
+    assert not any(a.startswith("--seccomp-bpf") or a.startswith("-e") for a in argv)
+
+
+def test_split_args_and_strings() -> None:
+    assert split_args('AT_FDCWD, "a,b", O_RDONLY') == ["AT_FDCWD", '"a,b"', "O_RDONLY"]
+    assert split_args('{st_mode=S_IFREG, st_size=3}, [1, 2], 0') == [
+        "{st_mode=S_IFREG, st_size=3}", "[1, 2]", "0"]
+    assert split_args("") == []
+    assert decode_string(r'"a\"b\\c\n\303\251"') == 'a"b\\c\né'
+    assert decode_string('"/usr/lib"...') is None
+    assert decode_string("AT_FDCWD") is None
+
+
+def test_bwrap_setup_does_not_count() -> None:
+    parser = parse_strace((DATA / "bwrap_busybox_sh.strace").read_text(), skip_execs=1)
+    trace = parser.trace
+    assert parser.app_pid == 10173
+    # host-side files bwrap opened before the app started are not in the trace
+    assert not any(p.startswith("/lib/x86_64-linux-gnu") for p in trace.paths)
+    assert "/etc/ld.so.cache" not in trace.paths and "/tmp/ROOT" not in trace.paths
+    assert "pivot_root" not in trace.syscalls
+    # cwd /www comes from bwrap's chdir before the fork; `cat index.html` is relative to it
+    assert trace.paths["/www/index.html"].opened
+    assert trace.paths["/nope"].errors == {"ENOENT"} and not trace.paths["/nope"].found
+    assert trace.paths["/tmp/y"].opened  # written by the backgrounded child after `cd /`
+    assert trace.executed == ["/bin/sh", "/proc/self/exe"]
+    assert trace.execs == {10173: ["/bin/sh"], 10185: ["/proc/self/exe"]}
+    assert trace.syscalls["execve"] == 2
+    assert trace.syscalls["clone"] == 3  # two via <unfinished ...>/<... resumed>, counted once
+    assert parser.exits[10173] == "0"
+    assert "/nope" in trace.missing
+
+
+def test_at_calls_dups_fchdir_threads_and_forks() -> None:
+    parser = parse_strace((DATA / "at_dup_threads.strace").read_text(), skip_execs=0)
+    trace = parser.trace
+    assert parser.app_pid == 29451
+    assert trace.paths["/etc"].opened
+    assert trace.paths["/etc/hostname"].opened  # openat(3</etc>, "hostname")
+    assert trace.paths["/etc/passwd"].stated  # newfstatat on the F_DUPFD copy
+    assert trace.paths["/etc/nope.conf"].errors == {"ENOENT"}  # relative after fchdir
+    assert trace.paths["/proc/self/cwd"].readlinked
+    assert trace.paths["/etc/group"].stated  # the thread shares the cwd (CLONE_FS)
+    assert trace.paths["/usr"].stated  # the forked child's chdir
+    assert trace.paths["/bin/true"].executed
+    assert trace.execs[30773] == ["/bin/true"]
+    assert trace.paths["/etc/ld.so.preload"].errors == {"ENOENT"}
+    assert parser.unresolved == 0
+    assert trace.syscalls["clone3"] == 1 and trace.syscalls["access"] >= 2
+
+
+def test_hand_made_edge_cases() -> None:
+    log = "\n".join([
+        '100 execve("/launcher", ["l"], 0x0 /* 1 var */) = 0',
+        '100 openat(AT_FDCWD, "/host/only", O_RDONLY) = 3',
+        '100 chdir("/app") = 0',
+        '100 execve("/bin/app", ["app"], 0x0 /* 1 var */ <unfinished ...>',
+        '101 getpid() = 1',  # a pid alive before the app started: never counted
+        '100 <... execve resumed>) = 0',
+        '100 openat(AT_FDCWD, "../etc/./conf", O_RDONLY) = 4',
+        '100 dup3(4, 9, O_CLOEXEC) = 9',
+        '100 close(4) = 0',
+        '100 openat(9, "x", O_RDONLY) = -1 ENOTDIR (Not a directory)',
+        '100 openat(77, "y", O_RDONLY) = -1 ENOENT (No such file or directory)',
+        '100 vfork( <unfinished ...>',
+        '102 execve("relative/tool", ["tool"], 0x0 /* 1 var */) = 0',
+        '100 <... vfork resumed>) = 102',
+        '102 statx(AT_FDCWD, "/a b\\"c", AT_STATX_SYNC_AS_STAT, STATX_ALL, 0x1) = 0',
+        '102 faccessat2(AT_FDCWD, "data", R_OK, AT_EACCESS) = -1 EACCES (Permission denied)',
+        '102 readlinkat(AT_FDCWD, "/lib64", "usr/lib64", 4095) = 9',
+        '102 +++ killed by SIGKILL +++',
+        '100 exit_group(0) = ?',
+        '100 +++ exited with 0 +++',
+    ])
+    parser = parse_strace(log)
+    trace = parser.trace
+    assert parser.app_pid == 100
+    assert "/host/only" not in trace.paths
+    assert trace.paths["/etc/conf"].opened  # "../" from /app
+    assert trace.paths["/etc/conf/x"].errors == {"ENOTDIR"}  # through dup3's copy
+    assert parser.unresolved == 1  # fd 77 was never opened
+    assert trace.paths["/app/relative/tool"].executed  # the vfork child inherited cwd
+    assert trace.paths['/a b"c'].stated
+    assert trace.paths["/app/data"].errors == {"EACCES"}
+    assert trace.paths["/lib64"].readlinked
+    assert "getpid" not in trace.syscalls
+    assert parser.exits == {102: "SIGKILL", 100: "0"}
+    assert trace.syscalls == {"close": 1, "dup3": 1, "execve": 2, "exit_group": 1,
+                              "faccessat2": 1, "openat": 3, "readlinkat": 1, "statx": 1,
+                              "vfork": 1}
+
+
+def test_trace_json_round_trip(tmp_path: Path) -> None:
+    parser = parse_strace((DATA / "bwrap_busybox_sh.strace").read_text())
+    text = parser.trace.dumps()
+    doc = json.loads(text)
+    assert list(doc["paths"]) == sorted(doc["paths"])
+    again = Trace.from_json(doc)
+    assert again.dumps() == text
+    saved = tmp_path / "t.json"
+    saved.write_text(text)
+    assert Trace.load(str(saved)).to_json() == parser.trace.to_json()
+    merged = Trace()
+    merged.merge(again)
+    merged.merge(again)
+    assert merged.syscalls["execve"] == 2 * again.syscalls["execve"]
+    assert merged.used == again.used
