@@ -1,0 +1,168 @@
+"""The human report: a headline, then rich tables (layers, efficiency, largest paths, waste …).
+
+Sections about the app (keep, packages, unknowns) appear only when they have content. Sizes are
+shown in binary units (KiB, MiB …) with the exact byte count left to the JSON report.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from slim.result import AnalysisResult, PathBytes
+
+MAX_ROWS = 20  # rows per table for lists that can be long (keep, packages, unknowns)
+
+
+def human_bytes(n: int) -> str:
+    """1536 → "1.5 KiB"; bytes below 1 KiB stay exact ("512 B")."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f} %" if whole else "-"
+
+
+def headline(result: AnalysisResult) -> str:
+    """One line with the numbers that matter: size, files, layers, efficiency, waste."""
+    img = result.image
+    parts = [
+        f"{img.reference}: {human_bytes(img.size_bytes)} in {img.file_count} files, "
+        f"{len(img.layers)} layer{'s' if len(img.layers) != 1 else ''}"
+    ]
+    if result.efficiency is not None:
+        parts.append(f"efficiency {100 * result.efficiency.score:.1f} %")
+    waste = sum(w.size_bytes for w in result.waste)
+    if result.waste:
+        parts.append(f"likely waste {human_bytes(waste)} ({_percent(waste, img.size_bytes)})")
+    if result.removable is not None:
+        parts.append(f"removable {human_bytes(result.removable.size_bytes)}")
+    return " · ".join(parts)
+
+
+def _paths_table(title: str, rows: list[PathBytes], total: int, count_label: str = "") -> Table:
+    """size · share of `total` (omitted when 0) · count (omitted without a label) · path."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("size", justify="right")
+    if total:
+        table.add_column("share", justify="right")
+    if count_label:
+        table.add_column(count_label, justify="right")
+    table.add_column("path", overflow="fold")
+    for row in rows:
+        cells: list[str | Text] = [human_bytes(row.size_bytes)]
+        if total:
+            cells.append(_percent(row.size_bytes, total))
+        if count_label:
+            cells.append(str(row.count))
+        cells.append(Text(row.path))
+        table.add_row(*cells)
+    return table
+
+
+def render_text(result: AnalysisResult, console: Console) -> None:
+    """Print the report to `console` (its width and colour settings are the caller's)."""
+    img = result.image
+    console.print(Text(headline(result), style="bold"), soft_wrap=True)  # one greppable line
+    meta = Table.grid(padding=(0, 2))
+    meta.add_column(style="dim")
+    meta.add_column(overflow="fold")
+    # image metadata is untrusted: Text() so '[...]' in it is never read as rich markup
+    meta.add_row("digest", Text(img.digest or "-"))
+    meta.add_row("platform", Text(f"{img.os}/{img.architecture}"))
+    meta.add_row("entrypoint", Text(" ".join(img.entrypoint) or "-"))
+    meta.add_row("cmd", Text(" ".join(img.cmd) or "-"))
+    meta.add_row("user", Text(img.user or "(root)"))
+    meta.add_row("workdir", Text(img.workdir or "/"))
+    console.print(meta)
+
+    layers = Table(title="Layers", title_justify="left")
+    for col, justify in (("#", "right"), ("size", "right"), ("files", "right"), ("blob", "right"), ("created by", "left")):
+        layers.add_column(col, justify=justify, overflow="fold" if col == "created by" else "ellipsis")  # type: ignore[arg-type]
+    for layer in img.layers:
+        layers.add_row(
+            str(layer.index), human_bytes(layer.size_bytes), str(layer.file_count),
+            human_bytes(layer.blob_bytes) if layer.blob_bytes else "-", Text(layer.created_by or "-"),
+        )
+    console.print(layers)
+
+    eff = result.efficiency
+    if eff is not None:
+        table = Table(title="Efficiency (dive's metrics; see slim/efficiency.py)", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_row("score", f"{100 * eff.score:.1f} %")
+        table.add_row("wasted bytes (dive: all copies of paths in ≥2 layers)", human_bytes(eff.wasted_bytes))
+        table.add_row("user wasted (of layers 1..n)", f"{100 * eff.user_wasted_percent:.1f} %")
+        table.add_row("removable by squashing layers", human_bytes(eff.removable_by_squash_bytes))
+        console.print(table)
+        if eff.inefficient:
+            console.print(_paths_table("Paths in several layers (all copies)", list(eff.inefficient[:MAX_ROWS]), 0, "layers"))
+
+    if result.largest_dirs:
+        console.print(_paths_table("Largest directories", result.largest_dirs, img.size_bytes, "files"))
+    if result.largest_files:
+        console.print(_paths_table("Largest files", result.largest_files, img.size_bytes))
+
+    if result.waste:
+        table = Table(title="Likely waste", title_justify="left")
+        table.add_column("category")
+        table.add_column("size", justify="right")
+        table.add_column("share", justify="right")
+        table.add_column("files", justify="right")
+        table.add_column("what", overflow="fold")
+        for w in sorted(result.waste, key=lambda w: (-w.size_bytes, w.name)):
+            table.add_row(w.name, human_bytes(w.size_bytes), _percent(w.size_bytes, img.size_bytes), str(w.file_count), Text(w.description))
+        console.print(table)
+
+    if result.reachable is not None or result.removable is not None:
+        table = Table(title="Reachability", title_justify="left")
+        table.add_column("set")
+        table.add_column("size", justify="right")
+        table.add_column("files", justify="right")
+        for name, totals in (("reachable", result.reachable), ("removable", result.removable)):
+            if totals is not None:
+                table.add_row(name, human_bytes(totals.size_bytes), str(totals.file_count))
+        console.print(table)
+
+    if result.keep:
+        table = Table(title=f"Kept files ({len(result.keep)}; largest {min(MAX_ROWS, len(result.keep))})", title_justify="left")
+        table.add_column("size", justify="right")
+        table.add_column("why")
+        table.add_column("path", overflow="fold")
+        for k in sorted(result.keep, key=lambda k: (-k.size_bytes, k.path))[:MAX_ROWS]:
+            table.add_row(human_bytes(k.size_bytes), ", ".join(k.reasons), Text(k.path))
+        console.print(table)
+
+    if result.packages:
+        table = Table(title=f"Packages ({len(result.packages)})", title_justify="left")
+        for col in ("package", "version", "manager", "size", "kept", "unused"):
+            table.add_column(col, justify="right" if col in ("size", "kept") else "left")
+        for p in sorted(result.packages, key=lambda p: (-p.size_bytes, p.manager, p.name))[:MAX_ROWS]:
+            table.add_row(Text(p.name), Text(p.version), p.manager, human_bytes(p.size_bytes), human_bytes(p.kept_bytes), "yes" if p.unused else "")
+        console.print(table)
+
+    if result.unknowns:
+        table = Table(title=f"Unknowns ({len(result.unknowns)}; kept to be safe)", title_justify="left")
+        table.add_column("path", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for u in sorted(result.unknowns, key=lambda u: (u.path, u.reason))[:MAX_ROWS]:
+            table.add_row(Text(u.path), Text(u.reason))
+        if len(result.unknowns) > MAX_ROWS:
+            table.add_row(f"… {len(result.unknowns) - MAX_ROWS} more (see the JSON report)", "")
+        console.print(table)
+
+    if result.verdicts:
+        table = Table(title="Gates", title_justify="left")
+        for col in ("rule", "status", "measured", "threshold"):
+            table.add_column(col)
+        for v in sorted(result.verdicts, key=lambda v: v.rule):
+            style = {"pass": "green", "warn": "yellow", "fail": "bold red"}.get(v.status, "")
+            table.add_row(Text(v.rule), Text(v.status, style=style), Text(v.measured), Text(v.threshold))
+        console.print(table)
