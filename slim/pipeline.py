@@ -80,6 +80,7 @@ class AnalyzeOptions:
     keep_app: bool = True
     static: bool = True  # run the static closure (False: report only where the bytes are)
     trace: object | None = None  # a slim.tracers.trace.Trace to merge
+    fixes: list[str] = field(default_factory=list)  # paths verification found missing
 
 
 def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
@@ -94,6 +95,8 @@ def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
     builder.add_all(ruleset.always(fs, config))
     for path in glob_paths(fs, options.keep):
         builder.add(Edge(ROOT, path, "rule", "--keep"))
+    for path in options.fixes:
+        builder.add(Edge(ROOT, path, "verify-fix", "the original used it; the minimal image lacked it"))
     if options.keep_app:
         builder.add_all(_app_roots(builder))
     if options.trace is not None:
