@@ -14,7 +14,7 @@ from slim.analyzers.base import AnalysisContext, Analyzer
 log = logging.getLogger(__name__)
 
 ANALYZERS: dict[str, str] = {
-    "elf": "slim.analyzers.elf:ElfAnalyzer",
+    "elf": "slim.analyzers.ldso:ElfAnalyzer",
     "script": "slim.analyzers.script:ScriptAnalyzer",
     "config": "slim.analyzers.config:ConfigAnalyzer",
     "python": "slim.analyzers.python:PythonAnalyzer",

@@ -1,0 +1,193 @@
+"""parse_elf / is_elf / elf_info on real gcc-built objects, plus a fuzz of garbled ELF bytes."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slim.analyzers.elf import ElfInfo, elf_info, is_elf, libc_from_interp, parse_elf
+from slim.errors import AnalysisError
+from tests.conftest import require
+from tests.unit.analyzers.conftest import HOST_LD, cc, glibc_root, have, need_gcc, shlib
+
+MAIN = "int main(void) { return 0; }\n"
+
+
+def parse(path: Path, name: str = "/x") -> ElfInfo:
+    with open(path, "rb") as f:
+        return parse_elf(f, name)
+
+
+def readelf_build_id(path: Path) -> str:
+    out = subprocess.run(
+        ["readelf", "-n", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    for line in out.splitlines():
+        if "Build ID:" in line:
+            return line.split("Build ID:")[1].strip()
+    return ""
+
+
+def test_dynamic_pie_executable(tmp_path: Path) -> None:
+    need_gcc()
+    shlib(tmp_path, "/l/liba.so.2", "liba.so.2")
+    shlib(tmp_path, "/l/libb.so", "libb.so")
+    exe = cc(
+        tmp_path,
+        "/exe",
+        MAIN,
+        "-pie",
+        "-fPIE",
+        "-Wl,--build-id",
+        f"-L{tmp_path}/l",
+        "-l:libb.so",
+        "-l:liba.so.2",
+        "-Wl,--enable-new-dtags,-rpath,$ORIGIN/l::/opt/x",
+    )
+    info = parse(exe, "/exe")
+    assert (info.path, info.elfclass, info.machine, info.little_endian) == (
+        "/exe",
+        64,
+        "EM_X86_64",
+        True,
+    )
+    assert info.etype == "DYN" and info.is_pie and not info.is_static and not info.is_static_pie
+    assert info.interp == "/lib64/ld-linux-x86-64.so.2" and info.libc == "glibc"
+    assert info.needed == ("libb.so", "liba.so.2", "libc.so.6")  # DT_NEEDED order = link order
+    assert info.runpath == ("$ORIGIN/l", "", "/opt/x") and info.rpath == ()
+    assert info.soname is None
+    if have("readelf"):
+        assert info.build_id == readelf_build_id(exe) != ""
+
+
+def test_rpath_and_soname_of_library(tmp_path: Path) -> None:
+    need_gcc()
+    lib = shlib(
+        tmp_path,
+        "/libz.so.1",
+        "libz.so.1",
+        "-Wl,--disable-new-dtags,-rpath,/a:/b",
+        "-Wl,-z,nodefaultlib",
+    )
+    info = parse(lib)
+    assert info.soname == "libz.so.1" and info.etype == "DYN" and not info.is_pie
+    assert (
+        info.rpath == ("/a", "/b") and info.runpath == () and info.effective_rpath == ("/a", "/b")
+    )
+    assert info.interp is None and info.libc is None and info.nodeflib
+
+
+def test_non_pie_executable(tmp_path: Path) -> None:
+    need_gcc()
+    info = parse(cc(tmp_path, "/exe", MAIN, "-no-pie"))
+    assert info.etype == "EXEC" and not info.is_pie and not info.is_static
+
+
+@pytest.mark.parametrize(
+    ("flags", "etype", "static_pie"),
+    [(("-static",), "EXEC", False), (("-static-pie",), "DYN", True)],
+)
+def test_static_binaries(
+    tmp_path: Path, flags: tuple[str, ...], etype: str, static_pie: bool
+) -> None:
+    need_gcc()
+    try:
+        exe = cc(tmp_path, "/s", MAIN, *flags)
+    except AssertionError as exc:
+        require(False, f"gcc {flags[0]}: {exc}")
+    info = parse(exe)
+    assert info.is_static and info.interp is None and info.needed == ()
+    assert info.etype == etype and info.is_static_pie is static_pie
+
+
+def test_musl_executable(tmp_path: Path) -> None:
+    require(have("musl-gcc"), "musl-gcc (musl-tools)")
+    info = parse(cc(tmp_path, "/m", MAIN, compiler="musl-gcc"))
+    assert info.libc == "musl" and info.interp == "/lib/ld-musl-x86_64.so.1"
+    assert any(n.startswith("libc.") for n in info.needed)
+
+
+def test_libc_from_interp() -> None:
+    assert libc_from_interp("/lib/ld-musl-aarch64.so.1") == "musl"
+    assert libc_from_interp("/lib64/ld-linux-x86-64.so.2") == "glibc"
+    assert libc_from_interp("/lib/ld-linux-armhf.so.3") == "glibc"
+    assert libc_from_interp("/lib64/ld64.so.2") == "glibc"
+    assert libc_from_interp(None) is None and libc_from_interp("/opt/weird-loader") is None
+
+
+def test_compatibility() -> None:
+    base = ElfInfo("/a", 64, "EM_X86_64", True, "ELFOSABI_SYSV", "DYN")
+    assert base.compatible_with(ElfInfo("/b", 64, "EM_X86_64", True, "ELFOSABI_LINUX", "DYN")) == ""
+    assert "class" in base.compatible_with(
+        ElfInfo("/b", 32, "EM_386", True, "ELFOSABI_SYSV", "DYN")
+    )
+    assert "machine" in base.compatible_with(
+        ElfInfo("/b", 64, "EM_AARCH64", True, "ELFOSABI_SYSV", "DYN")
+    )
+    assert "byte order" in base.compatible_with(
+        ElfInfo("/b", 64, "EM_X86_64", False, "ELFOSABI_SYSV", "DYN")
+    )
+    assert "OS ABI" in base.compatible_with(
+        ElfInfo("/b", 64, "EM_X86_64", True, "ELFOSABI_FREEBSD", "DYN")
+    )
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\x7fEL", b"#!/bin/sh\n", b"\x7fELF", b"\x7fELF\x03\x01\x01" + b"\0" * 60]
+)
+def test_not_elf(data: bytes) -> None:
+    with pytest.raises(AnalysisError, match=r"^/bad: not a valid ELF: "):
+        parse_elf(io.BytesIO(data), "/bad")
+
+
+def _host_elf() -> bytes:
+    path = os.path.realpath(HOST_LD)
+    require(os.path.exists(path), "host ld.so")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_garbled_elf_only_raises_analysis_error(data: st.DataObject) -> None:
+    raw = bytearray(_host_elf()[: 1 << 14])  # headers, program headers, dynamic section, notes
+    cut = data.draw(st.integers(min_value=0, max_value=len(raw)), label="truncate")
+    del raw[cut:]
+    for _ in range(data.draw(st.integers(min_value=0, max_value=8), label="flips")):
+        if not raw:
+            break
+        pos = data.draw(st.integers(min_value=0, max_value=min(len(raw) - 1, 2048)), label="pos")
+        raw[pos] = data.draw(st.integers(min_value=0, max_value=255), label="byte")
+    try:
+        info = parse_elf(io.BytesIO(bytes(raw)), "/fuzz")
+    except AnalysisError as exc:
+        assert str(exc).startswith("/fuzz: not a valid ELF: ")
+    else:
+        assert info.elfclass in (32, 64)
+
+
+def test_is_elf_and_cached_elf_info(tmp_path: Path, open_root) -> None:
+    need_gcc()
+    root = glibc_root(tmp_path)
+    cc(root, "/app/exe", MAIN)
+    (root / "app/script.sh").write_text("#!/bin/sh\n")
+    (root / "app/broken").write_bytes(b"\x7fELF\x02\x01\x01garbage")
+    (root / "app/link").symlink_to("exe")
+    _, ctx = open_root(root)
+    assert is_elf(ctx.fs, "/app/exe") and is_elf(ctx.fs, "/app/link")
+    assert (
+        not is_elf(ctx.fs, "/app/script.sh")
+        and not is_elf(ctx.fs, "/app")
+        and not is_elf(ctx.fs, "/nope")
+    )
+    first = elf_info(ctx, "/app/exe")
+    assert elf_info(ctx, "/app/exe") is first and ctx.cache["elf.info"]["/app/exe"] is first
+    with pytest.raises(AnalysisError, match=r"^/app/broken: not a valid ELF"):
+        elf_info(ctx, "/app/broken")
+    assert isinstance(ctx.cache["elf.info"]["/app/broken"], AnalysisError)
