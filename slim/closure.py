@@ -203,6 +203,8 @@ class ClosureBuilder:
         if isinstance(item, Unknown):
             self.unknowns.add(item)
             return
+        if item.dst != ROOT and not item.dst.startswith("pkg:"):
+            item = self._canonical(item)
         if item.dst != ROOT and self._dropped(item.dst):
             self.dropped.add(item.dst)
             return
@@ -214,6 +216,26 @@ class ClosureBuilder:
     def add_all(self, items: Iterable[Edge | Unknown]) -> None:
         for it in items:
             self.add(it)
+
+    def _canonical(self, edge: Edge) -> Edge:
+        """Point an edge at the image entry itself when its path crosses directory symlinks
+        (/lib/x86_64-linux-gnu/libc.so.6 → /usr/lib/x86_64-linux-gnu/libc.so.6 when /lib is
+        a link); the links crossed are kept with their own `symlink` edges."""
+        dst = edge.dst
+        if dst == "/" or self.fs.get(dst) is not None:
+            return edge
+        parent = self.fs.resolve(posixpath.dirname(dst))
+        if not parent.exists or not parent.links:
+            return edge
+        canon = posixpath.join(parent.path, posixpath.basename(dst))
+        if self.fs.get(canon) is None:
+            return edge
+        for link in parent.links:
+            self.graph.add(Edge(canon, link, "symlink", f"on the path {dst}"))
+            if link not in self._done:
+                self._done.add(link)
+                self._queue.append(link)
+        return Edge(edge.src, canon, edge.kind, edge.evidence or f"as {dst}")
 
     def run(self) -> Closure:
         while self._queue:
@@ -240,6 +262,10 @@ class ClosureBuilder:
                 self.missing.add(res.path)
         elif res.path != path:
             self.add(Edge(path, res.path, "symlink", f"-> {res.path}"))
+            # what needed the link needs its target for the same reason
+            for into in self.graph.edges_into(path):
+                if into.kind != "symlink":
+                    self.add(Edge(into.src, res.path, into.kind, f"{into.evidence} (via {path})"))
         for d in parent_dirs(path):
             if self.fs.lexists(d):
                 self.add(Edge(path, d, "parent-dir", ""))

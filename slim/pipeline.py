@@ -146,6 +146,7 @@ def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> 
     """keep[], reachable/removable, packages and unknowns of `result` from a closure."""
     fs = loaded.rootfs
     keep: list[KeptFile] = []
+    reachable = closure.graph.closure()
     kept_bytes = kept_files = 0
     for path in sorted(closure.keep):
         entry = fs.get(path)
@@ -155,7 +156,7 @@ def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> 
         if entry.kind is not EntryKind.DIR:
             kept_files += 1
             kept_bytes += size
-        reasons = closure.graph.reasons(path, closure.keep | {ROOT})
+        reasons = closure.graph.reasons(path, reachable)
         keep.append(KeptFile(path, size, reasons, keep_source(reasons)))
     result.keep = keep
     result.reachable = Totals(kept_bytes, kept_files)
