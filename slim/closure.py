@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from slim.analyzers import analyzer_classes
 from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.packages import PackageDB, package_edges, read_packages
 from slim.fs.rootfs import RootFS
 from slim.graph import DependencyGraph
 from slim.model import ROOT, Edge, EntryKind, ImageConfig, Unknown, parent_dirs
@@ -38,6 +39,7 @@ class Closure:
     unknowns: list[Unknown] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)  # needed paths absent from the image
     dropped: set[str] = field(default_factory=set)  # removed by --drop
+    packages: PackageDB | None = None  # the image's package database, when it has one
 
 
 def which(fs: RootFS, config: ImageConfig, name: str) -> str | None:
@@ -217,6 +219,13 @@ class ClosureBuilder:
         for it in items:
             self.add(it)
 
+    def _packages(self) -> PackageDB | None:
+        """The image's package database, read once per run (None when there is none)."""
+        if "packages.db" not in self.ctx.cache:
+            db = read_packages(self.fs)
+            self.ctx.cache["packages.db"] = db if db.packages else None
+        return self.ctx.cache["packages.db"]  # type: ignore[no-any-return]
+
     def _canonical(self, edge: Edge) -> Edge:
         """Point an edge at the image entry itself when its path crosses directory symlinks
         (/lib/x86_64-linux-gnu/libc.so.6 → /usr/lib/x86_64-linux-gnu/libc.so.6 when /lib is
@@ -244,7 +253,7 @@ class ClosureBuilder:
                 break
             self._visit(self._queue.popleft())
         keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
-        return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped)
+        return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped, self._packages())
 
     def _visit(self, path: str) -> None:
         entry = self.fs.get(path)
@@ -282,6 +291,9 @@ class ClosureBuilder:
             apply = getattr(self.rules, "apply", None)
             if apply is not None:
                 self.add_all(apply(path, self.fs, self.config))
+        db = self._packages()
+        if db is not None:
+            self.add_all(package_edges(db, path))  # a kept daemon's conffiles
         if not real.is_file:
             return
         file_entry = self.fs.stat(path) or real

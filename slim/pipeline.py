@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slim.analyzers.packages import package_summaries
 from slim.closure import Closure, ClosureBuilder, entry_roots, glob_paths, trace_edges
 from slim.fs.layer import ContentStore, LayerReadResult
 from slim.fs.rootfs import RootFS
@@ -166,9 +167,5 @@ def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> 
     unknowns = {(u.path, u.reason) for u in result.unknowns}
     unknowns |= {(u.path, u.reason) for u in closure.unknowns}
     result.unknowns = [UnknownItem(p, r) for p, r in sorted(unknowns)]
-    try:
-        from slim.analyzers.packages import package_summaries, read_packages
-    except ImportError:
-        return
-    db = read_packages(fs)
-    result.packages = package_summaries(db, fs, closure.keep)
+    if closure.packages is not None:
+        result.packages = package_summaries(closure.packages, fs, closure.keep)

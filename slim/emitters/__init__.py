@@ -1,1 +1,77 @@
-"""emitters package."""
+"""Emitters: render an AnalysisResult into one artifact. `EMITTERS` drives `--format`.
+
+A report emitter is an `Emitter(name, extension, emit)` where `emit(result, out, color=…)` writes
+the whole report to a text stream; adding a format (markdown, html) is one module and one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from rich.console import Console
+
+from slim.emitters.report_html import render_html
+from slim.emitters.report_json import render_json
+from slim.emitters.report_markdown import render_markdown
+from slim.emitters.report_text import render_text
+from slim.result import AnalysisResult
+
+TEXT_WIDTH = 120  # fixed width when the text report is not going to a terminal
+
+
+@dataclass(frozen=True)
+class Emitter:
+    """One report format: its name on the command line, file extension and writer."""
+
+    name: str
+    extension: str
+    emit: Callable[..., None]  # (result, out: TextIO, *, color: bool) -> None
+
+
+def string_emitter(name: str, extension: str, render: Callable[[AnalysisResult], str]) -> Emitter:
+    """An Emitter for a renderer that returns the whole report as a string (json, markdown …)."""
+
+    def emit(result: AnalysisResult, out: TextIO, *, color: bool = False) -> None:
+        out.write(render(result))
+
+    return Emitter(name, extension, emit)
+
+
+def emit_json(result: AnalysisResult, out: TextIO, *, color: bool = False) -> None:
+    out.write(render_json(result))
+
+
+def emit_text(result: AnalysisResult, out: TextIO, *, color: bool = False) -> None:
+    console = Console(
+        file=out,
+        force_terminal=color,
+        no_color=not color,
+        width=None if color else TEXT_WIDTH,
+        highlight=False,
+        soft_wrap=False,
+    )
+    render_text(result, console)
+
+
+def emit_markdown(result: AnalysisResult, out: TextIO, *, color: bool = False) -> None:
+    out.write(render_markdown(result))
+
+
+def emit_html(result: AnalysisResult, out: TextIO, *, color: bool = False, why: Callable[[str], object] | None = None) -> None:
+    """`why` (e.g. `closure.graph.why`) adds evidence chains to the dependency-chain section."""
+    out.write(render_html(result, why=why))
+
+
+EMITTERS: dict[str, Emitter] = {
+    "html": Emitter("html", "html", emit_html),
+    "json": string_emitter("json", "json", render_json),
+    "markdown": Emitter("markdown", "md", emit_markdown),
+    "text": Emitter("text", "txt", emit_text),
+}
+
+__all__ = [
+    "EMITTERS", "Emitter", "emit_html", "emit_json", "emit_markdown", "emit_text",
+    "render_html", "render_json", "render_markdown", "render_text",
+]
