@@ -1,0 +1,247 @@
+"""The application's own files, document roots named by configs, and absolute path literals.
+
+Static analysis of binaries and imports cannot see an asset no code links to (a template read
+by name, a static page). Three conservative rules cover them:
+
+* `app_roots`: files no package owns under the image's WorkingDir and the directory of the
+  entrypoint script are the application; they are kept whole (`ctx.options["keep_app"] = False`,
+  i.e. `--no-keep-app`, turns this off).
+* `docroot_edges`: a directory named as a web server's document root in a kept config (nginx
+  `root`/`alias`, Apache `DocumentRoot`/`Alias`, lighttpd `server.document-root`, a
+  `--docroot`/`--document-root` argument) is kept whole: the server maps URLs onto it.
+* `path_literal_edges`: an absolute path literal in a kept script or config that names an
+  existing regular file in the image is kept as a `config` edge.
+
+It also holds small helpers the language analyzers share (`which`, `files_under`).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections.abc import Iterable, Iterator
+
+from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.errors import SlimError
+from slim.model import ROOT, Edge, EntryKind, FileEntry, Unknown, normpath
+
+log = logging.getLogger(__name__)
+
+# Directories that hold the distribution, not the application (FHS 3.0 §3, §4).
+SYSTEM_PREFIXES = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc",
+                   "/proc", "/sys", "/dev", "/var/lib/dpkg", "/var/lib/apt", "/var/cache")
+# Pseudo filesystems and scratch space: never a reason to keep anything.
+IGNORED_LITERAL_PREFIXES = ("/dev", "/proc", "/sys", "/tmp")
+MAX_LITERALS = 4096  # per file; a huge generated file must not explode the graph
+MAX_TEXT = 4 << 20
+
+
+# -- shared helpers ------------------------------------------------------------------------
+def which(ctx: AnalysisContext, name: str, cwd: str | None = None) -> str | None:
+    """Resolve a program name the way execvp(3) does, with the IMAGE's PATH.
+
+    A name with a slash is taken relative to `cwd` (WorkingDir); returns the path as found
+    (not symlink-resolved) or None.
+    """
+    if not name:
+        return None
+    if "/" in name:
+        path = normpath(posixpath.join(cwd or ctx.config.workdir or "/", name))
+        return path if ctx.fs.is_file(path) else None
+    for d in ctx.config.path_dirs:
+        cand = normpath(posixpath.join(d, name))
+        if ctx.fs.is_file(cand):
+            return cand
+    return None
+
+
+def under(path: str, prefix: str) -> bool:
+    """Whether image path `path` is `prefix` or below it."""
+    prefix = prefix.rstrip("/") or "/"
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def files_under(ctx: AnalysisContext, directory: str) -> Iterator[FileEntry]:
+    """Every non-directory entry strictly below `directory` (links not followed), sorted."""
+    cache_key = "app.walk"
+    entries: list[FileEntry] | None = ctx.cache.get(cache_key)
+    if entries is None:
+        entries = [e for e in ctx.fs.walk() if e.kind is not EntryKind.DIR]
+        ctx.cache[cache_key] = entries
+    prefix = directory.rstrip("/") + "/"
+    for e in entries:
+        if e.path.startswith(prefix):
+            yield e
+
+
+def link_edges(ctx: AnalysisContext, src: str, path: str, kind: str, evidence: str) -> list[Edge]:
+    """An edge to `path`, plus edges to the symlinks crossed and the final target."""
+    res = ctx.fs.resolve(path)
+    out = [Edge(src, path, kind, evidence)]
+    for link in res.links:
+        if link != path:
+            out.append(Edge(src, link, kind, evidence))
+    if res.exists and res.path != path:
+        out.append(Edge(src, res.path, kind, evidence))
+    return out
+
+
+# -- application files ---------------------------------------------------------------------
+def _is_system(path: str) -> bool:
+    return path == "/" or any(under(path, p) for p in SYSTEM_PREFIXES)
+
+
+def _owner_db(ctx: AnalysisContext) -> object | None:
+    """The package database (dpkg/apk) if the packages analyzer is present; else None."""
+    if "app.owners" in ctx.cache:
+        return ctx.cache["app.owners"]
+    db = None
+    try:
+        from slim.analyzers import packages
+
+        db = packages.read_packages(ctx.fs)
+    except (ImportError, AttributeError):
+        db = None
+    except (SlimError, OSError) as exc:
+        log.debug("package database unreadable: %s", exc)
+        db = None
+    ctx.cache["app.owners"] = db
+    return db
+
+
+def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
+    """Edges from "<root>" to the application's own files.
+
+    The application is the WorkingDir and the directory of the entrypoint script, when they are
+    not "/" nor a system directory; files a package owns are excluded. Off with
+    `ctx.options["keep_app"] = False`.
+    """
+    if ctx.options.get("keep_app", True) is False:
+        return []
+    dirs: list[tuple[str, str]] = []
+    wd = normpath(ctx.config.workdir) if ctx.config.workdir else ""
+    if wd and not _is_system(wd) and ctx.fs.is_dir(wd):
+        dirs.append((ctx.fs.realpath(wd), f"under WorkingDir {wd}"))
+    if entry_script:
+        sd = posixpath.dirname(normpath(entry_script))
+        if not _is_system(sd) and ctx.fs.is_dir(sd):
+            dirs.append((ctx.fs.realpath(sd), f"beside entrypoint script {entry_script}"))
+    db = _owner_db(ctx)
+    out: dict[str, Edge] = {}
+    for d, why in dirs:
+        if _is_system(d):
+            continue
+        for e in files_under(ctx, d):
+            if e.path in out:
+                continue
+            if db is not None:
+                try:
+                    if db.owner(e.path):  # type: ignore[attr-defined]
+                        continue
+                except (SlimError, OSError):
+                    pass
+            elif _is_system(e.path):
+                continue
+            out[e.path] = Edge(ROOT, e.path, "app", why)
+    return sorted(out.values())
+
+
+# -- document roots ------------------------------------------------------------------------
+_DOCROOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    # nginx http_core_module: `root path;` and `alias path;` (https://nginx.org/en/docs/http/ngx_http_core_module.html#root)
+    # (a directive starts a line or follows `{`, `}` or `;`)
+    ("nginx root", re.compile(r"(?:^|[{};])\s*root\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
+    ("nginx alias", re.compile(r"(?:^|[{};])\s*alias\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
+    # Apache core DocumentRoot and mod_alias Alias URL-path directory-path
+    ("Apache DocumentRoot", re.compile(r"^\s*DocumentRoot\s+[\"']?([^\"'\s]+)", re.M | re.I)),
+    ("Apache Alias", re.compile(r"^\s*Alias\s+\S+\s+[\"']?([^\"'\s]+)", re.M | re.I)),
+    # lighttpd mod core: server.document-root = "/var/www"
+    ("lighttpd server.document-root", re.compile(r"server\.document-root\s*=\s*\"([^\"]+)\"")),
+    ("--docroot", re.compile(r"--(?:docroot|document-root)(?:=|\s+)[\"']?([^\"'\s]+)")),
+)
+
+
+def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
+    """Edges from config `path` to every file of each existing document root it names."""
+    out: set[Edge] = set()
+    for label, pat in _DOCROOT_PATTERNS:
+        for m in pat.finditer(text):
+            d = m.group(1)
+            if "$" in d or not d.startswith("/"):
+                continue  # variables ($document_root) and relative roots: not statically known
+            d = normpath(d)
+            if any(under(d, p) for p in IGNORED_LITERAL_PREFIXES) or d == "/":
+                continue
+            res = ctx.fs.resolve(d)
+            if not res.exists or not ctx.fs.is_dir(res.path):
+                continue
+            why = f"{label} {d} in {path}"
+            for link in res.links:
+                out.add(Edge(path, link, "config", why))
+            for e in files_under(ctx, res.path):
+                out.add(Edge(path, e.path, "config", why))
+    return sorted(out)
+
+
+# -- absolute path literals ----------------------------------------------------------------
+_LITERAL_RE = re.compile(r"(?<![\w.$/~-])(/(?:[A-Za-z0-9_.+@-]+/)*[A-Za-z0-9_.+@-]+)")
+
+
+def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
+    """Edges from `path` to the existing regular files its absolute path literals name.
+
+    Directories, /dev, /proc, /sys and /tmp are ignored (directories are kept only as docroots).
+    """
+    out: set[Edge] = set()
+    seen: set[str] = set()
+    for m in _LITERAL_RE.finditer(text):
+        lit = m.group(1)
+        if lit in seen:
+            continue
+        seen.add(lit)
+        if len(seen) > MAX_LITERALS:
+            break
+        p = normpath(lit)
+        if p == path or p == "/" or any(under(p, x) for x in IGNORED_LITERAL_PREFIXES):
+            continue
+        if ctx.fs.get(p) is None and not ctx.fs.exists(p):
+            continue
+        if not ctx.fs.is_file(p):
+            continue
+        out.update(link_edges(ctx, path, p, "config", f"path literal {lit} in {path}"))
+    return sorted(out)
+
+
+_TEXT_SUFFIXES = (".conf", ".cfg", ".ini", ".toml", ".sh", ".py", ".js", ".mjs", ".cjs", ".pl",
+                  ".pm", ".json", ".yaml", ".yml", ".properties", ".xml", ".env", ".rb", ".php")
+
+
+class AppConfigAnalyzer(Analyzer):
+    """Kept configs and scripts → their document roots and existing absolute path literals."""
+
+    name = "app-config"
+
+    def wants(self, entry: FileEntry) -> bool:
+        if not entry.is_file or entry.size > MAX_TEXT:
+            return False
+        p = entry.path
+        if under(p, "/etc") or p.endswith(_TEXT_SUFFIXES):
+            return self.ctx.fs.has_content(p)
+        if not self.ctx.fs.has_content(p):
+            return False
+        try:
+            return self.ctx.fs.read(p, 2) == b"#!"
+        except (SlimError, OSError):
+            return False
+
+    def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
+        try:
+            data = self.ctx.fs.read(entry.path, MAX_TEXT)
+        except (SlimError, OSError) as exc:
+            return [Unknown(entry.path, f"cannot read for path literals: {exc}")]
+        if b"\x00" in data[:4096]:
+            return []
+        text = data.decode("utf-8", errors="replace")
+        return sorted(set(docroot_edges(self.ctx, entry.path, text))
+                      | set(path_literal_edges(self.ctx, entry.path, text)))

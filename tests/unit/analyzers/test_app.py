@@ -1,0 +1,105 @@
+"""The application's own files, docroots named by configs, and absolute path literals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slim.analyzers.app import AppConfigAnalyzer, app_roots, docroot_edges, path_literal_edges
+from slim.analyzers.lang import LANGUAGE_ANALYZERS, language_roots
+from slim.model import ROOT
+from tests.unit.analyzers.test_python import ELF, closure, context, write_tree
+
+NGINX = """
+user www-data;
+http {
+    include /etc/nginx/mime.types;
+    server {
+        listen 80;
+        root /var/www/site;
+        location /static/ { alias "/srv/static/"; }
+        location /dyn/ { root $document_root/x; }
+        error_log /var/log/nginx/error.log;
+        client_body_temp_path /tmp/body;
+    }
+}
+"""
+
+FILES: dict[str, str | bytes] = {
+    "/usr/sbin/nginx": ELF,
+    "/etc/nginx/nginx.conf": NGINX,
+    "/etc/nginx/mime.types": "types {}\n",
+    "/var/www/site/index.html": "<a href=a.html>",
+    "/var/www/site/a.html": "",
+    "/var/www/site/unlinked/secret-page.html": "no page links here",
+    "/srv/static/logo.png": b"\x89PNG",
+    "/srv/other/unrelated.txt": "",
+    "/var/log/nginx/error.log": "",
+    "/tmp/body": "",
+    "/app/run.sh": "#!/bin/sh\nexec /usr/sbin/nginx -c /etc/nginx/nginx.conf -p /var/www\n",
+    "/app/assets/data.bin": b"\x00\x01",
+    "/app/README": "read me",
+    "/usr/share/doc/nginx/copyright": "",
+}
+CONFIG = {"WorkingDir": "/app", "Entrypoint": ["/app/run.sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/bin"]}
+
+
+def test_docroots_kept_whole(tmp_path: Path) -> None:
+    write_tree(tmp_path, FILES, config=CONFIG)
+    with context(tmp_path) as ctx:
+        edges = docroot_edges(ctx, "/etc/nginx/nginx.conf", NGINX)
+        dsts = {e.dst for e in edges}
+        assert {"/var/www/site/index.html", "/var/www/site/unlinked/secret-page.html",
+                "/srv/static/logo.png"} <= dsts
+        assert "/srv/other/unrelated.txt" not in dsts
+        assert all(e.kind == "config" and "nginx" in e.evidence for e in edges)
+        apache = docroot_edges(ctx, "/etc/apache2/site.conf", 'DocumentRoot "/var/www/site"\n')
+        assert "/var/www/site/a.html" in {e.dst for e in apache}
+        lighttpd = docroot_edges(ctx, "/etc/lighttpd.conf", 'server.document-root = "/srv/static"\n')
+        assert {e.dst for e in lighttpd} == {"/srv/static/logo.png"}
+        arg = docroot_edges(ctx, "/app/run.sh", "exec server --docroot=/srv/static\n")
+        assert {e.dst for e in arg} == {"/srv/static/logo.png"}
+
+
+def test_path_literals(tmp_path: Path) -> None:
+    write_tree(tmp_path, FILES, config=CONFIG)
+    with context(tmp_path) as ctx:
+        dsts = {e.dst for e in path_literal_edges(ctx, "/etc/nginx/nginx.conf", NGINX)}
+        assert "/etc/nginx/mime.types" in dsts and "/var/log/nginx/error.log" in dsts
+        assert "/tmp/body" not in dsts  # scratch space is ignored
+        assert "/var/www/site" not in dsts  # directories only as docroots
+        assert not any(d.startswith("/nonexistent") for d in dsts)
+        run = {e.dst for e in path_literal_edges(ctx, "/app/run.sh", FILES["/app/run.sh"])}  # type: ignore[arg-type]
+        assert {"/usr/sbin/nginx", "/etc/nginx/nginx.conf"} <= run
+
+
+def test_app_roots_and_switch(tmp_path: Path) -> None:
+    write_tree(tmp_path, FILES, config=CONFIG)
+    with context(tmp_path) as ctx:
+        edges = app_roots(ctx, "/app/run.sh")
+        assert {e.dst for e in edges} == {"/app/run.sh", "/app/assets/data.bin", "/app/README"}
+        assert all(e.src == ROOT and e.kind == "app" and "WorkingDir /app" in e.evidence for e in edges)
+
+        class Owners:
+            def owner(self, path: str) -> str | None:
+                return "nginx" if path == "/app/README" else None
+
+        ctx.cache["app.owners"] = Owners()
+        assert "/app/README" not in {e.dst for e in app_roots(ctx, None)}
+    with context(tmp_path, keep_app=False) as ctx:
+        assert app_roots(ctx, "/app/run.sh") == []
+
+
+def test_system_workdir_is_not_an_app(tmp_path: Path) -> None:
+    write_tree(tmp_path, FILES, config={**CONFIG, "WorkingDir": "/"})
+    with context(tmp_path) as ctx:
+        assert app_roots(ctx, "/usr/sbin/nginx") == []
+
+
+def test_config_analyzer_closure(tmp_path: Path) -> None:
+    write_tree(tmp_path, FILES, config=CONFIG)
+    with context(tmp_path) as ctx:
+        roots = app_roots(ctx, "/app/run.sh") + language_roots(ctx, list(ctx.config.argv))
+        keep, _, _ = closure(ctx, roots, [AppConfigAnalyzer, *LANGUAGE_ANALYZERS])
+    assert {"/etc/nginx/nginx.conf", "/var/www/site/unlinked/secret-page.html",
+            "/srv/static/logo.png", "/etc/nginx/mime.types"} <= keep
+    assert "/srv/other/unrelated.txt" not in keep and "/usr/share/doc/nginx/copyright" not in keep

@@ -1,0 +1,273 @@
+"""PythonAnalyzer and python_roots on a small fake Debian-style image built in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.python import PythonAnalyzer, python_env, python_roots, resolve_module
+from slim.model import Edge, Unknown
+from slim.pipeline import load
+
+ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 57
+
+
+def write_tree(root: Path, files: dict[str, str | bytes], links: dict[str, str] | None = None,
+               config: dict | None = None) -> None:
+    """Create `files` (image path → contents) and symlinks under `root`, plus the config sidecar."""
+    for path, data in files.items():
+        host = root / path.lstrip("/")
+        host.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            host.write_bytes(data)
+        else:
+            host.write_text(data)
+    for path, target in (links or {}).items():
+        host = root / path.lstrip("/")
+        host.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, host)
+    if config is not None:
+        (root / ".slim-config.json").write_text(json.dumps({"config": config}))
+
+
+@contextmanager
+def context(root: Path, **options: object) -> Iterator[AnalysisContext]:
+    with load(f"rootfs:{root}") as img:
+        yield AnalysisContext(img.rootfs, img.image.config, options=dict(options))
+
+
+def closure(ctx: AnalysisContext, roots: Iterable[Edge | Unknown],
+            analyzers: list[Callable[[AnalysisContext], Analyzer]]) -> tuple[set[str], list[Edge], list[Unknown]]:
+    """A minimal worklist like the pipeline's: offer every newly kept file to every analyzer."""
+    instances = [a(ctx) for a in analyzers]
+    edges: list[Edge] = []
+    unknowns: list[Unknown] = []
+    keep: set[str] = set()
+    todo: list[Edge | Unknown] = list(roots)
+    while todo:
+        item = todo.pop()
+        if isinstance(item, Unknown):
+            unknowns.append(item)
+            continue
+        edges.append(item)
+        if item.dst in keep:
+            continue
+        keep.add(item.dst)
+        entry = ctx.fs.stat(item.dst)
+        if entry is None or not entry.is_file:
+            continue
+        entry = ctx.fs.get(ctx.fs.realpath(item.dst)) or entry
+        for a in instances:
+            if a.wants(entry):
+                todo.extend(a.analyze(entry))
+    return keep, edges, unknowns
+
+
+SITE = "/usr/lib/python3/dist-packages"
+STD = "/usr/lib/python3.11"
+
+PY_FILES: dict[str, str | bytes] = {
+    "/usr/bin/python3.11": ELF,
+    f"{STD}/os.py": "import abc\nimport posixpath\n",
+    f"{STD}/abc.py": "",
+    f"{STD}/posixpath.py": "import genericpath\n",
+    f"{STD}/genericpath.py": "",
+    f"{STD}/codecs.py": "",
+    f"{STD}/io.py": "import abc\n",
+    f"{STD}/site.py": "import os\nimport sys\n",
+    f"{STD}/encodings/__init__.py": "import codecs\n",
+    f"{STD}/encodings/utf_8.py": "import codecs\n",
+    f"{STD}/encodings/latin_1.py": "import codecs\n",
+    f"{STD}/json/__init__.py": "from .decoder import JSONDecoder\n",
+    f"{STD}/json/decoder.py": "import re\n",
+    f"{STD}/re.py": "",
+    f"{STD}/unused.py": "",
+    f"{STD}/importlib/__init__.py": "",
+    f"{STD}/sqlite3/__init__.py": "from sqlite3.dbapi2 import *\n",
+    f"{STD}/sqlite3/dbapi2.py": "from _sqlite3 import *\n",
+    f"{STD}/lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so": ELF,
+    # a distribution with RECORD: templates are package data
+    f"{SITE}/webkit/__init__.py": "from webkit.render import render\n",
+    f"{SITE}/webkit/render.py": (
+        "import os\n\ndef render(n):\n"
+        "    return open(os.path.join(os.path.dirname(__file__), 'templates', n)).read()\n"
+    ),
+    f"{SITE}/webkit/templates/index.html": "<html></html>",
+    f"{SITE}/webkit/__pycache__/render.cpython-311.pyc": b"\x00" * 16,
+    f"{SITE}/webkit/__pycache__/render.cpython-39.pyc": b"\x00" * 16,
+    f"{SITE}/webkit-1.0.dist-info/RECORD": (
+        "webkit/__init__.py,sha256=x,1\nwebkit/render.py,sha256=x,1\n"
+        "webkit/templates/index.html,sha256=x,1\nwebkit-1.0.dist-info/METADATA,,\n"
+        "../../../bin/webkit,,\n"
+    ),
+    f"{SITE}/webkit-1.0.dist-info/METADATA": "Name: webkit\n",
+    # no RECORD (Debian-packaged): data read through importlib.resources
+    f"{SITE}/certifi/__init__.py": "from .core import where\n",
+    f"{SITE}/certifi/core.py": "from importlib.resources import files\n\ndef where():\n"
+                               "    return files('certifi') / 'cacert.pem'\n",
+    f"{SITE}/certifi/cacert.pem": "-----BEGIN CERTIFICATE-----\n",
+    f"{SITE}/fastext.cpython-311-x86_64-linux-gnu.so": ELF,
+    f"{SITE}/notused/__init__.py": "",
+    f"{SITE}/nspkg/part/mod.py": "",
+    f"{SITE}/extra.pth": "/opt/extra\nimport _virtualenv\n",
+    "/opt/extra/extramod.py": "",
+    # the application
+    "/app/app.py": (
+        "import importlib\nimport json\nimport webkit\nimport certifi\nimport fastext\n"
+        "from helpers import util\nimport nspkg.part.mod\nimport extramod\n\n"
+        "def handler():\n    import sqlite3\n    return sqlite3\n\n"
+        "plugin = importlib.import_module('plugins.alpha')\n"
+        "try:\n    import optional_thing\nexcept ImportError:\n    optional_thing = None\n"
+        "import missing_thing\n"
+        "name = 'x'\nmod = __import__(name)\n"
+    ),
+    "/app/helpers/__init__.py": "",
+    "/app/helpers/util.py": "from . import sibling\nfrom .sibling import VALUE\n",
+    "/app/helpers/sibling.py": "VALUE = 1\n",
+    "/app/helpers/__pycache__/sibling.cpython-311.pyc": b"\x00" * 16,
+    "/app/plugins/__init__.py": "",
+    "/app/plugins/alpha.py": "",
+    "/app/plugins/beta.py": "",
+}
+PY_LINKS = {"/usr/bin/python3": "python3.11"}
+PY_CONFIG = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "WorkingDir": "/app",
+             "Cmd": ["python3", "app.py"]}
+
+
+def test_sys_path_from_image(tmp_path: Path) -> None:
+    write_tree(tmp_path, PY_FILES, PY_LINKS, {**PY_CONFIG, "Env": ["PYTHONPATH=/srv/lib"]})
+    (tmp_path / "srv/lib").mkdir(parents=True)
+    with context(tmp_path) as ctx:
+        env = python_env(ctx)
+        assert env is not None
+        assert env.version == (3, 11)
+        assert env.real == "/usr/bin/python3.11"
+        assert env.sys_path[:3] == ("/srv/lib", STD, f"{STD}/lib-dynload")
+        assert SITE in env.sys_path and "/opt/extra" in env.sys_path
+        assert any("_virtualenv" in u.reason for u in env.unknowns)
+        chain = resolve_module(ctx, env, "nspkg.part.mod")
+        assert chain is not None and chain[0].kind == "namespace"
+        assert chain[-1].path == f"{SITE}/nspkg/part/mod.py"
+        assert resolve_module(ctx, env, "sys")[0].kind == "builtin"  # type: ignore[index]
+        assert resolve_module(ctx, env, "nope") is None
+
+
+def test_closure_of_python_app(tmp_path: Path) -> None:
+    write_tree(tmp_path, PY_FILES, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        roots = python_roots(ctx, ["python3", "app.py"])
+        keep, edges, unknowns = closure(ctx, roots, [PythonAnalyzer])
+    expected = {
+        "/app/app.py",
+        f"{STD}/json/__init__.py", f"{STD}/json/decoder.py",  # relative import inside stdlib
+        f"{STD}/sqlite3/__init__.py", f"{STD}/sqlite3/dbapi2.py",  # lazy import in a function
+        f"{STD}/lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so",  # extension module
+        f"{STD}/encodings/latin_1.py", f"{STD}/site.py", f"{STD}/os.py",  # startup set
+        f"{SITE}/webkit/render.py", f"{SITE}/webkit/templates/index.html",  # RECORD data
+        f"{SITE}/webkit-1.0.dist-info/METADATA",
+        f"{SITE}/webkit/__pycache__/render.cpython-311.pyc",  # cache kept with its source
+        f"{SITE}/certifi/cacert.pem",  # package dir data (no RECORD)
+        f"{SITE}/fastext.cpython-311-x86_64-linux-gnu.so",
+        f"{SITE}/nspkg/part/mod.py", f"{SITE}/extra.pth", "/opt/extra/extramod.py",
+        "/app/helpers/__init__.py", "/app/helpers/util.py", "/app/helpers/sibling.py",
+        "/app/helpers/__pycache__/sibling.cpython-311.pyc",
+        "/app/plugins/__init__.py", "/app/plugins/alpha.py",  # importlib literal
+    }
+    assert expected <= keep, sorted(expected - keep)
+    for dropped in (f"{STD}/unused.py", f"{SITE}/notused/__init__.py", "/app/plugins/beta.py",
+                    f"{SITE}/webkit/__pycache__/render.cpython-39.pyc"):
+        assert dropped not in keep
+    reasons = " ".join(u.reason for u in unknowns if u.path == "/app/app.py")
+    assert "missing_thing" in reasons and "line 19" in reasons
+    assert "non-literal" in reasons
+    assert "optional_thing" not in reasons  # guarded by except ImportError
+    ev = [e for e in edges if e.dst == f"{STD}/sqlite3/__init__.py" and e.src == "/app/app.py"]
+    assert ev and "app.py:11" in ev[0].evidence
+
+
+def test_dash_m_and_shebang_script(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    files[f"{STD}/http/__init__.py"] = ""
+    files[f"{STD}/http/server.py"] = "import json\n"
+    files["/usr/local/bin/tool"] = "#!/usr/bin/python3\nfrom webkit.render import render\n"
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["/usr/bin/python3", "-u", "-m", "http.server"]),
+                             [PythonAnalyzer])
+        assert {f"{STD}/http/__init__.py", f"{STD}/http/server.py", f"{STD}/json/decoder.py"} <= keep
+        analyzer = PythonAnalyzer(ctx)
+        entry = ctx.fs.get("/usr/local/bin/tool")
+        assert entry is not None and analyzer.wants(entry)
+        dsts = {e.dst for e in analyzer.analyze(entry) if isinstance(e, Edge)}
+        assert f"{SITE}/webkit/render.py" in dsts and f"{SITE}/webkit/__init__.py" in dsts
+        assert python_roots(ctx, ["/bin/sh", "-c", "true"]) == []
+
+
+def test_syntax_error_is_unknown(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    files["/app/app.py"] = "def broken(:\n"
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        entry = ctx.fs.get("/app/app.py")
+        assert entry is not None
+        out = list(PythonAnalyzer(ctx).analyze(entry))
+    assert any(isinstance(u, Unknown) and "not parseable" in u.reason for u in out)
+
+
+def test_platform_branches_main_guard_and_pth_imports(tmp_path: Path) -> None:
+    import ast
+
+    from slim.analyzers.python import scan_imports
+
+    src = ("import sys, os\nif sys.platform == 'win32':\n    import winonly\nelse:\n    import posixonly\n"
+           "if os.name != 'nt':\n    import alsoposix\nif TYPE_CHECKING:\n    import typesonly\n"
+           "if __name__ == '__main__':\n    import selftest\nimport os.path\n")
+    refs = {r.module: r for r in scan_imports(ast.parse(src))}
+    assert "winonly" not in refs and "typesonly" not in refs
+    assert {"posixonly", "alsoposix", "os.path"} <= set(refs)
+    assert refs["selftest"].main_only and not refs["posixonly"].main_only
+
+    files = dict(PY_FILES)
+    files[f"{SITE}/extra.pth"] = "import _hack; __import__('_hack').install()\n"
+    files[f"{SITE}/_hack/__init__.py"] = ""
+    files[f"{SITE}/lib_mod.py"] = "if __name__ == '__main__':\n    import doctest_like\nimport os.path\n"
+    files["/app/app.py"] = "import lib_mod\nif __name__ == '__main__':\n    import json\n"
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        keep, _, unknowns = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{SITE}/_hack/__init__.py" in keep  # literal import executed by a .pth line
+    assert f"{STD}/json/__init__.py" in keep  # the entry script IS __main__
+    assert not any("os.path" in u.reason or "doctest_like" in u.reason for u in unknowns)
+    assert any(u.path == f"{SITE}/extra.pth" and "executes code" in u.reason for u in unknowns)
+
+
+def test_main_guard_of_app_script_without_shared_roots_context(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    files["/app/app.py"] = "if __name__ == '__main__':\n    from helpers import util\n"
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:  # no python_roots call: nothing recorded in ctx.cache
+        out = PythonAnalyzer(ctx).analyze(ctx.fs.get("/app/app.py"))  # type: ignore[arg-type]
+        dsts = {e.dst for e in out if isinstance(e, Edge)}
+        assert "/app/helpers/util.py" in dsts
+        code = python_roots(ctx, ["python3", "-c", "import json"])
+        assert f"{STD}/json/__init__.py" in {e.dst for e in code if isinstance(e, Edge)}
+
+
+def test_venv_sys_path(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    files["/opt/venv/pyvenv.cfg"] = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n"
+    files["/opt/venv/lib/python3.11/site-packages/flask/__init__.py"] = "import webkit\n"
+    links = {**PY_LINKS, "/opt/venv/bin/python": "/usr/bin/python3.11"}
+    write_tree(tmp_path, files, links, {**PY_CONFIG, "Cmd": ["/opt/venv/bin/python", "app.py"]})
+    with context(tmp_path) as ctx:
+        env = python_env(ctx, "/opt/venv/bin/python")
+        assert env is not None and env.stdlib == STD
+        assert env.site_dirs == ("/opt/venv/lib/python3.11/site-packages",)  # system site excluded
+        roots = python_roots(ctx, list(ctx.config.argv))
+        assert any(isinstance(e, Edge) and e.dst == "/opt/venv/pyvenv.cfg" for e in roots)
+        assert resolve_module(ctx, env, "flask") is not None
+        assert resolve_module(ctx, env, "webkit") is None
