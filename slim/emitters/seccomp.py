@@ -1,0 +1,130 @@
+"""Docker/OCI seccomp profile (an allow-list) from a syscall set.
+
+Emits the moby *source* format that `docker run --security-opt seccomp=FILE` accepts
+(moby/profiles:seccomp/seccomp.go `Seccomp`; expansion in seccomp_linux.go `setupSeccomp`):
+
+    {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+     "archMap": [{"architecture": "SCMP_ARCH_X86_64",
+                  "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
+     "syscalls": [{"names": [...sorted...], "action": "SCMP_ACT_ALLOW"}]}
+
+defaultErrnoRet 1 (EPERM) mirrors Docker's default profile. The allowed set is the app's
+syscalls plus the runtime baseline in rules/seccomp-baseline.toml: what the container runtime
+(runc) itself calls after it has installed the filter and before it execs the app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from slim.errors import EmitError, RuleError
+from slim.rules import rule_file
+from slim.syscalls.table import all_names
+
+log = logging.getLogger(__name__)
+
+BASELINE_FILE = "seccomp-baseline.toml"
+
+# JSON Schema of the profile we emit (the subset of moby's Seccomp type we use; field names
+# from moby/profiles:seccomp/seccomp.go and the OCI runtime-spec enumerations).
+PROFILE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["defaultAction", "syscalls"],
+    "additionalProperties": False,
+    "properties": {
+        "defaultAction": {"enum": ["SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                                   "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE",
+                                   "SCMP_ACT_ALLOW", "SCMP_ACT_LOG"]},
+        "defaultErrnoRet": {"type": "integer", "minimum": 0},
+        "archMap": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["architecture"],
+                "additionalProperties": False,
+                "properties": {
+                    "architecture": {"type": "string", "pattern": "^SCMP_ARCH_[A-Z0-9_]+$"},
+                    "subArchitectures": {
+                        "type": "array",
+                        "items": {"type": "string", "pattern": "^SCMP_ARCH_[A-Z0-9_]+$"},
+                    },
+                },
+            },
+        },
+        "syscalls": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["names", "action"],
+                "additionalProperties": False,
+                "properties": {
+                    "names": {"type": "array", "items": {"type": "string",
+                                                         "pattern": "^[a-z0-9_]+$"},
+                              "minItems": 1, "uniqueItems": True},
+                    "action": {"enum": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_LOG"]},
+                    "errnoRet": {"type": "integer"},
+                    "comment": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def load_baseline(path: Path | None = None) -> dict[str, str]:
+    """The runtime baseline: {syscall: why}. Raises RuleError when the file is invalid."""
+    p = path or rule_file(BASELINE_FILE)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RuleError(f"{p}: cannot read seccomp baseline: {exc}") from exc
+    table = doc.get("syscalls")
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise RuleError(f"{p}: [syscalls] must map each syscall name to a reason string")
+    known = set(all_names())
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise RuleError(f"{p}: unknown x86_64 syscalls in baseline: {', '.join(unknown)}")
+    return dict(sorted(table.items()))
+
+
+def build_seccomp_profile(names: Iterable[str], *, baseline: bool = True) -> dict[str, Any]:
+    """A seccomp profile allowing `names` (plus the runtime baseline); everything else EPERM.
+
+    Names that are not x86_64 syscalls are dropped with a log line (they cannot be allowed).
+    """
+    known = set(all_names())
+    wanted = set(names)
+    bad = sorted(wanted - known)
+    if bad:
+        log.warning("not x86_64 syscalls, left out of the profile: %s", ", ".join(bad))
+    allowed = (wanted & known) | (set(load_baseline()) if baseline else set())
+    if not allowed:
+        raise EmitError("seccomp profile: empty syscall set")
+    return {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "archMap": [{"architecture": "SCMP_ARCH_X86_64",
+                     "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
+        "syscalls": [{"names": sorted(allowed), "action": "SCMP_ACT_ALLOW",
+                      "comment": "generated by slim: app syscalls + runtime baseline"}],
+    }
+
+
+def dumps_profile(profile: dict[str, Any]) -> str:
+    """Deterministic JSON text of a profile (sorted keys, 2-space indent, final newline)."""
+    return json.dumps(profile, indent=2, sort_keys=True) + "\n"
+
+
+def write_profile(profile: dict[str, Any], path: str) -> None:
+    """Write a profile to `path`. Raises EmitError when it cannot be written."""
+    try:
+        Path(path).write_text(dumps_profile(profile), encoding="utf-8")
+    except OSError as exc:
+        raise EmitError(f"{path}: cannot write seccomp profile: {exc}") from exc

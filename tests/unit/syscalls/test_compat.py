@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from slim.errors import RuleError
+from slim.syscalls.compat import TARGETS, check_all, check_compat, load_table
+from slim.syscalls.table import all_names
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_tables_load_and_name_their_source(target: str) -> None:
+    t = load_table(target)
+    assert t.supported, target
+    assert t.supported <= set(all_names())
+    assert not (t.supported & t.faked)
+    assert t.source.startswith(("google/gvisor", "nanovms/nanos", "cloudius-systems/osv",
+                                "unikraft/unikraft"))
+
+
+def test_unknown_target() -> None:
+    with pytest.raises(RuleError, match="unknown target"):
+        check_compat(["read"], "linux")
+
+
+def test_minimal_set_likely_runs_on_gvisor() -> None:
+    r = check_compat(["read", "write", "exit_group", "mmap"], "gvisor")
+    assert r.verdict == "likely-runs"
+    assert r.supported == ["exit_group", "mmap", "read", "write"]
+
+
+def test_execve_blocks_single_process_targets() -> None:
+    reports = check_all(["read", "write", "execve"])
+    assert reports["nanos"].verdict == "blocked"
+    assert any("single process" in x for x in reports["nanos"].reasons)
+    assert reports["gvisor"].verdict == "likely-runs"
+
+
+def test_loupe_categories_on_nanos() -> None:
+    # rseq: not in Nanos, Loupe says stubbing is harmless; ptrace: not implemented, needed.
+    r = check_compat(["read", "rseq", "ptrace", "chown"], "nanos")
+    assert "rseq" in r.stubbable
+    assert "ptrace" in r.needed
+    assert "chown" in r.faked  # syscall_ignore
+    assert r.verdict == "blocked"
+
+
+def test_incomplete_table_reports_unknown() -> None:
+    r = check_compat(["write", "getpid"], "unikraft")
+    assert "write" in r.supported
+    assert "getpid" in r.unknown
+    assert r.verdict == "needs-work"
