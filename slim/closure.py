@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 from slim.analyzers import analyzer_classes
 from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.lang import language_roots
 from slim.analyzers.packages import PackageDB, package_edges, read_packages
+from slim.analyzers.script import parse_sh_c
 from slim.fs.rootfs import RootFS
 from slim.graph import DependencyGraph
 from slim.model import ROOT, Edge, EntryKind, ImageConfig, Unknown, parent_dirs
@@ -56,8 +58,9 @@ def which(fs: RootFS, config: ImageConfig, name: str) -> str | None:
     return None
 
 
-def entry_roots(fs: RootFS, config: ImageConfig, argv: Sequence[str] | None = None) -> list[Edge | Unknown]:
+def entry_roots(ctx: AnalysisContext, argv: Sequence[str] | None = None) -> list[Edge | Unknown]:
     """Edges from ROOT for the program the container runs and what its arguments name."""
+    fs, config = ctx.fs, ctx.config
     argv = list(config.argv if argv is None else argv)
     out: list[Edge | Unknown] = []
     if not argv:
@@ -86,7 +89,7 @@ def entry_roots(fs: RootFS, config: ImageConfig, argv: Sequence[str] | None = No
         if (base in SHELLS or posixpath.basename(word) in SHELLS) and "-c" in argv[i + 1 :]:
             k = argv.index("-c", i + 1)
             if k + 1 < len(argv):
-                out.extend(_sh_c_roots(fs, config, argv[k + 1], f"argv[{k + 1}] sh -c"))
+                out.extend(_sh_c_roots(ctx, argv[k + 1], f"argv[{k + 1}] sh -c"))
         # arguments that name files in the image (configs, scripts, data)
         for j, arg in enumerate(argv[i + 1 :], start=i + 1):
             for cand in _arg_paths(arg):
@@ -97,7 +100,7 @@ def entry_roots(fs: RootFS, config: ImageConfig, argv: Sequence[str] | None = No
         break
     if prog_at is not None:
         idx, prog = prog_at
-        out.extend(_language_roots(fs, config, [prog, *argv[idx + 1 :]]))
+        out.extend(_language_roots(ctx, [prog, *argv[idx + 1 :]]))
     return out
 
 
@@ -109,12 +112,7 @@ def _arg_paths(arg: str) -> list[str]:
     return [arg] if arg and not re.search(r"[\s;|&$`]", arg) else []
 
 
-def _sh_c_roots(fs: RootFS, config: ImageConfig, script: str, evidence: str) -> list[Edge | Unknown]:
-    try:
-        from slim.analyzers.script import parse_sh_c
-    except ImportError:  # pragma: no cover - script analyzer not available
-        return [Unknown("<entrypoint>", f"sh -c {script!r}: shell parsing unavailable")]
-    ctx = AnalysisContext(fs=fs, config=config)
+def _sh_c_roots(ctx: AnalysisContext, script: str, evidence: str) -> list[Edge | Unknown]:
     out: list[Edge | Unknown] = []
     for item in parse_sh_c(script, ctx):
         if isinstance(item, (Edge, Unknown)):
@@ -131,30 +129,16 @@ def _sh_c_roots(fs: RootFS, config: ImageConfig, script: str, evidence: str) -> 
     return out
 
 
-def _language_roots(fs: RootFS, config: ImageConfig, resolved: list[str]) -> list[Edge | Unknown]:
+def _language_roots(ctx: AnalysisContext, resolved: list[str]) -> list[Edge | Unknown]:
     """Interpreters started with a script or module argument (python3 -m X, java -jar …).
 
     `resolved` is the argv with its program word replaced by the program's image path.
     """
-    out: list[Edge | Unknown] = []
-    ctx = AnalysisContext(fs=fs, config=config)
-    for module, func in (
-        ("slim.analyzers.python", "python_roots"),
-        ("slim.analyzers.java", "java_roots"),
-    ):
-        try:
-            mod = __import__(module, fromlist=[func])
-        except ImportError:
-            continue
-        fn = getattr(mod, func, None)
-        if fn is None:
-            continue
-        try:
-            out.extend(fn(ctx, resolved))
-        except Exception as exc:  # an analyzer bug must not lose files: keep and report
-            log.debug("%s failed", func, exc_info=True)
-            out.append(Unknown(resolved[0], f"{func}: {exc.__class__.__name__}: {exc}"))
-    return out
+    try:
+        return language_roots(ctx, resolved)
+    except Exception as exc:  # an analyzer bug must not lose files: keep and report
+        log.debug("language roots failed", exc_info=True)
+        return [Unknown(resolved[0], f"language roots: {exc.__class__.__name__}: {exc}")]
 
 
 def glob_paths(fs: RootFS, patterns: Iterable[str]) -> list[str]:

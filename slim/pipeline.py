@@ -92,7 +92,7 @@ def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
     ruleset = load_rules([Path(d) for d in options.rules_dirs])
     builder = ClosureBuilder(fs, config, rules=ruleset, options={"keep_app": options.keep_app})
     builder.set_drops(options.drop)
-    builder.add_all(entry_roots(fs, config))
+    builder.add_all(entry_roots(builder.ctx))
     builder.add_all(ruleset.always(fs, config))
     for path in glob_paths(fs, options.keep):
         builder.add(Edge(ROOT, path, "rule", "--keep"))

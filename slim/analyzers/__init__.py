@@ -21,6 +21,7 @@ ANALYZERS: dict[str, str] = {
     "node": "slim.analyzers.node:NodeAnalyzer",
     "java": "slim.analyzers.java:JavaAnalyzer",
     "perl": "slim.analyzers.perl:PerlAnalyzer",
+    "app-config": "slim.analyzers.app:AppConfigAnalyzer",
 }
 
 
