@@ -36,8 +36,9 @@ def fail(exc: SlimError) -> NoReturn:
     raise typer.Exit(2 if isinstance(exc, UsageError) else 3)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Show decisions (-vv: debug)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
@@ -45,6 +46,9 @@ def _root(
     if version:
         typer.echo(f"slim {__version__}")
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
     _state["debug"] = debug
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -71,7 +75,7 @@ def _load_with_progress(reference: str) -> LoadedImage:
         return load(reference, on_bytes=lambda n: progress.advance(task, n), image=image)
 
 
-def _write_reports(result: AnalysisResult, formats: list[str], output: str | None) -> None:
+def _write_reports(result: AnalysisResult, formats: list[str], output: str | None, why=None) -> None:
     """Render `result` in each format: to stdout, to the file `output` (one format), or as
     `output`/report.<ext> (several formats, or `output` is a directory). Files are written whole
     into a temp file beside the target, then renamed into place."""
@@ -85,7 +89,8 @@ def _write_reports(result: AnalysisResult, formats: list[str], output: str | Non
     emitters = [EMITTERS[f] for f in formats]
     if output is None:
         for emitter in emitters:
-            emitter.emit(result, sys.stdout, color=emitter.name == "text" and sys.stdout.isatty())
+            emitter.emit(result, sys.stdout, color=emitter.name == "text" and sys.stdout.isatty(),
+                         **({"why": why} if why and emitter.name == "html" else {}))
         return
     if len(emitters) == 1 and not os.path.isdir(output):
         targets = [(emitters[0], output)]
@@ -97,7 +102,7 @@ def _write_reports(result: AnalysisResult, formats: list[str], output: str | Non
         targets = [(e, os.path.join(output, f"report.{e.extension}")) for e in emitters]
     for emitter, path in targets:
         buf = io.StringIO()
-        emitter.emit(result, buf, color=False)
+        emitter.emit(result, buf, color=False, **({"why": why} if why and emitter.name == "html" else {}))
         directory = os.path.dirname(os.path.abspath(path))
         tmp = ""
         try:
@@ -114,30 +119,393 @@ def _write_reports(result: AnalysisResult, formats: list[str], output: str | Non
             raise EmitError(f"{path}: cannot write the {emitter.name} report: {exc.strerror}") from None
 
 
-def _analyze_report(image: str, formats: list[str], output: str | None) -> None:
-    """Load, summarize and render. The static closure and tracing extend the result here."""
-    from slim.emitters import EMITTERS
-    from slim.summary import summarize
+# Options shared by the commands that compute a keep set (analyze, build, why, graph, seccomp,
+# manifest). Typer has no option groups across commands; these aliases keep them identical.
+ImageArg = Annotated[str, typer.Argument(help="Image reference: docker-archive:FILE, oci:DIR[:TAG], oci-archive:FILE, rootfs:DIR, docker-daemon:NAME, docker://REF, NAME[:TAG].")]
+TraceOpt = Annotated[bool, typer.Option("--trace", help="Also run the image traced (strace) with probes and keep what it used.")]
+ProbeOpt = Annotated[list[str] | None, typer.Option("--probe", help="http:PORT[/PATH] · tcp:PORT[:SEND[:EXPECT]] · exec:CMD · cmd:ARGS · wait:SECONDS (repeatable).")]
+RunnerOpt = Annotated[str, typer.Option("--runner", help="auto, sandbox (bubblewrap) or docker.")]
+NetworkOpt = Annotated[str, typer.Option("--network", help="host or none for the traced run.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds a traced run may take.")]
+RulesOpt = Annotated[list[str] | None, typer.Option("--rules", help="Extra rule-pack directory (repeatable).")]
+KeepOpt = Annotated[list[str] | None, typer.Option("--keep", help="Always keep paths matching GLOB (repeatable).")]
+DropOpt = Annotated[list[str] | None, typer.Option("--drop", help="Never keep paths matching GLOB (repeatable).")]
+KeepAppOpt = Annotated[bool, typer.Option("--keep-app/--no-keep-app", help="Keep unpackaged files under WorkingDir and the entrypoint script's directory.")]
+TraceFileOpt = Annotated[str | None, typer.Option("--trace-file", help="Reuse a trace saved with --save-trace instead of running.")]
+SaveTraceOpt = Annotated[str | None, typer.Option("--save-trace", help="Write the trace of this run as JSON.")]
 
-    unknown = [f for f in formats if f not in EMITTERS]
-    if unknown:
-        raise UsageError(f"--format {unknown[0]}: unknown format (choose from {', '.join(sorted(EMITTERS))})")
+
+def _options(rules: list[str] | None, keep: list[str] | None, drop: list[str] | None, keep_app: bool):
+    from slim.pipeline import AnalyzeOptions
+
+    return AnalyzeOptions(rules_dirs=list(rules or []), keep=list(keep or []), drop=list(drop or []),
+                          keep_app=keep_app)
+
+
+def _probes(specs: list[str] | None) -> list:  # type: ignore[type-arg]
+    from slim.tracers.probes import parse_probe
+
+    try:
+        return [parse_probe(s) for s in specs or []]
+    except SlimError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _say(message: str) -> None:
+    typer.echo(f"slim: {message}", err=True)
+
+
+def _traced_run(loaded: LoadedImage, trace: bool, probes: list[str] | None, runner: str, network: str,
+                timeout: float, trace_file: str | None, save_trace: str | None):
+    """A RunResult (new run) or a Trace (from --trace-file), or None when not tracing."""
+    from slim.tracers.trace import Trace
+
+    if trace_file:
+        return Trace.load(trace_file)
+    if not trace:
+        if probes:
+            raise UsageError("--probe needs --trace (or use `slim build`, which verifies with probes)")
+        return None
+    from slim.build import run_traced
+
+    _say("running the image traced")
+    run = run_traced(loaded, _probes(probes), runner=runner, network=network, timeout=timeout)
+    if save_trace:
+        with open(save_trace, "w", encoding="utf-8") as f:
+            f.write(run.trace.dumps())
+    return run
+
+
+def _analyze(image: str, options, run_args: dict, *, static: bool = True, syscalls: bool = False):
+    """Load, trace if asked, compute the closure; returns (result, closure, loaded-closed, run)."""
+    from slim.pipeline import analyze as run_analysis
+    from slim.pipeline import static_syscalls
+    from slim.result import ProbeOutcome
+    from slim.tracers.trace import Trace
+
+    options.static = static
     with _load_with_progress(image) as loaded:
-        result = summarize(loaded)
-    _write_reports(result, list(dict.fromkeys(formats)), output)
+        run = _traced_run(loaded, **run_args)
+        trace = run if isinstance(run, Trace) else (run.trace if run is not None else None)
+        options.trace = trace
+        result, closure = run_analysis(loaded, options)
+        if trace is not None:
+            result.syscalls_traced = trace.syscall_names
+        if run is not None and not isinstance(run, Trace):
+            result.probes = sorted(run.probes, key=lambda p: p.spec) or [
+                ProbeOutcome("run", run.passed, f"exit code {run.exit_code}")]
+        if syscalls and closure is not None:
+            result.syscalls_static = static_syscalls(loaded, closure).names
+        return result, closure, loaded, run
 
 
 @app.command()
 def analyze(
-    image: Annotated[str, typer.Argument(help="Image reference: docker-archive:FILE, oci:DIR[:TAG], rootfs:DIR, NAME[:TAG] …")],
-    formats: Annotated[list[str] | None, typer.Option("--format", "-f", help="text or json (default text); repeat for several.")] = None,
+    image: ImageArg,
+    formats: Annotated[list[str] | None, typer.Option("--format", "-f", help="text, json, markdown or html (default text); repeat for several.")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write here (a directory when several formats).")] = None,
+    static: Annotated[bool, typer.Option("--static/--no-static", help="Compute what the app needs (off: only where the bytes are).")] = True,
+    syscalls: Annotated[bool, typer.Option("--syscalls", help="Also extract the kept ELF files' syscalls (static upper bound).")] = False,
+    trace: TraceOpt = False,
+    probe: ProbeOpt = None,
+    runner: RunnerOpt = "auto",
+    network: NetworkOpt = "host",
+    timeout: TimeoutOpt = 60.0,
+    trace_file: TraceFileOpt = None,
+    save_trace: SaveTraceOpt = None,
+    rules: RulesOpt = None,
+    keep: KeepOpt = None,
+    drop: DropOpt = None,
+    keep_app: KeepAppOpt = True,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the analysis left unknowns.")] = False,
 ) -> None:
-    """Report size, layers, efficiency, largest paths and likely waste of an image."""
+    """Where an image's bytes go, and what its app really needs (every kept file with its reasons)."""
+    from slim.emitters import EMITTERS
+
+    formats = list(dict.fromkeys(formats or ["text"]))
     try:
-        _analyze_report(image, formats or ["text"], output)
+        unknown = [f for f in formats if f not in EMITTERS]
+        if unknown:
+            raise UsageError(f"--format {unknown[0]}: unknown format (choose from {', '.join(sorted(EMITTERS))})")
+        run_args = {"trace": trace, "probes": probe, "runner": runner, "network": network,
+                    "timeout": timeout, "trace_file": trace_file, "save_trace": save_trace}
+        result, closure, _, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args,
+                                           static=static, syscalls=syscalls)
+        _write_reports(result, formats, output, why=closure.graph.why if closure else None)
     except SlimError as exc:
         fail(exc)
+    failed_probes = [p for p in result.probes if not p.passed]
+    if failed_probes:
+        _say(f"probe failed: {failed_probes[0].spec}: {failed_probes[0].detail}")
+        raise typer.Exit(1)
+    if strict and result.unknowns:
+        _say(f"--strict: {len(result.unknowns)} unknowns (first: {result.unknowns[0].path}: {result.unknowns[0].reason})")
+        raise typer.Exit(1)
+
+
+@app.command()
+def why(
+    image: ImageArg,
+    path: Annotated[str, typer.Argument(help="An image path.")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the directories the library resolver tried.")] = False,
+    trace_file: TraceFileOpt = None,
+    rules: RulesOpt = None,
+    keep: KeepOpt = None,
+    drop: DropOpt = None,
+    keep_app: KeepAppOpt = True,
+) -> None:
+    """Print the shortest chain of reasons from the container start to PATH; exit 1 when not kept."""
+    from slim.model import ROOT, normpath
+
+    run_args = {"trace": False, "probes": None, "runner": "auto", "network": "host", "timeout": 60.0,
+                "trace_file": trace_file, "save_trace": None}
+    try:
+        _, closure, loaded, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args)
+    except SlimError as exc:
+        fail(exc)
+    assert closure is not None
+    target = normpath(path)
+    steps = closure.graph.why(target)
+    if steps is None:
+        res = loaded.rootfs.resolve(target)
+        if not loaded.rootfs.lexists(target) and res.exists and res.path != target:
+            steps = closure.graph.why(res.path)
+        if steps is None:
+            typer.echo(f"{target}: not kept" + ("" if loaded.rootfs.lexists(target) or res.exists else " (not in the image)"))
+            raise typer.Exit(1)
+    for i, step in enumerate(steps):
+        src = "container start" if step.src == ROOT else step.src
+        typer.echo(f"{'  ' * i}{src} -> {step.dst}  [{step.kind}]" + (f"  {step.evidence}" if step.evidence else ""))
+    if verbose and closure.context is not None:
+        tried = closure.context.cache.get("ldso.tried", {})
+        for (requester, name), dirs in sorted(tried.items()):
+            if any(d == steps[-1].dst or d.startswith(posix_dirname(steps[-1].dst)) for d in dirs) or \
+                    name == posix_basename(steps[-1].dst):
+                typer.echo(f"resolver: {requester} DT_NEEDED {name} tried:")
+                for d in dirs:
+                    typer.echo(f"  {d}")
+
+
+def posix_dirname(path: str) -> str:
+    import posixpath
+
+    return posixpath.dirname(path)
+
+
+def posix_basename(path: str) -> str:
+    import posixpath
+
+    return posixpath.basename(path)
+
+
+@app.command()
+def graph(
+    image: ImageArg,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="dot, graphml or json.")] = "dot",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    trace_file: TraceFileOpt = None,
+    rules: RulesOpt = None,
+    keep: KeepOpt = None,
+    drop: DropOpt = None,
+    keep_app: KeepAppOpt = True,
+) -> None:
+    """Export the dependency graph (nodes: image paths; edges: kind and evidence)."""
+    from slim.graph import EXPORT_FORMATS
+
+    if fmt not in EXPORT_FORMATS:
+        fail(UsageError(f"--format {fmt}: choose from {', '.join(EXPORT_FORMATS)}"))
+    run_args = {"trace": False, "probes": None, "runner": "auto", "network": "host", "timeout": 60.0,
+                "trace_file": trace_file, "save_trace": None}
+    try:
+        _, closure, _, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args)
+        assert closure is not None
+        text = closure.graph.export(fmt)
+        if output:
+            _atomic_write(output, text)
+        else:
+            sys.stdout.write(text)
+    except SlimError as exc:
+        fail(exc)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    from slim.errors import EmitError
+
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".slim-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EmitError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@app.command()
+def build(
+    image: ImageArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="oci:DIR, oci-archive:FILE, docker-archive:FILE or docker://REF.")],
+    tag: Annotated[str, typer.Option("--tag", help="Name:tag for --load (and the archive's RepoTags).")] = "",
+    load_image: Annotated[bool, typer.Option("--load", help="Load the verified image into the Docker daemon (docker-archive output).")] = False,
+    trace: TraceOpt = False,
+    probe: ProbeOpt = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run the probes against original and minimal image and compare.")] = True,
+    keep_unverified: Annotated[bool, typer.Option("--keep-unverified", help="Leave the output even when verification fails.")] = False,
+    keep_base: Annotated[int, typer.Option("--keep-base", help="Keep the first N layers untouched and put one slimmed layer on top.")] = 0,
+    max_fixes: Annotated[int, typer.Option("--max-fixes", help="Repair rounds after a failed verification.")] = 3,
+    runner: RunnerOpt = "auto",
+    network: NetworkOpt = "host",
+    timeout: TimeoutOpt = 60.0,
+    rules: RulesOpt = None,
+    keep: KeepOpt = None,
+    drop: DropOpt = None,
+    keep_app: KeepAppOpt = True,
+    report: Annotated[str | None, typer.Option("--report", help="Also write the JSON report (with build{}) here.")] = None,
+) -> None:
+    """Write the minimal image, verify it still works, repair it when it does not."""
+    from slim.build import BuildOptions
+    from slim.build import build as run_build
+
+    if load_image and not output.startswith("docker-archive:"):
+        fail(UsageError("--load needs a docker-archive:FILE output"))
+    try:
+        outcome = run_build(image, _options(rules, keep, drop, keep_app), BuildOptions(
+            dest=output, probes=_probes(probe), trace=trace, verify=verify, runner=runner,
+            network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
+            keep_unverified=keep_unverified, load_tag=tag if load_image else ""), say=_say)
+        if report:
+            from slim.emitters.report_json import render_json
+
+            _atomic_write(report, render_json(outcome.result))
+    except SlimError as exc:
+        fail(exc)
+    res, built = outcome.result, outcome.built
+    assert built is not None
+    before = res.image.size_bytes
+    typer.echo(f"{image}: {_human(before)} -> {_human(built.size_bytes)} "
+               f"({before / built.size_bytes if built.size_bytes else 0:.1f}x smaller, {built.file_count} files) "
+               f"in {outcome.seconds:.1f} s")
+    for fix in outcome.fixes:
+        typer.echo(f"  verify-fix: kept {fix['path']} ({fix['reason']})")
+    if outcome.verified is False:
+        typer.echo(f"verification FAILED: {outcome.failures[0]}", err=True)
+        if not keep_unverified:
+            typer.echo("no image was written (use --keep-unverified to keep it anyway)", err=True)
+        raise typer.Exit(1)
+    state = "verified" if outcome.verified else "NOT verified (no runner or --no-verify)"
+    typer.echo(f"{output}: {built.digest} ({state})")
+
+
+@app.command()
+def seccomp(
+    image: ImageArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the Docker/OCI seccomp profile (JSON).")],
+    source: Annotated[str, typer.Option("--from", help="traced, static or both (default: both when traced, else static).")] = "",
+    trace: TraceOpt = False,
+    probe: ProbeOpt = None,
+    runner: RunnerOpt = "auto",
+    network: NetworkOpt = "host",
+    timeout: TimeoutOpt = 60.0,
+    trace_file: TraceFileOpt = None,
+    rules: RulesOpt = None,
+    keep: KeepOpt = None,
+    drop: DropOpt = None,
+) -> None:
+    """Write a seccomp profile allowing the app's syscalls plus the runtime's baseline."""
+    from slim.emitters.seccomp import build_seccomp_profile, dumps_profile
+
+    traced = trace or bool(trace_file)
+    source = source or ("both" if traced else "static")
+    if source not in ("traced", "static", "both"):
+        fail(UsageError(f"--from {source}: choose traced, static or both"))
+    if source in ("traced", "both") and not traced:
+        fail(UsageError(f"--from {source} needs --trace (or --trace-file)"))
+    run_args = {"trace": trace, "probes": probe, "runner": runner, "network": network, "timeout": timeout,
+                "trace_file": trace_file, "save_trace": None}
+    try:
+        result, _, _, _ = _analyze(image, _options(rules, keep, drop, True), run_args,
+                                   syscalls=source in ("static", "both"))
+        names = set(result.syscalls_static if source != "traced" else ())
+        names |= set(result.syscalls_traced if source != "static" else ())
+        if not names:
+            raise UsageError(f"{image}: no syscalls found ({source}); nothing to allow")
+        profile = build_seccomp_profile(sorted(names))
+        _atomic_write(output, dumps_profile(profile))
+    except SlimError as exc:
+        fail(exc)
+    allowed = len(profile["syscalls"][0]["names"]) if profile.get("syscalls") else 0
+    typer.echo(f"{output}: {allowed} syscalls allowed ({len(names)} from the {source} set + runtime baseline)")
+
+
+@app.command()
+def manifest(
+    image: ImageArg,
+    target: Annotated[str, typer.Option("--target", help="ops (Nanos), osv or unikraft.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the manifest and files into.")],
+    trace: TraceOpt = False,
+    probe: ProbeOpt = None,
+    runner: RunnerOpt = "auto",
+    network: NetworkOpt = "host",
+    timeout: TimeoutOpt = 60.0,
+    trace_file: TraceFileOpt = None,
+    rules: RulesOpt = None,
+    keep: KeepOpt = None,
+    drop: DropOpt = None,
+) -> None:
+    """Emit a unikernel manifest with the kept files and check the app's syscalls against the target."""
+    import tempfile
+
+    from slim.closure import which
+    from slim.emitters.unikernel import AppManifest, render_manifest
+    from slim.fs.extract import prepare_root
+    from slim.pipeline import load
+    from slim.syscalls.compat import check_compat
+
+    targets = {"ops": "nanos", "nanos": "nanos", "osv": "osv", "unikraft": "unikraft"}
+    if target not in targets:
+        fail(UsageError(f"--target {target}: choose ops, osv or unikraft"))
+    run_args = {"trace": trace, "probes": probe, "runner": runner, "network": network, "timeout": timeout,
+                "trace_file": trace_file, "save_trace": None}
+    try:
+        result, closure, loaded, _ = _analyze(image, _options(rules, keep, drop, True), run_args, syscalls=True)
+        assert closure is not None
+        config = loaded.image.config
+        argv = list(config.argv)
+        if not argv:
+            raise UsageError(f"{image}: no Entrypoint or Cmd to run")
+        names = sorted(set(result.syscalls_traced) or set(result.syscalls_static))
+        program = which(loaded.rootfs, config, argv[0]) or argv[0]
+        app_manifest = AppManifest(
+            program=program, args=tuple([program, *argv[1:]]),
+            env=tuple(sorted(config.env_dict.items())), cwd=config.workdir or "/",
+            files=tuple((p, p) for p in sorted(closure.keep)), syscalls=tuple(names))
+        # the manifest copies file contents: read them from a full extraction of the image
+        with tempfile.TemporaryDirectory(prefix="slim-manifest-") as work, load(image) as again:
+            root = prepare_root(again.image, work)
+            with load(f"rootfs:{root}") as full:
+                warnings = render_manifest(app_manifest, target, output, full.rootfs)
+        compat = check_compat(names, targets[target])
+    except SlimError as exc:
+        fail(exc)
+    typer.echo(f"{output}: {target} manifest with {len(closure.keep)} paths; "
+               f"syscalls {'traced' if result.syscalls_traced else 'static (upper bound)'}: {len(names)}")
+    typer.echo(f"compatibility with {targets[target]}: {compat.verdict}")
+    for reason in compat.reasons:
+        typer.echo(f"  {reason}")
+    for w in warnings:
+        typer.echo(f"  warning: {w}")
 
 
 # -- diff, check, hook (workflow: issue 8) ---------------------------------------------------

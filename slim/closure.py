@@ -42,6 +42,7 @@ class Closure:
     missing: set[str] = field(default_factory=set)  # needed paths absent from the image
     dropped: set[str] = field(default_factory=set)  # removed by --drop
     packages: PackageDB | None = None  # the image's package database, when it has one
+    context: AnalysisContext | None = None  # what analyzers recorded (ldso.tried …)
 
 
 def which(fs: RootFS, config: ImageConfig, name: str) -> str | None:
@@ -237,7 +238,8 @@ class ClosureBuilder:
                 break
             self._visit(self._queue.popleft())
         keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
-        return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped, self._packages())
+        return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped, self._packages(),
+                       self.ctx)
 
     def _visit(self, path: str) -> None:
         entry = self.fs.get(path)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slim.analyzers.packages import package_summaries
 from slim.closure import Closure, ClosureBuilder, entry_roots, glob_paths, trace_edges
@@ -15,6 +16,9 @@ from slim.fs.tree import SquashedTree
 from slim.model import ROOT, Edge, EntryKind, FileEntry, Issue, Unknown
 from slim.result import AnalysisResult, KeptFile, Totals, UnknownItem
 from slim.sources import Image, open_image
+
+if TYPE_CHECKING:
+    from slim.syscalls.extract import StaticSyscalls
 from slim.sources.base import parse_ref
 
 log = logging.getLogger(__name__)
@@ -169,3 +173,22 @@ def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> 
     result.unknowns = [UnknownItem(p, r) for p, r in sorted(unknowns)]
     if closure.packages is not None:
         result.packages = package_summaries(closure.packages, fs, closure.keep)
+
+
+def kept_elf_paths(fs: RootFS, keep: set[str]) -> list[str]:
+    """Kept regular files that are ELF objects (their contents are always captured)."""
+    out = []
+    for path in sorted(keep):
+        entry = fs.get(path)
+        if entry is None or entry.kind is not EntryKind.FILE or entry.size < 64:
+            continue
+        if fs.has_content(path) and fs.read(path, 4) == b"\x7fELF":
+            out.append(path)
+    return out
+
+
+def static_syscalls(loaded: LoadedImage, closure: Closure) -> StaticSyscalls:
+    """The static (upper-bound) syscall set of the kept ELF files; libc maps are cached."""
+    from slim.syscalls.extract import static_syscalls as extract
+
+    return extract(loaded.rootfs, kept_elf_paths(loaded.rootfs, closure.keep))

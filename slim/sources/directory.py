@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from slim.errors import SourceError
-from slim.fs.layer import ContentStore, LayerReadResult, wants_content
+from slim.fs.layer import ContentStore, LayerReadResult
 from slim.fs.tree import FileTree
 from slim.model import EntryKind, FileEntry, ImageConfig, ImageRef, Issue, LayerInfo
 from slim.sources.base import ByteProgress, Image, Source, config_from_oci, load_json
@@ -61,14 +61,8 @@ class DirectoryImage(Image):
                     continue
                 tree.add(entry)
                 if entry.kind is EntryKind.FILE and store is not None and entry.size > 0:
-                    try:
-                        with open(host, "rb") as f:
-                            head = f.read(4)
-                    except OSError as exc:
-                        issues.append(Issue(path, f"cannot read: {exc.strerror}; kept", 0))
-                        continue
-                    if wants_content(path, head):
-                        store.put_host_file(0, path, host)
+                    # every file is readable in place: index it, copy nothing
+                    store.put_host_file(0, path, host)
             # never descend into directory symlinks: os.walk(followlinks=False) already doesn't
         digest = hashlib.sha256(
             "\n".join(f"{e.path}:{e.kind.value}:{e.size}:{e.mtime}" for e in tree.entries.values()).encode()
