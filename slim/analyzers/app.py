@@ -133,7 +133,7 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
         if _is_system(d):
             continue
         for e in files_under(ctx, d):
-            if e.path in out:
+            if e.path in out or _orphaned_bytecode(ctx, e.path):
                 continue
             if db is not None:
                 try:
@@ -145,6 +145,15 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
                 continue
             out[e.path] = Edge(ROOT, e.path, "app", why)
     return sorted(out.values())
+
+
+def _orphaned_bytecode(ctx: AnalysisContext, path: str) -> bool:
+    """A `__pycache__/NAME.TAG.pyc` whose `NAME.py` is gone: Python never loads it (PEP 3147)."""
+    parent, base = posixpath.split(path)
+    if posixpath.basename(parent) != "__pycache__" or not base.endswith(".pyc"):
+        return False
+    source = posixpath.join(posixpath.dirname(parent), base.split(".", 1)[0] + ".py")
+    return not ctx.fs.exists(source)
 
 
 # -- document roots ------------------------------------------------------------------------
