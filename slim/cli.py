@@ -6,6 +6,8 @@ Exit codes: 0 ok · 1 a gate or verification failed · 2 usage error · 3 any ot
 from __future__ import annotations
 
 import logging
+import posixpath
+import re
 import sys
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -264,38 +266,30 @@ def why(
     except SlimError as exc:
         fail(exc)
     assert closure is not None
+    fs = loaded.rootfs
     target = normpath(path)
-    steps = closure.graph.why(target)
+    parent = fs.resolve(posixpath.dirname(target))
+    canonical = posixpath.join(parent.path, posixpath.basename(target)) if parent.exists else target
+    steps = closure.graph.why(target) or closure.graph.why(canonical)
     if steps is None:
-        res = loaded.rootfs.resolve(target)
-        if not loaded.rootfs.lexists(target) and res.exists and res.path != target:
-            steps = closure.graph.why(res.path)
+        final = fs.resolve(target)
+        if final.exists and final.path != target:
+            steps = closure.graph.why(final.path)
         if steps is None:
-            typer.echo(f"{target}: not kept" + ("" if loaded.rootfs.lexists(target) or res.exists else " (not in the image)"))
+            present = fs.lexists(canonical) or final.exists
+            typer.echo(f"{target}: not kept" + ("" if present else " (not in the image)"))
             raise typer.Exit(1)
     for i, step in enumerate(steps):
         src = "container start" if step.src == ROOT else step.src
         typer.echo(f"{'  ' * i}{src} -> {step.dst}  [{step.kind}]" + (f"  {step.evidence}" if step.evidence else ""))
     if verbose and closure.context is not None:
         tried = closure.context.cache.get("ldso.tried", {})
-        for (requester, name), dirs in sorted(tried.items()):
-            if any(d == steps[-1].dst or d.startswith(posix_dirname(steps[-1].dst)) for d in dirs) or \
-                    name == posix_basename(steps[-1].dst):
-                typer.echo(f"resolver: {requester} DT_NEEDED {name} tried:")
-                for d in dirs:
+        for step in steps:
+            match = re.match(r"DT_NEEDED (\S+)", step.evidence)
+            if step.kind == "needed" and match and (step.src, match.group(1)) in tried:
+                typer.echo(f"{step.src}: DT_NEEDED {match.group(1)}: the loader tried, in order:")
+                for d in tried[(step.src, match.group(1))]:
                     typer.echo(f"  {d}")
-
-
-def posix_dirname(path: str) -> str:
-    import posixpath
-
-    return posixpath.dirname(path)
-
-
-def posix_basename(path: str) -> str:
-    import posixpath
-
-    return posixpath.basename(path)
 
 
 @app.command()

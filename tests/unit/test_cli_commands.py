@@ -1,0 +1,119 @@
+"""End-to-end CLI behaviour on the committed sample images (no Docker, no tracing)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from slim.cli import app
+from slim.pipeline import load
+
+HERE = os.path.dirname(__file__)
+SAMPLES = os.path.join(HERE, "..", "..", "sample_images")
+GLIBC = "docker-archive:" + os.path.join(SAMPLES, "hello-glibc", "hello-glibc.docker.tar")
+MUSL = "oci:" + os.path.join(SAMPLES, "hello-musl", "hello-musl.oci")
+SHELL = "docker-archive:" + os.path.join(SAMPLES, "shell-entrypoint", "shell-entrypoint.docker.tar")
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_why_prints_the_chain_and_exits_1_when_not_kept():
+    r = invoke("why", GLIBC, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")
+    assert r.exit_code == 0, r.output
+    assert "container start -> /app/hello" in r.output and "[needed]" in r.output
+    r = invoke("why", GLIBC, "/usr/include/zlib.h")
+    assert r.exit_code == 1 and "not kept" in r.output
+    r = invoke("why", GLIBC, "/no/such/file")
+    assert r.exit_code == 1 and "not in the image" in r.output
+
+
+def test_why_through_a_directory_link_and_verbose_resolver_dirs():
+    r = invoke("why", "-v", GLIBC, "/lib/x86_64-linux-gnu/libz.so.1")
+    assert r.exit_code == 0, r.output
+    assert "libz.so.1" in r.output and "tried" in r.output
+
+
+def test_analyze_json_has_keep_with_reasons_and_removable():
+    r = invoke("analyze", GLIBC, "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    keep = {k["path"]: k for k in doc["keep"]}
+    assert "needed" in keep["/usr/lib/x86_64-linux-gnu/libc.so.6"]["reasons"]
+    assert "/usr/include/zlib.h" not in keep
+    assert doc["reachable"]["size_bytes"] + doc["removable"]["size_bytes"] == doc["image"]["size_bytes"]
+    unused = {p["name"] for p in doc["packages"] if p["unused"]}
+    assert unused == {"docs-only", "zlib1g-dev"}
+
+
+def test_analyze_strict_fails_on_unknowns_and_probe_needs_trace(tmp_path):
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "app").write_text("#!/bin/sh\n$CMD --go\n")
+    (root / "bin" / "app").chmod(0o755)
+    (root / ".slim-config.json").write_text(json.dumps({"config": {"Entrypoint": ["/bin/app"]}}))
+    r = invoke("analyze", f"rootfs:{root}", "--strict", "-f", "json")
+    assert r.exit_code == 1
+    r = invoke("analyze", GLIBC, "--probe", "http:80")
+    assert r.exit_code == 2 and "--probe needs --trace" in r.output
+
+
+def test_graph_exports(tmp_path):
+    out = tmp_path / "g.json"
+    r = invoke("graph", SHELL, "--format", "json", "--output", str(out))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert {"src": "/app/start.sh", "dst": "/app/lib.sh"} in [{"src": e["src"], "dst": e["dst"]} for e in doc["edges"]]
+    r = invoke("graph", SHELL, "--format", "png")
+    assert r.exit_code == 2
+
+
+def test_build_without_verification_is_reproducible(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    r1 = invoke("build", GLIBC, "--output", f"oci:{a}", "--no-verify", "--report", str(tmp_path / "r.json"))
+    r2 = invoke("build", GLIBC, "--output", f"docker-archive:{b}.tar", "--no-verify")
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    digest1 = r1.output.strip().splitlines()[-1].split()[1]
+    digest2 = r2.output.strip().splitlines()[-1].split()[1]
+    assert digest1 == digest2 and digest1.startswith("sha256:")
+    with load(f"oci:{a}") as li:
+        paths = {e.path for e in li.rootfs.walk()}
+        assert "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13" in paths and "/usr/include/zlib.h" not in paths
+        assert li.rootfs.resolve("/lib64/ld-linux-x86-64.so.2").exists
+        assert li.image.config.entrypoint == ("/app/hello",)
+        assert dict(li.image.config.labels)["org.slim.source-digest"].startswith("sha256:")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["build"]["digest"] == digest1 and report["build"]["verified"] is None
+
+
+def test_build_rejects_an_unknown_output_kind(tmp_path):
+    r = invoke("build", GLIBC, "--output", f"dir:{tmp_path}/x", "--no-verify")
+    assert r.exit_code == 3 and "output must be" in r.output
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("image", [MUSL])
+def test_seccomp_profile_from_static_syscalls(tmp_path, image):
+    out = tmp_path / "seccomp.json"
+    r = invoke("seccomp", image, "--output", str(out))
+    assert r.exit_code == 0, r.output
+    profile = json.loads(out.read_text())
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
+    names = set(profile["syscalls"][0]["names"])
+    assert {"write", "exit_group"} <= names
+    r = invoke("seccomp", image, "--output", str(out), "--from", "traced")
+    assert r.exit_code == 2
+
+
+def test_manifest_ops_lays_out_kept_files(tmp_path):
+    r = invoke("manifest", MUSL, "--target", "ops", "--output", str(tmp_path / "ops"))
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "ops" / "config.json").read_text())
+    assert config and "compatibility with nanos" in r.output
+    assert any((tmp_path / "ops").rglob("hello"))
