@@ -19,6 +19,17 @@ from slim.model import ROOT, Edge
 
 EXPORT_FORMATS = ("dot", "graphml", "json")
 
+# When one pair has several reasons, `why` shows the most specific first.
+KIND_PRIORITY = (
+    "entrypoint", "traced-exec", "interpreter", "needed", "shebang", "exec", "import", "dlopen",
+    "traced-open", "config", "package", "verify-fix", "app", "rule", "symlink", "parent-dir",
+)
+
+
+def _rank(reason: tuple[str, str]) -> tuple[int, str, str]:
+    kind = reason[0]
+    return (KIND_PRIORITY.index(kind) if kind in KIND_PRIORITY else len(KIND_PRIORITY), kind, reason[1])
+
 
 @dataclass(frozen=True)
 class Step:
@@ -96,7 +107,7 @@ class DependencyGraph:
             return None
         steps = []
         for src, dst in itertools.pairwise(path):
-            kind, evidence = sorted(self.g.edges[src, dst]["reasons"])[0]
+            kind, evidence = min(self.g.edges[src, dst]["reasons"], key=_rank)
             steps.append(Step(src, dst, kind, evidence))
         return steps
 
