@@ -192,6 +192,13 @@ class ClosureBuilder:
             return
         if item.dst != ROOT and not item.dst.startswith("pkg:"):
             item = self._canonical(item)
+        if item.src != ROOT and not item.src.startswith("pkg:"):
+            # an analyzer may name the requester by a path crossing directory symlinks (ldso:
+            # a library found as /lib/x86_64-linux-gnu/libcurl.so.4 requests libnghttp2); the
+            # node reached from ROOT is the canonical one, so its edges must start there too
+            src = self._canonical(Edge(ROOT, item.src, "symlink", "")).dst
+            if src != item.src:
+                item = Edge(src, item.dst, item.kind, item.evidence)
         if item.dst != ROOT and self._dropped(item.dst):
             self.dropped.add(item.dst)
             return
