@@ -71,18 +71,19 @@ def squarify(sizes: Sequence[float], rect: Rect) -> list[Rect]:
             i += 1
         row_total = sum(row)
         if w >= h:  # a column along the left edge
-            col_w = row_total / h if h else 0.0
+            col_w = min(row_total / h, w) if h else 0.0  # clamp rounding overrun
             cy = y
-            for a in row:
-                rh = a / col_w if col_w else 0.0
+            for k, a in enumerate(row):
+                # the last tile ends exactly at the edge: no floating-point overrun
+                rh = (y + h - cy) if k == len(row) - 1 else (a / col_w if col_w else 0.0)
                 out.append(Rect(x, cy, col_w, rh))
                 cy += rh
             x, w = x + col_w, max(w - col_w, 0.0)
         else:  # a row along the top edge
-            row_h = row_total / w if w else 0.0
+            row_h = min(row_total / w, h) if w else 0.0
             cx = x
-            for a in row:
-                rw = a / row_h if row_h else 0.0
+            for k, a in enumerate(row):
+                rw = (x + w - cx) if k == len(row) - 1 else (a / row_h if row_h else 0.0)
                 out.append(Rect(cx, y, rw, row_h))
                 cx += rw
             y, h = y + row_h, max(h - row_h, 0.0)

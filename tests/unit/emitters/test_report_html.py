@@ -56,7 +56,7 @@ def test_headline_numbers_and_sections(analysed: tuple[AnalysisResult, object]) 
     assert f"{100 * result.efficiency.score:.1f} %" in page
     assert page.count("<svg") == 2 and 'class="removable"' in page
     assert "<h2>Layers</h2>" in page and "<h2>Top dependency chains</h2>" in page
-    assert "under WorkingDir" in page  # an evidence chain from the closure graph
+    assert "argv[0] /app/hello" in page  # an evidence chain from the closure graph
     assert page == render_html(result, why=closure.graph.why)  # type: ignore[attr-defined]
 
 
