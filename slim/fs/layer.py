@@ -16,14 +16,16 @@ import hashlib
 import io
 import logging
 import os
+import queue
 import re
 import shutil
 import tarfile
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from slim.errors import LayerError
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, FileTree
@@ -155,42 +157,79 @@ def decompressed(blob: BinaryIO) -> tuple[BinaryIO, str]:
     return peek, "none"  # type: ignore[return-value]
 
 
+class PackReader(io.RawIOBase):
+    """A read-only window of the pack file, read with pread (no per-file open or seek state)."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        self.fd = fd
+        self.pos = start
+        self.end = start + size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(b), self.end - self.pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self.fd, n, self.pos)
+        b[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
 class ContentStore:
-    """A directory on disk holding file contents copied out of layers, keyed by layer + path."""
+    """File contents copied out of layers, keyed by layer + path.
+
+    Contents are appended to one pack file in a private temp directory (one file per store: on
+    images with thousands of candidates, creating a file each cost more than decompressing).
+    A rootfs: source references host files instead of copying them.
+    """
 
     def __init__(self, root: str | None = None) -> None:
         self._owned = root is None
         self.root = root or tempfile.mkdtemp(prefix="slim-content-")
-        self.index: dict[tuple[int, str], str] = {}
-
-    def _name(self, layer: int, path: str) -> str:
-        digest = hashlib.sha1(f"{layer}\0{path}".encode()).hexdigest()
-        return os.path.join(self.root, digest[:2], digest[2:])
+        self.index: dict[tuple[int, str], tuple[int, int]] = {}  # → (offset, size) in the pack
+        self.host: dict[tuple[int, str], str] = {}
+        self._pack: BinaryIO | None = None
+        self._fd = -1
 
     def put_stream(self, layer: int, path: str, head: bytes, stream: BinaryIO) -> None:
-        name = self._name(layer, path)
-        os.makedirs(os.path.dirname(name), exist_ok=True)
-        with open(name, "wb") as out:
-            out.write(head)
-            shutil.copyfileobj(stream, out, CHUNK)
-        self.index[(layer, path)] = name
+        if self._pack is None:
+            self._pack = open(os.path.join(self.root, "pack"), "w+b")  # noqa: SIM115 - closed in close()
+            self._fd = self._pack.fileno()
+        pack = self._pack
+        pack.seek(0, os.SEEK_END)
+        start = pack.tell()
+        pack.write(head)
+        shutil.copyfileobj(stream, pack, CHUNK)
+        self.index[(layer, path)] = (start, pack.tell() - start)
 
     def put_host_file(self, layer: int, path: str, host_path: str) -> None:
         """Reference a file that already lives on the host (rootfs: sources); no copy."""
-        self.index[(layer, path)] = host_path
+        self.host[(layer, path)] = host_path
 
     def has(self, layer: int, path: str) -> bool:
-        return (layer, path) in self.index
+        return (layer, path) in self.index or (layer, path) in self.host
 
     def open(self, layer: int, path: str) -> BinaryIO | None:
-        name = self.index.get((layer, path))
+        key = (layer, path)
+        if key in self.index:
+            assert self._pack is not None
+            self._pack.flush()
+            start, size = self.index[key]
+            return io.BufferedReader(PackReader(self._fd, start, size), CHUNK)  # type: ignore[return-value]
+        name = self.host.get(key)
         if name is None:
             return None
-        # O_NOFOLLOW: a stored name is never a symlink we created; refuse one if it appears.
+        # O_NOFOLLOW: the walk saw no symlink at this path; refuse one that appeared since.
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         return os.fdopen(fd, "rb")
 
     def close(self) -> None:
+        if self._pack is not None:
+            self._pack.close()
+            self._pack = None
         if self._owned:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -252,6 +291,128 @@ def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+class _Decoder:
+    """Incremental decompression of gzip (multi-member), zstd (multi-frame) or plain data.
+
+    zlib and zstandard release the GIL on large buffers, so running this in a thread lets the
+    tar parsing in the caller's thread use the second core. `truncated` tells, at the end of
+    the input, whether it stopped inside a member (gzip) or frame (zstd).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.in_member = False
+        self._obj: Any = self._new() if kind != "none" else None
+
+    def _new(self) -> Any:
+        if self.kind == "gzip":
+            return zlib.decompressobj(31)  # gzip header, CRC32 and ISIZE trailer checked
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._obj is None:
+            return [data]
+        out: list[bytes] = []
+        while data:
+            self.in_member = True
+            out.append(self._obj.decompress(data))
+            if not self._obj.eof:
+                break
+            # member/frame complete: what follows is the next one (or padding)
+            data = self._obj.unused_data
+            self._obj = self._new()
+            self.in_member = False
+            if self.kind == "gzip" and not data.strip(b"\x00"):
+                break  # zero padding after the last gzip member
+        return out
+
+    @property
+    def truncated(self) -> bool:
+        return self.in_member
+
+
+class _Pipe(io.RawIOBase):
+    """Reads a blob in a background thread: hash the stored bytes, decompress, hash the tar,
+    hand the tar bytes over through a bounded queue. Errors re-raise in the reader."""
+
+    def __init__(self, blob: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
+        self.blob_sha = hashlib.sha256()
+        self.tar_sha = hashlib.sha256()
+        self.blob_count = 0
+        self.tar_count = 0
+        self.compression = "none"
+        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+        self._buf = memoryview(b"")
+        self._done = False
+        self._stop = threading.Event()
+        self._on_bytes = on_bytes
+        self._blob = blob
+        self._thread = threading.Thread(target=self._run, name="slim-layer-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            chunk = self._blob.read(CHUNK)
+            if chunk.startswith(GZIP_MAGIC):
+                self.compression = "gzip"
+            elif chunk.startswith(ZSTD_MAGIC):
+                self.compression = "zstd"
+            decoder = _Decoder(self.compression)
+            while chunk and not self._stop.is_set():
+                self.blob_sha.update(chunk)
+                self.blob_count += len(chunk)
+                for piece in decoder.feed(chunk):
+                    if piece:
+                        self.tar_sha.update(piece)
+                        self.tar_count += len(piece)
+                        self._put(piece)
+                if self._on_bytes is not None:
+                    self._on_bytes(len(chunk))
+                chunk = self._blob.read(CHUNK)
+            if decoder.truncated:
+                raise EOFError("compressed stream ended before its end marker")
+            self._put(None)
+        except BaseException as exc:  # handed to the reading thread
+            self._put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf and not self._done:
+            item = self._q.get()
+            if item is None:
+                self._done = True
+            elif isinstance(item, BaseException):
+                self._done = True
+                raise item
+            else:
+                self._buf = memoryview(item)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    def stop(self) -> None:
+        """End the reader thread (after an error while parsing)."""
+        self._stop.set()
+        self._thread.join()
+
+
 def read_layer(
     blob: BinaryIO,
     info: LayerInfo,
@@ -262,45 +423,33 @@ def read_layer(
     on_bytes: Callable[[int], None] | None = None,
     name: str = "",
 ) -> LayerReadResult:
-    """Read one layer blob in one pass.
+    """Read one layer blob in one pass (decompression and hashing in a second thread).
 
     Raises LayerError when the stream is truncated or corrupt, or when its digest or diff_id
     does not match (with `verify`).
     """
     label = name or info.digest or f"layer {info.index}"
-    hashed_blob = HashingReader(blob)
-    counted: BinaryIO = io.BufferedReader(hashed_blob, CHUNK)  # type: ignore[arg-type]
     result = LayerReadResult(tree=FileTree())
+    pipe = _Pipe(blob, on_bytes)
     try:
-        tar_stream, result.compression = decompressed(counted)
-        hashed_tar = HashingReader(tar_stream)
-        last = [0]
-
-        def progress() -> None:
-            if on_bytes is not None and hashed_blob.count - last[0] >= CHUNK:
-                on_bytes(hashed_blob.count - last[0])
-                last[0] = hashed_blob.count
-
-        with tarfile.open(fileobj=hashed_tar, mode="r|", errorlevel=1) as tf:  # type: ignore[call-overload]
+        stream = io.BufferedReader(pipe, CHUNK)
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=1) as tf:  # type: ignore[call-overload]
             for member in tf:
                 _add_member(tf, member, info.index, store, result)
-                progress()
-        hashed_tar.drain()  # tar padding after the end-of-archive blocks
-        if result.compression == "gzip":
-            tar_stream.read()  # let GzipFile check the trailer CRC
-        hashed_blob.drain()
-        if on_bytes is not None:
-            on_bytes(hashed_blob.count - last[0])
-    except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError, OSError) as exc:
-        raise LayerError(f"{label}: corrupt or truncated layer ({result.compression}): {exc}") from None
+        pipe.drain()  # tar padding after the end-of-archive blocks, and the gzip trailer
+    except (EOFError, zlib.error, tarfile.TarError, OSError) as exc:
+        pipe.stop()
+        raise LayerError(f"{label}: corrupt or truncated layer ({pipe.compression}): {exc}") from None
     except Exception as exc:  # zstandard raises its own ZstdError
+        pipe.stop()
         if type(exc).__name__ == "ZstdError":
             raise LayerError(f"{label}: corrupt zstd layer: {exc}") from None
         raise
-    result.blob_digest = hashed_blob.digest
-    result.diff_id = hashed_tar.digest
-    result.blob_bytes = hashed_blob.count
-    result.tar_bytes = hashed_tar.count
+    result.compression = pipe.compression
+    result.blob_digest = "sha256:" + pipe.blob_sha.hexdigest()
+    result.diff_id = "sha256:" + pipe.tar_sha.hexdigest()
+    result.blob_bytes = pipe.blob_count
+    result.tar_bytes = pipe.tar_count
     if verify:
         if info.digest and info.digest.startswith("sha256:") and info.digest != result.blob_digest:
             raise LayerError(f"{label}: digest mismatch: manifest says {info.digest}, blob is {result.blob_digest}")
