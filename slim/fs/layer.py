@@ -162,11 +162,23 @@ class PackReader(io.RawIOBase):
 
     def __init__(self, fd: int, start: int, size: int) -> None:
         self.fd = fd
+        self.start = start
         self.pos = start
         self.end = start + size
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True  # pyelftools seeks around the ELF file
+
+    def tell(self) -> int:
+        return self.pos - self.start
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: self.start, os.SEEK_CUR: self.pos, os.SEEK_END: self.end}[whence]
+        self.pos = max(self.start, base + offset)
+        return self.pos - self.start
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         n = min(len(b), self.end - self.pos)

@@ -273,3 +273,12 @@ def test_parse_ref_forms(tmp_path):
     gz.write_bytes(gzip.compress(b"junk"))
     with pytest.raises(SourceError, match="x.tar"):
         parse_ref(str(gz))
+
+
+def test_captured_contents_are_seekable(tmp_path):
+    write_oci(str(tmp_path), [layer_tar([M("bin/x", data=b"\x7fELF" + bytes(range(100)))])])
+    with load(f"oci:{tmp_path}") as li, li.rootfs.open("/bin/x") as f:
+        f.seek(10)
+        assert f.read(2) == bytes([6, 7]) and f.tell() == 12
+        f.seek(-1, 2)
+        assert f.read() == bytes([99])
