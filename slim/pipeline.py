@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slim.analyzers.packages import package_summaries
-from slim.closure import Closure, ClosureBuilder, entry_roots, glob_paths, trace_edges
 from slim.fs.layer import ContentStore, LayerReadResult
 from slim.fs.rootfs import RootFS
 from slim.fs.tree import SquashedTree
@@ -18,6 +16,7 @@ from slim.result import AnalysisResult, KeptFile, Totals, UnknownItem
 from slim.sources import Image, open_image
 
 if TYPE_CHECKING:
+    from slim.closure import Closure, ClosureBuilder
     from slim.syscalls.extract import StaticSyscalls
 from slim.sources.base import parse_ref
 
@@ -90,6 +89,8 @@ class AnalyzeOptions:
 
 def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
     """The keep set: static closure from the entrypoint, rules, user globs and a trace."""
+    # imported here: the graph library is only needed when a keep set is computed
+    from slim.closure import ClosureBuilder, entry_roots, glob_paths, trace_edges
     from slim.rules import load_rules
 
     fs, config = loaded.rootfs, loaded.image.config
@@ -172,6 +173,8 @@ def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> 
     unknowns |= {(u.path, u.reason) for u in closure.unknowns}
     result.unknowns = [UnknownItem(p, r) for p, r in sorted(unknowns)]
     if closure.packages is not None:
+        from slim.analyzers.packages import package_summaries
+
         result.packages = package_summaries(closure.packages, fs, closure.keep)
 
 
