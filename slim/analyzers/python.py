@@ -341,13 +341,16 @@ def _is_main_guard(test: ast.AST) -> bool:
             and test.comparators[0].value == "__main__" and isinstance(test.ops[0], ast.Eq))
 
 
-def scan_imports(tree: ast.AST) -> list[ImportRef]:
+def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
     Branches decided on Linux are pruned (`if sys.platform == "win32":`, `if os.name == "nt":`,
     `if TYPE_CHECKING:`); imports under `if __name__ == "__main__":` are marked `main_only`.
+    With `calls=False` (the source never names `import_module` or `__import__`) expressions are
+    not walked: import statements only live in statement bodies, which is most of the speed.
     """
     out: list[ImportRef] = []
+    block_parts = (ast.stmt, ast.excepthandler, ast.match_case)
 
     def visit(node: ast.AST, guarded: bool, main_only: bool) -> None:
         if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
@@ -361,7 +364,8 @@ def scan_imports(tree: ast.AST) -> list[ImportRef]:
         if isinstance(node, ast.If):
             decided = static_condition(node.test)
             is_main = _is_main_guard(node.test)
-            visit(node.test, guarded, main_only)
+            if calls:
+                visit(node.test, guarded, main_only)
             if decided is not False:
                 for child in node.body:
                     visit(child, guarded, main_only or is_main)
@@ -391,7 +395,8 @@ def scan_imports(tree: ast.AST) -> list[ImportRef]:
                     out.append(ImportRef("", 0, node.lineno, (), guarded,
                                          dynamic=f"{fname}() with a non-literal name", main_only=main_only))
         for child in ast.iter_child_nodes(node):
-            visit(child, guarded, main_only)
+            if calls or isinstance(child, block_parts):
+                visit(child, guarded, main_only)
 
     visit(tree, False, False)
     return out
@@ -544,7 +549,8 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
     # A file outside sys.path (the application's) may be the __main__ script even when the
     # roots were computed in another context: its `if __name__ == "__main__":` imports count.
     outside_sys_path = _package_dir_of(env, path) is None
-    for ref in scan_imports(tree):
+    calls = "import_module" in source or "__import__" in source
+    for ref in scan_imports(tree, calls=calls):
         where = f"{path}:{ref.line}"
         if ref.main_only and path not in main_scripts and path != "<root>" and not outside_sys_path:
             continue  # an imported module is never __main__ (its self-test block does not run)
