@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from slim.analyzers import analyzer_classes
 from slim.analyzers.base import AnalysisContext, Analyzer
 from slim.analyzers.lang import language_roots
-from slim.analyzers.packages import PackageDB, package_edges, read_packages
+from slim.analyzers.packages import PackageDB, package_db, package_edges
 from slim.analyzers.script import parse_sh_c
 from slim.fs.rootfs import RootFS
 from slim.graph import DependencyGraph
@@ -213,10 +213,8 @@ class ClosureBuilder:
 
     def _packages(self) -> PackageDB | None:
         """The image's package database, read once per run (None when there is none)."""
-        if "packages.db" not in self.ctx.cache:
-            db = read_packages(self.fs)
-            self.ctx.cache["packages.db"] = db if db.packages else None
-        return self.ctx.cache["packages.db"]  # type: ignore[no-any-return]
+        db = package_db(self.ctx)
+        return db if db.packages else None
 
     def _canonical(self, edge: Edge) -> Edge:
         """Point an edge at the image entry itself when its path crosses directory symlinks

@@ -17,12 +17,14 @@ It also holds small helpers the language analyzers share (`which`, `files_under`
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
 
 from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.packages import PackageDB, package_db
 from slim.errors import SlimError
 from slim.model import ROOT, Edge, EntryKind, FileEntry, Unknown, normpath
 
@@ -92,22 +94,14 @@ def _is_system(path: str) -> bool:
     return path == "/" or any(under(path, p) for p in SYSTEM_PREFIXES)
 
 
-def _owner_db(ctx: AnalysisContext) -> object | None:
-    """The package database (dpkg/apk) if the packages analyzer is present; else None."""
-    if "app.owners" in ctx.cache:
-        return ctx.cache["app.owners"]
-    db = None
+def _owner_db(ctx: AnalysisContext) -> PackageDB | None:
+    """The package database (dpkg/apk), or None when the image has none."""
     try:
-        from slim.analyzers import packages
-
-        db = packages.read_packages(ctx.fs)
-    except (ImportError, AttributeError):
-        db = None
+        db = package_db(ctx)
     except (SlimError, OSError) as exc:
         log.debug("package database unreadable: %s", exc)
-        db = None
-    ctx.cache["app.owners"] = db
-    return db
+        return None
+    return db if db.packages else None
 
 
 def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
@@ -144,7 +138,20 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
             elif _is_system(e.path):
                 continue
             out[e.path] = Edge(ROOT, e.path, "app", why)
+        # an empty directory of the app is state it expects to find (PostgreSQL's pg_notify,
+        # pg_tblspc in its data directory); fuller directories are kept as parents anyway
+        for e in empty_dirs_under(ctx, d):
+            if e.path not in out:
+                out[e.path] = Edge(ROOT, e.path, "app", why)
     return sorted(out.values())
+
+
+def empty_dirs_under(ctx: AnalysisContext, directory: str) -> Iterator[FileEntry]:
+    """Directories strictly below `directory` with no entries at all, sorted."""
+    prefix = directory.rstrip("/") + "/"
+    for e in ctx.fs.walk():
+        if e.kind is EntryKind.DIR and e.path.startswith(prefix) and not ctx.fs.listdir(e.path):
+            yield e
 
 
 def _orphaned_bytecode(ctx: AnalysisContext, path: str) -> bool:
@@ -222,6 +229,13 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
     return sorted(out)
 
 
+# Language library trees (fnmatch patterns of directories): not the application's own text.
+LIBRARY_DIRS = (
+    "/usr/lib/python3*", "/usr/local/lib/python3*", "/usr/lib/python2*", "/usr/share/perl*",
+    "/usr/lib/*/perl*", "/usr/local/share/perl*", "/usr/local/lib/*/perl*", "/usr/lib/jvm",
+    "/usr/lib/node_modules", "/usr/local/lib/node_modules", "/usr/share/javascript",
+)
+
 _TEXT_SUFFIXES = (".conf", ".cfg", ".ini", ".toml", ".sh", ".py", ".js", ".mjs", ".cjs", ".pl",
                   ".pm", ".json", ".yaml", ".yml", ".properties", ".xml", ".env", ".rb", ".php")
 
@@ -235,6 +249,8 @@ class AppConfigAnalyzer(Analyzer):
         if not entry.is_file or entry.size > MAX_TEXT:
             return False
         p = entry.path
+        if not under(p, "/etc") and self._library_file(p):
+            return False
         if under(p, "/etc") or p.endswith(_TEXT_SUFFIXES):
             return self.ctx.fs.has_content(p)
         if not self.ctx.fs.has_content(p):
@@ -243,6 +259,14 @@ class AppConfigAnalyzer(Analyzer):
             return self.ctx.fs.read(p, 2) == b"#!"
         except (SlimError, OSError):
             return False
+
+    def _library_file(self, path: str) -> bool:
+        """A packaged file or a language library: its path literals are the library's business
+        (subprocess.py naming /bin/sh does not mean the app runs a shell)."""
+        if any(fnmatch.fnmatch(path, d + "/*") for d in LIBRARY_DIRS):  # fnmatch * crosses /
+            return True
+        db = _owner_db(self.ctx)
+        return bool(db is not None and db.owner(path))
 
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
         try:

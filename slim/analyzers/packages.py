@@ -25,6 +25,7 @@ import logging
 import posixpath
 from dataclasses import dataclass, field
 
+from slim.analyzers.base import AnalysisContext
 from slim.errors import AnalysisError
 from slim.fs.rootfs import RootFS
 from slim.model import Edge, EntryKind, normpath
@@ -241,6 +242,14 @@ def read_packages(fs: RootFS) -> PackageDB:
 
 
 # -- summaries and edges ---------------------------------------------------------------------
+
+
+def package_db(ctx: AnalysisContext) -> PackageDB:
+    """The image's package database, read once per analysis run (cached in ctx.cache)."""
+    db = ctx.cache.get("packages.db")
+    if db is None:
+        db = ctx.cache["packages.db"] = read_packages(ctx.fs)
+    return db  # type: ignore[no-any-return]
 
 
 def _file_size(fs: RootFS, path: str) -> int:

@@ -80,10 +80,12 @@ def test_app_roots_and_switch(tmp_path: Path) -> None:
         assert all(e.src == ROOT and e.kind == "app" and "WorkingDir /app" in e.evidence for e in edges)
 
         class Owners:
-            def owner(self, path: str) -> str | None:
-                return "nginx" if path == "/app/README" else None
+            packages = ["nginx"]
 
-        ctx.cache["app.owners"] = Owners()
+            def owner(self, path: str) -> list[str]:
+                return ["nginx"] if path == "/app/README" else []
+
+        ctx.cache["packages.db"] = Owners()
         assert "/app/README" not in {e.dst for e in app_roots(ctx, None)}
     with context(tmp_path, keep_app=False) as ctx:
         assert app_roots(ctx, "/app/run.sh") == []
