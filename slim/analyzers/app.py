@@ -17,7 +17,6 @@ It also holds small helpers the language analyzers share (`which`, `files_under`
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import posixpath
 import re
@@ -229,13 +228,6 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
     return sorted(out)
 
 
-# Language library trees (fnmatch patterns of directories): not the application's own text.
-LIBRARY_DIRS = (
-    "/usr/lib/python3*", "/usr/local/lib/python3*", "/usr/lib/python2*", "/usr/share/perl*",
-    "/usr/lib/*/perl*", "/usr/local/share/perl*", "/usr/local/lib/*/perl*", "/usr/lib/jvm",
-    "/usr/lib/node_modules", "/usr/local/lib/node_modules", "/usr/share/javascript",
-)
-
 _TEXT_SUFFIXES = (".conf", ".cfg", ".ini", ".toml", ".sh", ".py", ".js", ".mjs", ".cjs", ".pl",
                   ".pm", ".json", ".yaml", ".yml", ".properties", ".xml", ".env", ".rb", ".php")
 
@@ -249,8 +241,6 @@ class AppConfigAnalyzer(Analyzer):
         if not entry.is_file or entry.size > MAX_TEXT:
             return False
         p = entry.path
-        if not under(p, "/etc") and self._library_file(p):
-            return False
         if under(p, "/etc") or p.endswith(_TEXT_SUFFIXES):
             return self.ctx.fs.has_content(p)
         if not self.ctx.fs.has_content(p):
@@ -259,14 +249,6 @@ class AppConfigAnalyzer(Analyzer):
             return self.ctx.fs.read(p, 2) == b"#!"
         except (SlimError, OSError):
             return False
-
-    def _library_file(self, path: str) -> bool:
-        """A packaged file or a language library: its path literals are the library's business
-        (subprocess.py naming /bin/sh does not mean the app runs a shell)."""
-        if any(fnmatch.fnmatch(path, d + "/*") for d in LIBRARY_DIRS):  # fnmatch * crosses /
-            return True
-        db = _owner_db(self.ctx)
-        return bool(db is not None and db.owner(path))
 
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
         try:
