@@ -27,6 +27,7 @@ from slim.result import AnalysisResult, ProbeOutcome
 from slim.sources.directory import DirectoryImage
 from slim.tracers import RunResult, choose_runner
 from slim.tracers.probes import Probe, compare_observations, default_probes
+from slim.tracers.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class BuildOutcome:
     fixes: list[dict[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    trace: Trace | None = None  # the original's traced run (verification or --trace), if any
 
 
 def run_traced(loaded: LoadedImage, probes: list[Probe], *, runner: str = "auto",
@@ -74,6 +76,15 @@ def run_traced(loaded: LoadedImage, probes: list[Probe], *, runner: str = "auto"
 def _fix_candidates(original: RunResult, minimal: RunResult, loaded: LoadedImage, keep: set[str]) -> list[str]:
     """Paths the original run found that the minimal run looked up and missed."""
     fs = loaded.rootfs
+
+    def kept(path: str) -> bool:
+        # a trace names paths as the app spelled them (/lib/x86_64-linux-gnu/libz.so.1 through
+        # the /lib link); the keep set holds canonical paths and the links crossed to them
+        if path in keep:
+            return True
+        res = fs.resolve(path)
+        return res.exists and res.path in keep and all(link in keep for link in res.links)
+
     out = []
     for path, acc in sorted(minimal.trace.paths.items()):
         if acc.found or not acc.errors:
@@ -81,12 +92,13 @@ def _fix_candidates(original: RunResult, minimal: RunResult, loaded: LoadedImage
         orig = original.trace.paths.get(path)
         if orig is None or not orig.found:
             continue
-        if path in keep or not (fs.lexists(path) or fs.exists(path)):
+        if kept(path) or not (fs.lexists(path) or fs.exists(path)):
             continue
         out.append(path)
     # and anything the original used that is not kept at all (a lookup the minimal run skipped)
     for path in original.trace.used:
-        if path not in keep and fs.lexists(path) and path not in out and not path.startswith(("/proc", "/sys", "/dev")):
+        if (path != "/" and (fs.lexists(path) or fs.exists(path)) and path not in out
+                and not path.startswith(("/proc", "/sys", "/dev")) and not kept(path)):
             out.append(path)
     return sorted(set(out))
 
@@ -246,4 +258,5 @@ def _outcome(result: AnalysisResult, built: BuiltImage, verified: bool | None, f
         "verified": verified,
         "fixes": fixes,
     }
-    return BuildOutcome(result, built, verified, fixes, failures, time.monotonic() - start)
+    return BuildOutcome(result, built, verified, fixes, failures, time.monotonic() - start,
+                        original.trace if original is not None else None)

@@ -49,7 +49,7 @@ def rule_file(name: str) -> Path:
 # -- the data ---------------------------------------------------------------------------------
 
 RULE_KEYS = {"description", "when", "keep", "handler"}
-WHEN_KEYS = {"kept", "always", "env", "file_exists"}
+WHEN_KEYS = {"kept", "always", "env", "file_exists", "imports"}
 MAX_HANDLER_PATHS = 100_000  # a bound on what one handler may add (hostile images)
 
 
@@ -65,6 +65,7 @@ class Condition:
     always: bool = False
     env: tuple[str, ...] = ()
     file_exists: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()  # with kept: the kept ELF file imports one of these symbols
 
     def environment_holds(self, fs: RootFS, config: ImageConfig) -> bool:
         if self.env:
@@ -93,6 +94,31 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 def _has_magic(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
+
+
+def elf_imports(fs: RootFS, path: str) -> set[str]:
+    """The undefined symbols of an ELF file's dynamic symbol table (.dynsym): what it imports
+    from its DT_NEEDED libraries (ELF gABI, "Symbol Table"). Empty for non-ELF or unreadable."""
+    import io
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    entry = fs.stat(path)
+    if entry is None or not entry.is_file or entry.size < 64 or not fs.has_content(path):
+        return set()
+    try:
+        if fs.read(path, 4) != b"\x7fELF":
+            return set()
+        elf = ELFFile(io.BytesIO(fs.read(path)))
+        dynsym = elf.get_section_by_name(".dynsym")
+        if not isinstance(dynsym, SymbolTableSection):
+            return set()
+        return {sym.name for sym in dynsym.iter_symbols()
+                if sym.name and sym["st_shndx"] == "SHN_UNDEF"}
+    except (ELFError, AnalysisError, ValueError, OSError, KeyError):
+        return set()
 
 
 # -- handlers: rules whose paths depend on what the image says ---------------------------------
@@ -307,12 +333,22 @@ class RuleSet:
                 continue
             if not rule.when.environment_holds(fs, config):
                 continue
+            if rule.when.imports and not self._imports(fs, kept_path, rule.when.imports):
+                continue
             out.extend(
                 Edge(kept_path, dst, "rule", rule.name)
                 for dst in self._expand(fs, config, rule)
                 if dst != kept_path
             )
         return sorted(set(out))
+
+    def _imports(self, fs: RootFS, path: str, names: tuple[str, ...]) -> bool:
+        """Whether ELF `path` has an undefined dynamic symbol named in `names` (it calls it
+        through the loader, e.g. iconv_open from libc); False for anything else."""
+        key = "imports:" + path
+        if key not in self._cache:
+            self._cache[key] = sorted(elf_imports(fs, path))
+        return any(n in self._cache[key] for n in names)
 
     def always(self, fs: RootFS, config: ImageConfig) -> list[Edge]:
         """Edges from the root for rules that need no kept file (always / env / file_exists)."""
@@ -418,8 +454,15 @@ def _parse_rule(name: str, body: Any, file: str) -> Rule:
     for path in exists:
         if not path.startswith("/") or _has_magic(path):
             raise RuleError(f"{where}: 'when.file_exists': {path!r} must be an absolute path (no glob)")
+    imports = _strs(when["imports"], where, "when.imports") if "imports" in when else ()
+    if imports and not kept:
+        raise RuleError(f"{where}: 'when.imports' needs 'when.kept' (the files to look into)")
+    for sym in imports:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.@]*", sym):
+            raise RuleError(f"{where}: 'when.imports': {sym!r} is not a symbol name")
     return Rule(
-        name=name, file=file, when=Condition(kept, always, env, tuple(normpath(p) for p in exists)),
+        name=name, file=file,
+        when=Condition(kept, always, env, tuple(normpath(p) for p in exists), imports),
         keep=keep, handler=handler, description=description,
     )
 

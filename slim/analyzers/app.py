@@ -34,6 +34,9 @@ SYSTEM_PREFIXES = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin
                    "/proc", "/sys", "/dev", "/var/lib/dpkg", "/var/lib/apt", "/var/cache")
 # Pseudo filesystems and scratch space: never a reason to keep anything.
 IGNORED_LITERAL_PREFIXES = ("/dev", "/proc", "/sys", "/tmp")
+# The account databases name login shells and home directories: login(1), su(1) and sshd use
+# those, an application looking up a user (getpwnam) does not execute them.
+ACCOUNT_FILES = frozenset({"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/shells"})
 MAX_LITERALS = 4096  # per file; a huge generated file must not explode the graph
 MAX_TEXT = 4 << 20
 
@@ -241,6 +244,8 @@ class AppConfigAnalyzer(Analyzer):
         if not entry.is_file or entry.size > MAX_TEXT:
             return False
         p = entry.path
+        if p in ACCOUNT_FILES:
+            return False
         if under(p, "/etc") or p.endswith(_TEXT_SUFFIXES):
             return self.ctx.fs.has_content(p)
         if not self.ctx.fs.has_content(p):

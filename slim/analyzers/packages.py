@@ -287,6 +287,24 @@ def package_summaries(db: PackageDB, fs: RootFS, kept_paths: set[str]) -> list[P
     return sorted(out, key=lambda s: (s.name, s.manager, s.version))
 
 
+# Conffiles read by the host's service managers, never by the program itself: sysvinit scripts
+# and runlevel links, cron jobs, logrotate and systemd/upstart units. A container's entrypoint is
+# the program; these only pull in the tools they run (start-stop-daemon, find, tar …).
+_SERVICE_MANAGER_DIRS = ("/etc/init.d/", "/etc/init/", "/etc/cron.d/", "/etc/cron.daily/",
+                         "/etc/cron.hourly/", "/etc/cron.weekly/", "/etc/cron.monthly/",
+                         "/etc/logrotate.d/", "/etc/systemd/", "/etc/rc0.d/", "/etc/rc1.d/",
+                         "/etc/rc2.d/", "/etc/rc3.d/", "/etc/rc4.d/", "/etc/rc5.d/", "/etc/rc6.d/",
+                         "/etc/rcS.d/")
+
+
+_SERVICE_MANAGERS = frozenset({"cron", "crond", "anacron", "logrotate", "init", "systemd",
+                               "runit", "start-stop-daemon", "service", "invoke-rc.d"})
+
+
+def _service_manager_file(path: str) -> bool:
+    return path.startswith(_SERVICE_MANAGER_DIRS)
+
+
 def package_edges(db: PackageDB, path: str) -> list[Edge]:
     """For a kept executable (a daemon, a tool), edges to the conffiles of its package(s).
 
@@ -300,9 +318,10 @@ def package_edges(db: PackageDB, path: str) -> list[Edge]:
     if ".so" in base:
         return []
     out: list[Edge] = []
+    manager = base in _SERVICE_MANAGERS  # cron's own cron.d, logrotate's own logrotate.d
     for pkg in db.owner(path):
         for conf in pkg.conffiles:
-            if conf != path and db.fs.lexists(conf):
+            if conf != path and db.fs.lexists(conf) and (manager or not _service_manager_file(conf)):
                 out.append(Edge(path, conf, "package", f"conffile of {pkg.manager} package {pkg.name}"))
     return sorted(set(out))
 

@@ -50,8 +50,8 @@ def minimal_entries(loaded: Any, keep: set[str]) -> list[Planned]:
     fs = loaded.rootfs
     paths: set[str] = set()
     for p in keep:
-        if fs.get(p) is None:
-            continue
+        if p == "/" or fs.get(p) is None:
+            continue  # "/" is the layer's implicit root, never a member (a trace may name it)
         paths.add(p)
         paths.update(d for d in parent_dirs(p) if fs.get(d) is not None)
     out: list[Planned] = []
@@ -185,6 +185,13 @@ def build_image(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     files = [e for e, _ in minimal_entries(loaded, keep) if e.kind is not EntryKind.DIR]
+    if keep_base:
+        # the untouched base layers still hold every file they had: the image's filesystem is
+        # the base view, minus what the whiteouts hide, with the slimmed layer's entries on top
+        view = {p: e for p, e in base.entries.items()
+                if p not in gone and not any(d in gone for d in parent_dirs(p))}
+        view.update((e.path, e) for e in files)
+        files = [e for e in view.values() if e.kind is not EntryKind.DIR]
     size = sum(e.size for e in files if e.kind is EntryKind.FILE)
     return BuiltImage(dest, digest, size, len(files), len(blobs))
 

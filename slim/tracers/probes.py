@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import http.client
 import logging
+import re
 import shlex
 import socket
 import time
@@ -43,6 +44,11 @@ class HttpProbe:
         return f"http:{self.port}{self.path if self.path != '/' else ''}"
 
 
+def _escape(text: str) -> str:
+    """`text` with Python escapes for anything unprintable (the inverse of parse_probe's decoding)."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
 @dataclass(frozen=True)
 class TcpProbe:
     port: int
@@ -51,8 +57,9 @@ class TcpProbe:
 
     @property
     def spec(self) -> str:
-        tail = (":" + self.send if self.send or self.expect else "") + (
-            ":" + self.expect if self.expect else "")
+        # re-escaped as parse_probe reads them (an SSLRequest is `\x00\x00\x00\x08…`)
+        send, expect = (_escape(t) for t in (self.send, self.expect))
+        tail = (":" + send if send or expect else "") + (":" + expect if expect else "")
         return f"tcp:{self.port}{tail}"
 
 
@@ -153,6 +160,16 @@ class Observation:
     exit_code: int | None = None
 
 
+_NUMBER = re.compile(rb"[0-9]+")
+
+
+def _stable(body: bytes) -> bytes:
+    """`body` with every digit run reduced to `0`: pids, clocks, uptimes, rusage and counters
+    differ between two runs of the very same image (memcached `stats`), so outputs are compared
+    by their text and shape, not by those numbers."""
+    return _NUMBER.sub(b"0", body)
+
+
 def compare_observations(before: list[Observation], after: list[Observation]) -> list[str]:
     """Differences between two runs' observations (empty = same behaviour), sorted."""
     diffs: list[str] = []
@@ -167,9 +184,20 @@ def compare_observations(before: list[Observation], after: list[Observation]) ->
             diffs.append(f"{spec}: HTTP status {a.status} became {b.status}")
         if a.exit_code != b.exit_code:
             diffs.append(f"{spec}: exit code {a.exit_code} became {b.exit_code}")
-        if a.body != b.body:
+        if _stable(a.body) != _stable(b.body):
             diffs.append(f"{spec}: output differs ({len(a.body)} bytes became {len(b.body)})")
     return diffs
+
+
+def _wire(text: str) -> bytes:
+    """The bytes of a tcp probe's SEND/EXPECT. parse_probe decoded them with `unicode_escape`,
+    which reads the spec as UTF-8 bytes and maps each byte (or `\\xNN` escape) to one code point
+    below 256, so Latin-1 gives back exactly those bytes (`\\xd2` is the byte 0xd2, not the two
+    UTF-8 bytes of U+00D2); only `\\uNNNN` escapes above that need UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
 
 
 def wait_port(port: int, deadline: float, alive: Callable[[], bool]) -> str | None:
@@ -225,10 +253,10 @@ def run_tcp(probe: TcpProbe, deadline: float,
     try:
         with socket.create_connection((LOCALHOST, probe.port), timeout=2.0) as sock:
             if probe.send:
-                sock.sendall(probe.send.encode("utf-8", "surrogateescape"))
+                sock.sendall(_wire(probe.send))
             if probe.expect or probe.send:
                 sock.settimeout(max(0.5, min(5.0, deadline - time.monotonic())))
-                want = probe.expect.encode("utf-8", "surrogateescape")
+                want = _wire(probe.expect)
                 while len(reply) < MAX_BODY and (not want or want not in reply):
                     try:
                         chunk = sock.recv(4096)
@@ -239,6 +267,6 @@ def run_tcp(probe: TcpProbe, deadline: float,
                     reply += chunk
     except OSError as exc:
         return ProbeOutcome(probe.spec, False, f"connection failed: {exc}"), Observation(probe.spec)
-    ok = not probe.expect or probe.expect.encode("utf-8", "surrogateescape") in reply
+    ok = not probe.expect or _wire(probe.expect) in reply
     detail = f"connected; {len(reply)} bytes replied" + ("" if ok else f", {probe.expect!r} not seen")
     return ProbeOutcome(probe.spec, ok, detail), Observation(probe.spec, body=reply)

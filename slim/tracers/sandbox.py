@@ -4,7 +4,8 @@ No daemon needed. The prepared root (a private extracted copy, see slim.fs.extra
 is bound at `/` in new mount, pid, ipc and uts namespaces (network shared with the host or none);
 /proc, /dev and /tmp are provided by bwrap; the image's Env, WorkingDir and User are applied.
 strace runs bwrap (`strace -f … -- bwrap … -- ARGV`), so the first traced execve is bwrap's and
-the second the app's: the parser skips exactly one (`skip_execs=1`). Paths in the trace are the
+the second the app's: the parser skips exactly one (`skip_execs=1`; two when root starts bwrap
+through setpriv to run as the image's User). Paths in the trace are the
 app's paths, i.e. image paths, because the root is bound at `/`.
 
 Lifetime, as in Docker: the app is the sandbox's main process; when it exits, bwrap's pid-1
@@ -85,6 +86,30 @@ def resolve_in_root(root: str, path: str, follow: bool = True) -> str | None:
             continue
         real.append(name)
     return os.path.join(root, *real)
+
+
+def _mkdirs_in_root(root: str, path: str, mode: int) -> None:
+    """Create the missing directories of image `path` in the private root copy, stopping (and
+    leaving it to bwrap) at anything that is not a plain directory, so a symlink in the
+    untrusted image never leads a mkdir outside `root`."""
+    host = root
+    for name in [p for p in path.split("/") if p and p != "."]:
+        if name == "..":
+            return
+        host = os.path.join(host, name)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            try:
+                os.mkdir(host)
+                os.chmod(host, mode)
+            except OSError:
+                return
+            continue
+        except OSError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return
 
 
 def find_program(root: str, name: str, config: ImageConfig) -> str | None:
@@ -227,6 +252,7 @@ class _Run:
     log_file: str
     out_file: str
     err_file: str
+    skip_execs: int = 1  # launcher execs before the app's: bwrap, plus setpriv when used
 
     def alive(self) -> bool:
         """The app's main process has not exited."""
@@ -247,6 +273,31 @@ class SandboxRunner(Runner):
         return bool(shutil.which("bwrap") and shutil.which("strace"))
 
     # --- command lines ----------------------------------------------------------------------
+    @staticmethod
+    def _drop_privileges(root: str, user: ResolvedUser) -> list[str]:
+        """The setpriv prefix that starts bwrap as the image's uid/gid, or [] to keep the old way.
+
+        Run by root, `bwrap --unshare-user --uid U` maps U to host root: every file owned by
+        another uid (postgres' 0700 data directory) looks foreign and root's files look like
+        the app's own. Dropping to U before bwrap (util-linux setpriv(1)) makes the new user
+        namespace map U to host U, so the image's owners and modes decide access, as in Docker.
+        The extracted root's slim-* temp parents are made traversable for that uid.
+        """
+        setpriv = shutil.which("setpriv")
+        if os.geteuid() != 0 or setpriv is None:
+            return []
+        parent = os.path.dirname(root)
+        while parent not in ("/", ""):
+            st = os.stat(parent)
+            if not st.st_mode & 0o001:
+                if not os.path.basename(parent).startswith("slim-") or st.st_uid != os.geteuid():
+                    log.info("%s: not traversable by uid %d; the app runs as mapped root",
+                             parent, user.uid)
+                    return []
+                os.chmod(parent, stat.S_IMODE(st.st_mode) | 0o011)
+            parent = os.path.dirname(parent)
+        return [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
+
     def bwrap_argv(self, root: str, config: ImageConfig, argv: list[str], *, network: str,
                    status_fd: int, writable: bool = True) -> list[str]:
         user = resolve_user(root, config.user) if config.user else ResolvedUser(0, 0, "/root")
@@ -260,13 +311,26 @@ class SandboxRunner(Runner):
         # the extracted root is a private temp copy, so the app may write it (Docker's rw layer)
         cmd += ["--bind" if writable else "--ro-bind", root, "/"]
         for mount, opt in (("/proc", "--proc"), ("/dev", "--dev"), ("/tmp", "--tmpfs")):
+            if writable:
+                # Docker makes its mount points in the rw layer; an unprivileged bwrap (see
+                # _drop_privileges) cannot, so the private copy gets them first (a minimal
+                # image often has no /proc)
+                _mkdirs_in_root(root, mount, 0o1777 if mount == "/tmp" else 0o755)
             if writable or resolve_in_root(root, mount) is not None:
                 cmd += [opt, mount]
         if resolve_in_root(root, workdir) is None:
-            cmd += ["--dir", workdir]  # Docker creates a missing WorkingDir
+            if writable:
+                _mkdirs_in_root(root, workdir, 0o755)
+            if resolve_in_root(root, workdir) is None:
+                cmd += ["--dir", workdir]  # Docker creates a missing WorkingDir
         cmd += ["--chdir", workdir]
         if user.uid != 0 or user.gid != 0:
             cmd += ["--unshare-user", "--uid", str(user.uid), "--gid", str(user.gid)]
+            drop = self._drop_privileges(root, user)
+            if drop:
+                # as Docker does, the app runs as that uid on the host too, so the image's
+                # owners and modes decide access (a 0700 directory owned by postgres)
+                cmd = [*drop, *cmd]
         env = dict(config.env_dict)
         env.setdefault("PATH", ":".join(config.path_dirs))
         env.setdefault("HOME", user.home)
@@ -297,11 +361,17 @@ class SandboxRunner(Runner):
         log_file = os.path.join(tmp, f"{tag}.strace")
         out_file, err_file = os.path.join(tmp, f"{tag}.out"), os.path.join(tmp, f"{tag}.err")
         try:
-            cmd = strace_argv(self.strace, log_file,
-                              self.bwrap_argv(root, config, argv, network=network,
-                                              status_fd=wfd, writable=writable))
+            launcher = self.bwrap_argv(root, config, argv, network=network,
+                                       status_fd=wfd, writable=writable)
+            cmd = strace_argv(self.strace, log_file, launcher)
             log.debug("sandbox: %s", cmd)
             with open(out_file, "wb") as out, open(err_file, "wb") as err:
+                if launcher[0] != self.bwrap and config.user:
+                    # the app reopens them as /dev/stdout, /dev/stderr (lighttpd's errorlog) as
+                    # its own uid, as it can reopen Docker's log pipes
+                    user = resolve_user(root, config.user)
+                    for f in (out, err):
+                        os.fchown(f.fileno(), user.uid, user.gid)
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                         pass_fds=(wfd,), start_new_session=True)
         except OSError as exc:
@@ -310,7 +380,8 @@ class SandboxRunner(Runner):
         finally:
             os.close(wfd)
         threading.Thread(target=_read_status, args=(rfd, status), daemon=True).start()
-        return _Run(proc, status, log_file, out_file, err_file)
+        return _Run(proc, status, log_file, out_file, err_file,
+                    skip_execs=1 if launcher[0] == self.bwrap else 2)
 
     def _stop(self, run: _Run) -> None:
         """Kill the sandbox's pid namespace, let strace flush, and prove nothing remains."""
@@ -341,7 +412,7 @@ class SandboxRunner(Runner):
     def _trace(self, run: _Run, config: ImageConfig) -> Trace:
         try:
             with open(run.log_file, encoding="utf-8", errors="surrogateescape") as f:
-                parser = parse_strace(f, skip_execs=1, app_cwd=config.workdir or "/")
+                parser = parse_strace(f, skip_execs=run.skip_execs, app_cwd=config.workdir or "/")
         except OSError as exc:
             raise TraceError(f"{run.log_file}: strace wrote no log: {exc}") from None
         if parser.unresolved:
@@ -460,6 +531,15 @@ class SandboxRunner(Runner):
         finally:
             # the app's own exit, not the SIGKILL we are about to send
             status = run.status.exit_code
+            if status is None and run.proc.poll() is not None:
+                # bwrap reports no exit code when it could not start the app at all (execvp of
+                # a missing program or loader): strace exits with bwrap's own status then
+                # (strace(1): "the exit status of the traced command"), so a failed launch is
+                # never mistaken for an app we stopped
+                run.status.done.wait(timeout=5)
+                status = run.status.exit_code
+                if status is None:
+                    status = run.proc.returncode
             self._stop(run)
         stderr_tail, stdout_tail = tail(run.err_file), tail(run.out_file)
         if live and status is not None:

@@ -64,7 +64,9 @@ def test_bwrap_command_line(root: str) -> None:
     joined = " ".join(argv)
     assert f"--bind {root} /" in joined
     assert "--unshare-pid" in argv and "--unshare-net" in argv and "--die-with-parent" in argv
-    assert "--dir /srv --chdir /srv" in joined  # a missing WorkingDir is created, as Docker does
+    # a missing WorkingDir (and the mount points) are created in the private copy, as Docker does
+    assert os.path.isdir(os.path.join(root, "srv")) and "--chdir /srv" in joined
+    assert os.path.isdir(os.path.join(root, "proc")) and os.stat(os.path.join(root, "tmp")).st_mode & 0o1777 == 0o1777
     assert "--unshare-user --uid 33 --gid 34" in joined
     assert "--clearenv --setenv A 1 --setenv HOME /var/www" in joined
     assert argv[-3:] == ["--", "/bin/tool", "x"]

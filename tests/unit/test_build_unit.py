@@ -1,0 +1,243 @@
+"""`slim build` pieces that need no runner: staging, publishing, repair candidates, comparing,
+and the keep-set precision fixes found while building the bench images."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slim.build import _fix_candidates, _publish, _stage_dest, _work_parent
+from slim.emitters.image import minimal_entries
+from slim.errors import EmitError, RuleError
+from slim.pipeline import load
+from slim.rules import elf_imports, load_rules, parse_rule_pack
+from slim.tracers.base import RunResult
+from slim.tracers.probes import Observation, _wire, compare_observations, parse_probe
+from slim.tracers.trace import Trace
+
+
+def _rootfs(tmp_path: Path) -> str:
+    root = tmp_path / "root"
+    (root / "app").mkdir(parents=True)
+    (root / "lib").mkdir()
+    (root / "app" / "hello").write_bytes(b"\x7fELF-not-really")
+    (root / "lib" / "libz.so.1.2.13").write_bytes(b"z" * 100)
+    os.symlink("libz.so.1.2.13", root / "lib" / "libz.so.1")
+    (root / "lib" / "libunused.so").write_bytes(b"u")
+    return str(root)
+
+
+def _trace(found: dict[str, bool]) -> Trace:
+    """A trace where each path was opened (True) or looked up and missing (False)."""
+    t = Trace()
+    for path, ok in found.items():
+        acc = t.access(path)
+        if ok:
+            acc.opened = True
+        else:
+            acc.errors.add("ENOENT")
+    return t
+
+
+def test_stage_dest_keeps_the_transport(tmp_path: Path) -> None:
+    work = str(tmp_path)
+    assert _stage_dest("oci:/out/img", work) == f"oci:{work}/image.oci"
+    assert _stage_dest("oci-archive:/out/i.tar", work) == f"oci-archive:{work}/image.tar"
+    assert _stage_dest("docker-archive:/out/i.tar", work) == f"docker-archive:{work}/image.tar"
+    assert _stage_dest("docker://localhost:5000/x:1", work).startswith("oci:")
+    with pytest.raises(EmitError, match="rootfs:/x: output must be"):
+        _stage_dest("rootfs:/x", work)
+
+
+def test_work_parent_is_beside_the_destination(tmp_path: Path) -> None:
+    dest = tmp_path / "deep" / "out"
+    assert _work_parent(f"oci:{dest}") == str(tmp_path / "deep")
+    assert (tmp_path / "deep").is_dir()  # created so the final move is a same-filesystem rename
+    assert _work_parent("docker://localhost:5000/x") is None
+
+
+def test_publish_replaces_a_directory_whole(tmp_path: Path) -> None:
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "index.json").write_text("new")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "stale-blob").write_text("old")
+    _publish(f"oci:{staged}", f"oci:{dest}")
+    assert sorted(os.listdir(dest)) == ["index.json"]
+    assert (dest / "index.json").read_text() == "new"
+    assert not staged.exists()
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no .slim-old left behind
+
+
+def test_publish_replaces_an_archive(tmp_path: Path) -> None:
+    staged = tmp_path / "image.tar"
+    staged.write_bytes(b"new")
+    dest = tmp_path / "sub" / "final.tar"
+    _publish(f"docker-archive:{staged}", f"docker-archive:{dest}")
+    assert dest.read_bytes() == b"new"
+    staged.write_bytes(b"newer")
+    _publish(f"docker-archive:{staged}", f"docker-archive:{dest}")
+    assert dest.read_bytes() == b"newer"
+    assert sorted(os.listdir(dest.parent)) == ["final.tar"]
+
+
+def test_fix_candidates_are_what_the_original_found_and_the_minimal_missed(tmp_path: Path) -> None:
+    root = _rootfs(tmp_path)
+    original = RunResult(_trace({"/app/hello": True, "/lib/libz.so.1": True,
+                                 "/lib/libz.so.1.2.13": True, "/etc/missing.conf": False,
+                                 "/proc/self/maps": True, "/": True}), [], 0)
+    minimal = RunResult(_trace({"/app/hello": True, "/lib/libz.so.1": False,
+                                "/etc/missing.conf": False}), [], 127)
+    with load(f"rootfs:{root}") as loaded:
+        keep = {"/app/hello", "/app"}
+        got = _fix_candidates(original, minimal, loaded, keep)
+    # libz: found by the original, missing in the minimal run; its target: used by the original
+    # only. Never a path missing in both runs, a kernel file, "/" or a kept path.
+    assert got == ["/lib/libz.so.1", "/lib/libz.so.1.2.13"]
+
+
+def test_fix_candidates_ignore_paths_absent_from_the_image(tmp_path: Path) -> None:
+    root = _rootfs(tmp_path)
+    original = RunResult(_trace({"/tmp/socket": True}), [], 0)
+    minimal = RunResult(_trace({"/tmp/socket": False}), [], 1)
+    with load(f"rootfs:{root}") as loaded:
+        assert _fix_candidates(original, minimal, loaded, set()) == []
+
+
+def test_minimal_entries_never_write_the_root(tmp_path: Path) -> None:
+    root = _rootfs(tmp_path)
+    with load(f"rootfs:{root}") as loaded:
+        paths = [e.path for e, _ in minimal_entries(loaded, {"/", "/lib/libz.so.1"})]
+    assert paths == ["/lib", "/lib/libz.so.1"]
+
+
+def test_compare_ignores_volatile_numbers_not_text() -> None:
+    a = [Observation("tcp:1", body=b"STAT pid 7\r\nSTAT uptime 3\r\nEND\r\n")]
+    b = [Observation("tcp:1", body=b"STAT pid 1234\r\nSTAT uptime 12\r\nEND\r\n")]
+    assert compare_observations(a, b) == []
+    c = [Observation("tcp:1", body=b"ERROR\r\n")]
+    assert compare_observations(a, c) == ["tcp:1: output differs (32 bytes became 7)"]
+    d = [Observation("cmd:x", exit_code=0)]
+    e = [Observation("cmd:x", exit_code=127)]
+    assert compare_observations(d, e) == ["cmd:x: exit code 0 became 127"]
+
+
+def test_tcp_probe_bytes_are_the_escaped_bytes() -> None:
+    probe = parse_probe(r"tcp:15432:\x00\x00\x00\x08\x04\xd2\x16\x2f:N")
+    assert _wire(probe.send) == bytes.fromhex("0000000804d2162f")
+    assert parse_probe(probe.spec) == probe  # the spec re-escapes unprintable bytes
+    assert _wire(parse_probe("tcp:1:é").send) == "é".encode()
+
+
+def test_fix_candidates_see_kept_files_through_links(tmp_path: Path) -> None:
+    root = _rootfs(tmp_path)
+    os.symlink("lib", Path(root) / "lib64")
+    original = RunResult(_trace({"/lib64/libz.so.1": True}), [], 0)
+    minimal = RunResult(_trace({}), [], 1)
+    with load(f"rootfs:{root}") as loaded:
+        # the file and every link on the way are kept: not a fix, whatever the spelling
+        keep = {"/lib64", "/lib", "/lib/libz.so.1", "/lib/libz.so.1.2.13"}
+        assert _fix_candidates(original, minimal, loaded, keep) == []
+        # the link the app went through is not kept: that is the fix
+        assert _fix_candidates(original, minimal, loaded, keep - {"/lib64"}) == ["/lib64/libz.so.1"]
+
+
+def _host_elf_root(tmp_path: Path) -> str:
+    root = tmp_path / "elfroot"
+    (root / "bin").mkdir(parents=True)
+    (root / "usr/lib/x86_64-linux-gnu/gconv").mkdir(parents=True)
+    (root / "usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so").write_bytes(b"module")
+    for name in ("bash", "true"):
+        shutil.copy(f"/bin/{name}", root / "bin" / name)
+    return str(root)
+
+
+def test_gconv_rule_fires_only_for_a_kept_file_that_imports_iconv_open(tmp_path: Path) -> None:
+    # bash imports iconv_open (Debian builds it with gnulib's unicode support); true does not
+    for name in ("bash", "true"):
+        if not os.path.isfile(f"/bin/{name}"):
+            pytest.skip("needs the host's /bin/bash and /bin/true")
+    root = _host_elf_root(tmp_path)
+    rules = load_rules()
+    gconv = "/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so"
+    with load(f"rootfs:{root}") as loaded:
+        fs, config = loaded.rootfs, loaded.image.config
+        if "iconv_open" not in elf_imports(fs, "/bin/bash"):
+            pytest.skip("this host's bash does not import iconv_open")
+        assert "iconv_open" not in elf_imports(fs, "/bin/true")
+        assert elf_imports(fs, "/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so") == set()
+        assert gconv in {e.dst for e in rules.apply("/bin/bash", fs, config) if e.evidence == "gconv"}
+        assert gconv not in {e.dst for e in rules.apply("/bin/true", fs, config)}
+
+
+def test_when_imports_needs_kept() -> None:
+    with pytest.raises(RuleError, match=r"'when\.imports' needs 'when\.kept'"):
+        parse_rule_pack('[rule.x]\nwhen.imports = ["iconv_open"]\nwhen.env = "LANG"\nkeep = ["/a"]\n',
+                        "t.toml")
+    with pytest.raises(RuleError, match="not a symbol name"):
+        parse_rule_pack('[rule.x]\nwhen.kept = ["*"]\nwhen.imports = ["a b"]\nkeep = ["/a"]\n', "t.toml")
+
+
+STATUS = """\
+Package: lighttpd
+Status: install ok installed
+Architecture: amd64
+Version: 1.4.69-1
+Conffiles:
+ /etc/lighttpd/lighttpd.conf 0123
+ /etc/init.d/lighttpd 4567
+ /etc/cron.daily/lighttpd 89ab
+ /etc/logrotate.d/lighttpd cdef
+
+"""
+
+
+def _put(root: Path, path: str, data: str, mode: int = 0o644) -> None:
+    f = root / path.lstrip("/")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(data)
+    f.chmod(mode)
+
+
+def test_service_manager_conffiles_are_not_the_programs(tmp_path: Path) -> None:
+    from slim.analyzers.packages import package_edges, read_packages
+
+    root = tmp_path / "root"
+    _put(root, "/var/lib/dpkg/status", STATUS)
+    _put(root, "/var/lib/dpkg/info/lighttpd.list", "/usr/sbin/lighttpd\n/etc/lighttpd/lighttpd.conf\n"
+         "/etc/init.d/lighttpd\n/etc/cron.daily/lighttpd\n/etc/logrotate.d/lighttpd\n")
+    _put(root, "/usr/sbin/lighttpd", "\x7fELF" + "x" * 100, 0o755)
+    for conf in ("/etc/lighttpd/lighttpd.conf", "/etc/init.d/lighttpd", "/etc/cron.daily/lighttpd",
+                 "/etc/logrotate.d/lighttpd"):
+        _put(root, conf, "#!/bin/sh\nexec /usr/sbin/start-stop-daemon\n", 0o755)
+    with load(f"rootfs:{root}") as loaded:
+        edges = package_edges(read_packages(loaded.rootfs), "/usr/sbin/lighttpd")
+    # the daemon reads its configuration; init, cron and logrotate read the rest
+    assert [e.dst for e in edges] == ["/etc/lighttpd/lighttpd.conf"]
+
+
+def test_app_keeps_its_empty_directories_and_skips_account_files(tmp_path: Path) -> None:
+    from slim.pipeline import AnalyzeOptions, analyze
+
+    root = tmp_path / "root"
+    _put(root, "/var/lib/pg/data/PG_VERSION", "15\n")
+    (root / "var/lib/pg/data/pg_notify").mkdir()
+    (root / "var/lib/pg/data/pg_wal/archive_status").mkdir(parents=True)
+    _put(root, "/bin/server", "#!/bin/sh\nexec true\n", 0o755)
+    _put(root, "/bin/sh", "\x7fELF" + "s" * 100, 0o755)
+    _put(root, "/bin/bash", "\x7fELF" + "b" * 100, 0o755)
+    _put(root, "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n")
+    cfg = {"config": {"Entrypoint": ["/bin/server"], "WorkingDir": "/var/lib/pg"}}
+    (root / ".slim-config.json").write_text(__import__("json").dumps(cfg))
+    with load(f"rootfs:{root}") as loaded:
+        _, closure = analyze(loaded, AnalyzeOptions(keep=["/etc/passwd"]))
+    assert closure is not None
+    for d in ("/var/lib/pg/data/pg_notify", "/var/lib/pg/data/pg_wal/archive_status"):
+        assert d in closure.keep
+    assert "/var/lib/pg/data/PG_VERSION" in closure.keep
+    # /etc/passwd names root's login shell; nothing in the app runs it
+    assert "/etc/passwd" in closure.keep and "/bin/bash" not in closure.keep
