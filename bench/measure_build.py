@@ -75,7 +75,7 @@ def measure(name: str, mode: str, work: str, timeout: float = 120.0) -> BuildRow
     spec = IMAGES[name]
     ref = f"oci:{os.path.join(cache_dir(), 'images', name, 'oci')}"
     dest = f"oci:{os.path.join(work, f'{name}-{mode}')}"
-    options = BuildOptions(dest=dest, probes=[parse_probe(spec.probe)], trace=mode == "traced",
+    options = BuildOptions(dest=dest, probes=[parse_probe(spec.probe)], mode="both" if mode == "traced" else mode,
                            runner="sandbox", network="host", timeout=timeout)
     start = time.monotonic()
     try:
