@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from slim.emitters.image import BuiltImage, build_image
-from slim.errors import EmitError, TraceError
+from slim.errors import EmitError, TraceError, UsageError
 from slim.fs.extract import prepare_root
 from slim.pipeline import AnalyzeOptions, LoadedImage, analyze, load
 from slim.result import AnalysisResult, ProbeOutcome
@@ -32,13 +32,14 @@ from slim.tracers.trace import Trace
 log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
+MODES = ("static", "traced", "both")
 
 
 @dataclass
 class BuildOptions:
     dest: str  # oci:DIR | oci-archive:FILE | docker-archive:FILE | docker://REF
     probes: list[Probe] = field(default_factory=list)
-    trace: bool = False  # include traced paths in the keep set
+    mode: str = "static"  # static | traced | both: where the keep set's roots come from
     verify: bool = True
     runner: str = "auto"
     network: str = "host"
@@ -169,13 +170,16 @@ def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions
     with load(reference) as loaded:
         original: RunResult | None = None
         runner_ok = True
-        if options.verify or options.trace:
+        if options.mode not in MODES:
+            raise UsageError(f"--mode {options.mode}: choose {', '.join(MODES)}")
+        traced_mode = options.mode != "static"
+        if options.verify or traced_mode:
             try:
                 say("tracing the original image")
                 original = run_traced(loaded, options.probes, runner=options.runner,
                                       network=options.network, timeout=options.timeout)
             except TraceError as exc:
-                if options.trace:
+                if traced_mode:
                     raise
                 runner_ok = False
                 say(f"verification skipped: {exc}")
@@ -183,8 +187,10 @@ def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions
                 failed = [p for p in original.probes if not p.passed]
                 detail = failed[0].detail if failed else f"exit code {original.exit_code}"
                 raise TraceError(f"{reference}: the ORIGINAL image fails its probes ({detail}); nothing to compare against")
-        if options.trace and original is not None:
+        if traced_mode and original is not None:
             analyze_options.trace = original.trace
+            # traced: the run's files and their static closure; both: plus the entrypoint's
+            analyze_options.static_roots = options.mode == "both"
         fixes: list[dict[str, str]] = []
         work = tempfile.mkdtemp(prefix="slim-build-", dir=_work_parent(options.dest))
         try:

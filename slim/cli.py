@@ -125,7 +125,7 @@ def _write_reports(result: AnalysisResult, formats: list[str], output: str | Non
 # manifest). Typer has no option groups across commands; these aliases keep them identical.
 ImageArg = Annotated[str, typer.Argument(help="Image reference: docker-archive:FILE, oci:DIR[:TAG], oci-archive:FILE, rootfs:DIR, docker-daemon:NAME, docker://REF, NAME[:TAG].")]
 TraceOpt = Annotated[bool, typer.Option("--trace", help="Also run the image traced (strace) with probes and keep what it used.")]
-ProbeOpt = Annotated[list[str] | None, typer.Option("--probe", help="http:PORT[/PATH] · tcp:PORT[:SEND[:EXPECT]] · exec:CMD · cmd:ARGS · wait:SECONDS (repeatable).")]
+ProbeOpt = Annotated[list[str] | None, typer.Option("--probe", help="http:PORT\\[/PATH] · tcp:PORT\\[:SEND\\[:EXPECT]] · exec:CMD · cmd:ARGS · wait:SECONDS (repeatable).")]
 RunnerOpt = Annotated[str, typer.Option("--runner", help="auto, sandbox (bubblewrap) or docker.")]
 NetworkOpt = Annotated[str, typer.Option("--network", help="host or none for the traced run.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds a traced run may take.")]
@@ -355,6 +355,7 @@ def build(
     load_image: Annotated[bool, typer.Option("--load", help="Load the verified image into the Docker daemon (docker-archive output).")] = False,
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
+    mode: Annotated[str, typer.Option("--mode", help="Keep-set roots: static (entrypoint analysis), traced (what the traced run used) or both. Default: both with --probe or --trace, else static.")] = "",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run the probes against original and minimal image and compare.")] = True,
     keep_unverified: Annotated[bool, typer.Option("--keep-unverified", help="Leave the output even when verification fails.")] = False,
     keep_base: Annotated[int, typer.Option("--keep-base", help="Keep the first N layers untouched and put one slimmed layer on top.")] = 0,
@@ -376,7 +377,8 @@ def build(
         fail(UsageError("--load needs a docker-archive:FILE output"))
     try:
         outcome = run_build(image, _options(rules, keep, drop, keep_app), BuildOptions(
-            dest=output, probes=_probes(probe), trace=trace, verify=verify, runner=runner,
+            dest=output, probes=_probes(probe), mode=mode or ("both" if trace or probe else "static"),
+            verify=verify, runner=runner,
             network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
             keep_unverified=keep_unverified, load_tag=tag if load_image else ""), say=_say)
         if report:

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 
+# Directories every Linux program may expect (postgres locks in /tmp; runc mounts over /proc,
+# /dev, /sys but a missing mount point must then be created): kept empty when the image has them.
+SCAFFOLD_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run", "/proc", "/dev", "/sys")
+
 
 @dataclass
 class LoadedImage:
@@ -85,6 +89,7 @@ class AnalyzeOptions:
     static: bool = True  # run the static closure (False: report only where the bytes are)
     trace: object | None = None  # a slim.tracers.trace.Trace to merge
     fixes: list[str] = field(default_factory=list)  # paths verification found missing
+    static_roots: bool = True  # False ("traced" mode): roots are the trace (+ rules, --keep) only
 
 
 def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
@@ -97,13 +102,17 @@ def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
     ruleset = load_rules([Path(d) for d in options.rules_dirs])
     builder = ClosureBuilder(fs, config, rules=ruleset, options={"keep_app": options.keep_app})
     builder.set_drops(options.drop)
-    builder.add_all(entry_roots(builder.ctx))
+    if options.static_roots:
+        builder.add_all(entry_roots(builder.ctx))
     builder.add_all(ruleset.always(fs, config))
+    for d in SCAFFOLD_DIRS:  # the directories themselves, never their contents
+        if fs.get(d) is not None and fs.is_dir(d):  # a dir, or a link to one (/var/run -> /run)
+            builder.add(Edge(ROOT, d, "rule", "runtime scaffolding: programs expect it to exist"))
     for path in glob_paths(fs, options.keep):
         builder.add(Edge(ROOT, path, "rule", "--keep"))
     for path in options.fixes:
         builder.add(Edge(ROOT, path, "verify-fix", "the original used it; the minimal image lacked it"))
-    if options.keep_app:
+    if options.keep_app and options.static_roots:
         builder.add_all(_app_roots(builder))
     if options.trace is not None:
         builder.add_all(trace_edges(options.trace, fs))

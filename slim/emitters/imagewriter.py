@@ -226,7 +226,7 @@ def _sha256_file(path: str) -> tuple[str, int]:
     return "sha256:" + sha.hexdigest(), size
 
 
-def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip") -> LayerBlob:
+def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, level: int | None = None) -> LayerBlob:
     """Compress an uncompressed layer tar into `out_dir/<sha256 hex of the blob>`.
 
     gzip is written with mtime 0 and an empty file name so equal tars give equal blobs.
@@ -241,12 +241,12 @@ def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip") -> La
         try:
             with os.fdopen(fd, "wb") as raw, open(tar_path, "rb") as src:
                 if compression == "gzip":
-                    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+                    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9 if level is None else level) as gz:
                         shutil.copyfileobj(src, gz, CHUNK)
                 elif compression == "zstd":
                     import zstandard
 
-                    cctx = zstandard.ZstdCompressor(level=19, write_checksum=True)
+                    cctx = zstandard.ZstdCompressor(level=19 if level is None else level, write_checksum=True)
                     cctx.copy_stream(src, raw, write_size=CHUNK)
                 else:
                     shutil.copyfileobj(src, raw, CHUNK)

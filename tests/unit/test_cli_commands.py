@@ -117,3 +117,11 @@ def test_manifest_ops_lays_out_kept_files(tmp_path):
     config = json.loads((tmp_path / "ops" / "config.json").read_text())
     assert config and "compatibility with nanos" in r.output
     assert any((tmp_path / "ops").rglob("hello"))
+
+
+@pytest.mark.parametrize("command", ["analyze", "build", "why", "graph", "seccomp", "manifest",
+                                     "diff", "check", "hook install"])
+def test_every_help_renders(command):
+    r = invoke(*command.split(), "--help")
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output
