@@ -9,7 +9,9 @@ whose image path was resolved here first).
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
+import itertools
 import posixpath
 import re
 from collections.abc import Iterator
@@ -53,6 +55,7 @@ class RootFS:
         self.tree = tree
         self.store = store
         self.issues: list[Issue] = list(issues or [])
+        self._paths: list[str] | None = None  # sorted paths, for glob
 
     # -- metadata -------------------------------------------------------------------------
     def get(self, path: str) -> FileEntry | None:
@@ -102,9 +105,28 @@ class RootFS:
         return self.tree.walk()
 
     def glob(self, pattern: str) -> list[str]:
-        """Image paths matching an fnmatch pattern (`*` crosses '/'; `**` is accepted too)."""
+        """Image paths matching an fnmatch pattern (`*` crosses '/'; `**` is accepted too).
+
+        Only the paths sharing the pattern's literal prefix are tested (a bisect into the
+        sorted path list), so a rule like /usr/lib/locale/C.utf8/* costs little on a big image.
+        """
         regex = re.compile(fnmatch.translate(pattern.replace("**", "*")))
-        return sorted(p for p in self.tree.entries if p != "/" and regex.match(p))
+        cut = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=len(pattern))
+        prefix = pattern[:cut]
+        paths = self._sorted_paths()
+        lo = bisect.bisect_left(paths, prefix)
+        out = []
+        for p in itertools.islice(paths, lo, None):
+            if not p.startswith(prefix):
+                break
+            if p != "/" and regex.match(p):
+                out.append(p)
+        return out
+
+    def _sorted_paths(self) -> list[str]:
+        if self._paths is None or len(self._paths) != len(self.tree.entries):
+            self._paths = sorted(self.tree.entries)
+        return self._paths
 
     # -- resolution -----------------------------------------------------------------------
     def resolve(self, path: str, *, follow: bool = True, cwd: str = "/") -> Resolved:
