@@ -333,13 +333,12 @@ class RuleSet:
                 continue
             if not rule.when.environment_holds(fs, config):
                 continue
+            targets = self._expand(fs, config, rule)
+            if not targets:
+                continue  # nothing to keep in this image: no need to look at the ELF
             if rule.when.imports and not self._imports(fs, kept_path, rule.when.imports):
                 continue
-            out.extend(
-                Edge(kept_path, dst, "rule", rule.name)
-                for dst in self._expand(fs, config, rule)
-                if dst != kept_path
-            )
+            out.extend(Edge(kept_path, dst, "rule", rule.name) for dst in targets if dst != kept_path)
         return sorted(set(out))
 
     def _imports(self, fs: RootFS, path: str, names: tuple[str, ...]) -> bool:
@@ -347,7 +346,15 @@ class RuleSet:
         through the loader, e.g. iconv_open from libc); False for anything else."""
         key = "imports:" + path
         if key not in self._cache:
-            self._cache[key] = sorted(elf_imports(fs, path))
+            try:
+                data = fs.read(path) if fs.has_content(path) else b""
+            except AnalysisError:
+                data = b""
+            # a symbol's name is in .dynstr: when no name occurs in the bytes, none is imported
+            if not any(n.encode() in data for n in names):
+                self._cache[key] = []
+            else:
+                self._cache[key] = sorted(elf_imports(fs, path))
         return any(n in self._cache[key] for n in names)
 
     def always(self, fs: RootFS, config: ImageConfig) -> list[Edge]:
