@@ -104,16 +104,33 @@ def _fix_candidates(original: RunResult, minimal: RunResult, loaded: LoadedImage
     return sorted(set(out))
 
 
+def _split_dest(dest: str) -> tuple[str, str, str]:
+    """(transport, host path, tag) of a file destination: oci:DIR[:TAG], *-archive:FILE[:NAME]."""
+    transport, _, rest = dest.partition(":")
+    if transport == "oci":
+        path, sep, tag = rest.rpartition(":")
+        if sep and "/" not in tag and not os.path.exists(rest):
+            return transport, path, tag
+    return transport, rest, ""
+
+
 def _stage_dest(dest: str, work: str) -> str:
     """Where to write before the image is proven: a temp location of the same kind."""
-    transport, _, _ = dest.partition(":")
     if dest.startswith("docker://"):
         return f"oci:{os.path.join(work, 'push')}:latest"
+    transport, _, tag = _split_dest(dest)
     if transport == "oci":
-        return f"oci:{os.path.join(work, 'image.oci')}"
+        return f"oci:{os.path.join(work, 'image.oci')}" + (f":{tag}" if tag else "")
     if transport in ("oci-archive", "docker-archive"):
         return f"{transport}:{os.path.join(work, 'image.tar')}"
     raise EmitError(f"{dest}: output must be oci:DIR, oci-archive:FILE, docker-archive:FILE or docker://REF")
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def _publish(staged: str, dest: str) -> None:
@@ -126,25 +143,19 @@ def _publish(staged: str, dest: str) -> None:
         cmd = [skopeo, "copy", "--quiet", *([] if tls else ["--dest-tls-verify=false"]), staged, dest]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise EmitError(f"{dest}: push failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            raise EmitError(f"{dest}: push failed: {lines[-1] if lines else proc.returncode}")
         return
-    src = staged.split(":", 1)[1]
-    target = dest.split(":", 1)[1]
-    if dest.startswith("oci:"):
-        target = target.rsplit(":", 1)[0] if ":" in target and not os.path.exists(target) else target
-        src = src.rsplit(":", 1)[0] if src.endswith(":latest") else src
-    parent = os.path.dirname(os.path.abspath(target)) or "."
-    os.makedirs(parent, exist_ok=True)
+    _, src, _ = _split_dest(staged)
+    _, target, _ = _split_dest(dest)
+    os.makedirs(os.path.dirname(os.path.abspath(target)) or ".", exist_ok=True)
+    # the old destination moves aside first, so a failed move never leaves a mix of both
     old = target + ".slim-old"
-    if os.path.exists(target):
-        os.replace(target, old) if not os.path.isdir(old) else shutil.rmtree(old)
-        if os.path.exists(target):
-            os.replace(target, old)
+    _remove(old)
+    if os.path.lexists(target):
+        os.replace(target, old)
     shutil.move(src, target)
-    if os.path.isdir(old):
-        shutil.rmtree(old, ignore_errors=True)
-    elif os.path.exists(old):
-        os.unlink(old)
+    _remove(old)
 
 
 def _load_into_daemon(built_archive: str, tag: str) -> None:

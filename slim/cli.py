@@ -153,6 +153,14 @@ def _probes(specs: list[str] | None) -> list:  # type: ignore[type-arg]
         raise UsageError(str(exc)) from None
 
 
+def _run_args(trace: bool = False, probes: list[str] | None = None, runner: str = "auto",
+              network: str = "host", timeout: float = 60.0, trace_file: str | None = None,
+              save_trace: str | None = None) -> dict:  # type: ignore[type-arg]
+    """The tracing options of a command, as `_traced_run` takes them."""
+    return {"trace": trace, "probes": probes, "runner": runner, "network": network,
+            "timeout": timeout, "trace_file": trace_file, "save_trace": save_trace}
+
+
 def _say(message: str) -> None:
     typer.echo(f"slim: {message}", err=True)
 
@@ -229,8 +237,7 @@ def analyze(
         unknown = [f for f in formats if f not in EMITTERS]
         if unknown:
             raise UsageError(f"--format {unknown[0]}: unknown format (choose from {', '.join(sorted(EMITTERS))})")
-        run_args = {"trace": trace, "probes": probe, "runner": runner, "network": network,
-                    "timeout": timeout, "trace_file": trace_file, "save_trace": save_trace}
+        run_args = _run_args(trace, probe, runner, network, timeout, trace_file, save_trace)
         result, closure, _, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args,
                                            static=static, syscalls=syscalls)
         _write_reports(result, formats, output, why=closure.graph.why if closure else None)
@@ -259,8 +266,7 @@ def why(
     """Print the shortest chain of reasons from the container start to PATH; exit 1 when not kept."""
     from slim.model import ROOT, normpath
 
-    run_args = {"trace": False, "probes": None, "runner": "auto", "network": "host", "timeout": 60.0,
-                "trace_file": trace_file, "save_trace": None}
+    run_args = _run_args(trace_file=trace_file)
     try:
         _, closure, loaded, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args)
     except SlimError as exc:
@@ -308,8 +314,7 @@ def graph(
 
     if fmt not in EXPORT_FORMATS:
         fail(UsageError(f"--format {fmt}: choose from {', '.join(EXPORT_FORMATS)}"))
-    run_args = {"trace": False, "probes": None, "runner": "auto", "network": "host", "timeout": 60.0,
-                "trace_file": trace_file, "save_trace": None}
+    run_args = _run_args(trace_file=trace_file)
     try:
         _, closure, _, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args)
         assert closure is not None
@@ -428,8 +433,7 @@ def seccomp(
         fail(UsageError(f"--from {source}: choose traced, static or both"))
     if source in ("traced", "both") and not traced:
         fail(UsageError(f"--from {source} needs --trace (or --trace-file)"))
-    run_args = {"trace": trace, "probes": probe, "runner": runner, "network": network, "timeout": timeout,
-                "trace_file": trace_file, "save_trace": None}
+    run_args = _run_args(trace, probe, runner, network, timeout, trace_file)
     try:
         result, _, _, _ = _analyze(image, _options(rules, keep, drop, True), run_args,
                                    syscalls=source in ("static", "both"))
@@ -472,8 +476,7 @@ def manifest(
     targets = {"ops": "nanos", "nanos": "nanos", "osv": "osv", "unikraft": "unikraft"}
     if target not in targets:
         fail(UsageError(f"--target {target}: choose ops, osv or unikraft"))
-    run_args = {"trace": trace, "probes": probe, "runner": runner, "network": network, "timeout": timeout,
-                "trace_file": trace_file, "save_trace": None}
+    run_args = _run_args(trace, probe, runner, network, timeout, trace_file)
     try:
         result, closure, loaded, _ = _analyze(image, _options(rules, keep, drop, True), run_args, syscalls=True)
         assert closure is not None

@@ -45,6 +45,7 @@ def _trace(found: dict[str, bool]) -> Trace:
 def test_stage_dest_keeps_the_transport(tmp_path: Path) -> None:
     work = str(tmp_path)
     assert _stage_dest("oci:/out/img", work) == f"oci:{work}/image.oci"
+    assert _stage_dest("oci:/out/img:v2", work) == f"oci:{work}/image.oci:v2"  # the tag survives
     assert _stage_dest("oci-archive:/out/i.tar", work) == f"oci-archive:{work}/image.tar"
     assert _stage_dest("docker-archive:/out/i.tar", work) == f"docker-archive:{work}/image.tar"
     assert _stage_dest("docker://localhost:5000/x:1", work).startswith("oci:")
