@@ -143,16 +143,12 @@ def _language_roots(ctx: AnalysisContext, resolved: list[str]) -> list[Edge | Un
 
 
 def glob_paths(fs: RootFS, patterns: Iterable[str]) -> list[str]:
+    """Image paths matching user globs (`--keep`); a plain directory keeps its whole subtree."""
     out: set[str] = set()
     for pat in patterns:
-        regex = re.compile(fnmatch.translate(pat.replace("**", "*")))
-        out.update(p for p in fs.tree.entries if p != "/" and regex.match(p))
-        # a directory pattern keeps its subtree
-        if not any(ch in pat for ch in "*?["):
-            base = pat.rstrip("/") or "/"
-            if fs.is_dir(base):
-                prefix = fs.realpath(base).rstrip("/") + "/"
-                out.update(p for p in fs.tree.entries if p.startswith(prefix))
+        out.update(fs.glob(pat))
+        if not any(ch in pat for ch in "*?[") and fs.is_dir(pat.rstrip("/") or "/"):
+            out.update(fs.glob(fs.realpath(pat.rstrip("/") or "/").rstrip("/") + "/*"))
     return sorted(out)
 
 

@@ -125,3 +125,12 @@ def test_every_help_renders(command):
     r = invoke(*command.split(), "--help")
     assert r.exit_code == 0, r.output
     assert "Usage" in r.output
+
+
+def test_keep_and_drop_globs():
+    r = invoke("analyze", GLIBC, "-f", "json", "--keep", "/usr/share/doc", "--drop", "*/libz.so*")
+    assert r.exit_code == 0, r.output
+    keep = {k["path"]: k["reasons"] for k in json.loads(r.output)["keep"]}
+    assert keep["/usr/share/doc/libc6/copyright"] == ["rule"]  # a directory keeps its subtree
+    assert not any("libz.so" in p for p in keep)
+    assert "/usr/lib/x86_64-linux-gnu/libc.so.6" in keep
