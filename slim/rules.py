@@ -99,7 +99,6 @@ def _has_magic(pattern: str) -> bool:
 def elf_imports(fs: RootFS, path: str) -> set[str]:
     """The undefined symbols of an ELF file's dynamic symbol table (.dynsym): what it imports
     from its DT_NEEDED libraries (ELF gABI, "Symbol Table"). Empty for non-ELF or unreadable."""
-    import io
 
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
@@ -111,14 +110,32 @@ def elf_imports(fs: RootFS, path: str) -> set[str]:
     try:
         if fs.read(path, 4) != b"\x7fELF":
             return set()
-        elf = ELFFile(io.BytesIO(fs.read(path)))
-        dynsym = elf.get_section_by_name(".dynsym")
-        if not isinstance(dynsym, SymbolTableSection):
-            return set()
-        return {sym.name for sym in dynsym.iter_symbols()
-                if sym.name and sym["st_shndx"] == "SHN_UNDEF"}
+        with fs.open(path) as stream:  # seekable: pyelftools reads only what it needs
+            dynsym = ELFFile(stream).get_section_by_name(".dynsym")
+            if not isinstance(dynsym, SymbolTableSection):
+                return set()
+            return {sym.name for sym in dynsym.iter_symbols()
+                    if sym.name and sym["st_shndx"] == "SHN_UNDEF"}
     except (ELFError, AnalysisError, ValueError, OSError, KeyError):
         return set()
+
+
+def _contains_any(fs: RootFS, path: str, needles: list[bytes]) -> bool:
+    """Whether a file's bytes contain one of `needles`, read in chunks (never whole)."""
+    if not fs.has_content(path):
+        return False
+    overlap = max(len(n) for n in needles) - 1
+    tail = b""
+    try:
+        with fs.open(path) as f:
+            while chunk := f.read(1 << 20):
+                window = tail + chunk
+                if any(n in window for n in needles):
+                    return True
+                tail = window[-overlap:] if overlap > 0 else b""
+    except (AnalysisError, OSError):
+        return False
+    return False
 
 
 # -- handlers: rules whose paths depend on what the image says ---------------------------------
@@ -346,12 +363,8 @@ class RuleSet:
         through the loader, e.g. iconv_open from libc); False for anything else."""
         key = "imports:" + path
         if key not in self._cache:
-            try:
-                data = fs.read(path) if fs.has_content(path) else b""
-            except AnalysisError:
-                data = b""
             # a symbol's name is in .dynstr: when no name occurs in the bytes, none is imported
-            if not any(n.encode() in data for n in names):
+            if not _contains_any(fs, path, [n.encode() for n in names]):
                 self._cache[key] = []
             else:
                 self._cache[key] = sorted(elf_imports(fs, path))

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
 import zipfile
@@ -26,7 +25,7 @@ from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
 
 log = logging.getLogger(__name__)
 
-MAX_JAR = 1 << 30
+MAX_MANIFEST = 1 << 20  # a manifest larger than this is not read further (zip bombs)
 JVM_KEEP_DIRS = ("lib", "conf", "jre/lib")
 JVM_KEEP_FILES = ("release",)
 JVM_SKIP_SUFFIXES = ("/src.zip", "/ct.sym", ".diz")
@@ -63,12 +62,11 @@ def read_manifest(ctx: AnalysisContext, jar: str) -> dict[str, str] | None:
         return ctx.cache[key]
     attrs = None
     try:
-        with ctx.fs.open(jar) as f:
-            data = f.read(MAX_JAR)
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
+        with ctx.fs.open(jar) as f, zipfile.ZipFile(f) as z:  # seekable: only the directory is read
             name = next((n for n in z.namelist() if n.upper() == "META-INF/MANIFEST.MF"), None)
             if name is not None:
-                attrs = parse_manifest(z.read(name).decode("utf-8", "replace"))
+                with z.open(name) as m:
+                    attrs = parse_manifest(m.read(MAX_MANIFEST).decode("utf-8", "replace"))
     except (SlimError, OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         log.debug("%s: no readable manifest: %s", jar, exc)
         attrs = None
