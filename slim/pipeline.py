@@ -89,7 +89,8 @@ class AnalyzeOptions:
     static: bool = True  # run the static closure (False: report only where the bytes are)
     trace: object | None = None  # a slim.tracers.trace.Trace to merge
     fixes: list[str] = field(default_factory=list)  # paths verification found missing
-    static_roots: bool = True  # False ("traced" mode): roots are the trace (+ rules, --keep) only
+    static_roots: bool = True  # False ("traced" mode): no entrypoint analysis; the trace, app
+    # files, rules and --keep are the roots
 
 
 def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
@@ -112,7 +113,7 @@ def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
         builder.add(Edge(ROOT, path, "rule", "--keep"))
     for path in options.fixes:
         builder.add(Edge(ROOT, path, "verify-fix", "the original used it; the minimal image lacked it"))
-    if options.keep_app and options.static_roots:
+    if options.keep_app:  # the application's own files count in every mode: they are its data
         builder.add_all(_app_roots(builder))
     if options.trace is not None:
         builder.add_all(trace_edges(options.trace, fs))
