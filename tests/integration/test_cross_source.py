@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import free_port, require
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_images" / "hello-glibc"
@@ -104,10 +104,6 @@ def test_archive_oci_and_daemon_give_the_same_report(archive_report: dict[str, A
 # -- docker:// against a loopback registry ---------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:

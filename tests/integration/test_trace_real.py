@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from slim.tracers import RUNNERS
 from slim.tracers import docker as docker_runner
 from slim.tracers.base import RunResult
 from slim.tracers.probes import parse_probe
-from tests.conftest import require
+from tests.conftest import free_port, processes_mentioning, require
 
 pytestmark = [pytest.mark.trace, pytest.mark.docker, pytest.mark.slow]
 
@@ -40,27 +39,8 @@ def runtime_path(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in RUNTIME)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def live_processes_mentioning(marker: str) -> list[str]:
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if marker in cmd and state != b"Z":
-            out.append(f"{pid}: {cmd}")
-    return out
 
 
 @pytest.fixture
@@ -90,9 +70,9 @@ def no_leftovers(tmp_path: Path, docker_client, monkeypatch: pytest.MonkeyPatch)
     yield tmp_path
     marker = str(tmp_path)
     deadline = time.monotonic() + 10  # a stopped process may take a moment to be reaped
-    while live_processes_mentioning(marker) and time.monotonic() < deadline:
+    while processes_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert live_processes_mentioning(marker) == []
+    assert processes_mentioning(marker) == []
     with open("/proc/self/mountinfo") as f:
         assert marker not in f.read()
     assert sorted(os.listdir(private_tmp)) == []

@@ -6,7 +6,6 @@ Each test asserts that nothing is left behind: no process, no mount, no temp dir
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from slim.model import ImageConfig
 from slim.pipeline import load
 from slim.tracers import RUNNERS, SandboxRunner, choose_runner
 from slim.tracers.probes import parse_probe
-from tests.conftest import require
+from tests.conftest import free_port, processes_mentioning, require
 
 pytestmark = pytest.mark.trace
 
@@ -43,21 +42,6 @@ def slim_temp_dirs() -> set[str]:
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("slim-trace-")}
 
 
-def processes_mentioning(marker: str) -> list[str]:
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if marker in cmd and state != b"Z":
-            out.append(f"{pid}: {cmd}")
-    return out
 
 
 @pytest.fixture
@@ -72,10 +56,6 @@ def no_leftovers(tmp_path: Path) -> Iterator[Path]:
     assert slim_temp_dirs() <= before
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def busybox_root(work: Path) -> tuple[str, ImageConfig]:

@@ -140,7 +140,7 @@ def test_truncated_gzip_in_docker_archive(tmp_path):
     path = str(tmp_path / "img.tar")
     write_docker_archive(path, [layer_tar([M("a", data=os.urandom(50000))])], compress=True,
                          corrupt={0: lambda b: b[: len(b) // 2]})
-    with pytest.raises(LayerError, match="layer 0.*corrupt or truncated"):
+    with pytest.raises(LayerError, match=r"layer 0.*corrupt or truncated"):
         load(f"docker-archive:{path}")
 
 
@@ -271,7 +271,7 @@ def test_parse_ref_forms(tmp_path):
         parse_ref("")
     gz = tmp_path / "x.tar"
     gz.write_bytes(gzip.compress(b"junk"))
-    with pytest.raises(SourceError, match="x.tar"):
+    with pytest.raises(SourceError, match=r"x\.tar"):
         parse_ref(str(gz))
 
 

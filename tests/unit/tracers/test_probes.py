@@ -25,6 +25,7 @@ from slim.tracers.probes import (
     run_http,
     run_tcp,
 )
+from tests.conftest import free_port
 
 
 def test_parse_specs_round_trip() -> None:
@@ -91,10 +92,6 @@ def test_http_probe(server: int) -> None:
     assert not bad.passed and "404" in bad.detail and obs.status == 404
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_probe_never_ready_times_out_and_dead_app_stops_early() -> None:
