@@ -78,34 +78,6 @@ def wants_content(path: str, head: bytes) -> bool:
     return _CONTENT_RE.match(path) is not None
 
 
-class HashingReader(io.RawIOBase):
-    """Wraps a binary stream, hashing every byte read and counting them."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.raw.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.sha.update(data)
-        self.count += n
-        return n
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.sha.hexdigest()
-
-
 class ZstdReader(io.RawIOBase):
     """A readable stream of zstd-decompressed data (multi-frame safe)."""
 
