@@ -144,7 +144,7 @@ def _options(rules: list[str] | None, keep: list[str] | None, drop: list[str] | 
                           keep_app=keep_app)
 
 
-def _probes(specs: list[str] | None) -> list:  # type: ignore[type-arg]
+def _probes(specs: list[str] | None) -> list:
     from slim.tracers.probes import parse_probe
 
     try:
@@ -155,7 +155,7 @@ def _probes(specs: list[str] | None) -> list:  # type: ignore[type-arg]
 
 def _run_args(trace: bool = False, probes: list[str] | None = None, runner: str = "auto",
               network: str = "host", timeout: float = 60.0, trace_file: str | None = None,
-              save_trace: str | None = None) -> dict:  # type: ignore[type-arg]
+              save_trace: str | None = None) -> dict:
     """The tracing options of a command, as `_traced_run` takes them."""
     return {"trace": trace, "probes": probes, "runner": runner, "network": network,
             "timeout": timeout, "trace_file": trace_file, "save_trace": save_trace}

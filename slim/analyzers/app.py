@@ -133,7 +133,7 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
                 continue
             if db is not None:
                 try:
-                    if db.owner(e.path):  # type: ignore[attr-defined]
+                    if db.owner(e.path):
                         continue
                 except (SlimError, OSError):
                     pass

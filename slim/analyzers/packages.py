@@ -249,7 +249,7 @@ def package_db(ctx: AnalysisContext) -> PackageDB:
     db = ctx.cache.get("packages.db")
     if db is None:
         db = ctx.cache["packages.db"] = read_packages(ctx.fs)
-    return db  # type: ignore[no-any-return]
+    return db
 
 
 def _file_size(fs: RootFS, path: str) -> int:

@@ -125,8 +125,8 @@ def decompressed(blob: BinaryIO) -> tuple[BinaryIO, str]:
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=peek, mode="rb"), "gzip"  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
-        return io.BufferedReader(ZstdReader(peek), CHUNK), "zstd"  # type: ignore[arg-type]
-    return peek, "none"  # type: ignore[return-value]
+        return io.BufferedReader(ZstdReader(peek), CHUNK), "zstd"
+    return peek, "none"
 
 
 class PackReader(io.RawIOBase):
@@ -202,7 +202,7 @@ class ContentStore:
             assert self._pack is not None
             self._pack.flush()
             start, size = self.index[key]
-            return io.BufferedReader(PackReader(self._fd, start, size), CHUNK)  # type: ignore[return-value]
+            return io.BufferedReader(PackReader(self._fd, start, size), CHUNK)
         name = self.host.get(key)
         if name is None:
             return None
@@ -417,7 +417,7 @@ def read_layer(
     pipe = _Pipe(blob, on_bytes)
     try:
         stream = io.BufferedReader(pipe, CHUNK)
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=1) as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=1) as tf:
             for member in tf:
                 _add_member(tf, member, info.index, store, result)
         pipe.drain()  # tar padding after the end-of-archive blocks, and the gzip trailer
@@ -472,11 +472,11 @@ def _add_member(
     if kind is EntryKind.SYMLINK:
         linkname = member.linkname
     elif kind is EntryKind.HARDLINK:
-        target, _ = _member_path(member.linkname)
-        if target is None:
+        link_target, _ = _member_path(member.linkname)
+        if link_target is None:
             result.issues.append(Issue(path, f"hardlink target {member.linkname!r} climbs above the image root; skipped", layer))
             return
-        linkname = target
+        linkname = link_target
     size = member.size if kind is EntryKind.FILE else 0
     entry = FileEntry(
         path=path,

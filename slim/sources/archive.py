@@ -150,7 +150,7 @@ class TarStore(Store):
         if m is None:
             raise SourceError(f"{self.label}: missing {name}")
         f = open(self.path, "rb")  # noqa: SIM115 - owned by the returned reader
-        return io.BufferedReader(RangeReader(f, m.offset_data, m.size), 1 << 20)  # type: ignore[return-value]
+        return io.BufferedReader(RangeReader(f, m.offset_data, m.size), 1 << 20)
 
 
 def blob_name(digest: str) -> str:

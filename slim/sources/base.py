@@ -205,7 +205,7 @@ class BlobImage(Image):
             with self.open_blob(index) as blob:
                 stream, _ = decompressed(blob)
                 try:
-                    with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
+                    with tarfile.open(fileobj=stream, mode="r|") as tf:
                         for member in tf:
                             if not member.isreg():
                                 continue

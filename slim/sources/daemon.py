@@ -16,7 +16,7 @@ from slim.sources.archive import StoreImage, TarStore, open_docker_archive
 from slim.sources.base import Source
 
 
-def docker_client(timeout: int = 120):  # type: ignore[no-untyped-def]
+def docker_client(timeout: int = 120):
     """A Docker SDK client, or SourceError when no daemon answers."""
     try:
         import docker
