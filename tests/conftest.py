@@ -6,8 +6,11 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 
 import pytest
+
+from slim.pipeline import LoadedImage
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -57,3 +60,12 @@ def processes_mentioning(marker: str) -> list[str]:
         if marker in cmd and state != b"Z":
             out.append(f"{pid}: {cmd}")
     return out
+
+
+@pytest.fixture
+def opened() -> Iterator[list[LoadedImage]]:
+    """Images a test loads; closed (temp files removed) when the test ends."""
+    images: list[LoadedImage] = []
+    yield images
+    for img in images:
+        img.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ def put(root: Path, path: str, data: str = "x") -> None:
 
 def config(root: Path, env: list[str]) -> None:
     (root / ".slim-config.json").write_text(json.dumps({"config": {"Env": env}}))
-
-
-@pytest.fixture
-def opened() -> Iterator[list[LoadedImage]]:
-    images: list[LoadedImage] = []
-    yield images
-    for img in images:
-        img.close()
 
 
 def open_root(root: Path, opened: list[LoadedImage]) -> LoadedImage:

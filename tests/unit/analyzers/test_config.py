@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from slim.analyzers.base import AnalysisContext
 from slim.analyzers.config import ConfigAnalyzer, glob_exact, nginx_directives
@@ -17,14 +14,6 @@ def put(root: Path, path: str, text: str) -> None:
     f = root / path.lstrip("/")
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text(text)
-
-
-@pytest.fixture
-def opened() -> Iterator[list[LoadedImage]]:
-    images: list[LoadedImage] = []
-    yield images
-    for img in images:
-        img.close()
 
 
 def run(root: Path, path: str, opened: list[LoadedImage]) -> tuple[list[Edge], list[Unknown]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,14 +66,6 @@ def dpkg_root(tmp_path: Path) -> Path:
     put(root, f"{info}/docs.list", "/usr/share/doc/docs/README\n")
     put(root, f"{info}/gone.list", "/usr/bin/gone\n")
     return root
-
-
-@pytest.fixture
-def opened() -> Iterator[list[LoadedImage]]:
-    images: list[LoadedImage] = []
-    yield images
-    for img in images:
-        img.close()
 
 
 def test_parse_stanzas_continuations() -> None:

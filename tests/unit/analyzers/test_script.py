@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,6 @@ def make_root(tmp: Path, env: list[str] | None = None, workdir: str = "/app") ->
     config = {"Env": env or ["PATH=/usr/bin:/bin"], "WorkingDir": workdir}
     (root / ".slim-config.json").write_text(json.dumps({"config": config}))
     return root
-
-
-@pytest.fixture
-def opened() -> Iterator[list[LoadedImage]]:
-    images: list[LoadedImage] = []
-    yield images
-    for img in images:
-        img.close()
 
 
 def analyze(root: Path, path: str, opened: list[LoadedImage]) -> tuple[list[Edge], list[Unknown]]:
