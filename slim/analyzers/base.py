@@ -42,3 +42,11 @@ class Analyzer(ABC):
     @abstractmethod
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
         """Edges from `entry.path` to what it needs, and Unknowns. Never raises for bad input."""
+
+
+def tidy(results: Iterable[Edge | Unknown]) -> list[Edge | Unknown]:
+    """Distinct edges (self-edges dropped), sorted, then distinct unknowns, sorted."""
+    items = list(results)
+    edges = sorted({e for e in items if isinstance(e, Edge) and e.src != e.dst})
+    unknowns = sorted({u for u in items if isinstance(u, Unknown)})
+    return [*edges, *unknowns]

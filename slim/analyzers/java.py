@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Iterable
 
 from slim.analyzers.app import files_under, link_edges, under, which
-from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.base import AnalysisContext, Analyzer, tidy
 from slim.errors import SlimError
 from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
 
@@ -231,9 +231,7 @@ class JavaAnalyzer(Analyzer):
             if home is None or not under(entry.path, home):
                 return []
             results = list(jvm_home_edges(self.ctx, entry.path, home))
-        edges = sorted({e for e in results if isinstance(e, Edge) and e.src != e.dst})
-        unknowns = sorted({u for u in results if isinstance(u, Unknown)})
-        return [*edges, *unknowns]
+        return tidy(results)
 
 
 __all__ = [

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slim.analyzers.app import link_edges, under, which
-from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.base import AnalysisContext, Analyzer, tidy
 from slim.errors import SlimError
 from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
 
@@ -529,9 +529,7 @@ class NodeAnalyzer(Analyzer):
         except (SlimError, OSError) as exc:
             return [Unknown(entry.path, f"cannot read JavaScript source: {exc}")]
         results = node_edges(self.ctx, entry.path, data.decode("utf-8", errors="replace"))
-        edges = sorted({e for e in results if isinstance(e, Edge) and e.src != e.dst})
-        unknowns = sorted({u for u in results if isinstance(u, Unknown)})
-        return [*edges, *unknowns]
+        return tidy(results)
 
 
 __all__ = ["NodeAnalyzer", "NodeResolver", "node_edges", "node_roots", "scan_specifiers", "tokenize"]

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slim.analyzers.app import link_edges, under, which
-from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.base import AnalysisContext, Analyzer, tidy
 from slim.errors import SlimError
 from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
 
@@ -360,9 +360,7 @@ class PerlAnalyzer(Analyzer):
         except (SlimError, OSError) as exc:
             return [Unknown(entry.path, f"cannot read Perl source: {exc}")]
         results = perl_edges(self.ctx, entry.path, data.decode("utf-8", errors="replace"))
-        edges = sorted({e for e in results if isinstance(e, Edge) and e.src != e.dst})
-        unknowns = sorted({u for u in results if isinstance(u, Unknown)})
-        return [*edges, *unknowns]
+        return tidy(results)
 
 
 __all__ = ["PerlAnalyzer", "PerlEnv", "perl_edges", "perl_env", "perl_roots", "resolve_perl_module",
