@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/slim analyze $(DEMO_IMAGE)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check slim
+	$(VENV)/bin/ruff check slim tests
 	$(VENV)/bin/mypy slim
 
 bench: $(STAMP)

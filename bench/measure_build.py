@@ -33,7 +33,7 @@ from slim.build import BuildOptions, build
 from slim.errors import SlimError
 from slim.fs.rootfs import RootFS
 from slim.model import EntryKind
-from slim.pipeline import AnalyzeOptions, load
+from slim.pipeline import AnalyzeOptions, load_image
 from slim.tracers.probes import parse_probe
 from slim.tracers.trace import Trace
 
@@ -75,7 +75,7 @@ def measure(name: str, mode: str, work: str, timeout: float = 120.0) -> BuildRow
     spec = IMAGES[name]
     ref = f"oci:{os.path.join(cache_dir(), 'images', name, 'oci')}"
     dest = f"oci:{os.path.join(work, f'{name}-{mode}')}"
-    options = BuildOptions(dest=dest, probes=[parse_probe(spec.probe)], mode=mode,
+    options = BuildOptions(dest=dest, probes=(parse_probe(spec.probe),), mode=mode,
                            runner="sandbox", network="host", timeout=timeout)
     start = time.monotonic()
     try:
@@ -87,7 +87,7 @@ def measure(name: str, mode: str, work: str, timeout: float = 120.0) -> BuildRow
     assert outcome.built is not None
     touched = 0
     if outcome.trace is not None:
-        with load(ref) as loaded:
+        with load_image(ref) as loaded:
             touched = touched_bytes(loaded.rootfs, outcome.trace)
     minimal = outcome.built.size_bytes
     original = outcome.result.image.size_bytes

@@ -28,13 +28,16 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from slim.errors import RuleError
+from slim.globs import GlobSet
 from slim.result import AnalysisResult, Verdict
+from slim.units import format_bytes
+from slim.units import parse_size as parse_bytes
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,6 @@ PACKAGE_GROUPS: dict[str, tuple[str, ...]] = {
     "shells": ("bash", "dash", "zsh", "ksh", "mksh", "tcsh", "csh", "fish", "busybox", "busybox-*"),
 }
 
-_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-    "t": 1000**4, "tb": 1000**4,
-    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
-    "ti": 1024**4, "tib": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
 _PERCENT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*%\s*$")
 
 
@@ -104,17 +99,6 @@ class BudgetConfig:
         return sorted(name for name, flag in on if flag)
 
 
-def human_bytes(n: float) -> str:
-    """1536 → "1.5 KiB"; below 1 KiB exact ("512 B"). Negative values keep their sign."""
-    sign = "-" if n < 0 else ""
-    value = float(abs(n))
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{sign}{int(value)} B" if unit == "B" else f"{sign}{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def parse_size(value: Any, where: str, key: str) -> int:
     """Bytes from an int or a string with a unit ("200MB", "1.5GiB", "512"). Raises RuleError."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -123,13 +107,10 @@ def parse_size(value: Any, where: str, key: str) -> int:
         if value < 0:
             raise RuleError(f"{where}: {key}: a size cannot be negative ({value!r})")
         return int(value)
-    m = _SIZE_RE.match(value)
-    unit = m.group(2).lower() if m else ""
-    if m is None or unit not in _UNITS:
-        raise RuleError(
-            f"{where}: {key}: {value!r} is not a size (use bytes or a unit: B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-        )
-    return int(float(m.group(1)) * _UNITS[unit])
+    try:
+        return parse_bytes(value)
+    except ValueError as exc:
+        raise RuleError(f"{where}: {key}: {exc}") from None
 
 
 def _ratio(value: Any, where: str, key: str, *, scale: float) -> float:
@@ -248,32 +229,9 @@ def expand_packages(patterns: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
-def _path_regex(pattern: str) -> re.Pattern[str]:
-    """A path glob: `**` crosses directories, `*` and `?` stay inside one component."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
 def match_paths(paths: Iterable[str], patterns: Iterable[str]) -> list[str]:
     """The image paths matching any of `patterns`, sorted."""
-    regexes = [_path_regex(p) for p in patterns]
-    if not regexes:
-        return []
-    return sorted(p for p in paths if any(r.match(p) for r in regexes))
+    return GlobSet(patterns).filter(paths)
 
 
 def _pct(x: float) -> str:
@@ -283,6 +241,141 @@ def _pct(x: float) -> str:
 def _list(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" … (+{len(items) - limit})" if len(items) > limit else "")
+
+
+def _gate_max_size(
+    result: AnalysisResult, config: BudgetConfig, base_result: AnalysisResult | None,
+    forbidden_paths: list[str] | None,
+) -> list[Verdict]:
+    """max_size: the squashed image size against the limit."""
+    if config.max_size is None:
+        return []
+    size = result.image.size_bytes
+    ok = size <= config.max_size
+    return [Verdict(
+        "max_size", "pass" if ok else "fail", format_bytes(size), f"≤ {format_bytes(config.max_size)}",
+        f"image size {format_bytes(size)} ({size} bytes) "
+        + ("is within" if ok else "exceeds") + f" max_size {format_bytes(config.max_size)} ({config.max_size} bytes)",
+    )]
+
+
+def _gate_max_removable_percent(
+    result: AnalysisResult, config: BudgetConfig, base_result: AnalysisResult | None,
+    forbidden_paths: list[str] | None,
+) -> list[Verdict]:
+    """max_removable_percent: removable bytes (static analysis) as a share of the image."""
+    if config.max_removable_percent is None:
+        return []
+    size = result.image.size_bytes
+    limit = config.max_removable_percent
+    if result.removable is None:
+        return [Verdict("max_removable_percent", "warn", "not measured", f"≤ {_pct(limit)}",
+                        "removable bytes need the static analysis")]
+    pct = 100.0 * result.removable.size_bytes / size if size else 0.0
+    ok = pct <= limit
+    return [Verdict(
+        "max_removable_percent", "pass" if ok else "fail", _pct(pct), f"≤ {_pct(limit)}",
+        f"{format_bytes(result.removable.size_bytes)} removable = {_pct(pct)} of the image"
+        + ("" if ok else f", above max_removable_percent {_pct(limit)}"),
+    )]
+
+
+def _gate_min_efficiency(
+    result: AnalysisResult, config: BudgetConfig, base_result: AnalysisResult | None,
+    forbidden_paths: list[str] | None,
+) -> list[Verdict]:
+    """min_efficiency: dive's layer efficiency score (dive's `lowestEfficiency` rule)."""
+    if config.min_efficiency is None:
+        return []
+    limit = config.min_efficiency
+    if result.efficiency is None:
+        return [Verdict("min_efficiency", "warn", "not measured", f"≥ {_pct(100 * limit)}",
+                        "layer efficiency was not computed")]
+    score = result.efficiency.score
+    ok = score >= limit
+    return [Verdict(
+        "min_efficiency", "pass" if ok else "fail", _pct(100 * score), f"≥ {_pct(100 * limit)}",
+        f"layer efficiency {_pct(100 * score)}" + ("" if ok else f" is below min_efficiency {_pct(100 * limit)}"),
+    )]
+
+
+def _gate_max_growth(
+    result: AnalysisResult, config: BudgetConfig, base_result: AnalysisResult | None,
+    forbidden_paths: list[str] | None,
+) -> list[Verdict]:
+    """max_growth: size growth against the `base` image, in bytes or percent of the base."""
+    if config.max_growth_bytes is None and config.max_growth_percent is None:
+        return []
+    size = result.image.size_bytes
+    if config.max_growth_bytes is not None:
+        threshold_bytes = config.max_growth_bytes
+        threshold = f"≤ {format_bytes(threshold_bytes)}"
+    if base_result is None:
+        pct_limit = config.max_growth_percent
+        threshold = threshold if config.max_growth_bytes is not None else f"≤ {pct_limit:g} %"
+        return [Verdict("max_growth", "warn", "no base", threshold,
+                        "max_growth needs `base` in the configuration")]
+    base_size = base_result.image.size_bytes
+    growth = size - base_size
+    if config.max_growth_percent is not None:
+        threshold_bytes = int(base_size * config.max_growth_percent / 100)
+        threshold = f"≤ {config.max_growth_percent:g} % ({format_bytes(threshold_bytes)})"
+    ok = growth <= threshold_bytes
+    sign = "+" if growth >= 0 else ""
+    return [Verdict(
+        "max_growth", "pass" if ok else "fail", f"{sign}{format_bytes(growth)}", threshold,
+        f"grew {sign}{format_bytes(growth)} against base {base_result.image.reference} "
+        f"({format_bytes(base_size)} → {format_bytes(size)})"
+        + ("" if ok else f", above max_growth {threshold.removeprefix('≤ ')}"),
+    )]
+
+
+def _gate_forbid_paths(
+    result: AnalysisResult, config: BudgetConfig, base_result: AnalysisResult | None,
+    forbidden_paths: list[str] | None,
+) -> list[Verdict]:
+    """forbid_paths: image paths matching the globs (matched by the caller, see match_paths)."""
+    if not config.forbid_paths:
+        return []
+    if forbidden_paths is None:
+        return [Verdict("forbid_paths", "warn", "not measured", _list(list(config.forbid_paths)),
+                        "the image's paths were not listed")]
+    found = sorted(forbidden_paths)
+    return [Verdict(
+        "forbid_paths", "fail" if found else "pass", f"{len(found)} path(s)",
+        _list(list(config.forbid_paths)),
+        f"forbidden paths present: {_list(found)}" if found else "no forbidden path present",
+    )]
+
+
+def _gate_forbid_packages(
+    result: AnalysisResult, config: BudgetConfig, base_result: AnalysisResult | None,
+    forbidden_paths: list[str] | None,
+) -> list[Verdict]:
+    """forbid_packages: installed packages matching the globs or "@group" names."""
+    if not config.forbid_packages:
+        return []
+    globs = expand_packages(config.forbid_packages)
+    found = sorted({
+        f"{p.name} ({p.manager})" for p in result.packages
+        if any(fnmatch.fnmatchcase(p.name, g) for g in globs)
+    })
+    status = "fail" if found else "pass"
+    message = f"forbidden packages installed: {_list(found)}" if found else "no forbidden package installed"
+    if not found and not result.packages:
+        status, message = "warn", "no package database found (or not read): nothing to check"
+    return [Verdict("forbid_packages", status, f"{len(found)} package(s)",
+                    _list(list(config.forbid_packages)), message)]
+
+
+# A gate: (result, config, base_result, forbidden_paths) -> its Verdict(s); [] when it is off.
+Gate = Callable[[AnalysisResult, BudgetConfig, AnalysisResult | None, list[str] | None], list[Verdict]]
+
+# Every gate, in the order they are evaluated (`evaluate` sorts the verdicts by rule name).
+GATES: tuple[Gate, ...] = (
+    _gate_max_size, _gate_max_removable_percent, _gate_min_efficiency, _gate_max_growth,
+    _gate_forbid_paths, _gate_forbid_packages,
+)
 
 
 def evaluate(
@@ -299,85 +392,8 @@ def evaluate(
     bytes without the static analysis, growth without a base — is a `warn`, never a silent pass.
     """
     verdicts: list[Verdict] = []
-    size = result.image.size_bytes
-    if config.max_size is not None:
-        ok = size <= config.max_size
-        verdicts.append(Verdict(
-            "max_size", "pass" if ok else "fail", human_bytes(size), f"≤ {human_bytes(config.max_size)}",
-            f"image size {human_bytes(size)} ({size} bytes) "
-            + ("is within" if ok else "exceeds") + f" max_size {human_bytes(config.max_size)} ({config.max_size} bytes)",
-        ))
-    if config.max_removable_percent is not None:
-        limit = config.max_removable_percent
-        if result.removable is None:
-            verdicts.append(Verdict("max_removable_percent", "warn", "not measured", f"≤ {_pct(limit)}",
-                                    "removable bytes need the static analysis"))
-        else:
-            pct = 100.0 * result.removable.size_bytes / size if size else 0.0
-            ok = pct <= limit
-            verdicts.append(Verdict(
-                "max_removable_percent", "pass" if ok else "fail", _pct(pct), f"≤ {_pct(limit)}",
-                f"{human_bytes(result.removable.size_bytes)} removable = {_pct(pct)} of the image"
-                + ("" if ok else f", above max_removable_percent {_pct(limit)}"),
-            ))
-    if config.min_efficiency is not None:
-        limit = config.min_efficiency
-        if result.efficiency is None:
-            verdicts.append(Verdict("min_efficiency", "warn", "not measured", f"≥ {_pct(100 * limit)}",
-                                    "layer efficiency was not computed"))
-        else:
-            score = result.efficiency.score
-            ok = score >= limit
-            verdicts.append(Verdict(
-                "min_efficiency", "pass" if ok else "fail", _pct(100 * score), f"≥ {_pct(100 * limit)}",
-                f"layer efficiency {_pct(100 * score)}" + ("" if ok else f" is below min_efficiency {_pct(100 * limit)}"),
-            ))
-    if config.max_growth_bytes is not None or config.max_growth_percent is not None:
-        if config.max_growth_bytes is not None:
-            threshold_bytes = config.max_growth_bytes
-            threshold = f"≤ {human_bytes(threshold_bytes)}"
-        if base_result is None:
-            pct_limit = config.max_growth_percent
-            threshold = threshold if config.max_growth_bytes is not None else f"≤ {pct_limit:g} %"
-            verdicts.append(Verdict("max_growth", "warn", "no base", threshold,
-                                    "max_growth needs `base` in the configuration"))
-        else:
-            base_size = base_result.image.size_bytes
-            growth = size - base_size
-            if config.max_growth_percent is not None:
-                threshold_bytes = int(base_size * config.max_growth_percent / 100)
-                threshold = f"≤ {config.max_growth_percent:g} % ({human_bytes(threshold_bytes)})"
-            ok = growth <= threshold_bytes
-            sign = "+" if growth >= 0 else ""
-            verdicts.append(Verdict(
-                "max_growth", "pass" if ok else "fail", f"{sign}{human_bytes(growth)}", threshold,
-                f"grew {sign}{human_bytes(growth)} against base {base_result.image.reference} "
-                f"({human_bytes(base_size)} → {human_bytes(size)})"
-                + ("" if ok else f", above max_growth {threshold.removeprefix('≤ ')}"),
-            ))
-    if config.forbid_paths:
-        if forbidden_paths is None:
-            verdicts.append(Verdict("forbid_paths", "warn", "not measured", _list(list(config.forbid_paths)),
-                                    "the image's paths were not listed"))
-        else:
-            found = sorted(forbidden_paths)
-            verdicts.append(Verdict(
-                "forbid_paths", "fail" if found else "pass", f"{len(found)} path(s)",
-                _list(list(config.forbid_paths)),
-                f"forbidden paths present: {_list(found)}" if found else "no forbidden path present",
-            ))
-    if config.forbid_packages:
-        globs = expand_packages(config.forbid_packages)
-        found = sorted({
-            f"{p.name} ({p.manager})" for p in result.packages
-            if any(fnmatch.fnmatchcase(p.name, g) for g in globs)
-        })
-        status = "fail" if found else "pass"
-        message = f"forbidden packages installed: {_list(found)}" if found else "no forbidden package installed"
-        if not found and not result.packages:
-            status, message = "warn", "no package database found (or not read): nothing to check"
-        verdicts.append(Verdict("forbid_packages", status, f"{len(found)} package(s)",
-                                _list(list(config.forbid_packages)), message))
+    for gate in GATES:
+        verdicts.extend(gate(result, config, base_result, forbidden_paths))
     return sorted(verdicts, key=lambda v: v.rule)
 
 

@@ -1,15 +1,17 @@
 """`slim build`: write the minimal image, prove it still works, repair it when it does not.
 
-Flow: trace the original when probes are given (or verification is on) → keep set = static
-closure plus traced paths → write the image to a temp sibling of the destination → run the same
-probes against it and compare outcomes with the original's (exit code and output, HTTP status
-and body, TCP reply) → on a difference, add the paths the original used that the minimal image
-lacked (plus their static closure) as `verify-fix` edges, rebuild, retry (bounded) → move the
-image into place only when verified (or with keep_unverified). Nothing half-written remains.
+Flow: check the destination → trace the original when probes are given (or verification is on)
+→ keep set = static closure plus traced paths (slim.pipeline) → write the image to a temp
+sibling of the destination → run the same probes against it and compare outcomes with the
+original's (exit code and output, HTTP status and body, TCP reply) → on a difference, add the
+paths the original used that the minimal image lacked (plus their static closure) as
+`verify-fix` edges, rebuild, retry (bounded) → move the image into place only when verified
+(or with keep_unverified). Nothing half-written remains.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,13 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from slim.emitters.image import BuiltImage, build_image
+from slim.emitters.imagewriter import is_slim_layout
 from slim.errors import EmitError, TraceError, UsageError
-from slim.fs.extract import prepare_root
-from slim.pipeline import AnalyzeOptions, LoadedImage, analyze, load
-from slim.result import AnalysisResult, ProbeOutcome
-from slim.sources.directory import DirectoryImage
-from slim.tracers import RunResult, choose_runner
-from slim.tracers.probes import Probe, compare_observations, default_probes
+from slim.image import LoadedImage
+from slim.outputs import check_output
+from slim.pipeline import Analysis, AnalyzeOptions, analyze, load_image, probe_outcomes
+from slim.refs import OutputRef, parse_output, split_name
+from slim.result import AnalysisResult
+from slim.tracers import RunOptions, RunResult, run_image
+from slim.tracers.probes import Probe, compare_observations
 from slim.tracers.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -35,10 +39,10 @@ Say = Callable[[str], None]
 MODES = ("static", "traced", "both")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildOptions:
     dest: str  # oci:DIR | oci-archive:FILE | docker-archive:FILE | docker://REF
-    probes: list[Probe] = field(default_factory=list)
+    probes: tuple[Probe, ...] = ()
     mode: str = "static"  # static | traced | both: where the keep set's roots come from
     verify: bool = True
     runner: str = "auto"
@@ -50,11 +54,15 @@ class BuildOptions:
     load_tag: str = ""  # --load --tag NAME: load into the Docker daemon
     compression: str = "gzip"
 
+    @property
+    def run(self) -> RunOptions:
+        return RunOptions(self.probes, self.runner, self.network, self.timeout)
 
-@dataclass
+
+@dataclass(frozen=True)
 class BuildOutcome:
     result: AnalysisResult
-    built: BuiltImage | None
+    built: BuiltImage
     verified: bool | None  # None: not verified (no runner / --no-verify)
     fixes: list[dict[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -62,20 +70,30 @@ class BuildOutcome:
     trace: Trace | None = None  # the original's traced run (verification or --trace), if any
 
 
-def run_traced(loaded: LoadedImage, probes: list[Probe], *, runner: str = "auto",
-               network: str = "host", timeout: float = 60.0) -> RunResult:
-    """Run `loaded`'s image under the chosen runner with `probes`. Raises TraceError."""
-    config = loaded.image.config
-    with tempfile.TemporaryDirectory(prefix="slim-run-") as work:
-        root = prepare_root(loaded.image, work)
-        return choose_runner(runner).run(
-            root, config, probes or default_probes(config), network=network, timeout=timeout,
-            writable=not isinstance(loaded.image, DirectoryImage),
-        )
+def check_destination(dest: str, options: BuildOptions) -> OutputRef:
+    """Parse and check the output before any work. Raises UsageError / EmitError."""
+    out = parse_output(dest)
+    if options.mode not in MODES:
+        raise UsageError(f"--mode {options.mode}: choose {', '.join(MODES)}")
+    if out.transport != "docker":  # an image output may name a directory still to be made
+        parent = os.path.dirname(os.path.abspath(out.location))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise EmitError(f"{out}: cannot create {parent}: {exc.strerror}") from None
+    if out.transport == "oci":
+        check_output(out.location, what="OCI layout", directory=True, is_previous=is_slim_layout)
+    elif out.transport != "docker":
+        check_output(out.location, what="image archive")
+    if options.load_tag and out.transport != "docker-archive":
+        raise UsageError("--load needs a docker-archive:FILE output")
+    return out
 
 
-def _fix_candidates(original: RunResult, minimal: RunResult, loaded: LoadedImage, keep: set[str]) -> list[str]:
-    """Paths the original run found that the minimal run looked up and missed."""
+def _fix_candidates(original: RunResult, minimal: RunResult | None, loaded: LoadedImage,
+                    keep: set[str]) -> list[str]:
+    """Paths the original run found that the minimal run looked up and missed, and anything the
+    original used that is not kept at all (a lookup the minimal run skipped)."""
     fs = loaded.rootfs
 
     def kept(path: str) -> bool:
@@ -86,87 +104,107 @@ def _fix_candidates(original: RunResult, minimal: RunResult, loaded: LoadedImage
         res = fs.resolve(path)
         return res.exists and res.path in keep and all(link in keep for link in res.links)
 
-    out = []
-    for path, acc in sorted(minimal.trace.paths.items()):
-        if acc.found or not acc.errors:
-            continue
-        orig = original.trace.paths.get(path)
-        if orig is None or not orig.found:
-            continue
-        if kept(path) or not (fs.lexists(path) or fs.exists(path)):
-            continue
-        out.append(path)
-    # and anything the original used that is not kept at all (a lookup the minimal run skipped)
+    def in_image(path: str) -> bool:
+        return fs.lexists(path) or fs.exists(path)
+
+    out: set[str] = set()
+    if minimal is not None:
+        for path, acc in minimal.trace.paths.items():
+            orig = original.trace.paths.get(path)
+            if (not acc.found and acc.errors and orig is not None and orig.found
+                    and in_image(path) and not kept(path)):
+                out.add(path)
     for path in original.trace.used:
-        if (path != "/" and (fs.lexists(path) or fs.exists(path)) and path not in out
-                and not path.startswith(("/proc", "/sys", "/dev")) and not kept(path)):
-            out.append(path)
-    return sorted(set(out))
+        if (path != "/" and in_image(path) and not path.startswith(("/proc", "/sys", "/dev"))
+                and not kept(path)):
+            out.add(path)
+    return sorted(out)
 
 
-def _split_dest(dest: str) -> tuple[str, str, str]:
-    """(transport, host path, tag) of a file destination: oci:DIR[:TAG], *-archive:FILE[:NAME]."""
-    transport, _, rest = dest.partition(":")
-    if transport == "oci":
-        path, sep, tag = rest.rpartition(":")
-        if sep and "/" not in tag and not os.path.exists(rest):
-            return transport, path, tag
-    return transport, rest, ""
-
-
-def _stage_dest(dest: str, work: str) -> str:
+def _stage(out: OutputRef, work: str) -> OutputRef:
     """Where to write before the image is proven: a temp location of the same kind."""
-    if dest.startswith("docker://"):
-        return f"oci:{os.path.join(work, 'push')}:latest"
-    transport, _, tag = _split_dest(dest)
-    if transport == "oci":
-        return f"oci:{os.path.join(work, 'image.oci')}" + (f":{tag}" if tag else "")
-    if transport in ("oci-archive", "docker-archive"):
-        return f"{transport}:{os.path.join(work, 'image.tar')}"
-    raise EmitError(f"{dest}: output must be oci:DIR, oci-archive:FILE, docker-archive:FILE or docker://REF")
+    if out.transport == "docker":
+        return OutputRef("oci", os.path.join(work, "push"), "latest")
+    name = "image.oci" if out.transport == "oci" else "image.tar"
+    return out.with_location(os.path.join(work, name))
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
-
-
-def _publish(staged: str, dest: str) -> None:
+def _publish(staged: OutputRef, out: OutputRef) -> None:
     """Move a staged image into place (or push it); replaces an existing destination whole."""
-    if dest.startswith("docker://"):
+    if out.transport == "docker":
         skopeo = shutil.which("skopeo")
         if skopeo is None:
-            raise EmitError(f"{dest}: skopeo is needed to push (apt-get install skopeo)")
+            raise EmitError(f"{out}: skopeo is needed to push (apt-get install skopeo)")
         tls = os.environ.get("SLIM_REGISTRY_TLS_VERIFY", "true").lower() not in ("0", "false", "no")
-        cmd = [skopeo, "copy", "--quiet", *([] if tls else ["--dest-tls-verify=false"]), staged, dest]
+        cmd = [skopeo, "copy", "--quiet", *([] if tls else ["--dest-tls-verify=false"]),
+               f"oci:{staged.location}:{staged.tag}", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             lines = (proc.stderr or proc.stdout).strip().splitlines()
-            raise EmitError(f"{dest}: push failed: {lines[-1] if lines else proc.returncode}")
+            raise EmitError(f"{out}: push failed: {lines[-1] if lines else proc.returncode}")
         return
-    _, src, _ = _split_dest(staged)
-    _, target, _ = _split_dest(dest)
-    os.makedirs(os.path.dirname(os.path.abspath(target)) or ".", exist_ok=True)
-    # the old destination moves aside first, so a failed move never leaves a mix of both
-    old = target + ".slim-old"
-    _remove(old)
-    if os.path.lexists(target):
-        os.replace(target, old)
-    shutil.move(src, target)
-    _remove(old)
+    target = os.path.realpath(out.location) if os.path.islink(out.location) else out.location
+    old = ""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        if os.path.isdir(target):  # a previous slim layout (checked before any work)
+            old = tempfile.mkdtemp(prefix=".slim-old-", dir=os.path.dirname(os.path.abspath(target)))
+            os.rmdir(old)
+            os.replace(target, old)
+        os.replace(staged.location, target)
+    except OSError as exc:
+        if old and not os.path.exists(target):
+            os.replace(old, target)
+        raise EmitError(f"{out}: cannot publish the image: {exc.strerror}") from None
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_into_daemon(built_archive: str, tag: str) -> None:
+def _load_into_daemon(archive: str, tag: str) -> None:
     from slim.sources.daemon import docker_client
 
     client = docker_client()
-    with open(built_archive, "rb") as f:
-        images = client.images.load(f.read() if os.path.getsize(built_archive) < (1 << 26) else f)
+    with open(archive, "rb") as f:
+        images = client.images.load(f.read() if os.path.getsize(archive) < (1 << 26) else f)
     if images and tag:
-        repo, _, t = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
-        images[0].tag(repo or tag, t or "latest")
+        repo, short = split_name(tag)
+        images[0].tag(repo, short or "latest")
+
+
+def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say) -> RunResult | None:
+    """The original's traced run (None when verification is impossible and not needed)."""
+    traced_mode = options.mode != "static"
+    if not (options.verify or traced_mode):
+        return None
+    try:
+        say("tracing the original image")
+        original = run_image(loaded, options.run)
+    except TraceError as exc:
+        if traced_mode:
+            raise
+        say(f"verification skipped: {exc}")
+        return None
+    if not original.passed:
+        failed = [p for p in original.probes if not p.passed]
+        detail = failed[0].detail if failed else f"exit code {original.exit_code}"
+        raise TraceError(f"{loaded.image.ref}: the ORIGINAL image fails its probes ({detail}); "
+                         "nothing to compare against")
+    return original
+
+
+def _verify(staged: OutputRef, original: RunResult,
+            options: BuildOptions) -> tuple[RunResult | None, list[str]]:
+    """Run the probes against the staged image; (its run, differences from the original)."""
+    with load_image(str(staged)) as slim_loaded:
+        try:
+            minimal = run_image(slim_loaded, options.run)
+        except TraceError as exc:
+            return None, [f"minimal image did not start: {exc}"]
+    failures = [f"{p.spec}: {p.detail}" for p in minimal.probes if not p.passed]
+    if not minimal.probes and not minimal.passed:
+        failures.append(f"exit code {minimal.exit_code}: {minimal.stderr_tail[-300:]}")
+    failures += compare_observations(original.observations, minimal.observations)
+    return minimal, failures
 
 
 def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions,
@@ -178,102 +216,84 @@ def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions
     """
     say = say or (lambda _msg: None)
     start = time.monotonic()
-    with load(reference) as loaded:
-        original: RunResult | None = None
-        runner_ok = True
-        if options.mode not in MODES:
-            raise UsageError(f"--mode {options.mode}: choose {', '.join(MODES)}")
-        traced_mode = options.mode != "static"
-        if options.verify or traced_mode:
-            try:
-                say("tracing the original image")
-                original = run_traced(loaded, options.probes, runner=options.runner,
-                                      network=options.network, timeout=options.timeout)
-            except TraceError as exc:
-                if traced_mode:
-                    raise
-                runner_ok = False
-                say(f"verification skipped: {exc}")
-            if original is not None and not original.passed:
-                failed = [p for p in original.probes if not p.passed]
-                detail = failed[0].detail if failed else f"exit code {original.exit_code}"
-                raise TraceError(f"{reference}: the ORIGINAL image fails its probes ({detail}); nothing to compare against")
-        if traced_mode and original is not None:
-            analyze_options.trace = original.trace
+    out = check_destination(options.dest, options)
+    with load_image(reference) as loaded:
+        original = _trace_original(loaded, options, say)
+        if options.mode != "static" and original is not None:
             # traced: the run's files and their static closure; both: plus the entrypoint's
-            analyze_options.static_roots = options.mode == "both"
-        fixes: list[dict[str, str]] = []
-        work = tempfile.mkdtemp(prefix="slim-build-", dir=_work_parent(options.dest))
+            analyze_options = dataclasses.replace(analyze_options, static_roots=options.mode == "both")
+        trace = original.trace if original is not None and options.mode != "static" else None
+        work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
         try:
-            for attempt in range(options.max_fixes + 1):
-                result, closure = analyze(loaded, analyze_options)
-                assert closure is not None
-                staged = _stage_dest(options.dest, os.path.join(work, f"try{attempt}"))
-                os.makedirs(os.path.join(work, f"try{attempt}"), exist_ok=True)
-                say(f"writing the minimal image ({len(closure.keep)} paths)")
-                built = build_image(loaded, closure.keep, staged, keep_base=options.keep_base,
-                                    compression=options.compression)
-                if not (options.verify and runner_ok and original is not None):
-                    _publish(staged, options.dest)
-                    return _outcome(result, built, None, fixes, [], options, start, original)
-                say("verifying: running the probes against the minimal image")
-                with load(staged) as slim_loaded:
-                    try:
-                        minimal = run_traced(slim_loaded, options.probes, runner=options.runner,
-                                             network=options.network, timeout=options.timeout)
-                    except TraceError as exc:
-                        minimal = None
-                        failures = [f"minimal image did not start: {exc}"]
-                if minimal is not None:
-                    failures = [f"{p.spec}: {p.detail}" for p in minimal.probes if not p.passed]
-                    if not minimal.probes and not minimal.passed:
-                        failures.append(f"exit code {minimal.exit_code}: {minimal.stderr_tail[-300:]}")
-                    failures += compare_observations(original.observations, minimal.observations)
-                if not failures:
-                    _publish(staged, options.dest)
-                    return _outcome(result, built, True, fixes, [], options, start, original)
-                candidates = _fix_candidates(original, minimal, loaded, closure.keep) if minimal else sorted(
-                    p for p in original.trace.used if p not in closure.keep and loaded.rootfs.lexists(p))
-                if not candidates or attempt == options.max_fixes:
-                    if options.keep_unverified:
-                        _publish(staged, options.dest)
-                    return _outcome(result, built, False, fixes, failures, options, start, original)
-                for path in candidates:
-                    fixes.append({"path": path, "reason": failures[0][:200], "attempt": str(attempt + 1)})
-                    analyze_options.fixes.append(path)
-                say(f"verification failed ({failures[0]}); adding {len(candidates)} paths and retrying")
+            return _build_loop(loaded, analyze_options, options, out, original, trace, work, say, start)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: BuildOptions,
+                out: OutputRef, original: RunResult | None, trace: Trace | None, work: str,
+                say: Say, start: float) -> BuildOutcome:
+    """Write → verify → repair, at most options.max_fixes + 1 times."""
+    fixes: list[dict[str, str]] = []
+    for attempt in range(options.max_fixes + 1):
+        analysis = analyze(loaded, analyze_options, trace=trace)
+        assert analysis.closure is not None
+        keep = analysis.closure.keep
+        os.makedirs(os.path.join(work, f"try{attempt}"))
+        staged = _stage(out, os.path.join(work, f"try{attempt}"))
+        say(f"writing the minimal image ({len(keep)} paths)")
+        built = build_image(loaded, keep, str(staged), keep_base=options.keep_base,
+                            compression=options.compression)
+        if not (options.verify and original is not None):
+            _publish(staged, out)
+            return _outcome(analysis, built, None, fixes, [], options, start, original)
+        say("verifying: running the probes against the minimal image")
+        minimal, failures = _verify(staged, original, options)
+        if not failures:
+            _publish(staged, out)
+            return _outcome(analysis, built, True, fixes, [], options, start, original)
+        candidates = _fix_candidates(original, minimal, loaded, keep)
+        if not candidates or attempt == options.max_fixes:
+            if options.keep_unverified:
+                _publish(staged, out)
+            return _outcome(analysis, built, False, fixes, failures, options, start, original)
+        fixes += [{"path": p, "reason": failures[0][:200], "attempt": str(attempt + 1)}
+                  for p in candidates]
+        analyze_options = dataclasses.replace(
+            analyze_options, fixes=tuple(analyze_options.fixes) + tuple(candidates))
+        say(f"verification failed ({failures[0]}); adding {len(candidates)} paths and retrying")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _work_parent(dest: str) -> str | None:
+def _work_parent(out: OutputRef) -> str | None:
     """Stage next to the destination so the final move is a rename on the same filesystem."""
-    if dest.startswith("docker://"):
+    if out.transport == "docker":
         return None
-    target = dest.split(":", 1)[-1]
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    return parent
+    target = os.path.realpath(out.location) if os.path.islink(out.location) else out.location
+    return os.path.dirname(os.path.abspath(target))
 
 
-def _outcome(result: AnalysisResult, built: BuiltImage, verified: bool | None, fixes: list[dict[str, str]],
-             failures: list[str], options: BuildOptions, start: float, original: RunResult | None) -> BuildOutcome:
+def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
+             fixes: list[dict[str, str]], failures: list[str], options: BuildOptions, start: float,
+             original: RunResult | None) -> BuildOutcome:
+    result = analysis.result
     if original is not None:
-        result.syscalls_traced = original.trace.syscall_names
-        result.probes = sorted(original.probes, key=lambda p: p.spec) if original.probes else [
-            ProbeOutcome("run", original.passed, f"exit code {original.exit_code}")]
+        result = dataclasses.replace(result, syscalls_traced=original.trace.syscall_names,
+                                     probes=probe_outcomes(original))
     published = bool(verified) or verified is None or options.keep_unverified
-    if options.load_tag and published and options.dest.startswith("docker-archive:"):
-        _load_into_daemon(options.dest.split(":", 1)[1], options.load_tag)
+    if options.load_tag and published:
+        _load_into_daemon(parse_output(options.dest).location, options.load_tag)
     reduction = result.image.size_bytes / built.size_bytes if built.size_bytes else 0.0
-    result.build = {
+    result = dataclasses.replace(result, build={
         "output": options.dest if published else "",
         "digest": built.digest,
         "size_bytes": built.size_bytes,
         "reduction": round(reduction, 2),
         "verified": verified,
         "fixes": fixes,
-    }
+    })
     return BuildOutcome(result, built, verified, fixes, failures, time.monotonic() - start,
                         original.trace if original is not None else None)
+
+
+__all__ = ["MODES", "BuildOptions", "BuildOutcome", "build", "check_destination"]

@@ -6,19 +6,20 @@ Exit codes: 0 ok · 1 a gate or verification failed · 2 usage error · 3 any ot
 from __future__ import annotations
 
 import logging
-import posixpath
-import re
 import sys
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from slim import __version__
-from slim.errors import SlimError, UsageError
+from slim.errors import AnalysisError, EmitError, SlimError, UsageError
 
 if TYPE_CHECKING:
-    from slim.pipeline import LoadedImage
+    from slim.pipeline import Analysis, AnalyzeOptions, Tracing
     from slim.result import AnalysisResult
+    from slim.tracers.probes import Probe
 
 app = typer.Typer(
     add_completion=False,
@@ -56,69 +57,41 @@ def _root(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-# -- analyze ---------------------------------------------------------------------------------
-def _load_with_progress(reference: str) -> LoadedImage:
-    """Open and read `reference`; a rich progress bar on stderr only when stderr is a terminal."""
-    from slim.pipeline import load
-    from slim.sources import open_image
-
-    image = open_image(reference)
-    if not sys.stderr.isatty():
-        return load(reference, image=image)
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    total = image.total_blob_bytes or None  # rootfs: and daemon sources may not know it
-    with Progress(
-        TextColumn("reading layers"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as progress:
-        task = progress.add_task("read", total=total)
-        return load(reference, on_bytes=lambda n: progress.advance(task, n), image=image)
+# -- shared helpers --------------------------------------------------------------------------
+def _say(message: str) -> None:
+    typer.echo(f"slim: {message}", err=True)
 
 
 def _write_reports(result: AnalysisResult, formats: list[str], output: str | None, why=None) -> None:
-    """Render `result` in each format: to stdout, to the file `output` (one format), or as
-    `output`/report.<ext> (several formats, or `output` is a directory). Files are written whole
-    into a temp file beside the target, then renamed into place."""
+    """Render `result` in each format: to stdout (one format), to the file `output` (one
+    format), or as `output`/report.<ext> (several formats need a directory). Files are written
+    whole (slim.outputs)."""
     import io
     import os
-    import tempfile
 
     from slim.emitters import EMITTERS
-    from slim.errors import EmitError
+    from slim.outputs import check_output, is_stdout, write_file
 
     emitters = [EMITTERS[f] for f in formats]
-    if output is None:
-        for emitter in emitters:
-            emitter.emit(result, sys.stdout, color=emitter.name == "text" and sys.stdout.isatty(),
-                         **({"why": why} if why and emitter.name == "html" else {}))
-        return
-    if len(emitters) == 1 and not os.path.isdir(output):
+    if len(emitters) == 1:
         targets = [(emitters[0], output)]
     else:
-        try:
-            os.makedirs(output, exist_ok=True)
-        except OSError as exc:
-            raise EmitError(f"{output}: cannot create the report directory: {exc.strerror}") from None
+        assert output is not None
+        if not os.path.isdir(output):
+            check_output(output, what="report directory", directory=True)
+            try:
+                os.makedirs(output, exist_ok=True)
+            except OSError as exc:
+                raise EmitError(f"{output}: cannot create the report directory: {exc.strerror}") from None
         targets = [(e, os.path.join(output, f"report.{e.extension}")) for e in emitters]
     for emitter, path in targets:
+        extra = {"why": why} if why and emitter.name == "html" else {}
+        if path is None or is_stdout(path):
+            emitter.emit(result, sys.stdout, color=emitter.name == "text" and sys.stdout.isatty(), **extra)
+            continue
         buf = io.StringIO()
-        emitter.emit(result, buf, color=False, **({"why": why} if why and emitter.name == "html" else {}))
-        directory = os.path.dirname(os.path.abspath(path))
-        tmp = ""
-        try:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".slim-report-")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(buf.getvalue())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-            os.replace(tmp, path)
-        except OSError as exc:
-            if tmp and os.path.exists(tmp):
-                os.unlink(tmp)
-            raise EmitError(f"{path}: cannot write the {emitter.name} report: {exc.strerror}") from None
+        emitter.emit(result, buf, color=False, **extra)
+        write_file(path, buf.getvalue(), what=f"{emitter.name} report")
 
 
 # Options shared by the commands that compute a keep set (analyze, build, why, graph, seccomp,
@@ -130,90 +103,75 @@ RunnerOpt = Annotated[str, typer.Option("--runner", help="auto, sandbox (bubblew
 NetworkOpt = Annotated[str, typer.Option("--network", help="host or none for the traced run.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds a traced run may take.")]
 RulesOpt = Annotated[list[str] | None, typer.Option("--rules", help="Extra rule-pack directory (repeatable).")]
-KeepOpt = Annotated[list[str] | None, typer.Option("--keep", help="Always keep paths matching GLOB (repeatable).")]
+KeepOpt = Annotated[list[str] | None, typer.Option("--keep", help="Always keep paths matching GLOB (repeatable; `*` stays in one directory, `**` crosses them).")]
 DropOpt = Annotated[list[str] | None, typer.Option("--drop", help="Never keep paths matching GLOB (repeatable).")]
 KeepAppOpt = Annotated[bool, typer.Option("--keep-app/--no-keep-app", help="Keep unpackaged files under WorkingDir and the entrypoint script's directory.")]
 TraceFileOpt = Annotated[str | None, typer.Option("--trace-file", help="Reuse a trace saved with --save-trace instead of running.")]
 SaveTraceOpt = Annotated[str | None, typer.Option("--save-trace", help="Write the trace of this run as JSON.")]
 
 
-def _options(rules: list[str] | None, keep: list[str] | None, drop: list[str] | None, keep_app: bool):
+def _options(rules: list[str] | None, keep: list[str] | None, drop: list[str] | None,
+             keep_app: bool = True, **more: Any) -> AnalyzeOptions:
     from slim.pipeline import AnalyzeOptions
 
-    return AnalyzeOptions(rules_dirs=list(rules or []), keep=list(keep or []), drop=list(drop or []),
-                          keep_app=keep_app)
+    return AnalyzeOptions(rules_dirs=tuple(rules or ()), keep=tuple(keep or ()),
+                          drop=tuple(drop or ()), keep_app=keep_app, **more)
 
 
-def _probes(specs: list[str] | None) -> list:
+def _probes(specs: list[str] | None) -> tuple[Probe, ...]:
     from slim.tracers.probes import parse_probe
 
     try:
-        return [parse_probe(s) for s in specs or []]
+        return tuple(parse_probe(s) for s in specs or [])
     except SlimError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _run_args(trace: bool = False, probes: list[str] | None = None, runner: str = "auto",
-              network: str = "host", timeout: float = 60.0, trace_file: str | None = None,
-              save_trace: str | None = None) -> dict:
-    """The tracing options of a command, as `_traced_run` takes them."""
-    return {"trace": trace, "probes": probes, "runner": runner, "network": network,
-            "timeout": timeout, "trace_file": trace_file, "save_trace": save_trace}
-
-
-def _say(message: str) -> None:
-    typer.echo(f"slim: {message}", err=True)
-
-
-def _traced_run(loaded: LoadedImage, trace: bool, probes: list[str] | None, runner: str, network: str,
-                timeout: float, trace_file: str | None, save_trace: str | None):
-    """A RunResult (new run) or a Trace (from --trace-file), or None when not tracing."""
-    from slim.tracers.trace import Trace
+def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str = "auto",
+             network: str = "host", timeout: float = 60.0, trace_file: str | None = None,
+             save_trace: str | None = None) -> Tracing | None:
+    """The tracing options of a command (None: no trace). Raises UsageError."""
+    from slim.pipeline import Tracing
+    from slim.tracers.base import RunOptions
 
     if trace_file:
-        return Trace.load(trace_file)
+        return Tracing(trace_file=trace_file)
     if not trace:
         if probes:
             raise UsageError("--probe needs --trace (or use `slim build`, which verifies with probes)")
         return None
-    from slim.build import run_traced
-
-    _say("running the image traced")
-    run = run_traced(loaded, _probes(probes), runner=runner, network=network, timeout=timeout)
-    if save_trace:
-        with open(save_trace, "w", encoding="utf-8") as f:
-            f.write(run.trace.dumps())
-    return run
+    return Tracing(run=RunOptions(_probes(probes), runner, network, timeout),
+                   save_trace=save_trace or "")
 
 
-def _analyze(image: str, options, run_args: dict, *, static: bool = True, syscalls: bool = False):
-    """Load, trace if asked, compute the closure; returns (result, closure, loaded-closed, run)."""
-    from slim.pipeline import analyze as run_analysis
-    from slim.pipeline import static_syscalls
-    from slim.result import ProbeOutcome
-    from slim.tracers.trace import Trace
+@contextmanager
+def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = None) -> Iterator[Analysis]:
+    """pipeline.analyzed with a progress bar on stderr when it is a terminal."""
+    from slim.pipeline import analyzed
 
-    options.static = static
-    with _load_with_progress(image) as loaded:
-        run = _traced_run(loaded, **run_args)
-        trace = run if isinstance(run, Trace) else (run.trace if run is not None else None)
-        options.trace = trace
-        result, closure = run_analysis(loaded, options)
-        if trace is not None:
-            result.syscalls_traced = trace.syscall_names
-        if run is not None and not isinstance(run, Trace):
-            result.probes = sorted(run.probes, key=lambda p: p.spec) or [
-                ProbeOutcome("run", run.passed, f"exit code {run.exit_code}")]
-        if syscalls and closure is not None:
-            result.syscalls_static = static_syscalls(loaded, closure).names
-        return result, closure, loaded, run
+    if tracing is not None and tracing.run is not None:
+        _say("running the image traced")
+    if not sys.stderr.isatty():
+        with analyzed(image, options, tracing) as analysis:
+            yield analysis
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    with Progress(TextColumn("reading layers"), BarColumn(), DownloadColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("read", total=None)
+        with analyzed(image, options, tracing, on_bytes=lambda n: progress.advance(task, n)) as analysis:
+            progress.stop()
+            yield analysis
 
 
+# -- analyze ---------------------------------------------------------------------------------
 @app.command()
 def analyze(
     image: ImageArg,
-    formats: Annotated[list[str] | None, typer.Option("--format", "-f", help="text, json, markdown or html (default text); repeat for several.")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write here (a directory when several formats).")] = None,
+    formats: Annotated[list[str] | None, typer.Option("--format", "-f", help="text, json, markdown or html (default text); several need --output DIR.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write here (a directory when several formats; - for stdout).")] = None,
     static: Annotated[bool, typer.Option("--static/--no-static", help="Compute what the app needs (off: only where the bytes are).")] = True,
     syscalls: Annotated[bool, typer.Option("--syscalls", help="Also extract the kept ELF files' syscalls (static upper bound).")] = False,
     trace: TraceOpt = False,
@@ -237,10 +195,14 @@ def analyze(
         unknown = [f for f in formats if f not in EMITTERS]
         if unknown:
             raise UsageError(f"--format {unknown[0]}: unknown format (choose from {', '.join(sorted(EMITTERS))})")
-        run_args = _run_args(trace, probe, runner, network, timeout, trace_file, save_trace)
-        result, closure, _, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args,
-                                           static=static, syscalls=syscalls)
-        _write_reports(result, formats, output, why=closure.graph.why if closure else None)
+        if len(formats) > 1 and (output is None or output == "-"):
+            raise UsageError(f"--format {' '.join(formats)}: several formats need --output DIR")
+        options = _options(rules, keep, drop, keep_app, static=static, syscalls=syscalls)
+        tracing = _tracing(trace, probe, runner, network, timeout, trace_file, save_trace)
+        with _analyzed(image, options, tracing) as analysis:
+            result = analysis.result
+            why_fn = analysis.closure.graph.why if analysis.closure else None
+            _write_reports(result, formats, output, why=why_fn)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]
@@ -264,37 +226,26 @@ def why(
     keep_app: KeepAppOpt = True,
 ) -> None:
     """Print the shortest chain of reasons from the container start to PATH; exit 1 when not kept."""
-    from slim.model import ROOT, normpath
+    from slim.model import ROOT
+    from slim.pipeline import why as why_chain
 
-    run_args = _run_args(trace_file=trace_file)
     try:
-        _, closure, loaded, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args)
+        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file)) as analysis:
+            answer = why_chain(analysis, path)
     except SlimError as exc:
         fail(exc)
-    assert closure is not None
-    fs = loaded.rootfs
-    target = normpath(path)
-    parent = fs.resolve(posixpath.dirname(target))
-    canonical = posixpath.join(parent.path, posixpath.basename(target)) if parent.exists else target
-    steps = closure.graph.why(target) or closure.graph.why(canonical)
-    if steps is None:
-        final = fs.resolve(target)
-        if final.exists and final.path != target:
-            steps = closure.graph.why(final.path)
-        if steps is None:
-            present = fs.lexists(canonical) or final.exists
-            typer.echo(f"{target}: not kept" + ("" if present else " (not in the image)"))
-            raise typer.Exit(1)
-    for i, step in enumerate(steps):
+    if not answer.steps:
+        typer.echo(f"{answer.path}: not kept" + ("" if answer.in_image else " (not in the image)"))
+        raise typer.Exit(1)
+    for i, item in enumerate(answer.steps):
+        step = item.step
         src = "container start" if step.src == ROOT else step.src
         typer.echo(f"{'  ' * i}{src} -> {step.dst}  [{step.kind}]" + (f"  {step.evidence}" if step.evidence else ""))
-    if verbose and closure.context is not None:
-        tried = closure.context.cache.get("ldso.tried", {})
-        for step in steps:
-            match = re.match(r"DT_NEEDED (\S+)", step.evidence)
-            if step.kind == "needed" and match and (step.src, match.group(1)) in tried:
-                typer.echo(f"{step.src}: DT_NEEDED {match.group(1)}: the loader tried, in order:")
-                for d in tried[(step.src, match.group(1))]:
+    if verbose:
+        for item in answer.steps:
+            if item.tried:
+                typer.echo(f"{item.step.src}: DT_NEEDED {item.needed}: the loader tried, in order:")
+                for d in item.tried:
                     typer.echo(f"  {d}")
 
 
@@ -311,45 +262,22 @@ def graph(
 ) -> None:
     """Export the dependency graph (nodes: image paths; edges: kind and evidence)."""
     from slim.graph import EXPORT_FORMATS
+    from slim.outputs import check_output, is_stdout, write_file
 
-    if fmt not in EXPORT_FORMATS:
-        fail(UsageError(f"--format {fmt}: choose from {', '.join(EXPORT_FORMATS)}"))
-    run_args = _run_args(trace_file=trace_file)
     try:
-        _, closure, _, _ = _analyze(image, _options(rules, keep, drop, keep_app), run_args)
-        assert closure is not None
-        text = closure.graph.export(fmt)
+        if fmt not in EXPORT_FORMATS:
+            raise UsageError(f"--format {fmt}: choose from {', '.join(EXPORT_FORMATS)}")
         if output:
-            _atomic_write(output, text)
+            check_output(output, what="graph")
+        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file)) as analysis:
+            assert analysis.closure is not None
+            text = analysis.closure.graph.export(fmt)
+        if output and not is_stdout(output):
+            write_file(output, text, what="graph")
         else:
             sys.stdout.write(text)
     except SlimError as exc:
         fail(exc)
-
-
-def _atomic_write(path: str, text: str) -> None:
-    import os
-    import tempfile
-
-    from slim.errors import EmitError
-
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".slim-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise EmitError(f"{path}: cannot write: {exc.strerror}") from None
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 @app.command()
@@ -377,10 +305,12 @@ def build(
     """Write the minimal image, verify it still works, repair it when it does not."""
     from slim.build import BuildOptions
     from slim.build import build as run_build
+    from slim.outputs import check_output, write_file
+    from slim.units import format_bytes, ratio
 
-    if load_image and not output.startswith("docker-archive:"):
-        fail(UsageError("--load needs a docker-archive:FILE output"))
     try:
+        if report:
+            check_output(report, what="report")
         outcome = run_build(image, _options(rules, keep, drop, keep_app), BuildOptions(
             dest=output, probes=_probes(probe), mode=mode or ("both" if trace or probe else "static"),
             verify=verify, runner=runner,
@@ -389,14 +319,13 @@ def build(
         if report:
             from slim.emitters.report_json import render_json
 
-            _atomic_write(report, render_json(outcome.result))
+            write_file(report, render_json(outcome.result), what="report")
     except SlimError as exc:
         fail(exc)
     res, built = outcome.result, outcome.built
-    assert built is not None
     before = res.image.size_bytes
-    typer.echo(f"{image}: {_human(before)} -> {_human(built.size_bytes)} "
-               f"({before / built.size_bytes if built.size_bytes else 0:.1f}x smaller, {built.file_count} files) "
+    typer.echo(f"{image}: {format_bytes(before)} -> {format_bytes(built.size_bytes)} "
+               f"({ratio(before, built.size_bytes)} smaller, {built.file_count} files) "
                f"in {outcome.seconds:.1f} s")
     for fix in outcome.fixes:
         typer.echo(f"  verify-fix: kept {fix['path']} ({fix['reason']})")
@@ -426,23 +355,26 @@ def seccomp(
 ) -> None:
     """Write a seccomp profile allowing the app's syscalls plus the runtime's baseline."""
     from slim.emitters.seccomp import build_seccomp_profile, dumps_profile
+    from slim.outputs import check_output, write_file
 
     traced = trace or bool(trace_file)
     source = source or ("both" if traced else "static")
-    if source not in ("traced", "static", "both"):
-        fail(UsageError(f"--from {source}: choose traced, static or both"))
-    if source in ("traced", "both") and not traced:
-        fail(UsageError(f"--from {source} needs --trace (or --trace-file)"))
-    run_args = _run_args(trace, probe, runner, network, timeout, trace_file)
     try:
-        result, _, _, _ = _analyze(image, _options(rules, keep, drop, True), run_args,
-                                   syscalls=source in ("static", "both"))
+        if source not in ("traced", "static", "both"):
+            raise UsageError(f"--from {source}: choose traced, static or both")
+        if source in ("traced", "both") and not traced:
+            raise UsageError(f"--from {source} needs --trace (or --trace-file)")
+        check_output(output, what="seccomp profile")
+        options = _options(rules, keep, drop, syscalls=source in ("static", "both"))
+        with _analyzed(image, options, _tracing(trace, probe, runner, network, timeout, trace_file)) as analysis:
+            result = analysis.result
         names = set(result.syscalls_static if source != "traced" else ())
         names |= set(result.syscalls_traced if source != "static" else ())
         if not names:
-            raise UsageError(f"{image}: no syscalls found ({source}); nothing to allow")
+            raise AnalysisError(f"{image}: no syscalls found ({source}): the image has no ELF "
+                                "program slim could analyze; nothing to allow")
         profile = build_seccomp_profile(sorted(names))
-        _atomic_write(output, dumps_profile(profile))
+        write_file(output, dumps_profile(profile), what="seccomp profile")
     except SlimError as exc:
         fail(exc)
     allowed = len(profile["syscalls"][0]["names"]) if profile.get("syscalls") else 0
@@ -467,38 +399,38 @@ def manifest(
     """Emit a unikernel manifest with the kept files and check the app's syscalls against the target."""
     import tempfile
 
-    from slim.closure import which
     from slim.emitters.unikernel import AppManifest, render_manifest
-    from slim.fs.extract import prepare_root
-    from slim.pipeline import load
+    from slim.image import load, prepare_root
+    from slim.programs import which
     from slim.syscalls.compat import check_compat
 
     targets = {"ops": "nanos", "nanos": "nanos", "osv": "osv", "unikraft": "unikraft"}
-    if target not in targets:
-        fail(UsageError(f"--target {target}: choose ops, osv or unikraft"))
-    run_args = _run_args(trace, probe, runner, network, timeout, trace_file)
     try:
-        result, closure, loaded, _ = _analyze(image, _options(rules, keep, drop, True), run_args, syscalls=True)
-        assert closure is not None
-        config = loaded.image.config
-        argv = list(config.argv)
-        if not argv:
-            raise UsageError(f"{image}: no Entrypoint or Cmd to run")
-        names = sorted(set(result.syscalls_traced) or set(result.syscalls_static))
-        program = which(loaded.rootfs, config, argv[0]) or argv[0]
-        app_manifest = AppManifest(
-            program=program, args=tuple([program, *argv[1:]]),
-            env=tuple(sorted(config.env_dict.items())), cwd=config.workdir or "/",
-            files=tuple((p, p) for p in sorted(closure.keep)), syscalls=tuple(names))
-        # the manifest copies file contents: read them from a full extraction of the image
-        with tempfile.TemporaryDirectory(prefix="slim-manifest-") as work, load(image) as again:
-            root = prepare_root(again.image, work)
-            with load(f"rootfs:{root}") as full:
-                warnings = render_manifest(app_manifest, target, output, full.rootfs)
+        if target not in targets:
+            raise UsageError(f"--target {target}: choose ops, osv or unikraft")
+        tracing = _tracing(trace, probe, runner, network, timeout, trace_file)
+        with _analyzed(image, _options(rules, keep, drop, syscalls=True), tracing) as analysis:
+            assert analysis.closure is not None
+            result, keep_set = analysis.result, analysis.closure.keep
+            config = analysis.loaded.image.config
+            argv = list(config.argv)
+            if not argv:
+                raise UsageError(f"{image}: no Entrypoint or Cmd to run")
+            names = sorted(set(result.syscalls_traced) or set(result.syscalls_static))
+            program = which(analysis.loaded.rootfs, argv[0], config.path_dirs, config.workdir or "/") or argv[0]
+            app_manifest = AppManifest(
+                program=program, args=tuple([program, *argv[1:]]),
+                env=tuple(sorted(config.env_dict.items())), cwd=config.workdir or "/",
+                files=tuple((p, p) for p in sorted(keep_set)), syscalls=tuple(names))
+            # the manifest copies file contents: read them from one extraction of the image
+            with tempfile.TemporaryDirectory(prefix="slim-manifest-") as work:
+                root = prepare_root(analysis.loaded.image, work)
+                with load(f"rootfs:{root}") as full:
+                    warnings = render_manifest(app_manifest, target, output, full.rootfs)
         compat = check_compat(names, targets[target])
     except SlimError as exc:
         fail(exc)
-    typer.echo(f"{output}: {target} manifest with {len(closure.keep)} paths; "
+    typer.echo(f"{output}: {target} manifest with {len(keep_set)} paths; "
                f"syscalls {'traced' if result.syscalls_traced else 'static (upper bound)'}: {len(names)}")
     typer.echo(f"compatibility with {targets[target]}: {compat.verdict}")
     for reason in compat.reasons:
@@ -507,7 +439,7 @@ def manifest(
         typer.echo(f"  warning: {w}")
 
 
-# -- diff, check, hook (workflow: issue 8) ---------------------------------------------------
+# -- diff, check, hook (the workflow commands) ------------------------------------------------
 @app.command("diff")
 def diff_cmd(
     base: Annotated[str, typer.Argument(help="The image before the change.")],

@@ -1,34 +1,33 @@
 """Reachability: from the image's roots to every file the app can need, as a DependencyGraph.
 
-Roots are the entrypoint (Entrypoint + Cmd resolved with the image's PATH and WorkingDir,
-`sh -c` strings and `/usr/bin/env X` looked through), rules that always apply, user `--keep`
-globs and, when a trace is given, every file the traced run opened or executed. A worklist then
-offers each newly kept path to the analyzers until nothing new appears. Every symlink on the
-way to a kept path and every parent directory is kept too, each as an edge saying so.
+Roots come from the entrypoint (slim.entrypoint), the analyzers' `always_roots` (the
+application's own files), rules that always apply, user `--keep` globs and, when a trace is
+given, every file the traced run opened or executed. A worklist then offers each newly kept path
+to the registered analyzers until nothing new appears. Every symlink on the way to a kept path
+and every parent directory is kept too, each as an edge saying so.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import posixpath
-import re
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from slim.analyzers import analyzer_classes
-from slim.analyzers.base import AnalysisContext, Analyzer
-from slim.analyzers.lang import language_roots
-from slim.analyzers.packages import PackageDB, package_db, package_edges
-from slim.analyzers.script import parse_sh_c
+from slim.analyzers import ANALYZERS
+from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
+from slim.analyzers.elf import Loader
+from slim.analyzers.packages import PackageDB, Packages
+from slim.entrypoint import entry_roots
 from slim.fs.rootfs import RootFS
+from slim.globs import GlobSet
 from slim.graph import DependencyGraph
 from slim.model import ROOT, Edge, EntryKind, ImageConfig, Unknown, parent_dirs
+from slim.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
-SHELLS = {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"}
 MAX_NODES = 2_000_000  # a bound on work for hostile images
 
 
@@ -42,114 +41,13 @@ class Closure:
     missing: set[str] = field(default_factory=set)  # needed paths absent from the image
     dropped: set[str] = field(default_factory=set)  # removed by --drop
     packages: PackageDB | None = None  # the image's package database, when it has one
-    context: AnalysisContext | None = None  # what analyzers recorded (ldso.tried …)
+    context: AnalysisContext | None = None  # the analyzers' services (the emulated loader …)
 
-
-def which(fs: RootFS, config: ImageConfig, name: str) -> str | None:
-    """Resolve a command name as execvp does: a name with '/' is a path (relative to the
-    WorkingDir); otherwise each PATH directory of the image in order."""
-    if "/" in name:
-        path = name if name.startswith("/") else posixpath.join(config.workdir or "/", name)
-        return posixpath.normpath(path) if fs.exists(path) else None
-    for d in config.path_dirs:
-        cand = posixpath.join(d if d.startswith("/") else "/" + d, name)
-        entry = fs.stat(cand)
-        if entry is not None and entry.is_file:
-            return cand
-    return None
-
-
-def entry_roots(ctx: AnalysisContext, argv: Sequence[str] | None = None) -> list[Edge | Unknown]:
-    """Edges from ROOT for the program the container runs and what its arguments name."""
-    fs, config = ctx.fs, ctx.config
-    argv = list(config.argv if argv is None else argv)
-    out: list[Edge | Unknown] = []
-    if not argv:
-        out.append(Unknown("<entrypoint>", "image has neither Entrypoint nor Cmd"))
-        return out
-    prog_at: tuple[int, str] | None = None
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        prog = which(fs, config, word)
-        if prog is None:
-            out.append(Unknown(word, "entrypoint program not found in the image (PATH: "
-                               + ":".join(config.path_dirs) + ")"))
-            return out
-        out.append(Edge(ROOT, prog, "entrypoint", f"argv[{i}] {word}"))
-        prog_at = (i, prog)
-        base = posixpath.basename(fs.realpath(prog))
-        # /usr/bin/env [-i] [VAR=x …] PROG args: the real program is the next plain word
-        if posixpath.basename(word) == "env" or base == "env":
-            j = i + 1
-            while j < len(argv) and (argv[j].startswith("-") or "=" in argv[j]):
-                j += 1
-            if j < len(argv):
-                i = j
-                continue
-        if (base in SHELLS or posixpath.basename(word) in SHELLS) and "-c" in argv[i + 1 :]:
-            k = argv.index("-c", i + 1)
-            if k + 1 < len(argv):
-                out.extend(_sh_c_roots(ctx, argv[k + 1], f"argv[{k + 1}] sh -c"))
-        # arguments that name files in the image (configs, scripts, data)
-        for j, arg in enumerate(argv[i + 1 :], start=i + 1):
-            for cand in _arg_paths(arg):
-                path = cand if cand.startswith("/") else posixpath.join(config.workdir or "/", cand)
-                path = posixpath.normpath(path)
-                if fs.exists(path) and path != "/":
-                    out.append(Edge(ROOT, path, "entrypoint", f"argv[{j}] {arg}"))
-        break
-    if prog_at is not None:
-        idx, prog = prog_at
-        out.extend(_language_roots(ctx, [prog, *argv[idx + 1 :]]))
-    return out
-
-
-def _arg_paths(arg: str) -> list[str]:
-    """Candidate paths in one argument: the argument itself, or the value of --opt=VALUE."""
-    if arg.startswith("-"):
-        _, eq, value = arg.partition("=")
-        return [value] if eq and value else []
-    return [arg] if arg and not re.search(r"[\s;|&$`]", arg) else []
-
-
-def _sh_c_roots(ctx: AnalysisContext, script: str, evidence: str) -> list[Edge | Unknown]:
-    out: list[Edge | Unknown] = []
-    for item in parse_sh_c(script, ctx):
-        if isinstance(item, (Edge, Unknown)):
-            if isinstance(item, Edge):
-                out.append(Edge(ROOT, item.dst, "entrypoint", f"{evidence}: {item.evidence}"))
-            else:
-                out.append(item)
-        else:
-            word, path = item
-            if path:
-                out.append(Edge(ROOT, path, "entrypoint", f"{evidence}: {word}"))
-            else:
-                out.append(Unknown("<entrypoint>", f"{evidence}: {word!r} not found in PATH"))
-    return out
-
-
-def _language_roots(ctx: AnalysisContext, resolved: list[str]) -> list[Edge | Unknown]:
-    """Interpreters started with a script or module argument (python3 -m X, java -jar …).
-
-    `resolved` is the argv with its program word replaced by the program's image path.
-    """
-    try:
-        return language_roots(ctx, resolved)
-    except Exception as exc:  # an analyzer bug must not lose files: keep and report
-        log.debug("language roots failed", exc_info=True)
-        return [Unknown(resolved[0], f"language roots: {exc.__class__.__name__}: {exc}")]
-
-
-def glob_paths(fs: RootFS, patterns: Iterable[str]) -> list[str]:
-    """Image paths matching user globs (`--keep`); a plain directory keeps its whole subtree."""
-    out: set[str] = set()
-    for pat in patterns:
-        out.update(fs.glob(pat))
-        if not any(ch in pat for ch in "*?[") and fs.is_dir(pat.rstrip("/") or "/"):
-            out.update(fs.glob(fs.realpath(pat.rstrip("/") or "/").rstrip("/") + "/*"))
-    return sorted(out)
+    def loader_tried(self, requester: str, name: str) -> tuple[str, ...]:
+        """The places the emulated loader looked for DT_NEEDED `name` of `requester`."""
+        if self.context is None:
+            return ()
+        return self.context.service(Loader).tried.get((requester, name), ())
 
 
 class ClosureBuilder:
@@ -160,27 +58,36 @@ class ClosureBuilder:
         fs: RootFS,
         config: ImageConfig,
         *,
-        rules: object | None = None,
-        options: dict | None = None,
+        rules: RuleSet | None = None,
+        options: AnalysisOptions | None = None,
+        drop: Iterable[str] = (),
     ) -> None:
         self.fs = fs
         self.config = config
-        self.ctx = AnalysisContext(fs=fs, config=config, options=dict(options or {}))
+        self.ctx = AnalysisContext(fs=fs, config=config, options=options or AnalysisOptions())
         self.rules = rules
-        self.analyzers: list[Analyzer] = [cls(self.ctx) for cls in analyzer_classes()]
+        self.analyzers: list[Analyzer] = [cls(self.ctx) for cls in ANALYZERS]
         self.graph = DependencyGraph()
         self.unknowns: set[Unknown] = set()
         self.missing: set[str] = set()
         self.dropped: set[str] = set()
         self._queue: deque[str] = deque()
         self._done: set[str] = set()
-        self._drop_res: list[re.Pattern[str]] = []
-
-    def set_drops(self, patterns: Iterable[str]) -> None:
-        self._drop_res = [re.compile(fnmatch.translate(p.replace("**", "*"))) for p in patterns]
+        self._drops = GlobSet(drop)
 
     def _dropped(self, path: str) -> bool:
-        return any(r.match(path) for r in self._drop_res)
+        return bool(self._drops) and self._drops.match(path)
+
+    def entry_roots(self) -> list[Edge | Unknown]:
+        """Roots from what the container runs (Entrypoint + Cmd)."""
+        return entry_roots(self.ctx, self.analyzers)
+
+    def always_roots(self) -> list[Edge | Unknown]:
+        """Roots the analyzers keep in every mode (the application's own files)."""
+        out: list[Edge | Unknown] = []
+        for analyzer in self.analyzers:
+            out.extend(analyzer.always_roots())
+        return out
 
     def add(self, item: Edge | Unknown) -> None:
         if isinstance(item, Unknown):
@@ -207,10 +114,6 @@ class ClosureBuilder:
         for it in items:
             self.add(it)
 
-    def _packages(self) -> PackageDB | None:
-        """The image's package database, read once per run (None when there is none)."""
-        db = package_db(self.ctx)
-        return db if db.packages else None
 
     def _canonical(self, edge: Edge) -> Edge:
         """Point an edge at the image entry itself when its path crosses directory symlinks
@@ -239,8 +142,8 @@ class ClosureBuilder:
                 break
             self._visit(self._queue.popleft())
         keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
-        return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped, self._packages(),
-                       self.ctx)
+        return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped,
+                       self.ctx.service(Packages).present, self.ctx)
 
     def _visit(self, path: str) -> None:
         entry = self.fs.get(path)
@@ -275,12 +178,7 @@ class ClosureBuilder:
         if res.path != path:
             return  # the resolved path is visited on its own
         if self.rules is not None:
-            apply = getattr(self.rules, "apply", None)
-            if apply is not None:
-                self.add_all(apply(path, self.fs, self.config))
-        db = self._packages()
-        if db is not None:
-            self.add_all(package_edges(db, path))  # a kept daemon's conffiles
+            self.add_all(self.rules.apply(path, self.fs, self.config))
         if not real.is_file:
             return
         file_entry = self.fs.stat(path) or real

@@ -12,15 +12,16 @@ Output is deterministic: every list is sorted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import posixpath
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from slim.budget import human_bytes
 from slim.model import EntryKind
 from slim.result import AnalysisResult
+from slim.units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +129,14 @@ def snapshot(reference: str) -> ImageSnapshot:
 
     Raises SourceError / LayerError / RuleError.
     """
-    from slim.pipeline import load
+    from slim.analyzers.packages import package_summaries, read_packages
+    from slim.pipeline import load_image
     from slim.summary import summarize
 
-    with load(reference) as loaded:
+    with load_image(reference) as loaded:
         result = summarize(loaded)
-        try:
-            from slim.analyzers.packages import package_summaries, read_packages
-        except ImportError:  # pragma: no cover - the packages analyzer ships with slim
-            pass
-        else:
-            result.packages = package_summaries(read_packages(loaded.rootfs), loaded.rootfs, set())
-        return ImageSnapshot(result, file_sizes(loaded.rootfs))
+        packages = package_summaries(read_packages(loaded.rootfs), loaded.rootfs, set())
+        return ImageSnapshot(dataclasses.replace(result, packages=packages), file_sizes(loaded.rootfs))
 
 
 def _side(result: AnalysisResult) -> SideSummary:
@@ -233,7 +230,7 @@ def diff_images(base_ref: str, head_ref: str) -> ImageDiff:
 
 # -- rendering -------------------------------------------------------------------------------
 def _signed(n: int) -> str:
-    return ("+" if n > 0 else "") + human_bytes(n) if n else "0 B"
+    return ("+" if n > 0 else "") + format_bytes(n) if n else "0 B"
 
 
 def _eff(x: float | None) -> str:
@@ -270,8 +267,8 @@ def _headline(d: ImageDiff) -> str:
     if d.unchanged:
         return f"no change: {h.reference} has the same files, layers and packages as {b.reference}"
     return (
-        f"{b.reference} → {h.reference}: size {human_bytes(b.size_bytes)} → {human_bytes(h.size_bytes)} "
-        f"({_signed(d.size_delta)}); added {human_bytes(d.added_bytes)}, removed {human_bytes(d.removed_bytes)}; "
+        f"{b.reference} → {h.reference}: size {format_bytes(b.size_bytes)} → {format_bytes(h.size_bytes)} "
+        f"({_signed(d.size_delta)}); added {format_bytes(d.added_bytes)}, removed {format_bytes(d.removed_bytes)}; "
         f"efficiency {_eff(b.efficiency)} → {_eff(h.efficiency)} ({_eff_delta(d)})"
     )
 
@@ -297,7 +294,7 @@ def _layer_rows(d: ImageDiff) -> list[list[str]]:
     return [
         [la.status, "-" if la.base_index is None else str(la.base_index),
          "-" if la.head_index is None else str(la.head_index),
-         ("+" if la.status == "added" else "-" if la.status == "removed" else "") + human_bytes(la.size_bytes),
+         ("+" if la.status == "added" else "-" if la.status == "removed" else "") + format_bytes(la.size_bytes),
          (la.created_by or la.diff_id)[:80]]
         for la in d.layers
     ]
@@ -305,7 +302,7 @@ def _layer_rows(d: ImageDiff) -> list[list[str]]:
 
 def _dir_rows(d: ImageDiff) -> list[list[str]]:
     return [
-        [human_bytes(x.added_bytes), human_bytes(x.removed_bytes), _signed(x.net_bytes),
+        [format_bytes(x.added_bytes), format_bytes(x.removed_bytes), _signed(x.net_bytes),
          f"+{x.added_files}/-{x.removed_files}", x.path]
         for x in d.directories[:MAX_ROWS]
     ]
@@ -346,7 +343,7 @@ def render_diff_markdown(d: ImageDiff) -> str:
     lines += _md_table(
         ["", "base", "head", "change"],
         [
-            ["size", human_bytes(d.base.size_bytes), human_bytes(d.head.size_bytes), _signed(d.size_delta)],
+            ["size", format_bytes(d.base.size_bytes), format_bytes(d.head.size_bytes), _signed(d.size_delta)],
             ["files", str(d.base.file_count), str(d.head.file_count), f"{d.head.file_count - d.base.file_count:+d}"],
             ["layers", str(d.base.layer_count), str(d.head.layer_count), f"{d.head.layer_count - d.base.layer_count:+d}"],
             ["efficiency", _eff(d.base.efficiency), _eff(d.head.efficiency), _eff_delta(d)],

@@ -14,7 +14,7 @@ so users comparing the two tools see the same meaning:
   dive's, it is a ratio (0.1 = 10 %; it can exceed 1); the layer size here is the regular-file bytes
   the layer adds. 0.0 when the image has only a base layer.
 
-Our handling of dive's quirks (see /work/shared/reference/peers.md §2.2):
+Our handling of dive's quirks (wagoodman/dive dive/filetree/efficiency.go):
 
 (a) dive records a deleted *directory* as one occurrence at the directory's path whose size is the
     whole deleted subtree. That path appears once, so min == cumulative and removing a directory
@@ -47,7 +47,7 @@ from slim.model import EntryKind, FileEntry
 from slim.result import Efficiency, PathBytes
 
 if TYPE_CHECKING:
-    from slim.pipeline import LoadedImage
+    from slim.image import LoadedImage
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def efficiency_of_layers(
 ) -> LayerEfficiency:
     """Compute the metrics over layer trees (base first).
 
-    `deleted[i]` are the lower entries layer i's whiteouts removed (pipeline.load records them);
+    `deleted[i]` are the lower entries layer i's whiteouts removed (slim.image.load records them);
     `live_sizes` maps a path to its regular-file size in the squashed filesystem. `quirks` is
     "slim" (our corrections, the default) or "dive" (dive's behaviour, for comparison and tests).
     `limit` keeps only that many inefficient paths (the largest); the totals cover all of them.

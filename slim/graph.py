@@ -70,10 +70,6 @@ class DependencyGraph:
         for e in edges:
             self.add(e)
 
-    def remove(self, node: str) -> None:
-        if node in self.g and node != ROOT:
-            self.g.remove_node(node)
-
     def closure(self, roots: Iterable[str] = (ROOT,)) -> set[str]:
         """Every node reachable from `roots` (roots included)."""
         out: set[str] = set()

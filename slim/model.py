@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -39,6 +39,12 @@ def normpath(path: str) -> str:
             continue
         parts.append(part)
     return "/" + "/".join(parts)
+
+
+def under(path: str, prefix: str) -> bool:
+    """Whether image path `path` is `prefix` or below it."""
+    prefix = prefix.rstrip("/") or "/"
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
 def parent_dirs(path: str) -> list[str]:
@@ -78,23 +84,6 @@ class FileEntry:
         return self.kind in (EntryKind.FILE, EntryKind.HARDLINK)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRef:
-    """A parsed image reference, using skopeo's transport names."""
-
-    transport: str  # docker-archive | oci | oci-archive | docker-daemon | docker | rootfs | auto
-    location: str  # path, directory or name (without the transport prefix)
-    tag: str = ""  # oci:DIR:TAG reference name, docker-archive:FILE:NAME, or a name's tag
-
-    def __str__(self) -> str:
-        if self.transport == "docker":
-            return f"docker://{self.location}"
-        if self.transport == "auto":
-            return self.location
-        suffix = f":{self.tag}" if self.tag and self.transport in ("oci", "oci-archive") else ""
-        return f"{self.transport}:{self.location}{suffix}"
-
-
 @dataclass(frozen=True)
 class ImageConfig:
     """The runtime configuration of an image (OCI image config `config` + platform)."""
@@ -128,7 +117,7 @@ class ImageConfig:
         path = self.env_dict.get(
             "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         )
-        return [p for p in path.split(":") if p]
+        return path.split(":")  # an empty element means the working directory (execvp)
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -177,16 +166,3 @@ class Issue:
 
 
 ROOT = "<root>"  # graph node all roots hang from
-
-
-@dataclass
-class Counter:
-    """A mutable byte/file counter used while aggregating."""
-
-    size: int = 0
-    count: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
-
-    def add(self, size: int) -> None:
-        self.size += size
-        self.count += 1

@@ -1,24 +1,37 @@
-"""The whole data flow, short: open → read layers once → squash → analyze → AnalysisResult."""
+"""The whole data flow, short: load → summarize → (trace) → reach → keep → syscalls → result.
+
+Every command goes through here: `analyzed()` opens and reads an image once (capturing exactly
+what the registered analyzers and rules read), runs it traced when asked, computes the keep set
+and returns a frozen `Analysis`. `slim build` (slim.build) adds writing and verification on
+top; the CLI only parses options and renders what comes back.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import posixpath
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slim.fs.layer import ContentStore, LayerReadResult
-from slim.fs.rootfs import RootFS
-from slim.fs.tree import SquashedTree
-from slim.model import ROOT, Edge, EntryKind, FileEntry, Issue, Unknown
-from slim.result import AnalysisResult, KeptFile, Totals, UnknownItem
-from slim.sources import Image, open_image
+from slim.analyzers import analyzer_capture
+from slim.fs.layer import Capture
+from slim.image import LoadedImage, load
+from slim.model import ROOT, Edge, EntryKind, normpath
+from slim.result import AnalysisResult, KeptFile, ProbeOutcome, Totals, UnknownItem
+from slim.rules import CAPTURE as RULES_CAPTURE
 
 if TYPE_CHECKING:
-    from slim.closure import Closure, ClosureBuilder
+    from slim.closure import Closure
+    from slim.graph import Step
+    from slim.refs import ImageRef
     from slim.syscalls.extract import StaticSyscalls
-from slim.sources.base import parse_ref
+    from slim.tracers.base import RunOptions, RunResult
+    from slim.tracers.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -29,124 +42,138 @@ Progress = Callable[[int], None]
 SCAFFOLD_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run", "/proc", "/dev", "/sys")
 
 
-@dataclass
-class LoadedImage:
-    """An opened image with its squashed RootFS and what each layer contributed."""
-
-    image: Image
-    rootfs: RootFS
-    layers: list[LayerReadResult]
-    deleted: list[list[FileEntry]] = field(default_factory=list)  # per layer: lower entries removed
-    lower_sizes: list[dict[str, int]] = field(default_factory=list)
-
-    @property
-    def issues(self) -> list[Issue]:
-        return self.rootfs.issues
-
-    def close(self) -> None:
-        self.rootfs.close()
-        self.image.close()
-
-    def __enter__(self) -> LoadedImage:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def load(reference: str, on_bytes: Progress | None = None, image: Image | None = None) -> LoadedImage:
-    """Open `reference` and read every layer once into a squashed RootFS.
-
-    Raises SourceError / LayerError; on error nothing is left behind.
-    """
-    image = image or open_image(parse_ref(reference) if isinstance(reference, str) else reference)
-    store = ContentStore()
-    squashed = SquashedTree()
-    results: list[LayerReadResult] = []
-    deleted: list[list[FileEntry]] = []
-    issues: list[Issue] = []
-    try:
-        for result in image.read_layers(store, on_bytes):
-            deleted.append(squashed.apply(result.tree))
-            issues.extend(result.issues)
-            results.append(result)
-    except BaseException:
-        store.close()
-        image.close()
-        raise
-    rootfs = RootFS(squashed, store, issues)
-    return LoadedImage(image=image, rootfs=rootfs, layers=results, deleted=deleted)
-
-
-@dataclass
+@dataclass(frozen=True)
 class AnalyzeOptions:
-    """What `slim analyze` / `build` were asked to do."""
+    """What the keep set is computed from (`slim analyze`, `build`, `why`, `graph` …)."""
 
-    rules_dirs: list[str] = field(default_factory=list)
-    keep: list[str] = field(default_factory=list)  # --keep GLOB
-    drop: list[str] = field(default_factory=list)  # --drop GLOB
+    rules_dirs: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()  # --keep GLOB
+    drop: tuple[str, ...] = ()  # --drop GLOB
     keep_app: bool = True
-    static: bool = True  # run the static closure (False: report only where the bytes are)
-    trace: object | None = None  # a slim.tracers.trace.Trace to merge
-    fixes: list[str] = field(default_factory=list)  # paths verification found missing
-    static_roots: bool = True  # False ("traced" mode): no entrypoint analysis; the trace, app
-    # files, rules and --keep are the roots
+    static: bool = True  # compute a keep set (False: report only where the bytes are)
+    static_roots: bool = True  # entrypoint analysis (False is `--mode traced`: the trace, the
+    # app's files, rules and --keep are the roots)
+    syscalls: bool = False  # also the static syscall set of the kept ELF files
+    fixes: tuple[str, ...] = ()  # paths verification found missing
 
 
-def reachability(loaded: LoadedImage, options: AnalyzeOptions) -> Closure:
-    """The keep set: static closure from the entrypoint, rules, user globs and a trace."""
+@dataclass(frozen=True)
+class Tracing:
+    """How a command gets a trace: run the image (`run`), or reuse a saved one."""
+
+    run: RunOptions | None = None
+    trace_file: str = ""
+    save_trace: str = ""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What one analysis found, with the loaded image it was computed on (open until the
+    `analyzed()` block ends)."""
+
+    loaded: LoadedImage
+    result: AnalysisResult
+    closure: Closure | None = None
+    run: RunResult | None = None  # the traced run, when the image was run
+    trace: Trace | None = None  # its trace (or the one read from --trace-file)
+
+
+def capture_policy() -> Capture:
+    """What the layer reader copies: exactly what the registered analyzers and rules read."""
+    return analyzer_capture() | RULES_CAPTURE
+
+
+def load_image(reference: str | ImageRef, *, on_bytes: Progress | None = None,
+               pull: bool = False) -> LoadedImage:
+    """Open and read `reference` once for analysis. Raises SourceError / LayerError."""
+    return load(reference, capture=capture_policy(), on_bytes=on_bytes, pull=pull)
+
+
+@contextmanager
+def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions(),
+             tracing: Tracing | None = None, *, on_bytes: Progress | None = None,
+             pull: bool = False) -> Iterator[Analysis]:
+    """Load `reference`, get a trace when asked, analyze; the image stays open in the block.
+
+    Raises SlimError subclasses (SourceError, LayerError, TraceError, RuleError …).
+    """
+    with load_image(reference, on_bytes=on_bytes, pull=pull) as loaded:
+        trace, run = obtain_trace(loaded, tracing)
+        yield analyze(loaded, options, trace=trace, run=run)
+
+
+def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | None, RunResult | None]:
+    """(trace, run): a new traced run, a saved trace, or neither. Raises TraceError."""
+    from slim.tracers.trace import Trace
+
+    if tracing is None:
+        return None, None
+    if tracing.trace_file:
+        return Trace.load(tracing.trace_file), None
+    if tracing.run is None:
+        return None, None
+    from slim.outputs import check_output, write_file
+    from slim.tracers import run_image
+
+    if tracing.save_trace:
+        check_output(tracing.save_trace, what="trace")
+    run = run_image(loaded, tracing.run)
+    if tracing.save_trace:
+        write_file(tracing.save_trace, run.trace.dumps(), what="trace")
+    return run.trace, run
+
+
+def analyze(loaded: LoadedImage, options: AnalyzeOptions = AnalyzeOptions(), *,
+            trace: Trace | None = None, run: RunResult | None = None) -> Analysis:
+    """Summarize the image and, unless options.static is off, compute what the app needs."""
+    from slim.summary import summarize
+
+    result = summarize(loaded)
+    if trace is not None:
+        result = dataclasses.replace(result, syscalls_traced=trace.syscall_names)
+    if run is not None:
+        result = dataclasses.replace(result, probes=probe_outcomes(run))
+    if not options.static:
+        return Analysis(loaded, result, None, run, trace)
+    closure = reachability(loaded, options, trace)
+    result = with_keep(result, loaded, closure)
+    if options.syscalls:
+        result = dataclasses.replace(result, syscalls_static=static_syscalls(loaded, closure).names)
+    return Analysis(loaded, result, closure, run, trace)
+
+
+def probe_outcomes(run: RunResult) -> list[ProbeOutcome]:
+    """A run's probe outcomes, sorted; a run without probes is one outcome, "run"."""
+    if run.probes:
+        return sorted(run.probes, key=lambda p: p.spec)
+    return [ProbeOutcome("run", run.passed, f"exit code {run.exit_code}")]
+
+
+def reachability(loaded: LoadedImage, options: AnalyzeOptions, trace: Trace | None = None) -> Closure:
+    """The keep set: static closure from the entrypoint, the app's files, rules, user globs and
+    a trace."""
     # imported here: the graph library is only needed when a keep set is computed
-    from slim.closure import ClosureBuilder, entry_roots, glob_paths, trace_edges
-    from slim.rules import load_rules
+    from slim.analyzers.base import AnalysisOptions
+    from slim.closure import ClosureBuilder, trace_edges
+    from slim.rules import keep_glob_edges, load_rules
 
     fs, config = loaded.rootfs, loaded.image.config
     ruleset = load_rules([Path(d) for d in options.rules_dirs])
-    builder = ClosureBuilder(fs, config, rules=ruleset, options={"keep_app": options.keep_app})
-    builder.set_drops(options.drop)
+    builder = ClosureBuilder(fs, config, rules=ruleset, options=AnalysisOptions(keep_app=options.keep_app),
+                             drop=options.drop)
     if options.static_roots:
-        builder.add_all(entry_roots(builder.ctx))
+        builder.add_all(builder.entry_roots())
     builder.add_all(ruleset.always(fs, config))
     for d in SCAFFOLD_DIRS:  # the directories themselves, never their contents
         if fs.get(d) is not None and fs.is_dir(d):  # a dir, or a link to one (/var/run -> /run)
             builder.add(Edge(ROOT, d, "rule", "runtime scaffolding: programs expect it to exist"))
-    for path in glob_paths(fs, options.keep):
-        builder.add(Edge(ROOT, path, "rule", "--keep"))
+    builder.add_all(keep_glob_edges(fs, options.keep))
     for path in options.fixes:
         builder.add(Edge(ROOT, path, "verify-fix", "the original used it; the minimal image lacked it"))
-    if options.keep_app:  # the application's own files count in every mode: they are its data
-        builder.add_all(_app_roots(builder))
-    if options.trace is not None:
-        builder.add_all(trace_edges(options.trace, fs))
+    builder.add_all(builder.always_roots())
+    if trace is not None:
+        builder.add_all(trace_edges(trace, fs))
     return builder.run()
-
-
-def _app_roots(builder: ClosureBuilder) -> list[Edge | Unknown]:
-    try:
-        from slim.analyzers.app import app_roots
-    except ImportError:
-        return []
-    # the entrypoint script's directory holds app files too (a program under /usr does not)
-    script = None
-    for node in builder.graph.g.successors(ROOT):
-        entry = builder.fs.stat(node)
-        if (entry is not None and entry.is_file and builder.fs.has_content(node)
-                and builder.fs.read(node, 2) == b"#!"):
-            script = node
-            break
-    return list(app_roots(builder.ctx, script))
-
-
-def analyze(loaded: LoadedImage, options: AnalyzeOptions | None = None) -> tuple[AnalysisResult, Closure | None]:
-    """Summarize the image and, unless options.static is off, compute what the app needs."""
-    from slim.summary import summarize
-
-    options = options or AnalyzeOptions()
-    result = summarize(loaded)
-    if not options.static:
-        return result, None
-    closure = reachability(loaded, options)
-    fill_keep(result, loaded, closure)
-    return result, closure
 
 
 def keep_source(reasons: tuple[str, ...]) -> str:
@@ -158,8 +185,8 @@ def keep_source(reasons: tuple[str, ...]) -> str:
     return "rule" if "rule" in reasons else "static"
 
 
-def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> None:
-    """keep[], reachable/removable, packages and unknowns of `result` from a closure."""
+def with_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> AnalysisResult:
+    """`result` with keep[], reachable/removable, packages and unknowns from a closure."""
     fs = loaded.rootfs
     keep: list[KeptFile] = []
     reachable = closure.graph.closure()
@@ -174,28 +201,29 @@ def fill_keep(result: AnalysisResult, loaded: LoadedImage, closure: Closure) -> 
             kept_bytes += size
         reasons = closure.graph.reasons(path, reachable)
         keep.append(KeptFile(path, size, reasons, keep_source(reasons)))
-    result.keep = keep
-    result.reachable = Totals(kept_bytes, kept_files)
-    result.removable = Totals(
-        max(result.image.size_bytes - kept_bytes, 0), max(result.image.file_count - kept_files, 0)
-    )
     unknowns = {(u.path, u.reason) for u in result.unknowns}
     unknowns |= {(u.path, u.reason) for u in closure.unknowns}
-    result.unknowns = [UnknownItem(p, r) for p, r in sorted(unknowns)]
+    packages = result.packages
     if closure.packages is not None:
         from slim.analyzers.packages import package_summaries
 
-        result.packages = package_summaries(closure.packages, fs, closure.keep)
+        packages = package_summaries(closure.packages, fs, closure.keep)
+    return dataclasses.replace(
+        result, keep=keep, reachable=Totals(kept_bytes, kept_files),
+        removable=Totals(max(result.image.size_bytes - kept_bytes, 0),
+                         max(result.image.file_count - kept_files, 0)),
+        unknowns=[UnknownItem(p, r) for p, r in sorted(unknowns)], packages=packages)
 
 
-def kept_elf_paths(fs: RootFS, keep: set[str]) -> list[str]:
+def kept_elf_paths(loaded: LoadedImage, keep: set[str]) -> list[str]:
     """Kept regular files that are ELF objects (their contents are always captured)."""
+    from slim.elf import is_elf
+
+    fs = loaded.rootfs
     out = []
     for path in sorted(keep):
         entry = fs.get(path)
-        if entry is None or entry.kind is not EntryKind.FILE or entry.size < 64:
-            continue
-        if fs.has_content(path) and fs.read(path, 4) == b"\x7fELF":
+        if entry is not None and entry.kind is EntryKind.FILE and entry.size >= 64 and is_elf(fs, path):
             out.append(path)
     return out
 
@@ -204,4 +232,55 @@ def static_syscalls(loaded: LoadedImage, closure: Closure) -> StaticSyscalls:
     """The static (upper-bound) syscall set of the kept ELF files; libc maps are cached."""
     from slim.syscalls.extract import static_syscalls as extract
 
-    return extract(loaded.rootfs, kept_elf_paths(loaded.rootfs, closure.keep))
+    return extract(loaded.rootfs, kept_elf_paths(loaded, closure.keep))
+
+
+@dataclass(frozen=True)
+class WhyStep:
+    """One link of a `slim why` chain, with the directories the loader tried for a library."""
+
+    step: Step
+    tried: tuple[str, ...] = ()
+    needed: str = ""  # the DT_NEEDED name, for `needed` steps
+
+
+@dataclass(frozen=True)
+class WhyAnswer:
+    path: str  # the path asked about, normalized
+    steps: tuple[WhyStep, ...] = ()  # empty: not kept
+    in_image: bool = True
+
+
+def why(analysis: Analysis, path: str) -> WhyAnswer:
+    """The shortest chain of reasons from the container start to `path`.
+
+    The path may be spelled through directory symlinks (/lib/… for /usr/lib/…) or be a link
+    itself: the chain leads to the node the keep set holds.
+    """
+    closure = analysis.closure
+    fs = analysis.loaded.rootfs
+    target = normpath(path)
+    if closure is None:
+        return WhyAnswer(target, (), fs.lexists(target))
+    parent = fs.resolve(posixpath.dirname(target))
+    canonical = posixpath.join(parent.path, posixpath.basename(target)) if parent.exists else target
+    steps = closure.graph.why(target) or closure.graph.why(canonical)
+    final = fs.resolve(target)
+    if steps is None and final.exists and final.path != target:
+        steps = closure.graph.why(final.path)
+    if steps is None:
+        return WhyAnswer(target, (), fs.lexists(canonical) or final.exists)
+    out = []
+    for step in steps:
+        m = re.match(r"(?:DT_NEEDED|LD_PRELOAD|/etc/ld.so.preload) (\S+)", step.evidence)
+        if step.kind == "needed" and m:
+            out.append(WhyStep(step, closure.loader_tried(step.src, m.group(1)), m.group(1)))
+        else:
+            out.append(WhyStep(step))
+    return WhyAnswer(target, tuple(out), True)
+
+
+__all__ = ["SCAFFOLD_DIRS", "Analysis", "AnalyzeOptions", "Tracing", "WhyAnswer", "WhyStep",
+           "analyze", "analyzed", "capture_policy", "keep_source", "load_image", "obtain_trace",
+           "probe_outcomes", "reachability", "static_syscalls", "why", "with_keep"]
+

@@ -6,7 +6,12 @@ what users see, sorted and in integers of bytes, so a report is deterministic.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,10 @@ class Totals:
     file_count: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnalysisResult:
-    """Everything one analysis found. Lists are sorted before emitters see them."""
+    """Everything one analysis found. Lists are sorted before emitters see them. Frozen: a
+    step that adds to a result (a build, budget verdicts) makes a new one with `replace`."""
 
     image: ImageSummary
     efficiency: Efficiency | None = None
@@ -130,3 +136,53 @@ class AnalysisResult:
     unknowns: list[UnknownItem] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     build: dict[str, object] | None = None
+
+
+# -- the one serializer: AnalysisResult <-> plain JSON data ------------------------------------
+def to_plain(obj: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists, recursively (JSON-ready, field order kept)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+@functools.cache
+def _field_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(name, resolved annotation) of a dataclass's fields; resolving is slow, so once per class."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def _from_plain(tp: Any, data: Any) -> Any:
+    """Rebuild a value of annotated type `tp` (dataclasses, tuple[X, ...], list[X], X | None …)."""
+    if data is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _from_plain(inner[0], data) if len(inner) == 1 else data
+    if origin in (list, tuple):
+        (item, *_rest) = typing.get_args(tp) or (Any,)
+        values = [_from_plain(item, v) for v in data]
+        return tuple(values) if origin is tuple else values
+    if origin is dict:
+        return dict(data)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp(**{name: _from_plain(ftype, data[name]) for name, ftype in _field_types(tp)
+                     if name in data})
+    if tp is float and isinstance(data, int):
+        return float(data)
+    return data
+
+
+def result_from_plain(data: dict[str, Any]) -> AnalysisResult:
+    """The inverse of `to_plain` for an AnalysisResult. Raises KeyError / TypeError / ValueError
+    on malformed data."""
+    result = _from_plain(AnalysisResult, data)
+    if not isinstance(result, AnalysisResult):
+        raise TypeError("not an AnalysisResult")
+    return result

@@ -12,9 +12,7 @@ RuleError naming the file and the entry (`f"{file}: [rule.NAME]: …"`).
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -22,9 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slim.elf import ELF_MAGIC, imported_symbols, is_elf
 from slim.errors import AnalysisError, RuleError
+from slim.fs.layer import Capture
 from slim.fs.rootfs import RootFS
-from slim.model import ROOT, Edge, ImageConfig, normpath
+from slim.globs import GlobSet, check_glob, has_magic
+from slim.model import ROOT, Edge, ImageConfig, Unknown, normpath
+
+# What rules read besides what they keep: configuration under /etc (nsswitch.conf, the
+# localtime link) and ELF symbol tables (`when.imports`).
+CAPTURE = Capture(globs=("/etc/**",), magics=(ELF_MAGIC,))
 
 log = logging.getLogger(__name__)
 
@@ -85,39 +90,6 @@ class Rule:
     keep: tuple[str, ...] = ()
     handler: str = ""
     description: str = ""
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    # the RootFS glob semantics: `*` (and `**`) cross '/', as in fs.glob
-    return re.compile(fnmatch.translate(pattern.replace("**", "*")))
-
-
-def _has_magic(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
-
-
-def elf_imports(fs: RootFS, path: str) -> set[str]:
-    """The undefined symbols of an ELF file's dynamic symbol table (.dynsym): what it imports
-    from its DT_NEEDED libraries (ELF gABI, "Symbol Table"). Empty for non-ELF or unreadable."""
-
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
-
-    entry = fs.stat(path)
-    if entry is None or not entry.is_file or entry.size < 64 or not fs.has_content(path):
-        return set()
-    try:
-        if fs.read(path, 4) != b"\x7fELF":
-            return set()
-        with fs.open(path) as stream:  # seekable: pyelftools reads only what it needs
-            dynsym = ELFFile(stream).get_section_by_name(".dynsym")
-            if not isinstance(dynsym, SymbolTableSection):
-                return set()
-            return {sym.name for sym in dynsym.iter_symbols()
-                    if sym.name and sym["st_shndx"] == "SHN_UNDEF"}
-    except (ELFError, AnalysisError, ValueError, OSError, KeyError):
-        return set()
 
 
 def _contains_any(fs: RootFS, path: str, needles: list[bytes]) -> bool:
@@ -297,17 +269,18 @@ class RuleSet:
     """Validated rules, ready to apply. Glob expansions are cached per RootFS."""
 
     rules: list[Rule] = field(default_factory=list)
-    _kept_res: list[tuple[Rule, list[re.Pattern[str]]]] = field(default_factory=list, repr=False)
+    _kept_res: list[tuple[Rule, GlobSet]] = field(default_factory=list, repr=False)
     _cache_fs: RootFS | None = field(default=None, repr=False)
     _cache_config: ImageConfig | None = field(default=None, repr=False)
     _cache: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _failed: dict[str, str] = field(default_factory=dict, repr=False)  # cache key → why
 
     def __post_init__(self) -> None:
         self._compile()
 
     def _compile(self) -> None:
         self.rules.sort(key=lambda r: r.name)
-        self._kept_res = [(r, [_glob_regex(g) for g in r.when.kept]) for r in self.rules if r.when.kept]
+        self._kept_res = [(r, GlobSet(r.when.kept)) for r in self.rules if r.when.kept]
 
     def add(self, rule: Rule) -> None:
         """Add (or replace, by name) one rule."""
@@ -320,13 +293,15 @@ class RuleSet:
     def get(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
 
-    def _expand(self, fs: RootFS, config: ImageConfig, rule: Rule) -> list[str]:
+    def _expand(self, fs: RootFS, config: ImageConfig, rule: Rule) -> tuple[list[str], list[Unknown]]:
+        """(paths the rule keeps in this image, Unknowns for what a handler could not read)."""
         if self._cache_fs is not fs or self._cache_config is not config:
-            self._cache_fs, self._cache_config, self._cache = fs, config, {}
+            self._cache_fs, self._cache_config, self._cache, self._failed = fs, config, {}, {}
         out: set[str] = set()
+        unknowns: list[Unknown] = []
         for pattern in rule.keep:
             if pattern not in self._cache:
-                if _has_magic(pattern):
+                if has_magic(pattern):
                     self._cache[pattern] = fs.glob(pattern)
                 else:
                     self._cache[pattern] = [pattern] if fs.lexists(pattern) or fs.exists(pattern) else []
@@ -336,43 +311,55 @@ class RuleSet:
             if key not in self._cache:
                 try:
                     self._cache[key] = HANDLERS[rule.handler](fs, config)[:MAX_HANDLER_PATHS]
-                except AnalysisError as exc:  # unreadable input: the handler keeps nothing
-                    log.debug("rule %s: handler %s: %s", rule.name, rule.handler, exc)
+                except AnalysisError as exc:  # unreadable input: reported, never silent
                     self._cache[key] = []
+                    self._failed[key] = str(exc)
             out.update(self._cache[key])
-        return sorted(out)
+            if key in self._failed:
+                unknowns.append(Unknown(f"<rule {rule.name}>", f"handler {rule.handler}: "
+                                        f"{self._failed[key]}; its files may be missing"))
+        return sorted(out), unknowns
 
-    def apply(self, kept_path: str, fs: RootFS, config: ImageConfig) -> list[Edge]:
-        """Edges for every rule whose `when.kept` matches `kept_path` (and whose env holds)."""
-        out: list[Edge] = []
-        for rule, regexes in self._kept_res:
-            if not any(r.match(kept_path) for r in regexes):
+    def apply(self, kept_path: str, fs: RootFS, config: ImageConfig) -> list[Edge | Unknown]:
+        """Edges for every rule whose `when.kept` matches `kept_path` (and whose env holds),
+        and Unknowns for what a rule could not read."""
+        out: set[Edge | Unknown] = set()
+        for rule, globs in self._kept_res:
+            if not globs.match(kept_path) or not rule.when.environment_holds(fs, config):
                 continue
-            if not rule.when.environment_holds(fs, config):
-                continue
-            targets = self._expand(fs, config, rule)
+            targets, unknowns = self._expand(fs, config, rule)
+            out.update(unknowns)
             if not targets:
                 continue  # nothing to keep in this image: no need to look at the ELF
-            if rule.when.imports and not self._imports(fs, kept_path, rule.when.imports):
-                continue
-            out.extend(Edge(kept_path, dst, "rule", rule.name) for dst in targets if dst != kept_path)
-        return sorted(set(out))
+            if rule.when.imports:
+                imports = self._imports(fs, kept_path, rule.when.imports)
+                if isinstance(imports, Unknown):
+                    out.add(imports)  # unreadable symbols: keep (conservative) and say so
+                elif not imports:
+                    continue
+            out.update(Edge(kept_path, dst, "rule", rule.name) for dst in targets if dst != kept_path)
+        return _sorted(out)
 
-    def _imports(self, fs: RootFS, path: str, names: tuple[str, ...]) -> bool:
+    def _imports(self, fs: RootFS, path: str, names: tuple[str, ...]) -> bool | Unknown:
         """Whether ELF `path` has an undefined dynamic symbol named in `names` (it calls it
-        through the loader, e.g. iconv_open from libc); False for anything else."""
+        through the loader, e.g. iconv_open from libc); an Unknown when it cannot be read."""
         key = "imports:" + path
         if key not in self._cache:
             # a symbol's name is in .dynstr: when no name occurs in the bytes, none is imported
-            if not _contains_any(fs, path, [n.encode() for n in names]):
-                self._cache[key] = []
-            else:
-                self._cache[key] = sorted(elf_imports(fs, path))
+            self._cache[key] = []
+            if is_elf(fs, path) and _contains_any(fs, path, [n.encode() for n in names]):
+                try:
+                    self._cache[key] = sorted(imported_symbols(fs, path))
+                except AnalysisError as exc:
+                    self._failed[key] = str(exc)
+        if key in self._failed:
+            return Unknown(path, f"dynamic symbols unreadable ({self._failed[key]}); "
+                                 f"rules on {', '.join(names)} applied anyway")
         return any(n in self._cache[key] for n in names)
 
-    def always(self, fs: RootFS, config: ImageConfig) -> list[Edge]:
+    def always(self, fs: RootFS, config: ImageConfig) -> list[Edge | Unknown]:
         """Edges from the root for rules that need no kept file (always / env / file_exists)."""
-        out: list[Edge] = []
+        out: set[Edge | Unknown] = set()
         for rule in self.rules:
             if rule.when.kept:
                 continue
@@ -380,8 +367,16 @@ class RuleSet:
                 continue
             if not rule.when.environment_holds(fs, config):
                 continue
-            out.extend(Edge(ROOT, dst, "rule", rule.name) for dst in self._expand(fs, config, rule))
-        return sorted(set(out))
+            targets, unknowns = self._expand(fs, config, rule)
+            out.update(unknowns)
+            out.update(Edge(ROOT, dst, "rule", rule.name) for dst in targets)
+        return _sorted(out)
+
+
+def _sorted(items: Iterable[Edge | Unknown]) -> list[Edge | Unknown]:
+    items = set(items)
+    return [*sorted(e for e in items if isinstance(e, Edge)),
+            *sorted(u for u in items if isinstance(u, Unknown))]
 
 
 # -- loading and validation ------------------------------------------------------------------
@@ -404,19 +399,14 @@ def _check_glob(pattern: str, where: str, key: str, *, absolute: bool) -> None:
         raise RuleError(f"{where}: '{key}': empty glob")
     if absolute and not pattern.startswith("/"):
         raise RuleError(f"{where}: '{key}': {pattern!r} must be an absolute image path")
-    if not absolute and not pattern.startswith(("/", "*")):
-        raise RuleError(f"{where}: '{key}': {pattern!r} must start with '/' or '*'")
+    if not absolute and not (pattern.startswith(("/", "**/")) or pattern == "**"):
+        raise RuleError(f"{where}: '{key}': {pattern!r} must start with '/' or '**/' "
+                        "(`*` stays in one path component; write **/NAME for any directory)")
     if ".." in pattern.split("/"):
         raise RuleError(f"{where}: '{key}': {pattern!r} must not contain '..'")
-    # fnmatch accepts anything; an unbalanced '[' silently matches a literal '[' — reject it
-    depth = 0
-    for ch in pattern:
-        if ch == "[":
-            depth += 1
-        elif ch == "]" and depth:
-            depth -= 1
-    if depth:
-        raise RuleError(f"{where}: '{key}': {pattern!r} has an unclosed '['")
+    problem = check_glob(pattern)
+    if problem:
+        raise RuleError(f"{where}: '{key}': {pattern!r}: {problem}")
 
 
 def _parse_rule(name: str, body: Any, file: str) -> Rule:
@@ -472,7 +462,7 @@ def _parse_rule(name: str, body: Any, file: str) -> Rule:
             raise RuleError(f"{where}: 'when.env': {var!r} is not a variable name")
     exists = _strs(when["file_exists"], where, "when.file_exists") if "file_exists" in when else ()
     for path in exists:
-        if not path.startswith("/") or _has_magic(path):
+        if not path.startswith("/") or has_magic(path):
             raise RuleError(f"{where}: 'when.file_exists': {path!r} must be an absolute path (no glob)")
     imports = _strs(when["imports"], where, "when.imports") if "imports" in when else ()
     if imports and not kept:
@@ -545,11 +535,17 @@ def load_rules(dirs: Iterable[Path | str] = (), *, shipped: bool = True) -> Rule
 
 
 def keep_glob_edges(fs: RootFS, patterns: Iterable[str]) -> list[Edge]:
-    """Edges from the root for user `--keep GLOB`s (evidence names the glob)."""
+    """Edges from the root for user `--keep GLOB`s (evidence names the glob). A pattern
+    without wildcards keeps that path; when it is a directory, its whole subtree."""
     out: list[Edge] = []
     for pattern in patterns:
-        paths = fs.glob(pattern) if _has_magic(pattern) else (
-            [normpath(pattern)] if fs.lexists(normpath(pattern)) else [])
+        if has_magic(pattern):
+            paths = fs.glob(pattern)
+        else:
+            path = normpath(pattern)
+            paths = [path] if fs.lexists(path) else []
+            if fs.is_dir(path):
+                paths += fs.glob(fs.realpath(path).rstrip("/") + "/**")
         out.extend(Edge(ROOT, p, "rule", f"--keep {pattern}") for p in paths)
     return sorted(set(out))
 
@@ -563,7 +559,6 @@ __all__ = [
     "load_rules",
     "locale_names",
     "nsswitch_services",
-    "os",
     "parse_rule_pack",
     "rule_file",
     "rules_dir",

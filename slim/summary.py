@@ -12,8 +12,8 @@ import posixpath
 
 from slim.efficiency import compute_efficiency
 from slim.fs.rootfs import RootFS
+from slim.image import LoadedImage
 from slim.model import EntryKind
-from slim.pipeline import LoadedImage
 from slim.result import AnalysisResult, ImageSummary, LayerSummary, PathBytes, UnknownItem
 from slim.waste import find_waste
 
@@ -27,13 +27,14 @@ def summarize(loaded: LoadedImage, top: int = TOP_N) -> AnalysisResult:
 
     Raises RuleError when the shipped waste rules are invalid.
     """
-    result = AnalysisResult(image=image_summary(loaded))
-    result.efficiency = compute_efficiency(loaded)
-    result.largest_dirs = largest_dirs(loaded.rootfs, top)
-    result.largest_files = largest_files(loaded.rootfs, top)
-    result.waste = find_waste(loaded.rootfs, loaded.image.config)
-    result.unknowns = unknowns_from_issues(loaded)
-    return result
+    return AnalysisResult(
+        image=image_summary(loaded),
+        efficiency=compute_efficiency(loaded),
+        largest_dirs=largest_dirs(loaded.rootfs, top),
+        largest_files=largest_files(loaded.rootfs, top),
+        waste=find_waste(loaded.rootfs, loaded.image.config),
+        unknowns=unknowns_from_issues(loaded),
+    )
 
 
 def image_summary(loaded: LoadedImage) -> ImageSummary:

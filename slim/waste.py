@@ -19,7 +19,6 @@ Two categories need more than a glob (the `condition` key):
 
 from __future__ import annotations
 
-import functools
 import logging
 import posixpath
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from slim.errors import RuleError
 from slim.fs.rootfs import RootFS
+from slim.globs import check_glob, compile_glob
 from slim.model import EntryKind, ImageConfig
 from slim.result import WasteCategory
 from slim.rules import rule_file
@@ -72,45 +72,6 @@ class WasteRule:
             if path.startswith(prefix) and compile_glob(glob).match(path):
                 return path[len(prefix) :].split("/", 1)[0]
         return ""
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_glob(glob: str) -> re.Pattern[str]:
-    """Translate an image-path glob to a regex.
-
-    `**` matches anything including '/', `/**/` also matches a single '/', `*` anything but '/',
-    `?` one character but '/', `[...]` a character class (`[!...]` negated). Raises ValueError
-    for an unterminated class.
-    """
-    out: list[str] = []
-    i, n = 0, len(glob)
-    while i < n:
-        c = glob[i]
-        if glob.startswith("/**/", i):
-            out.append("/(?:.*/)?")
-            i += 4
-        elif glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            end = glob.find("]", i + 2 if glob[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if end < 0:
-                raise ValueError("unterminated '[' character class")
-            body = glob[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
 
 
 def _compile_any(globs: Iterable[str]) -> re.Pattern[str]:
@@ -173,10 +134,9 @@ def _glob_list(table: dict[str, object], key: str, where: str, *, required: bool
     for glob in value:
         if not glob.startswith("/"):
             raise RuleError(f"{where}: bad glob {glob!r}: must be an absolute image path")
-        try:
-            compile_glob(glob)
-        except (ValueError, re.error) as exc:
-            raise RuleError(f"{where}: bad glob {glob!r}: {exc}") from None
+        problem = check_glob(glob)
+        if problem:
+            raise RuleError(f"{where}: bad glob {glob!r}: {problem}")
     return tuple(value)
 
 

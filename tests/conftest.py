@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from slim.pipeline import LoadedImage
+from slim.image import LoadedImage
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,42 +1,44 @@
-"""Static analyzers: one file in, edges and unknowns out. ANALYZERS is the registry.
+"""Static analyzers: one file in, edges and unknowns out. `ANALYZERS` is the registry.
 
-Each entry names a module and class; a module that is not importable (an optional
-dependency missing) is skipped with a debug log, so one broken analyzer never stops the rest.
+Adding an analyzer is one module (a subclass of `Analyzer` declaring its `capture`, `wants`,
+`analyze` and, when it understands command lines, `entry_roots`) and one line below. Every
+module is imported eagerly: a broken analyzer is an import error, never a silent skip.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
+from slim.analyzers.app import AppConfigAnalyzer
+from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
+from slim.analyzers.config import ConfigAnalyzer
+from slim.analyzers.elf import ElfAnalyzer
+from slim.analyzers.java import JavaAnalyzer
+from slim.analyzers.node import NodeAnalyzer
+from slim.analyzers.packages import PackageAnalyzer
+from slim.analyzers.perl import PerlAnalyzer
+from slim.analyzers.python import PythonAnalyzer
+from slim.analyzers.script import ScriptAnalyzer
+from slim.fs.layer import Capture
 
-from slim.analyzers.base import AnalysisContext, Analyzer
-
-log = logging.getLogger(__name__)
-
-ANALYZERS: dict[str, str] = {
-    "elf": "slim.analyzers.ldso:ElfAnalyzer",
-    "script": "slim.analyzers.script:ScriptAnalyzer",
-    "config": "slim.analyzers.config:ConfigAnalyzer",
-    "python": "slim.analyzers.python:PythonAnalyzer",
-    "node": "slim.analyzers.node:NodeAnalyzer",
-    "java": "slim.analyzers.java:JavaAnalyzer",
-    "perl": "slim.analyzers.perl:PerlAnalyzer",
-    "app-config": "slim.analyzers.app:AppConfigAnalyzer",
-}
+# Order is the order files are offered to analyzers (it only decides the order of edges).
+ANALYZERS: tuple[type[Analyzer], ...] = (
+    ElfAnalyzer,
+    ScriptAnalyzer,
+    ConfigAnalyzer,
+    PythonAnalyzer,
+    NodeAnalyzer,
+    JavaAnalyzer,
+    PerlAnalyzer,
+    AppConfigAnalyzer,
+    PackageAnalyzer,
+)
 
 
-def analyzer_classes(names: list[str] | None = None) -> list[type[Analyzer]]:
-    """The analyzer classes of the registry (all, or those named), in registry order."""
-    out: list[type[Analyzer]] = []
-    for name, spec in ANALYZERS.items():
-        if names is not None and name not in names:
-            continue
-        module, _, cls = spec.partition(":")
-        try:
-            out.append(getattr(importlib.import_module(module), cls))
-        except (ImportError, AttributeError) as exc:
-            log.debug("analyzer %s unavailable: %s", name, exc)
+def analyzer_capture() -> Capture:
+    """The union of what the registered analyzers read (the layer reader copies exactly it)."""
+    out = Capture()
+    for cls in ANALYZERS:
+        out = out | cls.capture
     return out
 
 
-__all__ = ["ANALYZERS", "AnalysisContext", "Analyzer", "analyzer_classes"]
+__all__ = ["ANALYZERS", "AnalysisContext", "AnalysisOptions", "Analyzer", "analyzer_capture"]

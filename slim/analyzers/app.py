@@ -4,15 +4,14 @@ Static analysis of binaries and imports cannot see an asset no code links to (a 
 by name, a static page). Three conservative rules cover them:
 
 * `app_roots`: files no package owns under the image's WorkingDir and the directory of the
-  entrypoint script are the application; they are kept whole (`ctx.options["keep_app"] = False`,
-  i.e. `--no-keep-app`, turns this off).
+  entrypoint script are the application; they are kept whole in every build mode
+  (`--no-keep-app` turns this off).
 * `docroot_edges`: a directory named as a web server's document root in a kept config (nginx
   `root`/`alias`, Apache `DocumentRoot`/`Alias`, lighttpd `server.document-root`, a
   `--docroot`/`--document-root` argument) is kept whole: the server maps URLs onto it.
 * `path_literal_edges`: an absolute path literal in a kept script or config that names an
   existing regular file in the image is kept as a `config` edge.
 
-It also holds small helpers the language analyzers share (`which`, `files_under`).
 """
 
 from __future__ import annotations
@@ -22,10 +21,11 @@ import posixpath
 import re
 from collections.abc import Iterable, Iterator
 
-from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.base import AnalysisContext, Analyzer, link_edges
 from slim.analyzers.packages import PackageDB, package_db
 from slim.errors import SlimError
-from slim.model import ROOT, Edge, EntryKind, FileEntry, Unknown, normpath
+from slim.fs.layer import Capture
+from slim.model import ROOT, Edge, EntryKind, FileEntry, Unknown, normpath, under
 
 log = logging.getLogger(__name__)
 
@@ -39,56 +39,6 @@ IGNORED_LITERAL_PREFIXES = ("/dev", "/proc", "/sys", "/tmp")
 ACCOUNT_FILES = frozenset({"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/shells"})
 MAX_LITERALS = 4096  # per file; a huge generated file must not explode the graph
 MAX_TEXT = 4 << 20
-
-
-# -- shared helpers ------------------------------------------------------------------------
-def which(ctx: AnalysisContext, name: str, cwd: str | None = None) -> str | None:
-    """Resolve a program name the way execvp(3) does, with the IMAGE's PATH.
-
-    A name with a slash is taken relative to `cwd` (WorkingDir); returns the path as found
-    (not symlink-resolved) or None.
-    """
-    if not name:
-        return None
-    if "/" in name:
-        path = normpath(posixpath.join(cwd or ctx.config.workdir or "/", name))
-        return path if ctx.fs.is_file(path) else None
-    for d in ctx.config.path_dirs:
-        cand = normpath(posixpath.join(d, name))
-        if ctx.fs.is_file(cand):
-            return cand
-    return None
-
-
-def under(path: str, prefix: str) -> bool:
-    """Whether image path `path` is `prefix` or below it."""
-    prefix = prefix.rstrip("/") or "/"
-    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
-
-
-def files_under(ctx: AnalysisContext, directory: str) -> Iterator[FileEntry]:
-    """Every non-directory entry strictly below `directory` (links not followed), sorted."""
-    cache_key = "app.walk"
-    entries: list[FileEntry] | None = ctx.cache.get(cache_key)
-    if entries is None:
-        entries = [e for e in ctx.fs.walk() if e.kind is not EntryKind.DIR]
-        ctx.cache[cache_key] = entries
-    prefix = directory.rstrip("/") + "/"
-    for e in entries:
-        if e.path.startswith(prefix):
-            yield e
-
-
-def link_edges(ctx: AnalysisContext, src: str, path: str, kind: str, evidence: str) -> list[Edge]:
-    """An edge to `path`, plus edges to the symlinks crossed and the final target."""
-    res = ctx.fs.resolve(path)
-    out = [Edge(src, path, kind, evidence)]
-    for link in res.links:
-        if link != path:
-            out.append(Edge(src, link, kind, evidence))
-    if res.exists and res.path != path:
-        out.append(Edge(src, res.path, kind, evidence))
-    return out
 
 
 # -- application files ---------------------------------------------------------------------
@@ -111,9 +61,9 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
 
     The application is the WorkingDir and the directory of the entrypoint script, when they are
     not "/" nor a system directory; files a package owns are excluded. Off with
-    `ctx.options["keep_app"] = False`.
+    `AnalysisOptions(keep_app=False)`.
     """
-    if ctx.options.get("keep_app", True) is False:
+    if not ctx.options.keep_app:
         return []
     dirs: list[tuple[str, str]] = []
     wd = normpath(ctx.config.workdir) if ctx.config.workdir else ""
@@ -128,7 +78,7 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
     for d, why in dirs:
         if _is_system(d):
             continue
-        for e in files_under(ctx, d):
+        for e in ctx.files_under(d):
             if e.path in out or _orphaned_bytecode(ctx, e.path):
                 continue
             if db is not None:
@@ -146,6 +96,23 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
             if e.path not in out:
                 out[e.path] = Edge(ROOT, e.path, "app", why)
     return sorted(out.values())
+
+
+def entry_script(ctx: AnalysisContext) -> str | None:
+    """The script the container starts, when it runs one: the first word of Entrypoint + Cmd
+    (found as execvp finds it) or argument naming an image file that starts with `#!`."""
+    argv = ctx.config.argv
+    candidates = [ctx.which(argv[0])] if argv else []
+    wd = ctx.config.workdir or "/"
+    candidates += [normpath(posixpath.join(wd, a)) for a in argv[1:] if a and not a.startswith("-")]
+    for path in candidates:
+        if path and ctx.fs.is_file(path) and ctx.fs.has_content(path):
+            try:
+                if ctx.fs.read(path, 2) == b"#!":
+                    return path
+            except SlimError:
+                continue
+    return None
 
 
 def empty_dirs_under(ctx: AnalysisContext, directory: str) -> Iterator[FileEntry]:
@@ -197,7 +164,7 @@ def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
             why = f"{label} {d} in {path}"
             for link in res.links:
                 out.add(Edge(path, link, "config", why))
-            for e in files_under(ctx, res.path):
+            for e in ctx.files_under(res.path):
                 out.add(Edge(path, e.path, "config", why))
     return sorted(out)
 
@@ -236,9 +203,15 @@ _TEXT_SUFFIXES = (".conf", ".cfg", ".ini", ".toml", ".sh", ".py", ".js", ".mjs",
 
 
 class AppConfigAnalyzer(Analyzer):
-    """Kept configs and scripts → their document roots and existing absolute path literals."""
+    """The application's own files (in every mode); kept configs and scripts → their document
+    roots and existing absolute path literals."""
 
     name = "app-config"
+    capture = Capture(globs=("/etc/**", "**/*.conf", "**/*.toml", "**/*.cfg", "**/*.ini",
+                             "**/*.sh"))
+
+    def always_roots(self) -> list[Edge]:
+        return app_roots(self.ctx, entry_script(self.ctx))
 
     def wants(self, entry: FileEntry) -> bool:
         if not entry.is_file or entry.size > MAX_TEXT:

@@ -1,36 +1,84 @@
 """The Analyzer interface: one file in, edges (reasons to keep other files) and unknowns out.
 
-The pipeline runs a worklist: every newly kept file is offered to every analyzer whose
-`wants` accepts it; `analyze` yields Edges from that file (or from "<root>") to the files it
-needs, and Unknowns for what it could not decide (the file stays kept). Analyzers read the
-image only through the RootFS in their context.
+An analyzer is the one plugin seam of the keep set. It declares
+
+* `capture`: the files whose contents it reads (path globs in slim's glob dialect, and magic
+  prefixes such as the ELF header). The layer reader copies exactly the union of what the
+  registered analyzers (and the rules) declare; nothing else knows what analysis needs;
+* `wants(entry)`: whether a kept regular file is its business;
+* `analyze(entry)`: edges from that file (or from "<root>") to what it needs, and Unknowns for
+  what it could not decide (the file stays kept);
+* optionally `entry_roots(argv)`: roots for a command line the container runs (`python3 -m
+  app`, `java -jar x.jar`), and `always_roots()`: roots every build mode keeps (the
+  application's own files).
+
+The worklist offers every newly kept file to every analyzer whose `wants` accepts it.
+Analyzers read the image only through the RootFS of their context. State shared between
+analyzers and their root functions lives in typed services (`AnalysisContext.service`), each a
+class built once per analysis run — never in a dictionary of string keys.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar, cast
 
+from slim.fs.layer import Capture
 from slim.fs.rootfs import RootFS
-from slim.model import Edge, FileEntry, ImageConfig, Unknown
+from slim.model import Edge, EntryKind, FileEntry, ImageConfig, Unknown
+from slim.programs import which
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Switches analyzers read."""
+
+    keep_app: bool = True  # keep the application's own unpackaged files (--keep-app)
 
 
 @dataclass
 class AnalysisContext:
-    """What analyzers may look at: the image filesystem, its config, and shared caches."""
+    """What analyzers may look at: the image filesystem, its config, options and services."""
 
     fs: RootFS
     config: ImageConfig
-    options: dict[str, Any] = field(default_factory=dict)
-    cache: dict[str, Any] = field(default_factory=dict)  # per-run memo shared by analyzers
+    options: AnalysisOptions = field(default_factory=AnalysisOptions)
+    _services: dict[object, Any] = field(default_factory=dict, repr=False)
+    _files: list[FileEntry] | None = field(default=None, repr=False)
+
+    def service(self, cls: Callable[[AnalysisContext], S]) -> S:
+        """The one instance of service class `cls` for this run (built on first use)."""
+        if cls not in self._services:
+            self._services[cls] = cls(self)
+        return cast(S, self._services[cls])
+
+    def which(self, name: str, cwd: str | None = None) -> str | None:
+        """The program execvp would run for `name` with the image's PATH (slim.programs)."""
+        return which(self.fs, name, self.config.path_dirs, cwd or self.config.workdir or "/")
+
+    def provide(self, cls: Callable[[AnalysisContext], S], instance: S) -> None:
+        """Use `instance` as the service `cls` for this run (tests, tools that already hold one)."""
+        self._services[cls] = instance
+
+    def files_under(self, directory: str) -> Iterable[FileEntry]:
+        """Every non-directory entry strictly below `directory` (links not followed), sorted."""
+        if self._files is None:
+            self._files = [e for e in self.fs.walk() if e.kind is not EntryKind.DIR]
+        prefix = directory.rstrip("/") + "/"
+        for e in self._files:
+            if e.path.startswith(prefix):
+                yield e
 
 
 class Analyzer(ABC):
     """Finds what one kind of file needs."""
 
-    name: str = ""
+    name: ClassVar[str] = ""
+    capture: ClassVar[Capture] = Capture()
 
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
@@ -42,6 +90,27 @@ class Analyzer(ABC):
     @abstractmethod
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
         """Edges from `entry.path` to what it needs, and Unknowns. Never raises for bad input."""
+
+    def entry_roots(self, argv: Sequence[str]) -> Iterable[Edge | Unknown]:
+        """Roots for a command line the container runs; `argv[0]` is the program's image path.
+        Empty when the command line is not this analyzer's business."""
+        return ()
+
+    def always_roots(self) -> Iterable[Edge | Unknown]:
+        """Roots kept in every build mode (static, traced and both)."""
+        return ()
+
+
+def link_edges(ctx: AnalysisContext, src: str, path: str, kind: str, evidence: str) -> list[Edge]:
+    """An edge to `path`, plus edges to the symlinks crossed and the final target."""
+    res = ctx.fs.resolve(path)
+    out = [Edge(src, path, kind, evidence)]
+    for link in res.links:
+        if link != path:
+            out.append(Edge(src, link, kind, evidence))
+    if res.exists and res.path != path:
+        out.append(Edge(src, res.path, kind, evidence))
+    return out
 
 
 def tidy(results: Iterable[Edge | Unknown]) -> list[Edge | Unknown]:

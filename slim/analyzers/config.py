@@ -18,7 +18,6 @@ Every edge is `Edge(conf, path, "config", "<directive> …")`.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import posixpath
 import re
@@ -27,6 +26,7 @@ from collections.abc import Iterable
 
 from slim.analyzers.base import Analyzer
 from slim.errors import AnalysisError
+from slim.fs.layer import Capture
 from slim.fs.rootfs import RootFS
 from slim.model import Edge, FileEntry, Unknown, normpath
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 4 << 20
 MAX_TREE_FILES = 20_000  # document roots larger than this are reported, not enumerated
-MAX_GLOB_MATCHES = 10_000
 
 NGINX_PREFIXES = ("/etc/nginx", "/usr/local/nginx/conf", "/usr/local/etc/nginx", "/opt/nginx/conf")
 NGINX_MODULE_PREFIXES = ("/usr/share/nginx", "/usr/lib/nginx", "/etc/nginx", "/usr/local/nginx")
@@ -47,31 +46,6 @@ NGINX_FILE_DIRECTIVES = {
 NGINX_TREE_DIRECTIVES = {"root", "alias"}
 
 LIGHTTPD_PREFIX = "/etc/lighttpd"
-
-
-def glob_exact(fs: RootFS, pattern: str) -> list[str]:
-    """glob(3) inside the image: each '/'-separated component matched on its own (`*` does not
-    cross '/'), hidden names only by a pattern starting with '.'. Sorted, as glob(3) sorts."""
-    parts = [p for p in normpath(pattern).split("/") if p]
-    current = ["/"]
-    for part in parts:
-        nxt: list[str] = []
-        magic = any(ch in part for ch in "*?[")
-        for base in current:
-            if not magic:
-                cand = posixpath.join(base, part)
-                if fs.lexists(cand) or fs.exists(cand):
-                    nxt.append(cand)
-                continue
-            for name in fs.listdir(base):
-                if name.startswith(".") and not part.startswith("."):
-                    continue
-                if fnmatch.fnmatchcase(name, part):
-                    nxt.append(posixpath.join(base, name))
-        current = nxt[:MAX_GLOB_MATCHES]
-        if not current:
-            break
-    return sorted(p for p in current if p != "/")
 
 
 def _tree_files(fs: RootFS, root: str) -> tuple[list[str], bool]:
@@ -128,6 +102,8 @@ class ConfigAnalyzer(Analyzer):
     """Follows include lines (and file-valued directives) of nginx and lighttpd configs."""
 
     name = "config"
+    capture = Capture(globs=("/etc/**", "/usr/local/nginx/conf/**", "/usr/local/etc/nginx/**",
+                             "**/*.conf"))
 
     def wants(self, entry: FileEntry) -> bool:
         return entry.is_file and self._flavor(entry.path) != ""
@@ -175,7 +151,7 @@ class ConfigAnalyzer(Analyzer):
                 continue
             if name == "include":
                 pattern = arg if arg.startswith("/") else posixpath.join(prefix, arg)
-                matches = glob_exact(fs, pattern)
+                matches = fs.glob3(pattern)
                 if not matches and not any(ch in arg for ch in "*?["):
                     out.append(Unknown(path, f"{evidence}: included file not found"))
                 out.extend(Edge(path, m, "config", evidence) for m in matches if m != path)
@@ -235,7 +211,7 @@ class ConfigAnalyzer(Analyzer):
                 bases = [""] if arg.startswith("/") else [here, LIGHTTPD_PREFIX]
                 matches: list[str] = []
                 for base in bases:
-                    matches = glob_exact(fs, posixpath.join(base, arg) if base else arg)
+                    matches = fs.glob3(posixpath.join(base, arg) if base else arg)
                     if matches:
                         break
                 if not matches and not any(ch in arg for ch in "*?["):
@@ -248,4 +224,4 @@ class ConfigAnalyzer(Analyzer):
         return out
 
 
-__all__ = ["ConfigAnalyzer", "glob_exact", "nginx_directives"]
+__all__ = ["ConfigAnalyzer", "nginx_directives"]

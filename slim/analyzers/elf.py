@@ -1,232 +1,217 @@
-"""ELF facts the dynamic-loader emulation needs, read with pyelftools.
-
-`parse_elf` turns one ELF object into a frozen `ElfInfo`: class, machine, byte order, OS ABI,
-type, PT_INTERP, the dynamic section's DT_NEEDED / DT_RPATH / DT_RUNPATH / DT_SONAME /
-DT_FLAGS_1, and the GNU build-id note. Only program headers (segments) are used, as ld.so does
-(glibc elf/dl-load.c `_dl_map_object_from_fd` never looks at section headers), so stripped
-objects and objects whose section table was removed parse the same way.
-
-The image is untrusted input: any pyelftools failure on a garbled file becomes an
-`AnalysisError` naming the file, never another exception.
+"""The ELF analyzer: PT_INTERP and the DT_NEEDED closure of an executable, computed by emulating
+the process its dynamic loader builds (glibc elf/dl-deps.c `_dl_map_object_deps`, musl
+ldso/dynlink.c `load_deps`): objects load breadth-first, a name already loaded is reused, and
+every DT_NEEDED is resolved with the requester's loader chain (slim.analyzers.ldso.resolver).
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+import re
+from collections import deque
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import InterpSegment, NoteSegment
-
+from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.ldso.cache import LD_SO_CACHE
+from slim.analyzers.ldso.resolver import LibraryResolver
+from slim.elf import ELF_MAGIC, ElfInfo
 from slim.errors import AnalysisError
-
-if TYPE_CHECKING:
-    from slim.analyzers.base import AnalysisContext
-    from slim.fs.rootfs import RootFS
+from slim.fs.layer import Capture
+from slim.model import Edge, EntryKind, FileEntry, Unknown, normpath
 
 log = logging.getLogger(__name__)
 
-ELF_MAGIC = b"\x7fELF"
-
-# DT_FLAGS_1 bits (glibc elf/elf.h).
-DF_1_NODEFLIB = 0x00000800
-DF_1_PIE = 0x08000000
-
-# Caps that keep a hostile file from making us spin (ld.so has none, but it does not need any).
-MAX_DYNAMIC_TAGS = 1 << 16
-MAX_SEGMENTS = 1 << 12
-
-CACHE_KEY = "elf.info"
+# Caps against hostile images.
+MAX_CLOSURE = 4096
+UNKNOWN_TRIED_SHOWN = 12
 
 
 @dataclass(frozen=True)
-class ElfInfo:
-    """What one ELF object tells the dynamic loader (paths are image paths)."""
+class LoadedObject:
+    """One object of an emulated process: how it was found and who loaded it."""
 
-    path: str
-    elfclass: int  # 32 | 64
-    machine: str  # pyelftools e_machine name, e.g. "EM_X86_64"
-    little_endian: bool
-    osabi: str  # e.g. "ELFOSABI_SYSV"
-    etype: str  # "EXEC" | "DYN" | "REL" | "CORE" | raw name
-    interp: str | None = None  # PT_INTERP
-    needed: tuple[str, ...] = ()  # DT_NEEDED, in order
-    rpath: tuple[str, ...] = ()  # DT_RPATH, raw elements (split on ':')
-    runpath: tuple[str, ...] = ()  # DT_RUNPATH, raw elements
-    soname: str | None = None
-    is_static: bool = False  # no PT_INTERP and no DT_NEEDED
-    is_static_pie: bool = False  # ET_DYN, no PT_INTERP, DF_1_PIE (gcc -static-pie)
-    is_pie: bool = False  # ET_DYN with DF_1_PIE, or with PT_INTERP and no soname
-    build_id: str = ""  # hex of NT_GNU_BUILD_ID
-    libc: str | None = None  # "glibc" | "musl" | None, guessed from the interpreter name
-    nodeflib: bool = False  # DF_1_NODEFLIB: skip ld.so.cache and the trusted directories
-    has_dynamic: bool = False  # PT_DYNAMIC present
-
-    @property
-    def effective_rpath(self) -> tuple[str, ...]:
-        """DT_RPATH as glibc uses it: ignored when DT_RUNPATH is present
-        (glibc elf/get-dynamic-info.h: "If both RUNPATH and RPATH are given, the latter is ignored")."""
-        return () if self.runpath else self.rpath
-
-    def compatible_with(self, other: ElfInfo) -> str:
-        """ "" when `other` can be loaded into a process of this object, else the reason.
-
-        Mirrors glibc elf/dl-load.c `open_verify` (EI_CLASS, EI_DATA, EI_OSABI, e_machine) and
-        auditwheel's `Platform.is_compatible`; SYSV and GNU/Linux OS ABIs are interchangeable.
-        """
-        if other.elfclass != self.elfclass:
-            return f"wrong ELF class: ELFCLASS{other.elfclass}"
-        if other.little_endian != self.little_endian:
-            return "wrong byte order: " + ("little-endian" if other.little_endian else "big-endian")
-        if other.machine != self.machine:
-            return f"wrong machine: {other.machine}"
-        linuxish = {"ELFOSABI_SYSV", "ELFOSABI_LINUX", "ELFOSABI_GNU"}
-        if other.osabi != self.osabi and not {other.osabi, self.osabi} <= linuxish:
-            return f"wrong OS ABI: {other.osabi}"
-        return ""
+    info: ElfInfo
+    loader: int  # index of the loading object, -1 for the executable
 
 
-def libc_from_interp(interp: str | None) -> str | None:
-    """Guess the C library from PT_INTERP: musl's loader is ld-musl-ARCH.so.1, glibc's ld-linux*/ld64/ld.so."""
-    if not interp:
-        return None
-    base = posixpath.basename(interp)
-    if base.startswith("ld-musl-"):
-        return "musl"
-    if base.startswith(("ld-linux", "ld64.so", "ld.so", "ld-2.")):
-        return "glibc"
-    return None
+@dataclass
+class _Process:
+    """The emulated process of one executable: loaded objects and how to find them by name."""
+
+    objects: list[LoadedObject]
+    by_name: dict[str, int] = field(default_factory=dict)
+    by_real: dict[str, int] = field(default_factory=dict)
 
 
-def _split_path_list(value: str) -> tuple[str, ...]:
-    return tuple(value.split(":"))
+def _names(obj: ElfInfo, as_name: str) -> set[str]:
+    names = {as_name, obj.path}
+    if obj.soname:
+        names.add(obj.soname)
+    return names
 
 
-def parse_elf(stream: BinaryIO, path: str) -> ElfInfo:
-    """Parse the ELF object in `stream` (seekable). Raises AnalysisError when it is not valid ELF."""
-    try:
-        head = stream.read(4)
-        stream.seek(0)
-    except (OSError, ValueError) as exc:
-        raise AnalysisError(f"{path}: not a valid ELF: cannot read: {exc}") from exc
-    if head != ELF_MAGIC:
-        raise AnalysisError(f"{path}: not a valid ELF: bad magic {head!r}")
-    try:
-        return _parse(ELFFile(stream), path)
-    except AnalysisError:
-        raise
-    except RecursionError as exc:  # pragma: no cover - defensive
-        raise AnalysisError(f"{path}: not a valid ELF: structure too deep") from exc
-    # pyelftools raises ELFError, ELFParseError, construct StreamError/ConstructError, struct.error,
-    # UnicodeDecodeError, ValueError, IndexError, KeyError, TypeError… on garbled input; the set is
-    # not documented, so every ordinary exception from the parser is treated as "not valid ELF".
-    except Exception as exc:
-        raise AnalysisError(f"{path}: not a valid ELF: {type(exc).__name__}: {exc}") from exc
+class Loader:
+    """The emulated dynamic loader of one analysis run, shared by everything that asks where a
+    library is (the analyzer, `slim why -v`): the resolver with its ELF memo, every directory
+    list it tried per (requester, DT_NEEDED), and the objects already placed in some process."""
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.resolver = LibraryResolver(ctx.fs, ctx.config)
+        self.tried: dict[tuple[str, str], tuple[str, ...]] = {}
+        # Objects already analyzed as part of some executable's closure: their needs were
+        # resolved with the right RPATH chain; analyzing them alone would lose that chain.
+        self.covered: set[str] = set()
+        self.cache_error_reported = False
 
 
-def _parse(elf: ELFFile, path: str) -> ElfInfo:
-    elfclass = elf.elfclass
-    if elfclass not in (32, 64):
-        raise AnalysisError(f"{path}: not a valid ELF: ELF class {elfclass}")
-    etype_raw = str(elf["e_type"])
-    etype = etype_raw[3:] if etype_raw.startswith("ET_") else etype_raw
-    interp: str | None = None
-    needed: list[str] = []
-    rpath: tuple[str, ...] = ()
-    runpath: tuple[str, ...] = ()
-    soname: str | None = None
-    flags_1 = 0
-    build_id = ""
-    has_dynamic = False
-    if elf.num_segments() > MAX_SEGMENTS:
-        raise AnalysisError(f"{path}: not a valid ELF: {elf.num_segments()} program headers")
-    for seg in elf.iter_segments():
-        if isinstance(seg, InterpSegment) and interp is None:
-            interp = seg.get_interp_name().rstrip("\x00")
-        elif isinstance(seg, DynamicSegment) and not has_dynamic:
-            has_dynamic = True
-            for count, tag in enumerate(seg.iter_tags()):
-                if count >= MAX_DYNAMIC_TAGS:
-                    raise AnalysisError(f"{path}: not a valid ELF: too many dynamic tags")
-                d_tag = tag.entry.d_tag
-                if d_tag == "DT_NEEDED":
-                    needed.append(tag.needed)  # type: ignore[attr-defined]
-                elif d_tag == "DT_RPATH":
-                    rpath = _split_path_list(tag.rpath)  # type: ignore[attr-defined]
-                elif d_tag == "DT_RUNPATH":
-                    runpath = _split_path_list(tag.runpath)  # type: ignore[attr-defined]
-                elif d_tag == "DT_SONAME":
-                    soname = tag.soname  # type: ignore[attr-defined]
-                elif d_tag == "DT_FLAGS_1":
-                    flags_1 = int(tag.entry.d_val)
-                elif d_tag == "DT_NULL":
-                    break
-        elif isinstance(seg, NoteSegment) and not build_id:
-            for note in seg.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                    desc = note["n_desc"]
-                    build_id = desc if isinstance(desc, str) else bytes(desc).hex()
-                    break
-    is_static = interp is None and not needed
-    is_static_pie = etype == "DYN" and interp is None and bool(flags_1 & DF_1_PIE)
-    # Old linkers do not set DF_1_PIE; an ET_DYN with an interpreter and no soname is a PIE
-    # (libc.so.6 has PT_INTERP too, but also a soname).
-    is_pie = etype == "DYN" and (
-        bool(flags_1 & DF_1_PIE) or (interp is not None and soname is None)
-    )
-    info = ElfInfo(
-        path=path,
-        elfclass=elfclass,
-        machine=str(elf["e_machine"]),
-        little_endian=bool(elf.little_endian),
-        osabi=str(elf["e_ident"]["EI_OSABI"]),
-        etype=etype,
-        interp=interp,
-        needed=tuple(needed),
-        rpath=rpath,
-        runpath=runpath,
-        soname=soname,
-        is_static=is_static,
-        is_static_pie=is_static_pie,
-        is_pie=is_pie,
-        build_id=build_id,
-        libc=libc_from_interp(interp),
-        nodeflib=bool(flags_1 & DF_1_NODEFLIB),
-        has_dynamic=has_dynamic,
-    )
-    log.debug("%s: %s", path, info)
-    return info
+class ElfAnalyzer(Analyzer):
+    """PT_INTERP and the DT_NEEDED closure of an ELF object, found as its loader would."""
 
+    name = "elf"
+    capture = Capture(magics=(ELF_MAGIC,))
 
-def is_elf(fs: RootFS, path: str) -> bool:
-    """Whether `path` (links followed) is a regular file starting with the ELF magic."""
-    if not fs.is_file(path):
-        return False
-    try:
-        return fs.read(path, 4) == ELF_MAGIC
-    except AnalysisError:
-        return False
+    def __init__(self, ctx: AnalysisContext) -> None:
+        super().__init__(ctx)
+        loader = ctx.service(Loader)
+        self.loader = loader
+        self.resolver = loader.resolver
+        self.tried = loader.tried
+        self.covered = loader.covered
 
-
-def read_elf(fs: RootFS, path: str) -> ElfInfo:
-    """Parse the ELF object at image path `path` (links followed). Raises AnalysisError."""
-    with fs.open(path) as stream:
-        return parse_elf(stream, path)
-
-
-def elf_info(ctx: AnalysisContext, path: str) -> ElfInfo:
-    """`read_elf` memoized in `ctx.cache["elf.info"]` (failures are memoized too). Raises AnalysisError."""
-    memo: dict[str, ElfInfo | AnalysisError] = ctx.cache.setdefault(CACHE_KEY, {})
-    hit = memo.get(path)
-    if hit is None:
+    def wants(self, entry: FileEntry) -> bool:
+        if entry.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
+            return False
         try:
-            hit = read_elf(ctx.fs, path)
+            return self.ctx.fs.read(entry.path, 4) == ELF_MAGIC
+        except AnalysisError:
+            return False
+
+    def analyze(self, entry: FileEntry) -> Iterator[Edge | Unknown]:
+        path = entry.path
+        if path in self.covered:
+            return
+        try:
+            root = self.resolver.elf(path)
         except AnalysisError as exc:
-            hit = exc
-        memo[path] = hit
-    if isinstance(hit, AnalysisError):
-        raise hit
-    return hit
+            yield Unknown(path, str(exc))
+            return
+        if root.etype not in ("EXEC", "DYN"):
+            return
+        if root.interp is not None:
+            interp = normpath(root.interp)
+            if self.ctx.fs.exists(interp):
+                yield Edge(path, interp, "interpreter", "PT_INTERP")
+            else:
+                yield Unknown(path, f"PT_INTERP {root.interp}: not in the image")
+        if root.is_static or root.is_static_pie or not root.needed:
+            return
+        yield from self._closure(root)
+        if self.resolver.cache_error and not self.loader.cache_error_reported:
+            self.loader.cache_error_reported = True
+            yield Unknown(LD_SO_CACHE, f"{self.resolver.cache_error}; ld.so.conf used instead")
+
+    def _preloads(self, root: ElfInfo) -> list[tuple[str, str]]:
+        """(source, name) of objects preloaded into every process of this executable: the image
+        Env's LD_PRELOAD (glibc elf/rtld.c and musl: separated by whitespace or ':'), then,
+        for glibc only, /etc/ld.so.preload ('#' comments, whitespace or ':' separated)."""
+        out: list[tuple[str, str]] = []
+        env = self.ctx.config.env_dict.get("LD_PRELOAD", "")
+        out += [("LD_PRELOAD", n) for n in re.split(r"[\s:]+", env) if n]
+        if root.libc != "musl" and self.ctx.fs.is_file("/etc/ld.so.preload"):
+            try:
+                text = self.ctx.fs.read_text("/etc/ld.so.preload")
+            except AnalysisError as exc:
+                log.debug("%s", exc)
+                text = ""
+            for line in text.splitlines():
+                line = line.split("#", 1)[0]
+                out += [("/etc/ld.so.preload", n) for n in re.split(r"[\s:]+", line) if n]
+        return out
+
+    def _closure(self, root: ElfInfo) -> Iterator[Edge | Unknown]:
+        """Breadth-first like glibc elf/dl-deps.c `_dl_map_object_deps` (musl's load_deps is
+        breadth-first too): the executable, then its preloads, then their DT_NEEDED level by
+        level. A name matching an already loaded object (its soname, the name it was loaded as,
+        or its path) reuses it; so does a second path to the same real file (dev/ino check)."""
+        fs = self.ctx.fs
+        proc = _Process([LoadedObject(root, -1)])
+        proc.by_name = {n: 0 for n in _names(root, root.path)}
+        proc.by_real = {fs.realpath(root.path): 0}
+        if root.interp is not None and fs.exists(root.interp):
+            # rtld is loaded before any dependency: libc's DT_NEEDED ld-linux-x86-64.so.2 is it.
+            interp = normpath(root.interp)
+            try:
+                iinfo: ElfInfo | None = self.resolver.elf(interp)
+            except AnalysisError:
+                iinfo = None
+            if iinfo is not None:
+                proc.objects.append(LoadedObject(iinfo, 0))
+                for n in _names(iinfo, interp):
+                    proc.by_name.setdefault(n, 1)
+                proc.by_real.setdefault(fs.realpath(interp), 1)
+        queue: deque[int] = deque([0])
+        if root.interp is not None:
+            for source, name in self._preloads(root):
+                new = yield from self._load(proc, 0, name, source)
+                if new is not None:
+                    queue.append(new)
+        while queue:
+            idx = queue.popleft()
+            for name in proc.objects[idx].info.needed:
+                if len(proc.objects) >= MAX_CLOSURE:
+                    yield Unknown(
+                        root.path, f"library closure larger than {MAX_CLOSURE} objects; truncated"
+                    )
+                    return
+                new = yield from self._load(proc, idx, name, "DT_NEEDED")
+                if new is not None:
+                    queue.append(new)
+
+    def _load(
+        self, proc: _Process, idx: int, name: str, label: str
+    ) -> Generator[Edge | Unknown, None, int | None]:
+        """Map `name` for object `idx` (glibc `_dl_map_object`); returns the index of a newly
+        loaded object (to be scanned), None when it was already loaded or not found."""
+        fs = self.ctx.fs
+        obj = proc.objects[idx]
+        src = obj.info.path
+        if name in proc.by_name:
+            dst = proc.objects[proc.by_name[name]].info.path
+            yield Edge(src, dst, "needed", f"{label} {name} via already loaded")
+            return None
+        chain: list[ElfInfo] = []
+        up = obj.loader
+        while up >= 0:
+            chain.append(proc.objects[up].info)
+            up = proc.objects[up].loader
+        res = self.resolver.resolve(name, obj.info, chain)
+        self.tried[(src, name)] = res.tried
+        if res.path is None:
+            shown = ", ".join(res.tried[:UNKNOWN_TRIED_SHOWN])
+            extra = len(res.tried) - UNKNOWN_TRIED_SHOWN
+            more = f", … {extra} more" if extra > 0 else ""
+            yield Unknown(src, f"{label} {name}: not found (tried {shown or 'nothing'}{more})")
+            return None
+        yield Edge(src, res.path, "needed", f"{label} {name} via {res.via}")
+        for link in res.links:
+            yield Edge(src, link, "symlink", f"{label} {name}: on the search path")
+        for alt in res.alternatives:
+            yield Edge(src, alt, "needed", f"{label} {name} via {res.via} (hwcaps alternative)")
+        real = fs.realpath(res.path)
+        if real in proc.by_real:
+            proc.by_name[name] = proc.by_real[real]
+            return None
+        try:
+            info = self.resolver.elf(res.path)
+        except AnalysisError as exc:  # accepted by _check, so this is rare
+            yield Unknown(res.path, str(exc))
+            return None
+        proc.objects.append(LoadedObject(info, idx))
+        new = len(proc.objects) - 1
+        for n in _names(info, name):
+            proc.by_name.setdefault(n, new)
+        proc.by_real[real] = new
+        self.covered.add(res.path)
+        self.covered.add(real)
+        return new

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import posixpath
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from slim.analyzers.app import files_under, link_edges, under, which
-from slim.analyzers.base import AnalysisContext, Analyzer, tidy
+from slim.analyzers.base import AnalysisContext, Analyzer, link_edges, tidy
 from slim.errors import SlimError
-from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
+from slim.fs.layer import Capture
+from slim.model import ROOT, Edge, FileEntry, Unknown, normpath, under
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,18 @@ def parse_manifest(text: str) -> dict[str, str]:
     return attrs
 
 
+class JarManifests:
+    """Jar manifests read so far in one run (a service of the analysis context)."""
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.by_jar: dict[str, dict[str, str] | None] = {}
+
+
 def read_manifest(ctx: AnalysisContext, jar: str) -> dict[str, str] | None:
     """Main attributes of a jar's manifest; None when the jar is unreadable or has none."""
-    key = f"java.manifest:{jar}"
-    if key in ctx.cache:
-        return ctx.cache[key]
+    seen = ctx.service(JarManifests).by_jar
+    if jar in seen:
+        return seen[jar]
     attrs = None
     try:
         with ctx.fs.open(jar) as f, zipfile.ZipFile(f) as z:  # seekable: only the directory is read
@@ -70,7 +77,7 @@ def read_manifest(ctx: AnalysisContext, jar: str) -> dict[str, str] | None:
     except (SlimError, OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         log.debug("%s: no readable manifest: %s", jar, exc)
         attrs = None
-    ctx.cache[key] = attrs
+    seen[jar] = attrs
     return attrs
 
 
@@ -91,7 +98,7 @@ def classpath_entries(ctx: AnalysisContext, src: str, value: str, base: str, why
             out.extend(link_edges(ctx, src, p, "import", f"{why} {item}"))
         elif ctx.fs.is_dir(p):
             real = ctx.fs.realpath(p)
-            for e in files_under(ctx, real):
+            for e in ctx.files_under(real):
                 out.append(Edge(src, e.path, "import", f"{why} directory {item}"))
         else:
             out.append(Unknown(src if src != ROOT else p, f"{why} {item}: not found in the image"))
@@ -135,7 +142,7 @@ def jvm_home_edges(ctx: AnalysisContext, src: str, home: str) -> list[Edge]:
         d = posixpath.join(home, sub)
         if not ctx.fs.is_dir(d):
             continue
-        for e in files_under(ctx, ctx.fs.realpath(d)):
+        for e in ctx.files_under(ctx.fs.realpath(d)):
             if e.path.endswith(JVM_SKIP_SUFFIXES):
                 continue
             # conf/ and lib/security/cacerts are symlinks into /etc on Debian: keep the targets
@@ -151,7 +158,7 @@ def java_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
     """Edges from "<root>" for a `java …` command line: jar or class path, agents, JVM home."""
     if not argv:
         return []
-    java = argv[0] if argv[0].startswith("/") else which(ctx, argv[0])
+    java = argv[0] if argv[0].startswith("/") else ctx.which(argv[0])
     if not java or "java" not in (posixpath.basename(argv[0]), posixpath.basename(ctx.fs.realpath(java))):
         return []
     wd = ctx.config.workdir or "/"
@@ -213,6 +220,10 @@ class JavaAnalyzer(Analyzer):
     """Jars → their manifest Class-Path; a kept `java` binary → its JVM home (by rule)."""
 
     name = "java"
+    capture = Capture(globs=("**/*.jar",))
+
+    def entry_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
+        return java_roots(self.ctx, list(argv))
 
     def wants(self, entry: FileEntry) -> bool:
         if not entry.is_file:

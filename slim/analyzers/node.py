@@ -26,13 +26,13 @@ import json
 import logging
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from slim.analyzers.app import link_edges, under, which
-from slim.analyzers.base import AnalysisContext, Analyzer, tidy
+from slim.analyzers.base import AnalysisContext, Analyzer, link_edges, tidy
 from slim.errors import SlimError
-from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
+from slim.fs.layer import Capture
+from slim.model import ROOT, Edge, FileEntry, Unknown, normpath, under
 
 log = logging.getLogger(__name__)
 
@@ -68,44 +68,102 @@ _REGEX_AFTER_KEYWORDS = {"return", "typeof", "instanceof", "in", "of", "new", "d
                          "throw", "case", "do", "else", "yield", "await"}
 
 
+def _regex_allowed(out: list[Token]) -> bool:
+    """Whether a `/` after the tokens so far starts a regular-expression literal (ECMA-262
+    "Lexical Grammar": a regex can start where an expression can, not after a value)."""
+    if not out:
+        return True
+    t = out[-1]
+    if t.kind == "id":
+        return t.text in _REGEX_AFTER_KEYWORDS
+    if t.kind in ("str", "tpl"):
+        return False
+    return t.text not in (")", "]", "}")
+
+
+def _template(src: str, start: int, line: int, depth: int, brace_stack: list[int]) -> tuple[int, int, int]:
+    """Scan a template literal body from `start` (after the backtick). Returns (index after
+    the closing backtick or after `${` (pushing onto brace_stack), line, brace depth)."""
+    n = len(src)
+    j = start
+    while j < n:
+        c = src[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "\n":
+            line += 1
+        if c == "`":
+            return j + 1, line, depth
+        if c == "$" and j + 1 < n and src[j + 1] == "{":
+            brace_stack.append(depth)
+            depth += 1
+            return j + 2, line, depth
+        j += 1
+    return n, line, depth
+
+
+def _quoted(src: str, i: int) -> tuple[str, int]:
+    """A '…' or "…" string literal starting at i: its text (escapes reduced to the escaped
+    character) and the index after it; an unterminated one ends at the line's end."""
+    n = len(src)
+    c = src[i]
+    j = i + 1
+    buf: list[str] = []
+    while j < n and src[j] != c and src[j] != "\n":
+        if src[j] == "\\" and j + 1 < n:
+            buf.append(src[j + 1])
+            j += 2
+            continue
+        buf.append(src[j])
+        j += 1
+    return "".join(buf), j + 1
+
+
+def _template_token(body: str, line: int) -> Token:
+    """The token of a template literal whose scanned `body` runs up to its end or first `${`."""
+    if body.endswith("`"):  # no substitution: as literal as a quoted string
+        return Token("str", body[:-1], line)
+    # keep the static head (text before the first `${`)
+    return Token("tpl", body[:-2] if body.endswith("${") else "", line)
+
+
+def _regex_end(src: str, i: int) -> int:
+    """The index after a regular-expression literal starting with the `/` at i (a `/` inside
+    a `[…]` class does not end it; the literal never spans lines)."""
+    n = len(src)
+    j = i + 1
+    in_class = False
+    while j < n and src[j] != "\n":
+        ch = src[j]
+        if ch == "\\":
+            j += 2
+            continue
+        if ch == "[":
+            in_class = True
+        elif ch == "]":
+            in_class = False
+        elif ch == "/" and not in_class:
+            break
+        j += 1
+    return j + 1
+
+
+def _number_end(src: str, i: int) -> int:
+    """The index after a numeric literal starting at i (digits, letters, `.` and `_`)."""
+    n = len(src)
+    j = i + 1
+    while j < n and (src[j].isalnum() or src[j] in "._"):
+        j += 1
+    return j
+
+
 def tokenize(src: str) -> list[Token]:
     """Identifiers, string literals and punctuation of JavaScript source; comments skipped."""
     out: list[Token] = []
     i, n, line = 0, len(src), 1
     brace_stack: list[int] = []  # depth markers for `${ … }` inside template literals
     depth = 0
-
-    def regex_allowed() -> bool:
-        if not out:
-            return True
-        t = out[-1]
-        if t.kind == "id":
-            return t.text in _REGEX_AFTER_KEYWORDS
-        if t.kind in ("str", "tpl"):
-            return False
-        return t.text not in (")", "]", "}")
-
-    def template(start: int) -> int:
-        """Scan a template literal body from `start` (after the backtick). Returns the index
-        after the closing backtick, or after `${` (pushing onto brace_stack)."""
-        nonlocal line, depth
-        j = start
-        while j < n:
-            c = src[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c == "\n":
-                line += 1
-            if c == "`":
-                return j + 1
-            if c == "$" and j + 1 < n and src[j + 1] == "{":
-                brace_stack.append(depth)
-                depth += 1
-                return j + 2
-            j += 1
-        return n
-
     while i < n:
         c = src[i]
         if c == "\n":
@@ -122,56 +180,28 @@ def tokenize(src: str) -> list[Token]:
             line += src.count("\n", i, j)
             i = j
         elif c in "'\"":
-            j = i + 1
-            buf: list[str] = []
-            while j < n and src[j] != c and src[j] != "\n":
-                if src[j] == "\\" and j + 1 < n:
-                    buf.append(src[j + 1])
-                    j += 2
-                    continue
-                buf.append(src[j])
-                j += 1
-            out.append(Token("str", "".join(buf), line))
-            i = j + 1
+            text, j = _quoted(src, i)
+            out.append(Token("str", text, line))
+            i = j
         elif c == "`":
             start_line = line
-            j = template(i + 1)
-            body = src[i + 1: j]
-            if body.endswith("`"):  # no substitution: as literal as a quoted string
-                out.append(Token("str", body[:-1], start_line))
-            else:  # keep the static head (text before the first `${`)
-                out.append(Token("tpl", body[:-2] if body.endswith("${") else "", start_line))
+            j, line, depth = _template(src, i + 1, line, depth, brace_stack)
+            out.append(_template_token(src[i + 1: j], start_line))
             i = j
         elif c == "}" and brace_stack and depth - 1 == brace_stack[-1]:
             brace_stack.pop()
             depth -= 1
-            i = template(i + 1)
-        elif c == "/" and regex_allowed():
-            j = i + 1
-            in_class = False
-            while j < n and src[j] != "\n":
-                ch = src[j]
-                if ch == "\\":
-                    j += 2
-                    continue
-                if ch == "[":
-                    in_class = True
-                elif ch == "]":
-                    in_class = False
-                elif ch == "/" and not in_class:
-                    break
-                j += 1
+            i, line, depth = _template(src, i + 1, line, depth, brace_stack)
+        elif c == "/" and _regex_allowed(out):
             out.append(Token("str", "", line))  # a regex is a value, never a specifier
-            i = j + 1
+            i = _regex_end(src, i)
         elif _ID_START.match(c):
             m = _ID.match(src, i + 1)
             j = m.end() if m else i + 1
             out.append(Token("id", src[i:j], line))
             i = j
         elif c.isdigit():
-            j = i + 1
-            while j < n and (src[j].isalnum() or src[j] in "._"):
-                j += 1
+            j = _number_end(src, i)
             out.append(Token("num", src[i:j], line))
             i = j
         else:
@@ -243,7 +273,8 @@ def scan_specifiers(src: str) -> list[Specifier]:
 
 # -- resolution ----------------------------------------------------------------------------
 class NodeResolver:
-    """Node's CommonJS/ESM resolution over an image RootFS."""
+    """Node's CommonJS/ESM resolution over an image RootFS (a service: one per analysis run,
+    so every package.json is parsed once)."""
 
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
@@ -251,12 +282,12 @@ class NodeResolver:
         wd = ctx.config.workdir or "/"
         self.node_path = [normpath(posixpath.join(wd, p))
                           for p in ctx.config.env_dict.get("NODE_PATH", "").split(":") if p]
+        self._package_json: dict[str, dict | None] = {}
 
     def package_json(self, directory: str) -> dict | None:
         path = posixpath.join(directory, "package.json")
-        key = f"node.pkg:{path}"
-        if key in self.ctx.cache:
-            return self.ctx.cache[key]
+        if path in self._package_json:
+            return self._package_json[path]
         doc = None
         if self.fs.is_file(path):
             try:
@@ -265,7 +296,7 @@ class NodeResolver:
                 log.debug("%s: unreadable package.json: %s", path, exc)
             if not isinstance(doc, dict):
                 doc = {}
-        self.ctx.cache[key] = doc
+        self._package_json[path] = doc
         return doc
 
     def as_file(self, x: str) -> list[str]:
@@ -424,7 +455,7 @@ def _shebang_node(ctx: AnalysisContext, path: str) -> bool:
 
 def node_edges(ctx: AnalysisContext, path: str, source: str) -> list[Edge | Unknown]:
     """Edges from one JavaScript file to the modules and JSON files it loads."""
-    r = NodeResolver(ctx)
+    r = ctx.service(NodeResolver)
     d = posixpath.dirname(path)
     out: list[Edge | Unknown] = []
     scope = r.scope_package_json(path)
@@ -471,11 +502,11 @@ def node_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
     """Edges from "<root>" for `node [options] file` (and `-r module` preloads)."""
     if not argv:
         return []
-    prog = argv[0] if argv[0].startswith("/") else which(ctx, argv[0])
+    prog = argv[0] if argv[0].startswith("/") else ctx.which(argv[0])
     if not prog or not {posixpath.basename(ctx.fs.realpath(prog)), posixpath.basename(prog)} & {"node", "nodejs"}:
         return []
     wd = ctx.config.workdir or "/"
-    r = NodeResolver(ctx)
+    r = ctx.service(NodeResolver)
     out: list[Edge | Unknown] = []
     i = 1
     while i < len(argv):
@@ -514,6 +545,10 @@ class NodeAnalyzer(Analyzer):
     """JavaScript sources (`.js`, `.mjs`, `.cjs`, `#!…node`) → required modules and JSON data."""
 
     name = "node"
+    capture = Capture(globs=("**/*.js", "**/*.mjs", "**/*.cjs", "**/package.json"))
+
+    def entry_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
+        return node_roots(self.ctx, list(argv))
 
     def wants(self, entry: FileEntry) -> bool:
         if not entry.is_file:

@@ -25,10 +25,11 @@ import logging
 import posixpath
 from dataclasses import dataclass, field
 
-from slim.analyzers.base import AnalysisContext
+from slim.analyzers.base import AnalysisContext, Analyzer
 from slim.errors import AnalysisError
+from slim.fs.layer import Capture
 from slim.fs.rootfs import RootFS
-from slim.model import Edge, EntryKind, normpath
+from slim.model import Edge, EntryKind, FileEntry, Unknown, normpath
 from slim.result import PackageSummary
 
 log = logging.getLogger(__name__)
@@ -244,12 +245,21 @@ def read_packages(fs: RootFS) -> PackageDB:
 # -- summaries and edges ---------------------------------------------------------------------
 
 
+class Packages:
+    """The image's package database, read once per analysis run (a service of the context)."""
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.db = read_packages(ctx.fs)
+
+    @property
+    def present(self) -> PackageDB | None:
+        """The database, or None when the image has no package manager's records."""
+        return self.db if self.db.packages else None
+
+
 def package_db(ctx: AnalysisContext) -> PackageDB:
-    """The image's package database, read once per analysis run (cached in ctx.cache)."""
-    db = ctx.cache.get("packages.db")
-    if db is None:
-        db = ctx.cache["packages.db"] = read_packages(ctx.fs)
-    return db
+    """The image's package database, read once per analysis run."""
+    return ctx.service(Packages).db
 
 
 def _file_size(fs: RootFS, path: str) -> int:
@@ -326,9 +336,27 @@ def package_edges(db: PackageDB, path: str) -> list[Edge]:
     return sorted(set(out))
 
 
+class PackageAnalyzer(Analyzer):
+    """A kept executable → the conffiles of the package(s) that own it (`package_edges`)."""
+
+    name = "packages"
+    capture = Capture(globs=(DPKG_STATUS, f"{DPKG_INFO}/*.list", f"{DPKG_INFO}/*.conffiles",
+                             f"{DPKG_STATUS_D}/*", APK_INSTALLED))
+
+    def wants(self, entry: FileEntry) -> bool:
+        return entry.is_file and bool(entry.mode & 0o111) and ".so" not in posixpath.basename(entry.path)
+
+    def analyze(self, entry: FileEntry) -> list[Edge | Unknown]:
+        db = self.ctx.service(Packages).present
+        return list(package_edges(db, entry.path)) if db is not None else []
+
+
 __all__ = [
     "Package",
+    "PackageAnalyzer",
     "PackageDB",
+    "Packages",
+    "package_db",
     "package_edges",
     "package_summaries",
     "parse_stanzas",

@@ -24,13 +24,13 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from slim.analyzers.app import link_edges, under, which
-from slim.analyzers.base import AnalysisContext, Analyzer, tidy
+from slim.analyzers.base import AnalysisContext, Analyzer, link_edges, tidy
 from slim.errors import SlimError
-from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
+from slim.fs.layer import Capture
+from slim.model import ROOT, Edge, FileEntry, Unknown, normpath, under
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,18 @@ def _detect_version(ctx: AnalysisContext) -> tuple[str, str, str]:
 
 
 def perl_env(ctx: AnalysisContext) -> PerlEnv:
-    """@INC of the image's perl (memoized per run)."""
-    if "perl.env" in ctx.cache:
-        return ctx.cache["perl.env"]
+    """@INC of the image's perl (computed once per run: the PerlInc service)."""
+    return ctx.service(PerlInc).env
+
+
+class PerlInc:
+    """The image's @INC, a service of the analysis context."""
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.env = _compute_inc(ctx)
+
+
+def _compute_inc(ctx: AnalysisContext) -> PerlEnv:
     fs = ctx.fs
     env = ctx.config.env_dict
     wd = ctx.config.workdir or "/"
@@ -108,9 +117,7 @@ def perl_env(ctx: AnalysisContext) -> PerlEnv:
     for c in candidates:
         if "//" not in c and not c.endswith("/") and fs.is_dir(c) and c not in inc:
             inc.append(c)
-    result = PerlEnv(tuple(inc), full)
-    ctx.cache["perl.env"] = result
-    return result
+    return PerlEnv(tuple(inc), full)
 
 
 # -- scanning ------------------------------------------------------------------------------
@@ -309,7 +316,7 @@ def perl_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
     """Edges from "<root>" for `perl [-Idir] [-MModule] script.pl`."""
     if not argv:
         return []
-    prog = argv[0] if argv[0].startswith("/") else which(ctx, argv[0])
+    prog = argv[0] if argv[0].startswith("/") else ctx.which(argv[0])
     if not prog or not any(n.startswith("perl") for n in (posixpath.basename(ctx.fs.realpath(prog)),
                                                           posixpath.basename(prog))):
         return []
@@ -345,6 +352,10 @@ class PerlAnalyzer(Analyzer):
     """Perl sources (`.pl`, `.pm`, `#!…perl`) → modules through @INC and XS shared objects."""
 
     name = "perl"
+    capture = Capture(globs=("**/*.pm", "**/*.pl"))
+
+    def entry_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
+        return perl_roots(self.ctx, list(argv))
 
     def wants(self, entry: FileEntry) -> bool:
         if not entry.is_file:

@@ -180,7 +180,7 @@ def build_image(
             loaded, history_note=f"slim build from {image.digest}: {len(keep)} kept paths",
             keep_base=keep_base,
         )
-        digest = write_image(dest, blobs, config, docker_form=docker_form)
+        digest = write_image(dest, blobs, config, docker_form=docker_form, mark_slim=True)
     except OSError as exc:
         raise EmitError(f"{dest}: {exc}") from None
     finally:

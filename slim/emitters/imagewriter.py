@@ -14,8 +14,9 @@ here, so the byte-level rules live in one place:
   uncompressed tar; `docker save` archives in both the Docker 25+ OCI-in-archive form and the
   legacy form (`<id>/layer.tar`, `<config hex>.json`, `manifest.json`, `repositories`).
   JSON is written with sorted keys and no whitespace; outer tars are sorted with fixed metadata.
-* Atomicity: an image is written into a temporary sibling of its destination and renamed into
-  place, so a failure never leaves a half-written image behind.
+* Atomicity and safety: an image is written into a temporary sibling of its destination and
+  renamed into place (slim.outputs), so a failure never leaves a half-written image behind, and
+  an `oci:` directory replaces only a previous slim layout (`is_slim_layout`).
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from slim import __version__
 from slim.errors import EmitError
 from slim.fs.layer import decompressed
+from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
 from slim.model import EntryKind, FileEntry, normpath
+from slim.outputs import atomic_dir, atomic_file
+from slim.refs import parse_output, split_name
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +57,7 @@ MEDIA_LAYER = {
 }
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
-
-WHITEOUT_PREFIX = ".wh."  # OCI image-spec layer.md "Whiteouts"
-OPAQUE_MARKER = ".wh..wh..opq"
+SLIM_ANNOTATION = "org.slim.version"  # on index entries slim wrote (see is_slim_layout)
 
 _KIND_TYPE = {
     EntryKind.FILE: tarfile.REGTYPE,
@@ -266,32 +268,6 @@ def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, le
 # -- image layouts ------------------------------------------------------------------------------
 
 
-def _parse_dest(dest: str) -> tuple[str, str, str]:
-    """(transport, location, tag-from-dest) of an output reference."""
-    for transport in ("oci-archive", "docker-archive", "oci"):
-        prefix = transport + ":"
-        if dest.startswith(prefix):
-            rest = dest[len(prefix) :]
-            if not rest:
-                break
-            if transport == "oci":
-                # oci:DIR:TAG, as skopeo: the TAG follows the last ':' and holds no '/'
-                loc, sep, tag = rest.rpartition(":")
-                if sep and loc and "/" not in tag:
-                    return transport, loc, tag
-            return transport, rest, ""
-    raise EmitError(f"{dest}: output must be oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE")
-
-
-def _split_tag(tag: str) -> tuple[str, str]:
-    """("repo", "tag") of "repo:tag"; ("", tag) of a bare tag."""
-    slash = tag.rfind("/")
-    colon = tag.rfind(":")
-    if colon > slash:
-        return tag[:colon], tag[colon + 1 :]
-    return "", tag
-
-
 @dataclass
 class _Blob:
     """One blob of the layout: bytes in memory or a file on disk."""
@@ -384,32 +360,18 @@ def _image_config(layers: list[LayerBlob], config: dict[str, Any]) -> dict[str, 
     return doc
 
 
-@contextlib.contextmanager
-def _atomic(location: str, is_dir: bool) -> Iterator[str]:
-    """Yield a temporary sibling of `location`; on success rename it into place."""
-    parent = os.path.dirname(os.path.abspath(location)) or "."
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(os.path.abspath(location))
-    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    target = tmp if is_dir else os.path.join(tmp, base)
+def is_slim_layout(path: str) -> bool:
+    """Whether directory `path` is an OCI layout slim wrote (its index names a manifest with
+    slim's annotation): the only kind of directory an `oci:` output may replace."""
     try:
-        yield target
-        if is_dir:
-            os.chmod(tmp, 0o755)
-            if os.path.isdir(location) and not os.path.islink(location):
-                old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-                os.rmdir(old)
-                os.replace(location, old)
-                os.replace(tmp, location)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, location)
-        else:
-            os.replace(target, location)
-            os.rmdir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with open(os.path.join(path, "index.json"), encoding="utf-8") as f:
+            index = json.load(f)
+        manifests = index.get("manifests") if isinstance(index, dict) else None
+        return (os.path.isfile(os.path.join(path, "oci-layout")) and isinstance(manifests, list)
+                and any(isinstance(m, dict) and isinstance(m.get("annotations"), dict)
+                        and SLIM_ANNOTATION in m["annotations"] for m in manifests))
+    except (OSError, ValueError):
+        return False
 
 
 def write_image(
@@ -419,6 +381,7 @@ def write_image(
     *,
     tag: str = "latest",
     docker_form: str = "oci",
+    mark_slim: bool = False,
 ) -> str:
     """Write an image with these layers (base first) and OCI image `config` to `dest`.
 
@@ -426,15 +389,24 @@ def write_image(
     filled from the layers. `tag` is "NAME:TAG" or a bare "TAG": the OCI ref.name annotation gets
     the TAG part; a docker archive's RepoTags get "NAME:TAG" ("TAG:latest" for a bare tag).
     docker_form: "oci" (Docker 25+ OCI-in-archive) or "legacy" (`<id>/layer.tar`).
+    `mark_slim` annotates the index entry as slim's output (`is_slim_layout`).
     An existing destination is replaced as a whole (an OCI directory is not merged into).
     Returns the config digest ("sha256:…", the image ID). Raises EmitError.
     """
-    transport, location, dest_tag = _parse_dest(dest)
+    out = parse_output(dest)
+    if out.transport == "docker":
+        raise EmitError(f"{dest}: write to oci:, oci-archive: or docker-archive:, then push")
+    transport, location = out.transport, out.location
     if docker_form not in ("oci", "legacy"):
         raise EmitError(f"{dest}: docker_form must be 'oci' or 'legacy', not {docker_form!r}")
-    tag = dest_tag or tag or "latest"
-    repo, short = _split_tag(tag)
+    repo, short = split_name(out.tag or tag or "latest")
+    if not short:  # a bare "TAG" names the tag; a bare "repo/name" takes "latest"
+        repo, short = ("", repo) if "/" not in repo else (repo, "latest")
     repo_tag = f"{repo}:{short}" if repo else f"{short}:latest"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
+    except OSError as exc:
+        raise EmitError(f"{dest}: cannot create its directory: {exc.strerror}") from None
     cfg_bytes = canonical_json(_image_config(layers, config))
     cfg_digest = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
     try:
@@ -442,14 +414,15 @@ def write_image(
             if transport == "docker-archive" and docker_form == "legacy":
                 files = _legacy_files(layers, cfg_bytes, cfg_digest, repo_tag, scratch)
             else:
-                files = _oci_files(layers, cfg_bytes, cfg_digest, short, repo_tag, transport == "docker-archive")
+                files = _oci_files(layers, cfg_bytes, cfg_digest, short, repo_tag,
+                                   transport == "docker-archive", mark_slim)
             if transport == "oci":
-                with _atomic(location, is_dir=True) as tmp:
+                with atomic_dir(location, what="OCI layout", is_previous=is_slim_layout) as tmp:
                     sink = _Sink(tmp, None)
                     for name, data, path in files:
                         sink.put(name, data, path)
             else:
-                with _atomic(location, is_dir=False) as tmp, open(tmp, "wb") as raw:
+                with atomic_file(location, what="image archive") as tmp, open(tmp, "wb") as raw:
                     with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
                         sink = _Sink(None, tf)
                         for name, data, path in sorted(files, key=lambda f: _sort_key(f[0])):
@@ -465,7 +438,8 @@ _File = tuple[str, bytes | None, str]  # (name in the layout, bytes or None, hos
 
 
 def _oci_files(
-    layers: list[LayerBlob], cfg_bytes: bytes, cfg_digest: str, short: str, repo_tag: str, docker: bool
+    layers: list[LayerBlob], cfg_bytes: bytes, cfg_digest: str, short: str, repo_tag: str,
+    docker: bool, mark_slim: bool = False,
 ) -> list[_File]:
     """Files of an OCI image layout (image-spec image-layout.md), plus Docker's manifest.json."""
     manifest = {
@@ -477,6 +451,8 @@ def _oci_files(
     man_bytes = canonical_json(manifest)
     man_digest = "sha256:" + hashlib.sha256(man_bytes).hexdigest()
     annotations = {REF_NAME: short}
+    if mark_slim:
+        annotations[SLIM_ANNOTATION] = __version__
     if docker:
         # Docker 25+ `docker save` also names the image for containerd
         annotations["io.containerd.image.name"] = repo_tag

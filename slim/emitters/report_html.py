@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from slim.emitters.report_text import human_bytes
 from slim.result import AnalysisResult, KeptFile
+from slim.units import format_bytes
 
 TREEMAP_W, TREEMAP_H = 960, 480
 MAX_ROWS = 50
@@ -165,8 +165,8 @@ def _split(rect: Rect, block: Block) -> list[tuple[Rect, str]]:
 
 
 def _svg_block(rect: Rect, block: Block, total: int, has_keep: bool) -> list[str]:
-    title = _esc(f"{block.label}: {human_bytes(block.size)} ({_pct(block.size, total)})"
-                 + (f", kept {human_bytes(block.kept)}, removable {human_bytes(block.size - block.kept)}" if has_keep else ""))
+    title = _esc(f"{block.label}: {format_bytes(block.size)} ({_pct(block.size, total)})"
+                 + (f", kept {format_bytes(block.kept)}, removable {format_bytes(block.size - block.kept)}" if has_keep else ""))
     out = [f'<g class="blk"><title>{title}</title>']
     parts = _split(rect, block) if has_keep else [(rect, "unknown")]
     for r, cls in parts:
@@ -248,7 +248,7 @@ def _chains(result: AnalysisResult, why: Callable[[str], Any] | None) -> str:
     items = []
     for k in kept:
         steps = why(k.path) if why is not None else None
-        head = f"<b>{_esc(k.path)}</b> ({_esc(human_bytes(k.size_bytes))})"
+        head = f"<b>{_esc(k.path)}</b> ({_esc(format_bytes(k.size_bytes))})"
         if steps:
             chain = "".join(
                 f"<li>{_esc(s.dst)} <i>← {_esc(s.kind)}</i>{(' — ' + _esc(s.evidence)) if s.evidence else ''}</li>"
@@ -267,16 +267,16 @@ def render_html(result: AnalysisResult, why: Callable[[str], Any] | None = None)
     img = result.image
     size = img.size_bytes
     has_keep = result.removable is not None
-    cards = [_card("size", human_bytes(size), f"image size ({size} bytes, {img.file_count} files)", size)]
+    cards = [_card("size", format_bytes(size), f"image size ({size} bytes, {img.file_count} files)", size)]
     if result.removable is not None:
         rem = result.removable.size_bytes
-        cards.append(_card("removable", human_bytes(rem), f"removable ({rem} bytes)", rem))
+        cards.append(_card("removable", format_bytes(rem), f"removable ({rem} bytes)", rem))
         cards.append(_card("removable-percent", _pct(rem, size), "of the image is removable", rem / size if size else 0))
     if result.efficiency is not None:
         cards.append(_card("efficiency", f"{100 * result.efficiency.score:.1f} %", "layer efficiency (dive)", result.efficiency.score))
     waste = sum(w.size_bytes for w in result.waste)
     if result.waste:
-        cards.append(_card("waste", human_bytes(waste), "likely waste", waste))
+        cards.append(_card("waste", format_bytes(waste), "likely waste", waste))
     cards.append(_card("layers", str(len(img.layers)), "layers", len(img.layers)))
 
     parts = [
@@ -303,26 +303,26 @@ def render_html(result: AnalysisResult, why: Callable[[str], Any] | None = None)
     pkg_blocks = package_blocks(result)
     parts.append(f'<div id="tm-pkgs" hidden>{treemap_svg([(b, [b]) for b in pkg_blocks], size, has_keep, "treemap by package")}</div>')
 
-    rows = [[_esc(la.index), _esc(human_bytes(la.size_bytes)), _esc(la.file_count),
-             _esc(human_bytes(la.blob_bytes) if la.blob_bytes else "-"), _esc(la.created_by or "-"), _esc(la.digest or "-")]
+    rows = [[_esc(la.index), _esc(format_bytes(la.size_bytes)), _esc(la.file_count),
+             _esc(format_bytes(la.blob_bytes) if la.blob_bytes else "-"), _esc(la.created_by or "-"), _esc(la.digest or "-")]
             for la in sorted(img.layers, key=lambda la: la.index)]
     parts += ["<h2>Layers</h2>", _table(["#", "size", "files", "blob", "created by", "digest"], rows, {0, 1, 2, 3}, {4: "p", 5: "p"})]
 
     if result.packages:
         pkgs = sorted(result.packages, key=lambda p: (-(p.size_bytes - p.kept_bytes), p.manager, p.name))[:MAX_ROWS]
-        rows = [[_esc(p.name), _esc(p.version), _esc(p.manager), _esc(human_bytes(p.size_bytes)), _esc(human_bytes(p.kept_bytes)),
-                 _esc(human_bytes(p.size_bytes - p.kept_bytes)), "yes" if p.unused else ""] for p in pkgs]
+        rows = [[_esc(p.name), _esc(p.version), _esc(p.manager), _esc(format_bytes(p.size_bytes)), _esc(format_bytes(p.kept_bytes)),
+                 _esc(format_bytes(p.size_bytes - p.kept_bytes)), "yes" if p.unused else ""] for p in pkgs]
         parts += [f"<h2>Packages ({len(result.packages)})</h2>",
                   _table(["package", "version", "manager", "size", "kept", "removable", "unused"], rows, {3, 4, 5})]
 
     parts += ["<h2>Top dependency chains</h2>", _chains(result, why)]
 
     if result.waste:
-        rows = [[_esc(w.name), _esc(human_bytes(w.size_bytes)), _esc(_pct(w.size_bytes, size)), _esc(w.file_count), _esc(w.description)]
+        rows = [[_esc(w.name), _esc(format_bytes(w.size_bytes)), _esc(_pct(w.size_bytes, size)), _esc(w.file_count), _esc(w.description)]
                 for w in sorted(result.waste, key=lambda w: (-w.size_bytes, w.name))]
         parts += ["<h2>Likely waste</h2>", _table(["category", "size", "share", "files", "what"], rows, {1, 2, 3})]
     if result.largest_files:
-        rows = [[_esc(f.path), _esc(human_bytes(f.size_bytes)), _esc(_pct(f.size_bytes, size))] for f in result.largest_files]
+        rows = [[_esc(f.path), _esc(format_bytes(f.size_bytes)), _esc(_pct(f.size_bytes, size))] for f in result.largest_files]
         parts += ["<h2>Largest files</h2>", _table(["file", "size", "share"], rows, {1, 2}, {0: "p"})]
     if result.unknowns:
         rows = [[_esc(u.path), _esc(u.reason)] for u in sorted(result.unknowns, key=lambda u: (u.path, u.reason))[:MAX_ROWS]]

@@ -8,12 +8,11 @@ present as null or empty, so consumers never test for a missing key.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from importlib import resources
 from typing import Any
 
-from slim.result import AnalysisResult, PathBytes
+from slim.result import AnalysisResult, PathBytes, to_plain
 
 SCHEMA_VERSION = 1
 
@@ -26,15 +25,19 @@ def load_schema() -> dict[str, Any]:
 
 
 def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, float):
-        return round(obj, 6)
-    return obj
+    """slim.result.to_plain with ratios rounded (same result, same bytes)."""
+    plain = to_plain(obj)
+    return _round(plain)
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
 
 
 def _ranked(items: list[PathBytes] | tuple[PathBytes, ...]) -> list[Any]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from slim.emitters.report_text import human_bytes
 from slim.result import AnalysisResult, KeptFile, PathBytes
+from slim.units import format_bytes
 
 MAX_CHARS = 65_000
 ROW_LIMITS = (25, 15, 10, 5, 3)  # tried in order until the report fits
@@ -59,14 +59,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], limit: int, wha
 def headline(result: AnalysisResult) -> str:
     """One bold line: size, removable bytes and share, efficiency, waste."""
     img = result.image
-    parts = [f"**{human_bytes(img.size_bytes)}** in {img.file_count} files, {len(img.layers)} layer{'s' if len(img.layers) != 1 else ''}"]
+    parts = [f"**{format_bytes(img.size_bytes)}** in {img.file_count} files, {len(img.layers)} layer{'s' if len(img.layers) != 1 else ''}"]
     if result.removable is not None:
-        parts.append(f"removable **{human_bytes(result.removable.size_bytes)} ({_pct(result.removable.size_bytes, img.size_bytes)})**")
+        parts.append(f"removable **{format_bytes(result.removable.size_bytes)} ({_pct(result.removable.size_bytes, img.size_bytes)})**")
     if result.efficiency is not None:
         parts.append(f"efficiency **{100 * result.efficiency.score:.1f} %**")
     if result.waste:
         waste = sum(w.size_bytes for w in result.waste)
-        parts.append(f"likely waste {human_bytes(waste)} ({_pct(waste, img.size_bytes)})")
+        parts.append(f"likely waste {format_bytes(waste)} ({_pct(waste, img.size_bytes)})")
     return " · ".join(parts)
 
 
@@ -97,38 +97,38 @@ def _sections(result: AnalysisResult, limit: int) -> list[str]:
                 for v in sorted(result.verdicts, key=lambda v: v.rule)]
         out += ["### Budget", "", *_table(["gate", "status", "measured", "threshold", "detail"], rows, len(rows), "gates"), ""]
 
-    summary = [["image size", human_bytes(size), f"{img.file_count} files"]]
+    summary = [["image size", format_bytes(size), f"{img.file_count} files"]]
     if result.reachable is not None:
-        summary.append(["reachable (kept)", human_bytes(result.reachable.size_bytes), f"{result.reachable.file_count} files"])
+        summary.append(["reachable (kept)", format_bytes(result.reachable.size_bytes), f"{result.reachable.file_count} files"])
     if result.removable is not None:
-        summary.append(["removable", f"{human_bytes(result.removable.size_bytes)} ({_pct(result.removable.size_bytes, size)})",
+        summary.append(["removable", f"{format_bytes(result.removable.size_bytes)} ({_pct(result.removable.size_bytes, size)})",
                         f"{result.removable.file_count} files"])
     eff = result.efficiency
     if eff is not None:
-        summary.append(["layer efficiency", f"{100 * eff.score:.1f} %", f"{human_bytes(eff.removable_by_squash_bytes)} removable by squashing"])
+        summary.append(["layer efficiency", f"{100 * eff.score:.1f} %", f"{format_bytes(eff.removable_by_squash_bytes)} removable by squashing"])
     out += [*_table(["", "size§", "detail"], summary, len(summary), "rows"), ""]
 
     pkgs = sorted(result.packages, key=lambda p: (-(p.size_bytes - p.kept_bytes), p.manager, p.name))
     pkgs = [p for p in pkgs if p.size_bytes - p.kept_bytes > 0]
     if pkgs and result.removable is not None:
-        rows = [[md_text(p.name), md_text(p.version), md_text(p.manager), human_bytes(p.size_bytes),
-                 human_bytes(p.size_bytes - p.kept_bytes), "yes" if p.unused else ""] for p in pkgs]
+        rows = [[md_text(p.name), md_text(p.version), md_text(p.manager), format_bytes(p.size_bytes),
+                 format_bytes(p.size_bytes - p.kept_bytes), "yes" if p.unused else ""] for p in pkgs]
         out += ["### Top removable packages", "", *_table(["package", "version", "manager", "size§", "removable§", "unused"], rows, limit, "packages"), ""]
 
     dirs = removable_dirs(result)
     if dirs:
-        rows = [[md_text(d.path), human_bytes(d.size_bytes), _pct(d.size_bytes, size)] for d in dirs]
+        rows = [[md_text(d.path), format_bytes(d.size_bytes), _pct(d.size_bytes, size)] for d in dirs]
         out += ["### Top removable directories", "", *_table(["directory", "removable§", "share§"], rows, limit, "directories"), ""]
     elif result.largest_dirs:
-        rows = [[md_text(d.path), human_bytes(d.size_bytes), _pct(d.size_bytes, size), str(d.count)] for d in result.largest_dirs]
+        rows = [[md_text(d.path), format_bytes(d.size_bytes), _pct(d.size_bytes, size), str(d.count)] for d in result.largest_dirs]
         out += ["### Largest directories", "", *_table(["directory", "size§", "share§", "files§"], rows, limit, "directories"), ""]
 
     if result.waste:
-        rows = [[md_text(w.name), human_bytes(w.size_bytes), _pct(w.size_bytes, size), str(w.file_count), md_text(w.description)]
+        rows = [[md_text(w.name), format_bytes(w.size_bytes), _pct(w.size_bytes, size), str(w.file_count), md_text(w.description)]
                 for w in sorted(result.waste, key=lambda w: (-w.size_bytes, w.name))]
         out += ["### Likely waste", "", *_table(["category", "size§", "share§", "files§", "what"], rows, limit, "categories"), ""]
 
-    rows = [[str(la.index), human_bytes(la.size_bytes), str(la.file_count), human_bytes(la.blob_bytes) if la.blob_bytes else "-",
+    rows = [[str(la.index), format_bytes(la.size_bytes), str(la.file_count), format_bytes(la.blob_bytes) if la.blob_bytes else "-",
              md_text((la.created_by or "-")[:200])] for la in sorted(img.layers, key=lambda la: la.index)]
     out += ["### Layers", "", *_table(["#§", "size§", "files§", "blob§", "created by"], rows, limit, "layers"), ""]
 
@@ -138,15 +138,15 @@ def _sections(result: AnalysisResult, limit: int) -> list[str]:
             ["user", md_text(img.user or "(root)")], ["workdir", md_text(img.workdir or "/")]]
     out += ["<details><summary>Image</summary>", "", *_table(["", ""], meta, len(meta), "rows"), "", "</details>", ""]
     if result.largest_files:
-        rows = [[md_text(f.path), human_bytes(f.size_bytes), _pct(f.size_bytes, size)] for f in result.largest_files]
+        rows = [[md_text(f.path), format_bytes(f.size_bytes), _pct(f.size_bytes, size)] for f in result.largest_files]
         out += ["<details><summary>Largest files</summary>", "", *_table(["file", "size§", "share§"], rows, limit, "files"), "", "</details>", ""]
     if eff is not None and eff.inefficient:
-        rows = [[md_text(p.path), human_bytes(p.size_bytes), str(p.count)] for p in eff.inefficient]
-        out += [f"<details><summary>Paths in several layers (dive's wasted bytes {human_bytes(eff.wasted_bytes)})</summary>", "",
+        rows = [[md_text(p.path), format_bytes(p.size_bytes), str(p.count)] for p in eff.inefficient]
+        out += [f"<details><summary>Paths in several layers (dive's wasted bytes {format_bytes(eff.wasted_bytes)})</summary>", "",
                 *_table(["path", "bytes in all layers§", "layers§"], rows, limit, "paths"), "", "</details>", ""]
     if result.keep:
         kept = sorted(result.keep, key=lambda k: (-k.size_bytes, k.path))
-        rows = [[md_text(k.path), human_bytes(k.size_bytes), md_text(", ".join(k.reasons))] for k in kept]
+        rows = [[md_text(k.path), format_bytes(k.size_bytes), md_text(", ".join(k.reasons))] for k in kept]
         out += [f"<details><summary>Kept files ({len(kept)})</summary>", "", *_table(["path", "size§", "why"], rows, limit, "kept files"), "", "</details>", ""]
     if result.unknowns:
         rows = [[md_text(u.path), md_text(u.reason)] for u in sorted(result.unknowns, key=lambda u: (u.path, u.reason))]

@@ -1,28 +1,21 @@
 """The human report: a headline, then rich tables (layers, efficiency, largest paths, waste …).
 
 Sections about the app (keep, packages, unknowns) appear only when they have content. Sizes are
-shown in binary units (KiB, MiB …) with the exact byte count left to the JSON report.
+shown in SI units (kB, MB …, slim.units) with the exact byte count left to the JSON report.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from slim.result import AnalysisResult, PathBytes
+from slim.units import format_bytes
 
 MAX_ROWS = 20  # rows per table for lists that can be long (keep, packages, unknowns)
-
-
-def human_bytes(n: int) -> str:
-    """1536 → "1.5 KiB"; bytes below 1 KiB stay exact ("512 B")."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
 
 
 def _percent(part: int, whole: int) -> str:
@@ -33,16 +26,16 @@ def headline(result: AnalysisResult) -> str:
     """One line with the numbers that matter: size, files, layers, efficiency, waste."""
     img = result.image
     parts = [
-        f"{img.reference}: {human_bytes(img.size_bytes)} in {img.file_count} files, "
+        f"{img.reference}: {format_bytes(img.size_bytes)} in {img.file_count} files, "
         f"{len(img.layers)} layer{'s' if len(img.layers) != 1 else ''}"
     ]
     if result.efficiency is not None:
         parts.append(f"efficiency {100 * result.efficiency.score:.1f} %")
     waste = sum(w.size_bytes for w in result.waste)
     if result.waste:
-        parts.append(f"likely waste {human_bytes(waste)} ({_percent(waste, img.size_bytes)})")
+        parts.append(f"likely waste {format_bytes(waste)} ({_percent(waste, img.size_bytes)})")
     if result.removable is not None:
-        parts.append(f"removable {human_bytes(result.removable.size_bytes)}")
+        parts.append(f"removable {format_bytes(result.removable.size_bytes)}")
     return " · ".join(parts)
 
 
@@ -56,7 +49,7 @@ def _paths_table(title: str, rows: list[PathBytes], total: int, count_label: str
         table.add_column(count_label, justify="right")
     table.add_column("path", overflow="fold")
     for row in rows:
-        cells: list[str | Text] = [human_bytes(row.size_bytes)]
+        cells: list[str | Text] = [format_bytes(row.size_bytes)]
         if total:
             cells.append(_percent(row.size_bytes, total))
         if count_label:
@@ -68,8 +61,14 @@ def _paths_table(title: str, rows: list[PathBytes], total: int, count_label: str
 
 def render_text(result: AnalysisResult, console: Console) -> None:
     """Print the report to `console` (its width and colour settings are the caller's)."""
-    img = result.image
     console.print(Text(headline(result), style="bold"), soft_wrap=True)  # one greppable line
+    for section in SECTIONS:
+        section(result, console)
+
+
+def _metadata_section(result: AnalysisResult, console: Console) -> None:
+    """The image's digest, platform, entrypoint, cmd, user and workdir."""
+    img = result.image
     meta = Table.grid(padding=(0, 2))
     meta.add_column(style="dim")
     meta.add_column(overflow="fold")
@@ -82,34 +81,48 @@ def render_text(result: AnalysisResult, console: Console) -> None:
     meta.add_row("workdir", Text(img.workdir or "/"))
     console.print(meta)
 
+
+def _layers_section(result: AnalysisResult, console: Console) -> None:
+    """One row per layer: size, files, blob size, the history's `created_by`."""
     layers = Table(title="Layers", title_justify="left")
     for col, justify in (("#", "right"), ("size", "right"), ("files", "right"), ("blob", "right"), ("created by", "left")):
         layers.add_column(col, justify=justify, overflow="fold" if col == "created by" else "ellipsis")  # type: ignore[arg-type]
-    for layer in img.layers:
+    for layer in result.image.layers:
         layers.add_row(
-            str(layer.index), human_bytes(layer.size_bytes), str(layer.file_count),
-            human_bytes(layer.blob_bytes) if layer.blob_bytes else "-", Text(layer.created_by or "-"),
+            str(layer.index), format_bytes(layer.size_bytes), str(layer.file_count),
+            format_bytes(layer.blob_bytes) if layer.blob_bytes else "-", Text(layer.created_by or "-"),
         )
     console.print(layers)
 
+
+def _efficiency_section(result: AnalysisResult, console: Console) -> None:
+    """dive's efficiency metrics and the paths found in several layers."""
     eff = result.efficiency
     if eff is not None:
         table = Table(title="Efficiency (dive's metrics; see slim/efficiency.py)", title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")
         table.add_row("score", f"{100 * eff.score:.1f} %")
-        table.add_row("wasted bytes (dive: all copies of paths in ≥2 layers)", human_bytes(eff.wasted_bytes))
+        table.add_row("wasted bytes (dive: all copies of paths in ≥2 layers)", format_bytes(eff.wasted_bytes))
         table.add_row("user wasted (of layers 1..n)", f"{100 * eff.user_wasted_percent:.1f} %")
-        table.add_row("removable by squashing layers", human_bytes(eff.removable_by_squash_bytes))
+        table.add_row("removable by squashing layers", format_bytes(eff.removable_by_squash_bytes))
         console.print(table)
         if eff.inefficient:
             console.print(_paths_table("Paths in several layers (all copies)", list(eff.inefficient[:MAX_ROWS]), 0, "layers"))
 
+
+def _largest_section(result: AnalysisResult, console: Console) -> None:
+    """The largest directories and files, with their share of the image."""
+    img = result.image
     if result.largest_dirs:
         console.print(_paths_table("Largest directories", result.largest_dirs, img.size_bytes, "files"))
     if result.largest_files:
         console.print(_paths_table("Largest files", result.largest_files, img.size_bytes))
 
+
+def _waste_section(result: AnalysisResult, console: Console) -> None:
+    """Likely waste by category, largest first."""
+    img = result.image
     if result.waste:
         table = Table(title="Likely waste", title_justify="left")
         table.add_column("category")
@@ -118,9 +131,12 @@ def render_text(result: AnalysisResult, console: Console) -> None:
         table.add_column("files", justify="right")
         table.add_column("what", overflow="fold")
         for w in sorted(result.waste, key=lambda w: (-w.size_bytes, w.name)):
-            table.add_row(w.name, human_bytes(w.size_bytes), _percent(w.size_bytes, img.size_bytes), str(w.file_count), Text(w.description))
+            table.add_row(w.name, format_bytes(w.size_bytes), _percent(w.size_bytes, img.size_bytes), str(w.file_count), Text(w.description))
         console.print(table)
 
+
+def _reachability_section(result: AnalysisResult, console: Console) -> None:
+    """Reachable and removable totals of the static analysis."""
     if result.reachable is not None or result.removable is not None:
         table = Table(title="Reachability", title_justify="left")
         table.add_column("set")
@@ -128,26 +144,35 @@ def render_text(result: AnalysisResult, console: Console) -> None:
         table.add_column("files", justify="right")
         for name, totals in (("reachable", result.reachable), ("removable", result.removable)):
             if totals is not None:
-                table.add_row(name, human_bytes(totals.size_bytes), str(totals.file_count))
+                table.add_row(name, format_bytes(totals.size_bytes), str(totals.file_count))
         console.print(table)
 
+
+def _keep_section(result: AnalysisResult, console: Console) -> None:
+    """The largest kept files and why they are kept."""
     if result.keep:
         table = Table(title=f"Kept files ({len(result.keep)}; largest {min(MAX_ROWS, len(result.keep))})", title_justify="left")
         table.add_column("size", justify="right")
         table.add_column("why")
         table.add_column("path", overflow="fold")
         for k in sorted(result.keep, key=lambda k: (-k.size_bytes, k.path))[:MAX_ROWS]:
-            table.add_row(human_bytes(k.size_bytes), ", ".join(k.reasons), Text(k.path))
+            table.add_row(format_bytes(k.size_bytes), ", ".join(k.reasons), Text(k.path))
         console.print(table)
 
+
+def _packages_section(result: AnalysisResult, console: Console) -> None:
+    """The largest installed packages, their kept bytes and whether they look unused."""
     if result.packages:
         table = Table(title=f"Packages ({len(result.packages)})", title_justify="left")
         for col in ("package", "version", "manager", "size", "kept", "unused"):
             table.add_column(col, justify="right" if col in ("size", "kept") else "left")
         for p in sorted(result.packages, key=lambda p: (-p.size_bytes, p.manager, p.name))[:MAX_ROWS]:
-            table.add_row(Text(p.name), Text(p.version), p.manager, human_bytes(p.size_bytes), human_bytes(p.kept_bytes), "yes" if p.unused else "")
+            table.add_row(Text(p.name), Text(p.version), p.manager, format_bytes(p.size_bytes), format_bytes(p.kept_bytes), "yes" if p.unused else "")
         console.print(table)
 
+
+def _unknowns_section(result: AnalysisResult, console: Console) -> None:
+    """What the analysis could not decide (kept to be safe)."""
     if result.unknowns:
         table = Table(title=f"Unknowns ({len(result.unknowns)}; kept to be safe)", title_justify="left")
         table.add_column("path", overflow="fold")
@@ -158,6 +183,9 @@ def render_text(result: AnalysisResult, console: Console) -> None:
             table.add_row(f"… {len(result.unknowns) - MAX_ROWS} more (see the JSON report)", "")
         console.print(table)
 
+
+def _gates_section(result: AnalysisResult, console: Console) -> None:
+    """The budget verdicts (slim.budget), by rule name."""
     if result.verdicts:
         table = Table(title="Gates", title_justify="left")
         for col in ("rule", "status", "measured", "threshold"):
@@ -166,3 +194,10 @@ def render_text(result: AnalysisResult, console: Console) -> None:
             style = {"pass": "green", "warn": "yellow", "fail": "bold red"}.get(v.status, "")
             table.add_row(Text(v.rule), Text(v.status, style=style), Text(v.measured), Text(v.threshold))
         console.print(table)
+
+
+# The sections after the headline, in the order they are printed.
+SECTIONS: tuple[Callable[[AnalysisResult, Console], None], ...] = (
+    _metadata_section, _layers_section, _efficiency_section, _largest_section, _waste_section,
+    _reachability_section, _keep_section, _packages_section, _unknowns_section, _gates_section,
+)

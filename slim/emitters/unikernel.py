@@ -1,6 +1,6 @@
 """Unikernel manifests from one neutral AppManifest: OPS (Nanos), OSv and Unikraft.
 
-The formats (shared/reference/syscalls-unikernels.md §B):
+The formats:
 
 * ``ops``: ``config.json`` in the OPS `types.Config` schema (nanovms/ops types/config.go; JSON
   keys are the Go field names, PascalCase): ``Program``, ``Args`` (argv[0] included), ``Env``,

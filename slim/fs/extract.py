@@ -29,15 +29,13 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import BinaryIO
 
-from slim.errors import LayerError, SourceError
+from slim.errors import LayerError
 from slim.fs.layer import decompressed
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
-from slim.sources.base import BlobImage, Image
 
 log = logging.getLogger(__name__)
 
@@ -171,24 +169,16 @@ def _empty_except(root: _Root, real: list[str], keep: set[str], prefix: str) -> 
             os.close(fd)
 
 
-def _layer_streams(image: Image) -> list[Callable[[], BinaryIO]]:
-    if not isinstance(image, BlobImage):
-        raise SourceError(f"{image.ref}: cannot extract layers of a {type(image).__name__}")
-    blob_image = image
-    return [partial(blob_image.open_blob, layer.index) for layer in image.layers]
-
-
-def extract_image(
-    image: Image, dest: str, on_bytes: Callable[[int], None] | None = None
+def extract_layers(
+    openers: Sequence[Callable[[], BinaryIO]], dest: str, *, name: str = "image",
+    on_bytes: Callable[[int], None] | None = None,
 ) -> ExtractReport:
-    """Unpack every layer of `image`, base first, into the empty directory `dest`.
-
-    Raises LayerError when a layer is not a readable tar, SourceError when the image has no
-    layer blobs. Unsafe members are skipped and listed in the report.
-    """
+    """Unpack layer blobs (each opened by one of `openers`, base first) into the empty
+    directory `dest`. Raises LayerError when a layer is not a readable tar; unsafe members
+    are skipped and listed in the report."""
     report = ExtractReport()
-    for index, opener in enumerate(_layer_streams(image)):
-        what = f"{image.ref}: layer {index}"
+    for index, opener in enumerate(openers):
+        what = f"{name}: layer {index}"
         try:
             with opener() as blob:
                 stream, _ = decompressed(blob)
@@ -286,53 +276,17 @@ def _apply(
         except FileNotFoundError:
             existing = None
         if member.isdir():
-            if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                _remove(name, pfd)
-                existing = None
-            if existing is None:
-                os.mkdir(name, 0o700, dir_fd=pfd)
-            dir_modes.append(([*parent_real, name], member))
+            _apply_dir(name, pfd, existing, member, parent_real, dir_modes)
             return
         if existing is not None:
             _remove(name, pfd)
         if member.isreg():
-            src = tar.extractfile(member)
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=pfd)
-            try:
-                if src is not None:
-                    while chunk := src.read(CHUNK):
-                        _write_all(fd, chunk)
-                        if on_bytes is not None:
-                            on_bytes(len(chunk))
-                if root.as_root:
-                    os.fchown(fd, member.uid, member.gid)
-                    _set_xattrs(fd, member)
-                os.fchmod(fd, member.mode & 0o7777)
-                os.utime(fd, (member.mtime, member.mtime))
-            finally:
-                os.close(fd)
+            _apply_regular(root, tar, member, name, pfd, on_bytes)
             report.files += 1
         elif member.issym():
-            os.symlink(member.linkname, name, dir_fd=pfd)
-            if root.as_root:
-                os.chown(name, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
+            _apply_symlink(root, member, name, pfd)
         elif member.islnk():
-            target = member_parts(member.linkname)
-            if not target:
-                raise _Unsafe(f"hard link target {member.linkname!r} is outside the root")
-            tparent = root.resolve_dir(target[:-1], create=False)
-            tfd = root.open_dir(tparent)
-            try:
-                tst = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
-                if stat.S_ISDIR(tst.st_mode):
-                    raise _Unsafe(f"hard link target {member.linkname!r} is a directory")
-                os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise _Unsafe(f"hard link target {member.linkname!r} does not exist") from None
-            finally:
-                if tfd != root.fd:
-                    os.close(tfd)
+            _apply_hardlink(root, member, name, pfd)
         elif member.isfifo():
             os.mkfifo(name, member.mode & 0o7777, dir_fd=pfd)
         elif member.ischr() or member.isblk():
@@ -343,6 +297,70 @@ def _apply(
     finally:
         if pfd != root.fd:
             os.close(pfd)
+
+
+def _apply_dir(
+    name: str, pfd: int, existing: os.stat_result | None, member: tarfile.TarInfo,
+    parent_real: list[str], dir_modes: list[tuple[list[str], tarfile.TarInfo]],
+) -> None:
+    """A directory member: replace a non-directory, create it private; its mode comes last."""
+    if existing is not None and not stat.S_ISDIR(existing.st_mode):
+        _remove(name, pfd)
+        existing = None
+    if existing is None:
+        os.mkdir(name, 0o700, dir_fd=pfd)
+    dir_modes.append(([*parent_real, name], member))
+
+
+def _apply_regular(
+    root: _Root, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, pfd: int,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    """A regular file member: created exclusively (O_EXCL|O_NOFOLLOW), then owner, xattrs,
+    mode and mtime."""
+    src = tar.extractfile(member)
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=pfd)
+    try:
+        if src is not None:
+            while chunk := src.read(CHUNK):
+                _write_all(fd, chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+        if root.as_root:
+            os.fchown(fd, member.uid, member.gid)
+            _set_xattrs(fd, member)
+        os.fchmod(fd, member.mode & 0o7777)
+        os.utime(fd, (member.mtime, member.mtime))
+    finally:
+        os.close(fd)
+
+
+def _apply_symlink(root: _Root, member: tarfile.TarInfo, name: str, pfd: int) -> None:
+    """A symlink member: written as-is (never followed), owned like the member when root."""
+    os.symlink(member.linkname, name, dir_fd=pfd)
+    if root.as_root:
+        os.chown(name, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
+
+
+def _apply_hardlink(root: _Root, member: tarfile.TarInfo, name: str, pfd: int) -> None:
+    """A hard link member: its target must be a non-directory inside the root (`linkat`
+    without following)."""
+    target = member_parts(member.linkname)
+    if not target:
+        raise _Unsafe(f"hard link target {member.linkname!r} is outside the root")
+    tparent = root.resolve_dir(target[:-1], create=False)
+    tfd = root.open_dir(tparent)
+    try:
+        tst = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
+        if stat.S_ISDIR(tst.st_mode):
+            raise _Unsafe(f"hard link target {member.linkname!r} is a directory")
+        os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise _Unsafe(f"hard link target {member.linkname!r} does not exist") from None
+    finally:
+        if tfd != root.fd:
+            os.close(tfd)
 
 
 def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
@@ -365,21 +383,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-def prepare_root(image: Image, workdir: str, on_bytes: Callable[[int], None] | None = None) -> str:
-    """A host directory holding the image's root filesystem; returns its path.
-
-    A `rootfs:DIR` image is used in place (its root); any other image is extracted into
-    `workdir/rootfs`, which the caller owns and removes. Raises LayerError / SourceError.
-    """
-    from slim.sources.directory import DirectoryImage
-
-    if isinstance(image, DirectoryImage):
-        return image.root
-    dest = os.path.join(workdir, "rootfs")
-    os.mkdir(dest, 0o755)
-    report = extract_image(image, dest, on_bytes=on_bytes)
-    for item in sorted(report.skipped, key=lambda s: (s.layer, s.path)):
-        log.info("%s: layer %d: %s: not extracted: %s", image.ref, item.layer, item.path, item.reason)
-    return dest

@@ -10,7 +10,6 @@ outside) are skipped and reported as Issues; they never reach the host filesyste
 
 from __future__ import annotations
 
-import fnmatch
 import gzip
 import hashlib
 import io
@@ -29,6 +28,7 @@ from typing import Any, BinaryIO
 
 from slim.errors import LayerError
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, FileTree
+from slim.globs import compile_glob
 from slim.model import EntryKind, FileEntry, Issue, LayerInfo, normpath
 
 log = logging.getLogger(__name__)
@@ -41,41 +41,36 @@ CHUNK = 1 << 20
 MAX_STORED_FILE = 1 << 30
 HEAD_BYTES = 4
 
-# Paths whose contents analyzers read even when they are neither ELF nor a script.
-CONTENT_GLOBS: tuple[str, ...] = (
-    "/etc/*",
-    "/etc/**",
-    "/var/lib/dpkg/status",
-    "/var/lib/dpkg/info/*.list",
-    "/var/lib/dpkg/info/*.conffiles",
-    "/var/lib/dpkg/status.d/*",
-    "/lib/apk/db/installed",
-    "/usr/lib/os-release",
-    "*.py",
-    "*.pth",
-    "*.pm",
-    "*.pl",
-    "*.js",
-    "*.mjs",
-    "*.cjs",
-    "*/package.json",
-    "*.jar",
-    "*/RECORD",
-    "*/top_level.txt",
-    "*.conf",
-    "*.toml",
-    "*.cfg",
-    "*.ini",
-    "*.sh",
-)
-_CONTENT_RE = re.compile("|".join(fnmatch.translate(g) for g in CONTENT_GLOBS))
 
 
-def wants_content(path: str, head: bytes) -> bool:
-    """Whether analyzers may need the contents of this regular file."""
-    if head.startswith(b"\x7fELF") or head.startswith(b"#!"):
-        return True
-    return _CONTENT_RE.match(path) is not None
+@dataclass(frozen=True)
+class Capture:
+    """Which file contents the layer reader copies for analysis: regular files whose path
+    matches one of `globs` (slim.globs dialect) or whose first bytes start with one of
+    `magics`. Analyzers and rules declare theirs; the union is passed to the ContentStore."""
+
+    globs: tuple[str, ...] = ()
+    magics: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        for magic in self.magics:
+            if not 0 < len(magic) <= HEAD_BYTES:
+                raise ValueError(f"capture magic {magic!r}: 1 to {HEAD_BYTES} bytes")
+
+    def __or__(self, other: Capture) -> Capture:
+        return Capture(tuple(dict.fromkeys(self.globs + other.globs)),
+                       tuple(dict.fromkeys(self.magics + other.magics)))
+
+    def matcher(self) -> Callable[[str, bytes], bool]:
+        """A fast `(path, head) -> bool` test for this policy."""
+        regex = (re.compile("|".join(f"(?:{compile_glob(g).pattern})" for g in self.globs))
+                 if self.globs else None)
+        magics = self.magics
+
+        def wants(path: str, head: bytes) -> bool:
+            return head.startswith(magics) or (regex is not None and regex.match(path) is not None)
+
+        return wants
 
 
 class ZstdReader(io.RawIOBase):
@@ -167,12 +162,14 @@ class ContentStore:
 
     Contents are appended to one pack file in a private temp directory (one file per store: on
     images with thousands of candidates, creating a file each cost more than decompressing).
-    A rootfs: source references host files instead of copying them.
+    A rootfs: source references host files instead of copying them. `capture` says which files
+    are copied (None: every regular file, for tools and tests).
     """
 
-    def __init__(self, root: str | None = None) -> None:
-        self._owned = root is None
-        self.root = root or tempfile.mkdtemp(prefix="slim-content-")
+    def __init__(self, capture: Capture | None = None) -> None:
+        self.root = tempfile.mkdtemp(prefix="slim-content-")
+        self.wants: Callable[[str, bytes], bool] = (
+            capture.matcher() if capture is not None else (lambda _path, _head: True))
         self.index: dict[tuple[int, str], tuple[int, int]] = {}  # → (offset, size) in the pack
         self.host: dict[tuple[int, str], str] = {}
         self._pack: BinaryIO | None = None
@@ -214,8 +211,7 @@ class ContentStore:
         if self._pack is not None:
             self._pack.close()
             self._pack = None
-        if self._owned:
-            shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
@@ -498,7 +494,7 @@ def _add_member(
         if fobj is None:
             return
         head = fobj.read(HEAD_BYTES)
-        if wants_content(path, head):
+        if store.wants(path, head):
             if size > MAX_STORED_FILE:
                 result.issues.append(Issue(path, f"{size} bytes: too large to analyze; kept", layer))
                 return

@@ -13,19 +13,20 @@ import bisect
 import fnmatch
 import itertools
 import posixpath
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from slim.errors import AnalysisError
 from slim.fs.tree import SquashedTree
-from slim.model import EntryKind, FileEntry, Issue
+from slim.globs import compile_glob, has_magic, literal_prefix
+from slim.model import EntryKind, FileEntry, Issue, normpath
 
 if TYPE_CHECKING:
     from slim.fs.layer import ContentStore
 
 MAX_SYMLINKS = 40
+MAX_GLOB3_MATCHES = 10_000  # per component: a bound on work for hostile configs
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +106,13 @@ class RootFS:
         return self.tree.walk()
 
     def glob(self, pattern: str) -> list[str]:
-        """Image paths matching an fnmatch pattern (`*` crosses '/'; `**` is accepted too).
+        """Image paths matching `pattern` in slim's glob dialect (slim.globs), sorted.
 
         Only the paths sharing the pattern's literal prefix are tested (a bisect into the
         sorted path list), so a rule like /usr/lib/locale/C.utf8/* costs little on a big image.
         """
-        regex = re.compile(fnmatch.translate(pattern.replace("**", "*")))
-        cut = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=len(pattern))
-        prefix = pattern[:cut]
+        regex = compile_glob(pattern)
+        prefix = literal_prefix(pattern)
         paths = self._sorted_paths()
         lo = bisect.bisect_left(paths, prefix)
         out = []
@@ -122,6 +122,28 @@ class RootFS:
             if p != "/" and regex.match(p):
                 out.append(p)
         return out
+
+    def glob3(self, pattern: str, limit: int = MAX_GLOB3_MATCHES) -> list[str]:
+        """glob(3) inside the image, for config files that mean it (ld.so.conf and nginx
+        `include`): each '/'-separated component is matched on its own against the directory
+        listing (`*` never crosses '/', links are followed), a name starting with '.' only by a
+        pattern component starting with '.'. Sorted, as glob(3) sorts; at most `limit` paths."""
+        current = ["/"]
+        for part in [p for p in normpath(pattern).split("/") if p]:
+            nxt: list[str] = []
+            for base in current:
+                if not has_magic(part):
+                    cand = posixpath.join(base, part)
+                    if self.lexists(cand) or self.exists(cand):
+                        nxt.append(cand)
+                    continue
+                nxt.extend(posixpath.join(base, name) for name in self.listdir(base)
+                           if fnmatch.fnmatchcase(name, part)
+                           and (part.startswith(".") or not name.startswith(".")))
+            current = nxt[:limit]
+            if not current:
+                break
+        return sorted(p for p in current if p != "/")
 
     def _sorted_paths(self) -> list[str]:
         if self._paths is None or len(self._paths) != len(self.tree.entries):

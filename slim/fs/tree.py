@@ -132,21 +132,6 @@ class SquashedTree:
             if path != "/":
                 yield self.entries[path]
 
-    def subtree_size(self, path: str) -> int:
-        """Bytes of regular files at or below `path` (hardlinks counted once)."""
-        total = 0
-        stack = [path]
-        while stack:
-            cur = stack.pop()
-            entry = self.entries.get(cur)
-            if entry is None:
-                continue
-            if entry.kind is EntryKind.FILE:
-                total += entry.size
-            for k in self.children.get(cur, ()):
-                stack.append(posixpath.join(cur, k))
-        return total
-
 
 def squash(trees: Iterable[FileTree]) -> SquashedTree:
     """Merge layer trees base first into one filesystem view."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from slim.errors import SourceError
-from slim.model import ImageRef
+from slim.refs import ImageRef, looks_like_registry, parse_ref
 from slim.sources.archive import DockerArchiveSource, OciArchiveSource, OciSource
-from slim.sources.base import Image, Source, parse_ref
+from slim.sources.base import BlobImage, Image, Source
 from slim.sources.daemon import DaemonSource, daemon_available
-from slim.sources.directory import DirectorySource
+from slim.sources.directory import DirectoryImage, DirectorySource
 from slim.sources.registry import RegistrySource
 
 SOURCES: dict[str, type[Source]] = {
@@ -20,10 +20,12 @@ SOURCES: dict[str, type[Source]] = {
 }
 
 
-def open_image(ref: ImageRef | str) -> Image:
-    """Open an image reference. A bare name tries the local daemon, then the registry.
+def open_image(ref: ImageRef | str, *, pull: bool = False) -> Image:
+    """Open an image reference. Raises SourceError naming the reference when it cannot.
 
-    Raises SourceError naming the reference when it cannot be opened.
+    A bare NAME[:TAG] is looked up in the local Docker daemon; a registry is asked only when
+    the name names one explicitly (`registry.example/app`, `localhost:5000/app`) or with
+    `pull`, so a typo never becomes a download from Docker Hub.
     """
     if isinstance(ref, str):
         ref = parse_ref(ref)
@@ -37,13 +39,18 @@ def open_image(ref: ImageRef | str) -> Image:
             return image
         except SourceError as exc:
             errors.append(str(exc))
-    try:
-        image = RegistrySource().open(ImageRef("docker", ref.location))
-        image.ref = ref
-        return image
-    except SourceError as exc:
-        errors.append(str(exc))
-    raise SourceError(f"{ref.location}: image not found ({'; '.join(errors)})")
+    else:
+        errors.append("no Docker daemon answers")
+    if pull or looks_like_registry(ref.location):
+        try:
+            image = RegistrySource().open(ImageRef("docker", ref.location))
+            image.ref = ref
+            return image
+        except SourceError as exc:
+            errors.append(str(exc))
+    else:
+        errors.append("not a registry reference (use docker://REF or --pull to pull it)")
+    raise SourceError(f"{ref.location}: no such image or file ({'; '.join(errors)})")
 
 
-__all__ = ["SOURCES", "Image", "Source", "open_image", "parse_ref"]
+__all__ = ["SOURCES", "BlobImage", "DirectoryImage", "Image", "Source", "open_image"]

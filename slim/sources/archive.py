@@ -22,7 +22,8 @@ from abc import ABC, abstractmethod
 from typing import Any, BinaryIO
 
 from slim.errors import SourceError
-from slim.model import ImageRef, LayerInfo
+from slim.model import LayerInfo
+from slim.refs import ImageRef
 from slim.sources.base import BlobImage, Source, config_from_oci, load_json
 
 MAX_METADATA = 16 << 20  # manifests and configs larger than this are refused

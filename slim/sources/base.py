@@ -1,4 +1,4 @@
-"""The Image abstraction every source produces, and image-reference parsing.
+"""The Image abstraction every source produces (references are parsed in slim.refs).
 
 An Image is a context manager owning whatever temp files its source made. Layers are read
 lazily, base first, by `read_layers`; blob sources share one implementation (`BlobImage`).
@@ -6,8 +6,8 @@ lazily, base first, by `read_layers`; blob sources share one implementation (`Bl
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -15,72 +15,10 @@ from typing import Any, BinaryIO
 
 from slim.errors import LayerError, SourceError
 from slim.fs.layer import ContentStore, LayerReadResult, read_layer
-from slim.model import ImageConfig, ImageRef, LayerInfo
-
-TRANSPORTS = ("docker-archive", "oci-archive", "oci", "docker-daemon", "rootfs")
+from slim.model import ImageConfig, LayerInfo
+from slim.refs import ImageRef
 
 ByteProgress = Callable[[int], None]
-
-
-def parse_ref(text: str) -> ImageRef:
-    """Parse an image reference (skopeo transport names, see ARCHITECTURE.md).
-
-    Raises SourceError for an empty or malformed reference.
-    """
-    text = text.strip()
-    if not text:
-        raise SourceError("image reference is empty")
-    if text.startswith("docker://"):
-        return ImageRef("docker", text[len("docker://") :])
-    for transport in TRANSPORTS:
-        prefix = transport + ":"
-        if text.startswith(prefix):
-            rest = text[len(prefix) :]
-            if not rest:
-                raise SourceError(f"{text}: missing location after '{prefix}'")
-            if transport in ("oci", "oci-archive"):
-                # oci:DIR[:TAG] — a TAG is whatever follows the last ':' when DIR exists without it
-                loc, sep, tag = rest.rpartition(":")
-                if sep and not os.path.exists(rest) and "/" not in tag:
-                    return ImageRef(transport, loc, tag)
-            if transport == "docker-archive" and not os.path.exists(rest):
-                # docker-archive:FILE:NAME[:TAG] — the first ':' after which FILE exists (skopeo)
-                for i, ch in enumerate(rest):
-                    if ch == ":" and os.path.isfile(rest[:i]):
-                        return ImageRef(transport, rest[:i], rest[i + 1 :])
-            return ImageRef(transport, rest)
-    if os.path.isfile(text) and (text.endswith(".tar") or _sniff_archive(text)):
-        return ImageRef(_archive_kind(text), text)
-    if os.path.isdir(text):
-        if os.path.exists(os.path.join(text, "oci-layout")):
-            return ImageRef("oci", text)
-        raise SourceError(f"{text}: a directory; use rootfs:{text} for a root filesystem")
-    return ImageRef("auto", text)
-
-
-def _sniff_archive(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(257)
-            return f.read(5) == b"ustar"
-    except OSError:
-        return False
-
-
-def _archive_kind(path: str) -> str:
-    """docker-archive when the tar has manifest.json, else oci-archive (oci-layout only)."""
-    import tarfile
-
-    try:
-        with tarfile.open(path, "r:") as tf:
-            names = set(tf.getnames())
-    except (tarfile.TarError, OSError) as exc:
-        raise SourceError(f"{path}: not a readable tar archive: {exc}") from None
-    if "manifest.json" in names:
-        return "docker-archive"
-    if "oci-layout" in names:
-        return "oci-archive"
-    raise SourceError(f"{path}: neither a docker-archive (manifest.json) nor an OCI archive (oci-layout)")
 
 
 def load_json(data: bytes, what: str) -> Any:
@@ -163,10 +101,6 @@ class Image(AbstractContextManager["Image"], ABC):
     ) -> Iterator[LayerReadResult]:
         """Read every layer once, base first. Raises LayerError."""
 
-    @property
-    def total_blob_bytes(self) -> int:
-        return sum(layer.size for layer in self.layers)
-
     @abstractmethod
     def read_files(self, wanted: dict[int, set[str]]) -> Iterator[tuple[int, str, BinaryIO]]:
         """Stream the contents of chosen regular files: `wanted` maps a layer index to the
@@ -176,6 +110,23 @@ class Image(AbstractContextManager["Image"], ABC):
 
 class BlobImage(Image):
     """An image whose layers are (possibly compressed) tar blobs."""
+
+    def verify_blobs(self) -> None:
+        """Hash every stored layer blob and compare it with its digest (or, for an
+        uncompressed layer named only by path, the config's diff_id), without parsing a tar.
+        Raises LayerError naming the first layer whose bytes are not what they claim."""
+        for layer in self.layers:
+            expected = layer.digest or (self.diff_ids[layer.index] if layer.index < len(self.diff_ids) else "")
+            alg, _, want = expected.partition(":")
+            if alg not in ("sha256", "sha512") or not want:
+                raise LayerError(f"{self.ref}: layer {layer.index} has no digest to verify")
+            h = hashlib.new(alg)
+            with self.open_blob(layer.index) as blob:
+                while chunk := blob.read(1 << 20):
+                    h.update(chunk)
+            if h.hexdigest() != want:
+                raise LayerError(f"{self.ref}: layer {layer.index}: digest mismatch "
+                                 f"(expected {expected}, blob is {alg}:{h.hexdigest()})")
 
     @abstractmethod
     def open_blob(self, index: int) -> BinaryIO:

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from slim.errors import SourceError
-from slim.model import ImageRef
+from slim.refs import ImageRef
 from slim.sources.archive import StoreImage, TarStore, open_docker_archive
 from slim.sources.base import Source
 

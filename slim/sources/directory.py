@@ -17,7 +17,8 @@ from typing import BinaryIO
 from slim.errors import SourceError
 from slim.fs.layer import ContentStore, LayerReadResult
 from slim.fs.tree import FileTree
-from slim.model import EntryKind, FileEntry, ImageConfig, ImageRef, Issue, LayerInfo
+from slim.model import EntryKind, FileEntry, ImageConfig, Issue, LayerInfo
+from slim.refs import ImageRef
 from slim.sources.base import ByteProgress, Image, Source, config_from_oci, load_json
 
 CONFIG_SIDECAR = ".slim-config.json"  # optional OCI-style image config beside the tree

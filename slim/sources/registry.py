@@ -12,17 +12,15 @@ import re
 import shutil
 import subprocess
 
+from slim.cache import cache_dir as slim_cache_dir
 from slim.errors import SourceError
-from slim.model import ImageRef
+from slim.refs import ImageRef
 from slim.sources.archive import DirStore, StoreImage, open_oci
 from slim.sources.base import Source
 
 
 def cache_dir(*parts: str) -> str:
-    base = os.environ.get("SLIM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "slim"
-    )
-    path = os.path.join(base, *parts)
+    path = os.path.join(str(slim_cache_dir("registry")), *parts)
     os.makedirs(path, exist_ok=True)
     return path
 
@@ -38,7 +36,7 @@ class RegistrySource(Source):
         if skopeo is None:
             raise SourceError(f"{ref}: skopeo is not installed (apt-get install skopeo)")
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ref.location)
-        dest = cache_dir("registry", safe)
+        dest = cache_dir(safe)
         cmd = [skopeo, "copy", "--quiet"]
         tls = self.tls_verify
         if tls is None:

@@ -13,8 +13,7 @@ own sources and naming repo, path and commit). Every syscall of the app is put i
 * needed       - not implemented and no evidence it can be skipped;
 * unknown      - the target's table is incomplete (`complete = false`) and does not list it.
 
-Loupe evidence (Lefeuvre et al., ASPLOS'24; unikraft/loupedb, summarised in
-shared/reference/syscalls-unikernels.md §A.8): counts are of the 122 app/workload runs in which
+Loupe evidence (Lefeuvre et al., ASPLOS'24; the unikraft/loupedb data set): counts are of the 122 app/workload runs in which
 the syscall was used and the app still worked when it was stubbed/faked. We use the syscalls it
 found most often safe; a name-level check ignores flags and partial semantics, so the verdict is
 a prediction, not a guarantee.

@@ -1,14 +1,53 @@
-"""The Runner interface every tracer implements, and the result of one traced run."""
+"""Running an image traced: the one probe driver, and the interface a runner implements.
+
+A runner (sandbox, docker) supplies only how to prepare a root for running (`session`), how to
+start one traced process tree in it (`Session.start`), and how to watch, stop and read that
+process (`Process`). Everything else — which command lines run, probes against a live app,
+`cmd:` probes as separate runs, deadlines, what a failed probe says, merging the traces — is
+here, once, so both runners behave the same.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from slim.errors import TraceError
 from slim.model import ImageConfig
 from slim.result import ProbeOutcome
-from slim.tracers.probes import Observation, Probe
+from slim.tracers.probes import (
+    CmdProbe,
+    ExecProbe,
+    HttpProbe,
+    Observation,
+    Probe,
+    TcpProbe,
+    WaitProbe,
+    run_http,
+    run_tcp,
+)
 from slim.tracers.trace import Trace
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 20
+TAIL_BYTES = 8192
+POLL = 0.05  # seconds between liveness checks while waiting
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run an image traced."""
+
+    probes: tuple[Probe, ...] = ()  # empty: the image's default probes (slim.tracers.probes)
+    runner: str = "auto"
+    network: str = "host"
+    timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +69,65 @@ class RunResult:
         return self.exit_code in (0, None)
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """An `exec:` probe's command, run inside the live app's namespaces."""
+
+    exit_code: int | None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    trace: Trace | None = None
+    timed_out: bool = False
+
+
+class Process(ABC):
+    """One started, traced process tree of the image."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """The app's main process has not exited."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the app to exit by itself."""
+
+    @abstractmethod
+    def exit_code(self) -> int | None:
+        """The app's own exit code when it has exited (None while running or never started);
+        asked before `stop`, so a kill is never mistaken for the app's exit."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Kill whatever still runs, let the tracer flush, prove nothing is left.
+        Raises TraceError when a process survives."""
+
+    @abstractmethod
+    def outputs(self) -> tuple[bytes, bytes]:
+        """The tails of the app's stdout and stderr (after `stop`)."""
+
+    @abstractmethod
+    def trace(self) -> Trace:
+        """The parsed trace (after `stop`). Raises TraceError when the tracer wrote no log."""
+
+    @abstractmethod
+    def exec(self, command: tuple[str, ...], deadline: float, index: int) -> ExecResult:
+        """Run `command` traced inside the live app's namespaces, as `docker exec` would."""
+
+
+class Session(AbstractContextManager["Session"], ABC):
+    """A root prepared for running (a private copy bound by bwrap, an imported Docker image);
+    released on exit."""
+
+    @abstractmethod
+    def start(self, argv: list[str], tag: str) -> Process:
+        """Start `argv` (argv[0] is an image path) traced. Raises TraceError."""
+
+
+def tail_text(data: bytes) -> str:
+    """The last TAIL_LINES lines of captured output, decoded."""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-TAIL_LINES:])
+
+
 class Runner(ABC):
     """Runs an image's root filesystem traced, with probes."""
 
@@ -41,8 +139,137 @@ class Runner(ABC):
         """Whether this runner can work on this host (tools, daemon)."""
 
     @abstractmethod
+    def session(self, image_root: str, config: ImageConfig, *, network: str,
+                writable: bool) -> Session:
+        """Prepare `image_root` (slim.image.prepare_root) for runs. Raises TraceError."""
+
+    def program(self, session: Session, config: ImageConfig, args: tuple[str, ...] | None) -> list[str]:
+        """Entrypoint + Cmd (or Entrypoint + `args`) with the program found as execvp finds it.
+        Raises TraceError when there is nothing to run or the program is missing."""
+        argv = list(config.entrypoint) + list(config.cmd if args is None else args)
+        if not argv:
+            raise TraceError("the image has neither Entrypoint nor Cmd; nothing to run")
+        program = self.find_program(session, config, argv[0])
+        if program is None:
+            where = argv[0] if "/" in argv[0] else f"{argv[0]} (PATH {':'.join(config.path_dirs)})"
+            raise TraceError(f"{where}: entrypoint not found in the image")
+        return [program, *argv[1:]]
+
+    @abstractmethod
+    def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
+        """The image path execvp would run for `name` in this session's root."""
+
     def run(self, image_root: str, config: ImageConfig, probes: list[Probe], *,
             network: str = "host", timeout: float = 60.0, writable: bool = True) -> RunResult:
-        """Run, probe, stop, parse. `image_root` is a host directory holding the image's root
-        (slim.fs.extract.prepare_root). `writable=False` for a root that is not a private copy.
-        Raises TraceError when the run cannot start."""
+        """Run the entrypoint traced, exercise it with `probes`, stop it, parse.
+
+        Without probes the entrypoint runs to completion (stopped at `timeout`). `cmd:` probes
+        each run the image again with their arguments. `writable=False` for a root that is not
+        a private copy. Raises TraceError when a run cannot start.
+        """
+        live = [p for p in probes if not isinstance(p, CmdProbe)]
+        cmds = [p for p in probes if isinstance(p, CmdProbe)]
+        trace = Trace()
+        outcomes: list[ProbeOutcome] = []
+        observations: list[Observation] = []
+        main: RunResult | None = None
+        with self.session(image_root, config, network=network, writable=writable) as session:
+            if live or not cmds:
+                main = self._run_one(session, self.program(session, config, None), live, timeout, "main")
+                trace.merge(main.trace)
+                outcomes += main.probes
+                observations += main.observations
+            for i, probe in enumerate(cmds):
+                res = self._run_one(session, self.program(session, config, probe.args), [], timeout, f"cmd{i}")
+                trace.merge(res.trace)
+                detail = f"exit code {res.exit_code}"
+                if res.exit_code != 0 and res.stderr_tail:
+                    detail += ": " + res.stderr_tail.splitlines()[-1][:300]
+                outcomes.append(ProbeOutcome(probe.spec, res.exit_code == 0, detail))
+                observations.append(Observation(probe.spec, body=res.stdout_tail.encode(),
+                                                exit_code=res.exit_code))
+        return RunResult(trace=trace, probes=outcomes,
+                         exit_code=main.exit_code if main else None,
+                         stdout_tail=main.stdout_tail if main else "",
+                         stderr_tail=main.stderr_tail if main else "",
+                         observations=observations)
+
+    def _run_one(self, session: Session, argv: list[str], live: Sequence[Probe], timeout: float,
+                 tag: str) -> RunResult:
+        """One process tree: start, probe (or wait for it to finish), stop, parse."""
+        start = time.monotonic()
+        deadline = start + timeout
+        proc = session.start(argv, tag)
+        outcomes: list[ProbeOutcome] = []
+        observations: list[Observation] = []
+        extra: list[Trace] = []
+        try:
+            if not live:
+                proc.wait(timeout)
+                if proc.alive():
+                    log.info("%s: still running after %ss; stopped", argv[0], timeout)
+            for i, probe in enumerate(live):
+                outcome, obs, sub = _drive(proc, probe, deadline, i)
+                outcomes.append(outcome)
+                observations.append(obs)
+                if sub is not None:
+                    extra.append(sub)
+        finally:
+            status = proc.exit_code()  # the app's own exit, not the kill we are about to send
+            proc.stop()
+        stdout, stderr = proc.outputs()
+        out_tail, err_tail = tail_text(stdout), tail_text(stderr)
+        if live and status is not None:
+            why = (f"the app exited with code {status}"
+                   + (" (did it daemonize? run it in the foreground)" if status == 0 else "")
+                   + (f"; stderr: {err_tail.splitlines()[-1][:300]}" if err_tail else ""))
+            outcomes = [o if o.passed else ProbeOutcome(o.spec, False, f"{o.detail}; {why}")
+                        for o in outcomes]
+        trace = proc.trace()
+        for sub in extra:
+            trace.merge(sub)
+        log.debug("%s: traced %d paths, %d syscalls in %.1fs", argv[0], len(trace.paths),
+                  len(trace.syscalls), time.monotonic() - start)
+        return RunResult(trace=trace, probes=outcomes, exit_code=status, stdout_tail=out_tail,
+                         stderr_tail=err_tail, observations=observations)
+
+
+def _drive(proc: Process, probe: Probe, deadline: float,
+           index: int) -> tuple[ProbeOutcome, Observation, Trace | None]:
+    """Run one live probe against a running process."""
+    if isinstance(probe, HttpProbe):
+        return (*run_http(probe, deadline, proc.alive), None)
+    if isinstance(probe, TcpProbe):
+        return (*run_tcp(probe, deadline, proc.alive), None)
+    if isinstance(probe, WaitProbe):
+        end = min(deadline, time.monotonic() + probe.seconds)
+        while proc.alive() and time.monotonic() < end:
+            time.sleep(POLL)
+        ok = proc.alive()
+        detail = "still running" if ok else "the app exited during the wait"
+        return ProbeOutcome(probe.spec, ok, detail), Observation(probe.spec), None
+    assert isinstance(probe, ExecProbe)
+    if not proc.alive():
+        return ProbeOutcome(probe.spec, False, "the app is not running"), Observation(probe.spec), None
+    res = proc.exec(probe.command, deadline, index)
+    if res.timed_out:
+        return ProbeOutcome(probe.spec, False, "timed out"), Observation(probe.spec), res.trace
+    detail = f"exit code {res.exit_code}"
+    if res.exit_code:
+        detail += ": " + (res.stdout + res.stderr).decode("utf-8", "replace").strip()[-300:]
+    return (ProbeOutcome(probe.spec, res.exit_code == 0, detail),
+            Observation(probe.spec, body=res.stdout[-TAIL_BYTES:], exit_code=res.exit_code),
+            res.trace)
+
+
+def read_tail(path: str) -> bytes:
+    """The last TAIL_BYTES of a captured output file (b"" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            return f.read()
+    except OSError:
+        return b""
+

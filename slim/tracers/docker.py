@@ -24,26 +24,13 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 import uuid
 from typing import Any
 
 from slim.errors import TraceError
 from slim.model import ImageConfig
-from slim.result import ProbeOutcome
-from slim.tracers.base import Runner, RunResult
-from slim.tracers.probes import (
-    CmdProbe,
-    ExecProbe,
-    HttpProbe,
-    Observation,
-    Probe,
-    TcpProbe,
-    WaitProbe,
-    run_http,
-    run_tcp,
-)
-from slim.tracers.sandbox import TAIL_BYTES, TAIL_LINES, find_program
+from slim.tracers.base import TAIL_BYTES, ExecResult, Process, Runner, Session
+from slim.tracers.hostroot import find_program
 from slim.tracers.strace import STRACE_OPTIONS, parse_strace
 from slim.tracers.trace import Trace
 
@@ -52,6 +39,7 @@ log = logging.getLogger(__name__)
 BUNDLE = "/.slim-strace"
 OUTPUT = "/.slim-trace-out"
 _LDD_LINE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)")
+POLL = 0.1
 
 
 def _client() -> Any:
@@ -104,6 +92,144 @@ def _tar_root(root: str, path: str) -> None:
             tar.add(os.path.join(root, name), arcname=name, recursive=True)
 
 
+class _DockerProcess(Process):
+    """One container running the app under the bundled strace."""
+
+    def __init__(self, container: Any, session: _DockerSession, tag: str, argv: list[str]) -> None:
+        self.container = container
+        self.session = session
+        self.tag = tag
+        self.argv = argv
+        self._exit: int | None = None
+        self._logs: tuple[bytes, bytes] = (b"", b"")
+
+    def alive(self) -> bool:
+        if self._exit is not None:
+            return False
+        self.container.reload()
+        if self.container.status == "running":
+            return True
+        self._exit = int(self.container.attrs["State"]["ExitCode"])
+        return False
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self._exit = int(self.container.wait(timeout=timeout)["StatusCode"])
+        except Exception:  # the SDK raises a requests timeout (ReadTimeout, ConnectionError)
+            log.debug("%s: still running after %ss", self.argv[0], timeout)
+
+    def exit_code(self) -> int | None:
+        self.alive()
+        return self._exit
+
+    def stop(self) -> None:
+        container = self.container
+        with contextlib.suppress(Exception):  # already exited
+            container.kill()
+        try:
+            container.wait(timeout=30)
+            self._logs = (container.logs(stdout=True, stderr=False)[-TAIL_BYTES:],
+                          container.logs(stdout=False, stderr=True)[-TAIL_BYTES:])
+        finally:
+            container.remove(force=True)
+
+    def outputs(self) -> tuple[bytes, bytes]:
+        return self._logs
+
+    def trace(self) -> Trace:
+        host_log = os.path.join(self.session.outdir, f"{self.tag}.strace")
+        try:
+            with open(host_log, encoding="utf-8", errors="surrogateescape") as f:
+                return parse_strace(f, skip_execs=0, app_cwd=self.session.config.workdir or "/").trace
+        except OSError as exc:
+            err = self._logs[1].decode("utf-8", "replace")[-300:]
+            raise TraceError(f"{self.argv[0]}: strace wrote no log in the container ({exc}); "
+                             f"stderr: {err}") from None
+
+    def exec(self, command: tuple[str, ...], deadline: float, index: int) -> ExecResult:
+        name = f"exec{index}.strace"
+        cmd = [*self.session.prefix, *STRACE_OPTIONS, "-o", f"{OUTPUT}/{name}", "--", *command]
+        result = self.container.exec_run(cmd, demux=True)
+        stdout, stderr = result.output if result.output else (b"", b"")
+        try:
+            with open(os.path.join(self.session.outdir, name), encoding="utf-8",
+                      errors="surrogateescape") as f:
+                trace = parse_strace(f, skip_execs=0).trace
+        except OSError as exc:
+            raise TraceError(f"{command[0]}: strace wrote no log for the exec probe: {exc}") from None
+        code = int(result.exit_code) if result.exit_code is not None else None
+        return ExecResult(code, (stdout or b"")[-TAIL_BYTES:], (stderr or b"")[-TAIL_BYTES:], trace)
+
+
+class _DockerSession(Session):
+    """The root imported as a throwaway image, with the strace bundle; removed on exit."""
+
+    def __init__(self, runner: DockerRunner, root: str, config: ImageConfig, network: str) -> None:
+        self.runner = runner
+        self.root = root
+        self.config = config
+        self.network = network
+        self.client = _client()
+        self.tmp = tempfile.mkdtemp(prefix="slim-trace-")
+        self.tag = f"slim-trace:{uuid.uuid4().hex[:12]}"
+        self.image_id: str | None = None
+        self.bundle = os.path.join(self.tmp, "bundle")
+        self.outdir = os.path.join(self.tmp, "out")
+        self.prefix: list[str] = []
+
+    def __enter__(self) -> _DockerSession:
+        try:
+            os.mkdir(self.bundle)
+            _, self.prefix = strace_bundle(self.bundle, self.runner.strace)
+            os.mkdir(self.outdir)
+            os.chmod(self.outdir, 0o777)  # the app's user writes the log
+            tar_path = os.path.join(self.tmp, "root.tar")
+            _tar_root(self.root, tar_path)
+            repo, _, tagname = self.tag.partition(":")
+            try:
+                self.client.api.import_image(src=tar_path, repository=repo, tag=tagname)
+                self.image_id = self.client.images.get(self.tag).id
+            except Exception as exc:  # the SDK raises many kinds (APIError, requests errors)
+                raise TraceError(f"{self.root}: docker import failed: {exc}") from None
+            os.unlink(tar_path)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.image_id is not None:
+            try:
+                self.client.images.remove(self.image_id, force=True)
+            except Exception as err:  # report, but do not hide the real error
+                log.warning("%s: could not remove the temporary image: %s", self.tag, err)
+            self.image_id = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self, argv: list[str], tag: str) -> Process:
+        config = self.config
+        command = [*self.prefix, *STRACE_OPTIONS, "-o", f"{OUTPUT}/{tag}.strace", "--", *argv]
+        env = list(config.env)
+        if not any(e.startswith("PATH=") for e in env):
+            env.append("PATH=" + ":".join(config.path_dirs))
+        try:
+            container = self.client.containers.create(
+                self.tag, entrypoint=command, command=[], environment=env,
+                working_dir=config.workdir or "/", user=config.user or "",
+                network_mode=self.network, cap_add=["SYS_PTRACE"], detach=True,
+                volumes={self.bundle: {"bind": BUNDLE, "mode": "ro"},
+                         self.outdir: {"bind": OUTPUT, "mode": "rw"}},
+            )
+        except Exception as exc:
+            raise TraceError(f"{self.tag}: cannot create the container: {exc}") from None
+        try:
+            container.start()
+        except Exception as exc:
+            container.remove(force=True)
+            raise TraceError(f"{self.tag}: cannot start the container: {exc}") from None
+        return _DockerProcess(container, self, tag, argv)
+
+
 class DockerRunner(Runner):
     """Runs the image root in a Docker container under the host's strace."""
 
@@ -122,187 +248,14 @@ class DockerRunner(Runner):
             return False
         return True
 
-    def run(self, image_root: str, config: ImageConfig, probes: list[Probe], *,
-            network: str = "host", timeout: float = 60.0, writable: bool = True) -> RunResult:
-        """See Runner.run. Raises TraceError (no daemon, entrypoint missing, import failed)."""
+    def session(self, image_root: str, config: ImageConfig, *, network: str,
+                writable: bool) -> Session:
         if network not in ("host", "none"):
             raise TraceError(f"{network}: unknown network mode (host or none)")
         if not self.strace:
             raise TraceError("docker runner: strace is not installed on the host")
-        root = os.path.realpath(image_root)
-        live: list[Probe] = [p for p in probes if not isinstance(p, CmdProbe)]
-        cmds = [p for p in probes if isinstance(p, CmdProbe)]
-        argvs: list[tuple[str, list[str], list[Probe]]] = []
-        if live or not cmds:
-            argvs.append(("main", self._argv(root, config, None), live))
-        for i, probe in enumerate(cmds):
-            argvs.append((f"cmd{i}", self._argv(root, config, probe.args), []))
-        client = _client()
-        tmp = tempfile.mkdtemp(prefix="slim-trace-")
-        tag = f"slim-trace:{uuid.uuid4().hex[:12]}"
-        image_id = None
-        try:
-            bundle = os.path.join(tmp, "bundle")
-            os.mkdir(bundle)
-            _, prefix = strace_bundle(bundle, self.strace)
-            outdir = os.path.join(tmp, "out")
-            os.mkdir(outdir)
-            os.chmod(outdir, 0o777)  # the app's user writes the log
-            tar_path = os.path.join(tmp, "root.tar")
-            _tar_root(root, tar_path)
-            repo, _, tagname = tag.partition(":")
-            try:
-                client.api.import_image(src=tar_path, repository=repo, tag=tagname)
-                image_id = client.images.get(tag).id
-            except Exception as exc:
-                raise TraceError(f"{root}: docker import failed: {exc}") from None
-            trace = Trace()
-            outcomes: list[ProbeOutcome] = []
-            observations: list[Observation] = []
-            main: RunResult | None = None
-            for name, argv, run_probes in argvs:
-                res = self._run_one(client, tag, config, prefix, bundle, outdir, name, argv,
-                                    run_probes, network, timeout)
-                trace.merge(res.trace)
-                if name == "main":
-                    main = res
-                    outcomes += res.probes
-                    observations += res.observations
-                else:
-                    probe = cmds[int(name[3:])]
-                    outcomes.append(ProbeOutcome(probe.spec, res.exit_code == 0,
-                                                 f"exit code {res.exit_code}"))
-                    observations.append(Observation(probe.spec, body=res.stdout_tail.encode(),
-                                                    exit_code=res.exit_code))
-            return RunResult(trace=trace, probes=outcomes,
-                             exit_code=main.exit_code if main else None,
-                             stdout_tail=main.stdout_tail if main else "",
-                             stderr_tail=main.stderr_tail if main else "",
-                             observations=observations)
-        finally:
-            if image_id is not None:
-                try:
-                    client.images.remove(image_id, force=True)
-                except Exception as exc:  # report, but do not hide the real error
-                    log.warning("%s: could not remove the temporary image: %s", tag, exc)
-            shutil.rmtree(tmp, ignore_errors=True)
+        return _DockerSession(self, os.path.realpath(image_root), config, network)
 
-    def _argv(self, root: str, config: ImageConfig, args: tuple[str, ...] | None) -> list[str]:
-        argv = list(config.entrypoint) + list(config.cmd if args is None else args)
-        if not argv:
-            raise TraceError(f"{root}: the image has neither Entrypoint nor Cmd; nothing to run")
-        program = find_program(root, argv[0], config)
-        if program is None:
-            where = argv[0] if "/" in argv[0] else f"{argv[0]} (PATH {':'.join(config.path_dirs)})"
-            raise TraceError(f"{where}: entrypoint not found in the image")
-        return [program, *argv[1:]]
-
-    def _run_one(self, client: Any, tag: str, config: ImageConfig, prefix: list[str],
-                 bundle: str, outdir: str, name: str, argv: list[str], live: list[Probe],
-                 network: str, timeout: float) -> RunResult:
-        log_in = f"{OUTPUT}/{name}.strace"
-        command = [*prefix, *STRACE_OPTIONS, "-o", log_in, "--", *argv]
-        env = list(config.env)
-        if not any(e.startswith("PATH=") for e in env):
-            env.append("PATH=" + ":".join(config.path_dirs))
-        try:
-            container = client.containers.create(
-                tag, entrypoint=command, command=[], environment=env,
-                working_dir=config.workdir or "/", user=config.user or "",
-                network_mode=network, cap_add=["SYS_PTRACE"], detach=True,
-                volumes={bundle: {"bind": BUNDLE, "mode": "ro"},
-                         outdir: {"bind": OUTPUT, "mode": "rw"}},
-            )
-        except Exception as exc:
-            raise TraceError(f"{tag}: cannot create the container: {exc}") from None
-        outcomes: list[ProbeOutcome] = []
-        observations: list[Observation] = []
-        extra: list[Trace] = []
-        exit_code: int | None = None
-        try:
-            container.start()
-            deadline = time.monotonic() + timeout
-
-            def alive() -> bool:
-                container.reload()
-                return bool(container.status == "running")
-
-            if not live:
-                try:
-                    exit_code = int(container.wait(timeout=timeout)["StatusCode"])
-                except Exception:
-                    log.info("%s: still running after %ss; stopped", argv[0], timeout)
-            for i, probe in enumerate(live):
-                if isinstance(probe, HttpProbe):
-                    outcome, obs = run_http(probe, deadline, alive)
-                elif isinstance(probe, TcpProbe):
-                    outcome, obs = run_tcp(probe, deadline, alive)
-                elif isinstance(probe, WaitProbe):
-                    end = min(deadline, time.monotonic() + probe.seconds)
-                    while alive() and time.monotonic() < end:
-                        time.sleep(0.1)
-                    ok = alive()
-                    outcome = ProbeOutcome(probe.spec, ok, "still running" if ok else
-                                           "the app exited during the wait")
-                    obs = Observation(probe.spec)
-                else:
-                    assert isinstance(probe, ExecProbe)
-                    outcome, obs, sub = self._exec(container, prefix, outdir, probe, i, alive)
-                    if sub is not None:
-                        extra.append(sub)
-                outcomes.append(outcome)
-                observations.append(obs)
-            if live:
-                container.reload()
-                if container.status != "running":
-                    exit_code = int(container.attrs["State"]["ExitCode"])
-        finally:
-            with contextlib.suppress(Exception):  # already exited
-                container.kill()
-            try:
-                container.wait(timeout=30)
-                stdout = container.logs(stdout=True, stderr=False)[-TAIL_BYTES:]
-                stderr = container.logs(stdout=False, stderr=True)[-TAIL_BYTES:]
-            finally:
-                container.remove(force=True)
-        out_tail = "\n".join(stdout.decode("utf-8", "replace").splitlines()[-TAIL_LINES:])
-        err_tail = "\n".join(stderr.decode("utf-8", "replace").splitlines()[-TAIL_LINES:])
-        if live and exit_code is not None:
-            why = (f"the app exited with code {exit_code}"
-                   + (f"; stderr: {err_tail.splitlines()[-1][:300]}" if err_tail else ""))
-            outcomes = [o if o.passed else ProbeOutcome(o.spec, False, f"{o.detail}; {why}")
-                        for o in outcomes]
-        host_log = os.path.join(outdir, f"{name}.strace")
-        try:
-            with open(host_log, encoding="utf-8", errors="surrogateescape") as f:
-                trace = parse_strace(f, skip_execs=0, app_cwd=config.workdir or "/").trace
-        except OSError as exc:
-            raise TraceError(f"{argv[0]}: strace wrote no log in the container ({exc}); "
-                             f"stderr: {err_tail[-300:]}") from None
-        for sub in extra:
-            trace.merge(sub)
-        return RunResult(trace=trace, probes=outcomes, exit_code=exit_code,
-                         stdout_tail=out_tail, stderr_tail=err_tail, observations=observations)
-
-    def _exec(self, container: Any, prefix: list[str], outdir: str, probe: ExecProbe, index: int,
-              alive: Any) -> tuple[ProbeOutcome, Observation, Trace | None]:
-        if not alive():
-            return (ProbeOutcome(probe.spec, False, "the app is not running"),
-                    Observation(probe.spec), None)
-        name = f"exec{index}.strace"
-        cmd = [*prefix, *STRACE_OPTIONS, "-o", f"{OUTPUT}/{name}", "--", *probe.command]
-        result = container.exec_run(cmd, demux=True)
-        stdout, stderr = result.output if result.output else (b"", b"")
-        stdout, stderr = stdout or b"", stderr or b""
-        trace = None
-        try:
-            with open(os.path.join(outdir, name), encoding="utf-8", errors="surrogateescape") as f:
-                trace = parse_strace(f, skip_execs=0).trace
-        except OSError:
-            pass
-        code = int(result.exit_code) if result.exit_code is not None else None
-        detail = f"exit code {code}"
-        if code:
-            detail += ": " + (stdout + stderr).decode("utf-8", "replace").strip()[-300:]
-        return (ProbeOutcome(probe.spec, code == 0, detail),
-                Observation(probe.spec, body=stdout[-TAIL_BYTES:], exit_code=code), trace)
+    def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
+        assert isinstance(session, _DockerSession)
+        return find_program(session.root, name, config)

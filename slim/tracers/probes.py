@@ -145,11 +145,6 @@ def default_probes(config: ImageConfig) -> list[Probe]:
     return out
 
 
-def is_server(probes: list[Probe]) -> bool:
-    """Whether the app must be kept running while probes talk to it."""
-    return any(isinstance(p, (HttpProbe, TcpProbe, ExecProbe, WaitProbe)) for p in probes)
-
-
 @dataclass(frozen=True)
 class Observation:
     """What one probe saw, for comparing an original and a slimmed image."""

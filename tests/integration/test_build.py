@@ -4,6 +4,7 @@ verification that leaves nothing, reproducible digests, `--keep-base`, and `--lo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 import slim.build
 from slim.build import BuildOptions, build
 from slim.cli import app
-from slim.pipeline import AnalyzeOptions, load
+from slim.pipeline import AnalyzeOptions, load_image
 from tests.conftest import have_docker, require
 
 pytestmark = pytest.mark.trace
@@ -46,20 +47,18 @@ def out(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "out"
     d.mkdir()
     yield d
-    assert [p for p in os.listdir(d) if p.startswith("slim-build-")] == []
+    assert [p for p in os.listdir(d) if p.startswith((".slim-", "slim-build-"))] == []
 
 
 def files_of(ref: str) -> dict[str, int]:
     """Every non-directory path of an image with its size."""
-    with load(ref) as loaded:
+    with load_image(ref) as loaded:
         return {e.path: e.size for e in loaded.rootfs.walk() if not e.is_dir}
 
 
 def run_build(ref: str, dest: str, **kw: object) -> slim.build.BuildOutcome:
     opts = BuildOptions(dest=dest, runner="sandbox", network="none", timeout=30.0)
-    for k, v in kw.items():
-        setattr(opts, k, v)
-    return build(ref, AnalyzeOptions(), opts)
+    return build(ref, AnalyzeOptions(), dataclasses.replace(opts, **kw))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["hello-glibc", "hello-musl", "shell-entrypoint", "busybox-static"])
@@ -75,7 +74,7 @@ def test_static_only_build_verifies(name: str, out: Path) -> None:
     before, after = files_of(oci(name)), files_of(dest)
     assert set(after) <= set(before)
     assert b["size_bytes"] == sum(after.values()) <= sum(before.values())
-    with load(dest) as loaded:
+    with load_image(dest) as loaded:
         assert loaded.image.digest == b["digest"]
         config = loaded.image.config
         # the kept config names the source, and the entrypoint is in the minimal image
@@ -113,11 +112,12 @@ def _without_libz(monkeypatch: pytest.MonkeyPatch) -> None:
     """A static analysis that misses libz (until verification names it as a fix)."""
     real = slim.build.analyze
 
-    def analyze(loaded, options):  # type: ignore[no-untyped-def]
-        result, closure = real(loaded, options)
+    def analyze(loaded, options, **kw):  # type: ignore[no-untyped-def]
+        analysis = real(loaded, options, **kw)
         if not any("libz" in p for p in options.fixes):
+            closure = analysis.closure
             closure.keep = {p for p in closure.keep if "/libz.so" not in p}
-        return result, closure
+        return analysis
 
     monkeypatch.setattr(slim.build, "analyze", analyze)
 
@@ -165,7 +165,7 @@ def test_reproducible_and_same_config_in_every_form(out: Path) -> None:
     assert a.built and b.built and c.built
     assert a.built.digest == b.built.digest == c.built.digest
     assert (out / "a" / "index.json").read_bytes() == (out / "b" / "index.json").read_bytes()
-    with load(f"oci:{out / 'a'}") as x, load(f"docker-archive:{out / 'c.tar'}") as y:
+    with load_image(f"oci:{out / 'a'}") as x, load_image(f"docker-archive:{out / 'c.tar'}") as y:
         assert x.image.digest == y.image.digest == a.built.digest
         assert [r.diff_id for r in x.layers] == [r.diff_id for r in y.layers]
 
@@ -191,9 +191,9 @@ def test_keep_base_keeps_the_base_blob(out: Path) -> None:
     after = files_of(f"oci:{out / 'img'}")
     assert LIBZ in after and "/app/hello" in after and "/usr/include/zlib.h" in after
     assert outcome.built.size_bytes == sum(after.values())
-    with load(f"oci:{src}") as source:
+    with load_image(f"oci:{src}") as source:
         upper = set(source.layers[1].tree.entries)
-    with load(f"oci:{out / 'img'}") as loaded:
+    with load_image(f"oci:{out / 'img'}") as loaded:
         slimmed = set(loaded.layers[1].tree.entries)
     # only entries of the source's upper layer, the app among them (its /tmp, kept empty as
     # runtime scaffolding, is there when that layer made it)
@@ -212,7 +212,7 @@ def test_load_and_tag_into_docker(out: Path) -> None:
         inspect = subprocess.run(["docker", "image", "inspect", tag, "--format", "{{.Id}}"],
                                  capture_output=True, text=True, check=False)
         assert inspect.returncode == 0, inspect.stderr
-        with load(f"docker-archive:{out / 'img.tar'}") as loaded:
+        with load_image(f"docker-archive:{out / 'img.tar'}") as loaded:
             assert inspect.stdout.strip() == loaded.image.digest
         run = subprocess.run(["docker", "run", "--rm", "--network", "none", tag],
                              capture_output=True, text=True, check=False, timeout=120)

@@ -58,7 +58,10 @@ def test_check_and_report_steps(tmp_path: Path) -> None:
     shim = bindir / "slim"
     shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m slim "$@"\n')
     shim.chmod(0o755)
-    (bindir / "python").symlink_to(sys.executable)
+    # a shim, not a symlink: a symlinked venv python no longer finds its pyvenv.cfg
+    python = bindir / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
     work = tmp_path / "work"
     work.mkdir()
     (work / ".git").mkdir()

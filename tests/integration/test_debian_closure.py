@@ -26,7 +26,7 @@ import pytest
 
 from slim.closure import ClosureBuilder
 from slim.model import ROOT, Edge, ImageConfig
-from slim.pipeline import AnalyzeOptions, analyze, load
+from slim.pipeline import AnalyzeOptions, analyze, load_image
 from slim.sources.directory import CONFIG_SIDECAR
 from tests.conftest import require
 
@@ -95,10 +95,11 @@ def assert_libraries_kept(root: str, argv: list[str], libs: set[str], what: str)
     (/lib -> usr/lib on merged /usr) — is in the static keep set of `rootfs:root` run as `argv`."""
     with entrypoint(root, argv):
         t0 = time.monotonic()
-        loaded = load(f"rootfs:{root}")
+        loaded = load_image(f"rootfs:{root}")
     with loaded:
         t1 = time.monotonic()
-        result, closure = analyze(loaded, AnalyzeOptions())
+        analysis = analyze(loaded, AnalyzeOptions())
+        result, closure = analysis.result, analysis.closure
         t2 = time.monotonic()
         assert closure is not None
         missing = []
@@ -171,7 +172,7 @@ def test_edges_from_a_library_found_through_a_directory_link_are_followed(tmp_pa
     for name in ("a.so", "b.so"):
         (tmp_path / "usr/lib/x" / name).write_bytes(b"not elf")
     (tmp_path / "lib").symlink_to("usr/lib")
-    with load(f"rootfs:{tmp_path}") as loaded:
+    with load_image(f"rootfs:{tmp_path}") as loaded:
         builder = ClosureBuilder(loaded.rootfs, ImageConfig())
         builder.add(Edge(ROOT, "/lib/x/a.so", "needed", "test"))
         builder.add(Edge("/lib/x/a.so", "/lib/x/b.so", "needed", "test"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from slim.emitters.report_html import render_html
-from slim.emitters.report_text import human_bytes
-from slim.pipeline import AnalyzeOptions, analyze, load
+from slim.pipeline import AnalyzeOptions, analyze, load_image
+from slim.units import format_bytes
 from tests.conftest import require
 
 pytestmark = pytest.mark.browser
@@ -44,8 +44,9 @@ def test_html_report_in_chromium(tmp_path: Path) -> None:
     browser = chromium()
     require(browser is not None, "chromium is not installed (apt-get install chromium)")
     assert browser is not None
-    with load(f"docker-archive:{SAMPLE}") as loaded:
-        result, closure = analyze(loaded, AnalyzeOptions())
+    with load_image(f"docker-archive:{SAMPLE}") as loaded:
+        analysis = analyze(loaded, AnalyzeOptions())
+        result, closure = analysis.result, analysis.closure
     assert closure is not None and result.removable is not None and result.efficiency is not None
     page = tmp_path / "report.html"
     page.write_text(render_html(result, why=closure.graph.why), encoding="utf-8")
@@ -53,8 +54,8 @@ def test_html_report_in_chromium(tmp_path: Path) -> None:
     # the DOM after scripts ran (not the file we wrote): chromium parsed and rendered it
     assert "<html" in dom and "slim report" in dom
     size = result.image.size_bytes
-    assert f">{human_bytes(size)}</div>" in dom
-    assert f">{human_bytes(result.removable.size_bytes)}</div>" in dom
+    assert f">{format_bytes(size)}</div>" in dom
+    assert f">{format_bytes(result.removable.size_bytes)}</div>" in dom
     assert f">{100 * result.removable.size_bytes / size:.1f} %</div>" in dom
     assert f">{100 * result.efficiency.score:.1f} %</div>" in dom
     assert dom.count("<rect") > 4  # the treemaps came through as SVG

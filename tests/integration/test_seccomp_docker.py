@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from slim.emitters.seccomp import build_seccomp_profile, write_profile
-from slim.pipeline import load
+from slim.pipeline import load_image
 from slim.syscalls.extract import static_syscalls
 from slim.syscalls.table import number_of
 from tests.conftest import have_docker, require
@@ -63,7 +63,7 @@ def _run(tag: str, profile: Path, *argv: str) -> subprocess.CompletedProcess[str
 def test_profile_runs_program_and_denies_others(image, tmp_path: Path, monkeypatch) -> None:
     root, paths, tag, _ = image
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
-    with load(f"rootfs:{root}") as li:
+    with load_image(f"rootfs:{root}") as li:
         res = static_syscalls(li.rootfs, [paths["static"]])
     profile = build_seccomp_profile(res.names)
     path = tmp_path / "profile.json"

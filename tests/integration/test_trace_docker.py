@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from slim.errors import TraceError
-from slim.fs.extract import prepare_root
-from slim.pipeline import load
+from slim.image import prepare_root
+from slim.pipeline import load_image
 from slim.tracers import RUNNERS
 from slim.tracers.probes import parse_probe
 from slim.tracers.sandbox import SandboxRunner
@@ -58,7 +58,7 @@ def work(tmp_path: Path) -> Iterator[Path]:
 def sample_root(name: str, work: Path):  # type: ignore[no-untyped-def]
     path = SAMPLES / name / f"{name}.docker.tar"
     require(path.exists(), f"{path}: sample image not built")
-    with load(f"docker-archive:{path}") as loaded:
+    with load_image(f"docker-archive:{path}") as loaded:
         return prepare_root(loaded.image, str(work)), loaded.image.config
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from slim.fs.extract import prepare_root
+from slim.image import prepare_root
 from slim.model import ImageConfig
-from slim.pipeline import load
+from slim.pipeline import load_image
 from slim.tracers import RUNNERS
 from slim.tracers import docker as docker_runner
 from slim.tracers.base import RunResult
@@ -109,7 +109,7 @@ def test_lighttpd_opens_the_same_image_files_in_both_runners(lighttpd_archive: s
     runner("sandbox"), runner("docker")  # both must be available before spending time on a run
     runs: dict[str, RunResult] = {}
     files: dict[str, set[str]] = {}
-    with load(f"docker-archive:{lighttpd_archive}") as loaded:
+    with load_image(f"docker-archive:{lighttpd_archive}") as loaded:
         fs = loaded.rootfs
         for name in ("sandbox", "docker"):
             work = no_leftovers / name

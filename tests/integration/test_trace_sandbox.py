@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from slim.errors import TraceError
-from slim.fs.extract import prepare_root
+from slim.image import prepare_root
 from slim.model import ImageConfig
-from slim.pipeline import load
+from slim.pipeline import load_image
 from slim.tracers import RUNNERS, SandboxRunner, choose_runner
 from slim.tracers.probes import parse_probe
 from tests.conftest import free_port, processes_mentioning, require
@@ -60,7 +60,7 @@ def no_leftovers(tmp_path: Path) -> Iterator[Path]:
 
 def busybox_root(work: Path) -> tuple[str, ImageConfig]:
     """The busybox-static sample extracted, plus a web page and an /etc/passwd."""
-    with load(sample("busybox-static")) as loaded:
+    with load_image(sample("busybox-static")) as loaded:
         root = prepare_root(loaded.image, str(work))
         config = loaded.image.config
     (Path(root) / "www").mkdir()
@@ -78,7 +78,7 @@ def test_registry_and_auto() -> None:
 
 
 def test_run_to_completion_glibc(no_leftovers: Path) -> None:
-    with load(sample("hello-glibc")) as loaded:
+    with load_image(sample("hello-glibc")) as loaded:
         root = prepare_root(loaded.image, str(no_leftovers))
         res = SandboxRunner().run(root, loaded.image.config, [], timeout=30)
     assert res.exit_code == 0 and res.passed

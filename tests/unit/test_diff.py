@@ -88,8 +88,8 @@ def _snap(files: dict[str, tuple[int, str]], packages: list[tuple[str, str, int]
         workdir="/", user="", size_bytes=sum(s for s, _ in files.values()), file_count=len(files),
         layers=tuple(LayerSummary(i, "", d, f"step {i}", 100 * (i + 1), 1) for i, d in enumerate(layers)),
     )
-    result = AnalysisResult(image=image, efficiency=Efficiency(score, 0, 0.0, 0))
-    result.packages = [PackageSummary(n, v, "apk", s, 0, True) for n, v, s in packages]
+    result = AnalysisResult(image=image, efficiency=Efficiency(score, 0, 0.0, 0),
+                            packages=[PackageSummary(n, v, "apk", s, 0, True) for n, v, s in packages])
     return ImageSnapshot(result, files)
 
 

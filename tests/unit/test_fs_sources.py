@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from slim.errors import LayerError, SlimError, SourceError
 from slim.fs.tree import FileTree, squash
 from slim.model import EntryKind, FileEntry, normpath
-from slim.pipeline import load
-from slim.sources.base import parse_ref
+from slim.pipeline import load_image
+from slim.refs import parse_ref
 from tests.imagekit import M, layer_tar, sha, write_docker_archive, write_oci
 
 
@@ -37,7 +37,7 @@ def three_layers() -> list[bytes]:
 
 def test_whiteouts_and_opaque_directories(tmp_path):
     write_oci(str(tmp_path), three_layers())
-    with load(f"oci:{tmp_path}") as li:
+    with load_image(f"oci:{tmp_path}") as li:
         assert paths(li) == ["/etc", "/etc/app", "/etc/app/z", "/srv", "/srv/file"]
         # layer 1 deleted b, x and y; layer 2 deleted the whole /data subtree (a from layer 1)
         assert sorted(e.path for e in li.deleted[1]) == ["/data/b", "/etc/app/x", "/etc/app/y"]
@@ -83,7 +83,7 @@ def link_image(tmp_path) -> str:
 
 
 def test_resolution_has_chroot_semantics(tmp_path):
-    with load(link_image(tmp_path)) as li:
+    with load_image(link_image(tmp_path)) as li:
         fs = li.rootfs
         r = fs.resolve("/lib/libc.so.6")
         assert (r.path, r.links, r.exists) == ("/usr/lib/libc.so.6", ("/lib",), True)
@@ -115,7 +115,7 @@ def test_traversal_and_absolute_members_are_contained(tmp_path):
     tar = layer_tar([M("../../etc/passwd", data=b"root::0:0"), M("/etc/shadow", data=b"x"),
                      M("ok", data=b"fine"), M("bad", "h", link="../../outside")])
     write_oci(str(tmp_path), [tar])
-    with load(f"oci:{tmp_path}") as li:
+    with load_image(f"oci:{tmp_path}") as li:
         assert paths(li) == ["/etc", "/etc/shadow", "/ok"]
         reasons = {i.path: i.reason for i in li.issues}
         assert "climbs above the image root" in reasons["../../etc/passwd"]
@@ -132,7 +132,7 @@ def test_truncated_gzip_layer_is_a_one_line_error(tmp_path):
         if data[:2] == b"\x1f\x8b":
             b.write_bytes(data[: len(data) // 2])
     with pytest.raises((LayerError, SourceError)) as exc:
-        load(f"oci:{tmp_path}")
+        load_image(f"oci:{tmp_path}")
     assert "\n" not in str(exc.value)
 
 
@@ -141,7 +141,7 @@ def test_truncated_gzip_in_docker_archive(tmp_path):
     write_docker_archive(path, [layer_tar([M("a", data=os.urandom(50000))])], compress=True,
                          corrupt={0: lambda b: b[: len(b) // 2]})
     with pytest.raises(LayerError, match=r"layer 0.*corrupt or truncated"):
-        load(f"docker-archive:{path}")
+        load_image(f"docker-archive:{path}")
 
 
 def test_blob_digest_mismatch(tmp_path):
@@ -152,7 +152,7 @@ def test_blob_digest_mismatch(tmp_path):
         if b"hello" in data:
             b.write_bytes(data.replace(b"hello", b"HELLO"))
     with pytest.raises(LayerError, match="digest mismatch"):
-        load(f"oci:{tmp_path}")
+        load_image(f"oci:{tmp_path}")
 
 
 def test_diff_id_mismatch_in_legacy_archive(tmp_path):
@@ -160,7 +160,7 @@ def test_diff_id_mismatch_in_legacy_archive(tmp_path):
     write_docker_archive(path, [layer_tar([M("a", data=b"hello")])],
                          corrupt={0: lambda b: b.replace(b"hello", b"HELLO")})
     with pytest.raises(LayerError, match="diff_id mismatch"):
-        load(f"docker-archive:{path}")
+        load_image(f"docker-archive:{path}")
 
 
 def test_missing_manifest_json(tmp_path):
@@ -168,14 +168,14 @@ def test_missing_manifest_json(tmp_path):
     with tarfile.open(path, "w") as tf:
         tf.add(__file__, arcname="something.json")
     with pytest.raises(SourceError, match=r"img.tar.*manifest.json"):
-        load(f"docker-archive:{path}")
+        load_image(f"docker-archive:{path}")
 
 
 @pytest.mark.parametrize("ref", ["docker-archive:/nonexistent/x.tar", "oci:/nonexistent/dir",
                                  "rootfs:/nonexistent/root", "oci-archive:/nonexistent.tar"])
 def test_reference_that_does_not_exist(ref):
     with pytest.raises(SourceError, match="nonexistent"):
-        load(ref)
+        load_image(ref)
 
 
 def test_zero_byte_and_sparse_huge_file(tmp_path):
@@ -189,7 +189,7 @@ def test_zero_byte_and_sparse_huge_file(tmp_path):
     subprocess.run(["tar", "--sparse", "-C", str(root), "-cf", str(tar), "empty", "huge.img"], check=True)
     assert tar.stat().st_size < 1 << 20
     write_oci(str(tmp_path / "img"), [tar.read_bytes()])
-    with load(f"oci:{tmp_path / 'img'}") as li:
+    with load_image(f"oci:{tmp_path / 'img'}") as li:
         fs = li.rootfs
         assert fs.get("/empty").size == 0 and fs.read("/empty") == b""
         assert fs.get("/huge.img").size == 2 << 30
@@ -213,7 +213,7 @@ def test_zstd_and_uncompressed_layers(tmp_path):
     (blobs / sha(mb).split(":")[1]).write_bytes(mb)
     idx["manifests"][0]["digest"] = sha(mb)
     (tmp_path / "index.json").write_text(json.dumps(idx))
-    with load(f"oci:{tmp_path}") as li:
+    with load_image(f"oci:{tmp_path}") as li:
         assert [r.compression for r in li.layers] == ["none", "zstd"]
         assert li.rootfs.read("/b.sh").startswith(b"#!")
 
@@ -231,7 +231,7 @@ def test_same_image_from_three_sources_gives_same_view(tmp_path):
     views = []
     for ref in (f"oci:{tmp_path / 'oci'}", f"docker-archive:{tmp_path / 'd.tar'}", f"oci-archive:{tmp_path / 'o.tar'}",
                 str(tmp_path / "d.tar")):
-        with load(ref) as li:
+        with load_image(ref) as li:
             views.append((li.image.digest, li.image.config, [(e.path, e.size, e.kind) for e in li.rootfs.walk()]))
     assert all(v == views[0] for v in views)
 
@@ -245,19 +245,19 @@ def test_multi_arch_index_picks_host_platform(tmp_path):
     other = dict(idx["manifests"][0], platform={"os": "linux", "architecture": "s390x"})
     idx["manifests"].insert(0, other)
     (tmp_path / "index.json").write_text(json.dumps(idx))
-    with load(f"oci:{tmp_path}") as li:
+    with load_image(f"oci:{tmp_path}") as li:
         assert paths(li) == ["/mine"]
     idx["manifests"] = [other]
     (tmp_path / "index.json").write_text(json.dumps(idx))
     with pytest.raises(SourceError, match="s390x"):
-        load(f"oci:{tmp_path}")
+        load_image(f"oci:{tmp_path}")
 
 
 def test_rootfs_source_walks_without_following_links(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "app").write_bytes(b"#!/bin/sh\n")
     os.symlink("/", tmp_path / "hostroot")  # must not be followed into the host
-    with load(f"rootfs:{tmp_path}") as li:
+    with load_image(f"rootfs:{tmp_path}") as li:
         assert paths(li) == ["/bin", "/bin/app", "/hostroot"]
         assert li.rootfs.resolve("/hostroot/bin/app").path == "/bin/app"
         assert li.rootfs.read("/bin/app") == b"#!/bin/sh\n"
@@ -277,7 +277,7 @@ def test_parse_ref_forms(tmp_path):
 
 def test_captured_contents_are_seekable(tmp_path):
     write_oci(str(tmp_path), [layer_tar([M("bin/x", data=b"\x7fELF" + bytes(range(100)))])])
-    with load(f"oci:{tmp_path}") as li, li.rootfs.open("/bin/x") as f:
+    with load_image(f"oci:{tmp_path}") as li, li.rootfs.open("/bin/x") as f:
         f.seek(10)
         assert f.read(2) == bytes([6, 7]) and f.tell() == 12
         f.seek(-1, 2)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from slim.errors import RuleError
+from slim.image import LoadedImage
 from slim.model import ROOT, Edge
-from slim.pipeline import LoadedImage, load
+from slim.pipeline import load_image
 from slim.rules import keep_glob_edges, load_rules, locale_names, nsswitch_services, parse_rule_pack
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
@@ -26,7 +27,7 @@ def config(root: Path, env: list[str]) -> None:
 
 
 def open_root(root: Path, opened: list[LoadedImage]) -> LoadedImage:
-    img = load(f"rootfs:{root}")
+    img = load_image(f"rootfs:{root}")
     opened.append(img)
     return img
 
@@ -37,24 +38,24 @@ def open_root(root: Path, opened: list[LoadedImage]) -> LoadedImage:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[rule.a]\nwhen.kept = "*/x"\nkeep = ["/y"]\nkeeps = 1\n', "[rule.a]: unknown key(s) keeps"),
+        ('[rule.a]\nwhen.kept = "**/x"\nkeep = ["/y"]\nkeeps = 1\n', "[rule.a]: unknown key(s) keeps"),
         ('[rule.b]\nkeep = ["/y"]\n', "[rule.b]: missing 'when'"),
-        ('[rule.c]\nwhen.kept = "*/x"\n', "[rule.c]: missing 'keep'"),
-        ('[rule.d]\nwhen.kept = "*/x"\nkeep = ["y/z"]\n', "[rule.d]: 'keep': 'y/z' must be an absolute"),
-        ('[rule.e]\nwhen.kept = "*/x"\nkeep = ["/a[b"]\n', "[rule.e]: 'keep': '/a[b' has an unclosed '['"),
-        ('[rule.f]\nwhen.kept = "*/x"\nkeep = "/y"\ndescription = 3\n', "[rule.f]: 'description' must be a string"),
+        ('[rule.c]\nwhen.kept = "**/x"\n', "[rule.c]: missing 'keep'"),
+        ('[rule.d]\nwhen.kept = "**/x"\nkeep = ["y/z"]\n', "[rule.d]: 'keep': 'y/z' must be an absolute"),
+        ('[rule.e]\nwhen.kept = "**/x"\nkeep = ["/a[b"]\n', "[rule.e]: 'keep': '/a[b': unclosed '['"),
+        ('[rule.f]\nwhen.kept = "**/x"\nkeep = "/y"\ndescription = 3\n', "[rule.f]: 'description' must be a string"),
         ('[rule.g]\nwhen.kept = 5\nkeep = ["/y"]\n', "[rule.g]: 'when.kept' must be a string or a list of strings, got int"),
         ('[rule.h]\nwhen.colour = "red"\nkeep = ["/y"]\n', "[rule.h]: 'when' has unknown key(s) colour"),
         ('[rule.i]\nwhen.always = true\nwhen.env = "TZ"\nkeep = ["/y"]\n', "[rule.i]: 'when.always' cannot be combined"),
         ('[rule.j]\nwhen.always = "yes"\nkeep = ["/y"]\n', "[rule.j]: 'when.always' must be a boolean"),
         ('[rule.k]\nwhen.env = "1BAD"\nkeep = ["/y"]\n', "[rule.k]: 'when.env': '1BAD' is not a variable name"),
-        ('[rule.l]\nwhen.kept = "*/x"\nhandler = "magic"\n', "[rule.l]: unknown handler 'magic'"),
-        ('[rule.m]\nwhen.kept = "*/x"\nkeep = ["/../etc"]\n', "[rule.m]: 'keep': '/../etc' must not contain '..'"),
+        ('[rule.l]\nwhen.kept = "**/x"\nhandler = "magic"\n', "[rule.l]: unknown handler 'magic'"),
+        ('[rule.m]\nwhen.kept = "**/x"\nkeep = ["/../etc"]\n', "[rule.m]: 'keep': '/../etc' must not contain '..'"),
         ('[rule.n]\nwhen.file_exists = "/etc/*"\nkeep = ["/y"]\n', "[rule.n]: 'when.file_exists'"),
-        ('[rule.o]\nwhen.kept = "*/x"\nkeep = []\n', "[rule.o]: 'keep' is empty"),
+        ('[rule.o]\nwhen.kept = "**/x"\nkeep = []\n', "[rule.o]: 'keep' is empty"),
         ("[rule.p\n", "invalid TOML"),
         ('[other]\nx = 1\n', "no [rule.NAME] tables"),
-        ('[rule.q]\nwhen.kept = "*/x"\nkeep = ["/y"]\n[extra]\n', "unknown top-level key(s) extra"),
+        ('[rule.q]\nwhen.kept = "**/x"\nkeep = ["/y"]\n[extra]\n', "unknown top-level key(s) extra"),
     ],
 )
 def test_validation_errors_name_file_and_entry(tmp_path: Path, text: str, message: str) -> None:
@@ -67,7 +68,7 @@ def test_validation_errors_name_file_and_entry(tmp_path: Path, text: str, messag
 
 
 def test_duplicate_name_in_one_dir(tmp_path: Path) -> None:
-    body = '[rule.same]\nwhen.kept = "*/x"\nkeep = ["/y"]\n'
+    body = '[rule.same]\nwhen.kept = "**/x"\nkeep = ["/y"]\n'
     (tmp_path / "a.toml").write_text(body)
     (tmp_path / "b.toml").write_text(body)
     with pytest.raises(RuleError, match=r"b\.toml: \[rule\.same\]: already defined in .*a\.toml"):
@@ -84,7 +85,7 @@ def test_shipped_packs_load_and_user_rules_override(tmp_path: Path) -> None:
     for name in ("nss", "gconv", "libgcc-s", "locale", "zoneinfo-tz", "ca-certificates",
                  "ld-so-cache", "os-release", "nginx", "python3", "lighttpd"):
         assert shipped.get(name) is not None, name
-    (tmp_path / "mine.toml").write_text('[rule.gconv]\nwhen = "*/libc.so.6"\nkeep = ["/only/this"]\n')
+    (tmp_path / "mine.toml").write_text('[rule.gconv]\nwhen = "**/libc.so.6"\nkeep = ["/only/this"]\n')
     merged = load_rules([tmp_path])
     rule = merged.get("gconv")
     assert rule is not None and rule.keep == ("/only/this",) and rule.file.endswith("mine.toml")
@@ -92,8 +93,8 @@ def test_shipped_packs_load_and_user_rules_override(tmp_path: Path) -> None:
 
 
 def test_parse_rule_pack_shorthand_and_lists() -> None:
-    rules = parse_rule_pack('[rule.x]\nwhen = ["*/a", "/b"]\nkeep = "/c"\n', "t.toml")
-    assert rules[0].when.kept == ("*/a", "/b") and rules[0].keep == ("/c",)
+    rules = parse_rule_pack('[rule.x]\nwhen = ["**/a", "/b"]\nkeep = "/c"\n', "t.toml")
+    assert rules[0].when.kept == ("**/a", "/b") and rules[0].keep == ("/c",)
 
 
 # -- runtime rules on crafted trees ------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from slim.model import EntryKind
-from slim.pipeline import load
+from slim.pipeline import load_image
 from tests.conftest import require
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
@@ -51,7 +51,7 @@ def test_both_forms_load_with_the_recorded_digests(name: str) -> None:
     want = DIGESTS["images"][name]
     configs = []
     for ref in refs(name):
-        with load(ref) as img:
+        with load_image(ref) as img:
             assert img.image.digest == want["config_digest"], ref
             assert [r.diff_id for r in img.layers] == [layer["diff_id"] for layer in want["layers"]], ref
             assert img.issues == [], ref
@@ -95,7 +95,7 @@ def readme_squash() -> list[tuple[str, str, int]]:
 
 @pytest.mark.parametrize("ref", refs("layers-whiteouts"))
 def test_layers_whiteouts_squash_matches_readme(ref: str) -> None:
-    with load(ref) as img:
+    with load_image(ref) as img:
         got = [(e.path, e.kind.value, e.size) for e in img.rootfs.walk()]
         assert got == readme_squash()
         # whiteouts: layer 1 hid /etc/app/{x,y} (opaque) and /data/b; layer 2 removed /data (a rewritten, c)
@@ -106,7 +106,7 @@ def test_layers_whiteouts_squash_matches_readme(ref: str) -> None:
 
 @pytest.mark.parametrize("ref", refs("hello-glibc"))
 def test_hello_glibc_layout(ref: str) -> None:
-    with load(ref) as img:
+    with load_image(ref) as img:
         fs = img.rootfs
         cfg = img.image.config
         assert cfg.entrypoint == ("/app/hello",) and cfg.workdir == "/app"
@@ -148,7 +148,7 @@ def test_hello_glibc_layout(ref: str) -> None:
 
 @pytest.mark.parametrize("ref", refs("hello-musl"))
 def test_hello_musl_layout(ref: str) -> None:
-    with load(ref) as img:
+    with load_image(ref) as img:
         fs = img.rootfs
         hello = elf(fs, "/app/hello")
         interp = next(s for s in hello.iter_segments() if s["p_type"] == "PT_INTERP").get_interp_name()
@@ -161,7 +161,7 @@ def test_hello_musl_layout(ref: str) -> None:
 
 @pytest.mark.parametrize("ref", refs("shell-entrypoint") + refs("busybox-static"))
 def test_busybox_images(ref: str) -> None:
-    with load(ref) as img:
+    with load_image(ref) as img:
         fs = img.rootfs
         assert elf(fs, "/bin/busybox").get_section_by_name(".interp") is None  # static
         for applet in ("sh", "ls", "cat", "echo"):

@@ -13,7 +13,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from slim.pipeline import load
+from slim.pipeline import load_image
 from slim.summary import summarize
 
 Layer = dict[str, "bytes | str | None"]  # path → file bytes | "->target" symlink | None (directory)
@@ -127,7 +127,7 @@ def sample_image(tmp_path: Path) -> str:
 
 def test_summary_of_a_three_layer_image(tmp_path: Path) -> None:
     ref = sample_image(tmp_path)
-    with load(ref) as loaded:
+    with load_image(ref) as loaded:
         result = summarize(loaded)
     img = result.image
     # live regular files: app 4004, README 300, app.conf 150, build.log 50; the hard link adds none
@@ -169,7 +169,7 @@ def test_summary_of_a_three_layer_image(tmp_path: Path) -> None:
 
 def test_unsafe_members_become_unknowns(tmp_path: Path) -> None:
     ref = build_oci_layout(tmp_path / "img", [{"/ok": b"x", "../../escape": b"bad"}])
-    with load(ref) as loaded:
+    with load_image(ref) as loaded:
         result = summarize(loaded)
     assert [u.path for u in result.unknowns] == ["../../escape"]
     assert "climbs above" in result.unknowns[0].reason
@@ -182,7 +182,7 @@ def test_rootfs_directory(tmp_path: Path) -> None:
     (root / "usr/include/stdio.h").write_bytes(b"h" * 10)
     (root / "bin").mkdir()
     (root / "bin/tool").write_bytes(b"t" * 90)
-    with load(f"rootfs:{root}") as loaded:
+    with load_image(f"rootfs:{root}") as loaded:
         result = summarize(loaded)
     assert result.image.size_bytes == 100 and len(result.image.layers) == 1
     assert result.efficiency is not None and result.efficiency.score == 1.0

@@ -1,6 +1,6 @@
 """Helpers for the ELF/ld.so tests: build real binaries with gcc / musl-gcc into temp roots.
 
-Each test root is a plain directory loaded with `load("rootfs:DIR")`; the host's glibc loader
+Each test root is a plain directory loaded with `load_image("rootfs:DIR")`; the host's glibc loader
 and libc are copied into it (as real files) so closures end where a real image's would.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from slim.analyzers.base import AnalysisContext
-from slim.pipeline import LoadedImage, load
+from slim.image import LoadedImage
+from slim.pipeline import load_image
 from tests.conftest import require
 
 HOST_LD = "/lib64/ld-linux-x86-64.so.2"
@@ -98,7 +99,7 @@ def open_root() -> Iterator:
     opened: list[LoadedImage] = []
 
     def _open(root: Path) -> tuple[LoadedImage, AnalysisContext]:
-        img = load(f"rootfs:{root}")
+        img = load_image(f"rootfs:{root}")
         opened.append(img)
         return img, AnalysisContext(fs=img.rootfs, config=img.image.config)
 

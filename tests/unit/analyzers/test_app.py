@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slim.analyzers import JavaAnalyzer, NodeAnalyzer, PerlAnalyzer, PythonAnalyzer
 from slim.analyzers.app import AppConfigAnalyzer, app_roots, docroot_edges, path_literal_edges
-from slim.analyzers.lang import LANGUAGE_ANALYZERS, language_roots
+from slim.analyzers.packages import Packages
+from slim.entrypoint import language_roots
 from slim.model import ROOT
 from tests.unit.analyzers.test_python import ELF, closure, context, write_tree
 
@@ -85,7 +87,7 @@ def test_app_roots_and_switch(tmp_path: Path) -> None:
             def owner(self, path: str) -> list[str]:
                 return ["nginx"] if path == "/app/README" else []
 
-        ctx.cache["packages.db"] = Owners()
+        ctx.provide(Packages, type("FakePackages", (), {"db": Owners(), "present": Owners()})())
         assert "/app/README" not in {e.dst for e in app_roots(ctx, None)}
     with context(tmp_path, keep_app=False) as ctx:
         assert app_roots(ctx, "/app/run.sh") == []
@@ -100,8 +102,10 @@ def test_system_workdir_is_not_an_app(tmp_path: Path) -> None:
 def test_config_analyzer_closure(tmp_path: Path) -> None:
     write_tree(tmp_path, FILES, config=CONFIG)
     with context(tmp_path) as ctx:
-        roots = app_roots(ctx, "/app/run.sh") + language_roots(ctx, list(ctx.config.argv))
-        keep, _, _ = closure(ctx, roots, [AppConfigAnalyzer, *LANGUAGE_ANALYZERS])
+        languages = [PythonAnalyzer, NodeAnalyzer, JavaAnalyzer, PerlAnalyzer]
+        roots = app_roots(ctx, "/app/run.sh") + language_roots([a(ctx) for a in languages],
+                                                                list(ctx.config.argv))
+        keep, _, _ = closure(ctx, roots, [AppConfigAnalyzer, *languages])
     assert {"/etc/nginx/nginx.conf", "/var/www/site/unlinked/secret-page.html",
             "/srv/static/logo.png", "/etc/nginx/mime.types"} <= keep
     assert "/srv/other/unrelated.txt" not in keep and "/usr/share/doc/nginx/copyright" not in keep

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from slim.analyzers.base import AnalysisContext
-from slim.analyzers.config import ConfigAnalyzer, glob_exact, nginx_directives
+from slim.analyzers.config import ConfigAnalyzer, nginx_directives
+from slim.image import LoadedImage
 from slim.model import Edge, Unknown
-from slim.pipeline import LoadedImage, load
+from slim.pipeline import load_image
 
 
 def put(root: Path, path: str, text: str) -> None:
@@ -17,7 +18,7 @@ def put(root: Path, path: str, text: str) -> None:
 
 
 def run(root: Path, path: str, opened: list[LoadedImage]) -> tuple[list[Edge], list[Unknown]]:
-    img = load(f"rootfs:{root}")
+    img = load_image(f"rootfs:{root}")
     opened.append(img)
     analyzer = ConfigAnalyzer(AnalysisContext(fs=img.rootfs, config=img.image.config))
     entry = img.rootfs.stat(path)
@@ -99,7 +100,7 @@ def test_glob_exact_does_not_cross_slash(tmp_path: Path, opened: list[LoadedImag
     put(root, "/etc/x/a.conf", "")
     put(root, "/etc/x/d/b.conf", "")
     put(root, "/etc/x/.hidden.conf", "")
-    img = load(f"rootfs:{root}")
+    img = load_image(f"rootfs:{root}")
     opened.append(img)
-    assert glob_exact(img.rootfs, "/etc/x/*.conf") == ["/etc/x/a.conf"]
-    assert glob_exact(img.rootfs, "/etc/*/d/*.conf") == ["/etc/x/d/b.conf"]
+    assert img.rootfs.glob3("/etc/x/*.conf") == ["/etc/x/a.conf"]
+    assert img.rootfs.glob3("/etc/*/d/*.conf") == ["/etc/x/d/b.conf"]

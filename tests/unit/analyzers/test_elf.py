@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slim.analyzers.elf import ElfInfo, elf_info, is_elf, libc_from_interp, parse_elf
+from slim.analyzers.elf import Loader
+from slim.elf import ElfInfo, is_elf, libc_from_interp, parse_elf
 from slim.errors import AnalysisError
 from tests.conftest import require
 from tests.unit.analyzers.conftest import HOST_LD, cc, glibc_root, have, need_gcc, shlib
@@ -186,8 +187,10 @@ def test_is_elf_and_cached_elf_info(tmp_path: Path, open_root) -> None:
         and not is_elf(ctx.fs, "/app")
         and not is_elf(ctx.fs, "/nope")
     )
-    first = elf_info(ctx, "/app/exe")
-    assert elf_info(ctx, "/app/exe") is first and ctx.cache["elf.info"]["/app/exe"] is first
+    resolver = ctx.service(Loader).resolver
+    first = resolver.elf("/app/exe")
+    assert resolver.elf("/app/exe") is first and ctx.service(Loader).resolver is resolver
     with pytest.raises(AnalysisError, match=r"^/app/broken: not a valid ELF"):
-        elf_info(ctx, "/app/broken")
-    assert isinstance(ctx.cache["elf.info"]["/app/broken"], AnalysisError)
+        resolver.elf("/app/broken")
+    with pytest.raises(AnalysisError, match=r"^/app/broken: not a valid ELF"):
+        resolver.elf("/app/broken")  # the failure is memoized too

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from slim.analyzers.base import AnalysisContext
+from slim.analyzers.elf import ElfAnalyzer, Loader
 from slim.analyzers.ldso import (
-    ElfAnalyzer,
     LibraryResolver,
     parse_ld_so_cache,
     parse_ld_so_conf,
@@ -100,7 +100,7 @@ def test_rpath_is_inherited_through_the_chain(tmp_path: Path, open_root) -> None
     # libfoo has no rpath: the executable's DT_RPATH is searched for libfoo's needs too
     bar = needed_edge(edges, "/opt/a/libfoo.so.1", "libbar.so.1")
     assert bar.dst == "/opt/b/libbar.so.1" and "RPATH of /app/exe" in bar.evidence
-    assert ctx.cache["ldso.tried"][("/opt/a/libfoo.so.1", "libbar.so.1")][:2] == (
+    assert ctx.service(Loader).tried[("/opt/a/libfoo.so.1", "libbar.so.1")][:2] == (
         "/opt/a/libbar.so.1",
         "/opt/b/libbar.so.1",
     )
@@ -125,7 +125,7 @@ def test_runpath_is_not_inherited(tmp_path: Path, open_root) -> None:
     assert "RUNPATH of /app/exe" in foo.evidence
     assert [u.path for u in unknowns] == ["/opt/a/libfoo.so.1"]
     assert unknowns[0].reason.startswith("DT_NEEDED libbar.so.1: not found (tried ")
-    tried = ctx.cache["ldso.tried"][("/opt/a/libfoo.so.1", "libbar.so.1")]
+    tried = ctx.service(Loader).tried[("/opt/a/libfoo.so.1", "libbar.so.1")]
     assert not any(t.startswith("/opt/") for t in tried)  # RUNPATH dirs never searched for libfoo
     assert "ld.so.cache" not in " ".join(tried) and "/usr/lib/libbar.so.1" in tried
 
@@ -217,7 +217,7 @@ def test_ld_library_path_from_image_env_and_workdir(tmp_path: Path, open_root) -
     assert env.dst == "/env/libenv.so" and env.evidence.endswith("via LD_LIBRARY_PATH")
     cwd = needed_edge(edges, "/app/exe", "libcwd.so")  # the empty element is the WorkingDir
     assert cwd.dst == "/work/libcwd.so" and cwd.evidence.endswith("via LD_LIBRARY_PATH")
-    tried = ctx.cache["ldso.tried"][("/app/exe", "libenv.so")]
+    tried = ctx.service(Loader).tried[("/app/exe", "libenv.so")]
     assert tried[:2] == ("/nonexistent/libenv.so", "/env/libenv.so")
 
 
@@ -314,7 +314,7 @@ def test_incompatible_candidate_is_skipped(
     edges, unknowns = analyze(ctx, "/app/exe")
     assert unknowns == []
     assert needed_edge(edges, "/app/exe", "libw.so").dst == "/opt/b/libw.so"
-    tried = ctx.cache["ldso.tried"][("/app/exe", "libw.so")]
+    tried = ctx.service(Loader).tried[("/app/exe", "libw.so")]
     assert tried[0].startswith("/opt/a/libw.so (skipped") and reason in tried[0]
     assert tried[1] == "/opt/b/libw.so"
 

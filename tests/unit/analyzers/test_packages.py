@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from slim.analyzers.packages import package_edges, package_summaries, parse_stanzas, read_packages
+from slim.image import LoadedImage
 from slim.model import Edge
-from slim.pipeline import LoadedImage, load
+from slim.pipeline import load_image
 
 STATUS = """\
 Package: libc6
@@ -76,7 +77,7 @@ def test_parse_stanzas_continuations() -> None:
 
 
 def test_dpkg_owner_both_spellings(dpkg_root: Path, opened: list[LoadedImage]) -> None:
-    img = load(f"rootfs:{dpkg_root}")
+    img = load_image(f"rootfs:{dpkg_root}")
     opened.append(img)
     db = read_packages(img.rootfs)
     assert sorted(p.name for p in db.packages) == ["docs", "libc6", "nginx"]  # config-files skipped
@@ -92,7 +93,7 @@ def test_dpkg_owner_both_spellings(dpkg_root: Path, opened: list[LoadedImage]) -
 
 
 def test_package_summaries(dpkg_root: Path, opened: list[LoadedImage]) -> None:
-    img = load(f"rootfs:{dpkg_root}")
+    img = load_image(f"rootfs:{dpkg_root}")
     opened.append(img)
     db = read_packages(img.rootfs)
     kept = {"/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/sbin/nginx"}
@@ -107,7 +108,7 @@ def test_package_summaries(dpkg_root: Path, opened: list[LoadedImage]) -> None:
 
 
 def test_package_edges_conffiles_of_kept_binary(dpkg_root: Path, opened: list[LoadedImage]) -> None:
-    img = load(f"rootfs:{dpkg_root}")
+    img = load_image(f"rootfs:{dpkg_root}")
     opened.append(img)
     db = read_packages(img.rootfs)
     edges = package_edges(db, "/usr/sbin/nginx")
@@ -125,7 +126,7 @@ def test_distroless_status_d(tmp_path: Path, opened: list[LoadedImage]) -> None:
     put(root, "/usr/bin/tool", b"\x7fELF" + b"t" * 10, 0o755)
     put(root, "/var/lib/dpkg/status.d/tool", "Package: tool\nVersion: 3\nArchitecture: amd64\n")
     put(root, "/var/lib/dpkg/status.d/tool.md5sums", "d41d8cd98f00b204e9800998ecf8427e  usr/bin/tool\n")
-    img = load(f"rootfs:{root}")
+    img = load_image(f"rootfs:{root}")
     opened.append(img)
     db = read_packages(img.rootfs)
     assert [p.name for p in db.owner("/usr/bin/tool")] == ["tool"]
@@ -142,7 +143,7 @@ def test_apk_installed(tmp_path: Path, opened: list[LoadedImage]) -> None:
         "P:musl\nV:1.2.4-r2\nA:x86_64\nF:lib\nR:ld-musl-x86_64.so.1\n\n"
         "P:unused-pkg\nV:1\nF:usr/share/x\nR:y\n"
     ))
-    img = load(f"rootfs:{root}")
+    img = load_image(f"rootfs:{root}")
     opened.append(img)
     db = read_packages(img.rootfs)
     assert [p.name for p in db.owner("/bin/busybox")] == ["busybox"]

@@ -8,24 +8,26 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
 from slim.analyzers.python import PythonAnalyzer, python_env, python_roots, resolve_module
 from slim.model import Edge, Unknown
-from slim.pipeline import load
+from slim.pipeline import load_image
 
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 57
 
 
 def write_tree(root: Path, files: dict[str, str | bytes], links: dict[str, str] | None = None,
                config: dict | None = None) -> None:
-    """Create `files` (image path → contents) and symlinks under `root`, plus the config sidecar."""
+    """Create `files` (image path → contents) and symlinks under `root`, plus the config sidecar.
+    Programs (anything in a bin/ or sbin/ directory, ELF files, `#!` scripts) are made executable,
+    as execvp needs them to be."""
     for path, data in files.items():
         host = root / path.lstrip("/")
         host.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, bytes):
-            host.write_bytes(data)
-        else:
-            host.write_text(data)
+        raw = data if isinstance(data, bytes) else data.encode()
+        host.write_bytes(raw)
+        if "/bin/" in path or raw.startswith((b"\x7fELF", b"#!")):
+            host.chmod(0o755)
     for path, target in (links or {}).items():
         host = root / path.lstrip("/")
         host.parent.mkdir(parents=True, exist_ok=True)
@@ -36,8 +38,8 @@ def write_tree(root: Path, files: dict[str, str | bytes], links: dict[str, str] 
 
 @contextmanager
 def context(root: Path, **options: object) -> Iterator[AnalysisContext]:
-    with load(f"rootfs:{root}") as img:
-        yield AnalysisContext(img.rootfs, img.image.config, options=dict(options))
+    with load_image(f"rootfs:{root}") as img:
+        yield AnalysisContext(img.rootfs, img.image.config, options=AnalysisOptions(**options))  # type: ignore[arg-type]
 
 
 def closure(ctx: AnalysisContext, roots: Iterable[Edge | Unknown],

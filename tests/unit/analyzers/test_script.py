@@ -9,8 +9,9 @@ import pytest
 
 from slim.analyzers.base import AnalysisContext
 from slim.analyzers.script import ScriptAnalyzer, parse_sh_c, parse_shebang, tokenize
+from slim.image import LoadedImage
 from slim.model import Edge, Unknown
-from slim.pipeline import LoadedImage, load
+from slim.pipeline import load_image
 
 PROGRAMS = ("sh", "bash", "dash", "env", "nginx", "python3", "grep", "sed", "cat", "gosu", "ls", "busybox", "nohup")
 
@@ -26,13 +27,14 @@ def make_root(tmp: Path, env: list[str] | None = None, workdir: str = "/app") ->
         f.write_bytes(b"\x7fELF" + b"\0" * 60)
         f.chmod(0o755)
     (root / "opt/bin/opttool").write_bytes(b"\x7fELF" + b"\0" * 60)
+    (root / "opt/bin/opttool").chmod(0o755)
     config = {"Env": env or ["PATH=/usr/bin:/bin"], "WorkingDir": workdir}
     (root / ".slim-config.json").write_text(json.dumps({"config": config}))
     return root
 
 
 def analyze(root: Path, path: str, opened: list[LoadedImage]) -> tuple[list[Edge], list[Unknown]]:
-    img = load(f"rootfs:{root}")
+    img = load_image(f"rootfs:{root}")
     opened.append(img)
     ctx = AnalysisContext(fs=img.rootfs, config=img.image.config)
     analyzer = ScriptAnalyzer(ctx)
@@ -170,7 +172,7 @@ def test_busybox_sh_shebang(tmp_path: Path, opened: list[LoadedImage]) -> None:
 
 def test_parse_sh_c(tmp_path: Path, opened: list[LoadedImage]) -> None:
     root = make_root(tmp_path)
-    img = load(f"rootfs:{root}")
+    img = load_image(f"rootfs:{root}")
     opened.append(img)
     ctx = AnalysisContext(fs=img.rootfs, config=img.image.config)
     got = parse_sh_c('cd /x && exec nginx -g "daemon off;" || ls | nope; $X', ctx)

@@ -11,9 +11,9 @@ import pytest
 
 from slim.emitters import imagewriter
 from slim.emitters.imagewriter import LayerBlob, LayerTarWriter, compress_layer, write_image
-from slim.errors import EmitError
+from slim.errors import EmitError, UsageError
 from slim.model import EntryKind, FileEntry
-from slim.pipeline import load
+from slim.pipeline import load_image
 
 CONFIG = {
     "architecture": "amd64",
@@ -64,7 +64,7 @@ def test_round_trip(tmp_path, name: str, dest: str, ref: str) -> None:
     out = tmp_path / "out"
     form = "legacy" if name == "docker-legacy" else "oci"
     digest = write_image(dest.format(d=out), layers, CONFIG, tag="example/app:v1", docker_form=form)
-    with load(ref.format(d=out)) as img:
+    with load_image(ref.format(d=out)) as img:
         assert img.image.digest == digest
         assert img.image.config.entrypoint == ("/bin/app",)
         assert [r.diff_id for r in img.layers] == [b.diff_id for b in layers]
@@ -191,14 +191,14 @@ def test_failure_keeps_previous_image(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(imagewriter._Sink, "put", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(EmitError):
         write_image(dest, layers, {**CONFIG, "config": {"Cmd": ["x"]}})
-    with load(dest) as img:
+    with load_image(dest) as img:
         assert img.image.digest == digest
     assert sorted(os.listdir(tmp_path)) == ["base.tar", "blobs", "img", "top.tar"]
 
 
 def test_bad_arguments(tmp_path) -> None:
     layers = _layers(tmp_path)
-    with pytest.raises(EmitError, match="output must be"):
+    with pytest.raises(UsageError, match="must be oci:DIR"):
         write_image(f"dir:{tmp_path}/x", layers, CONFIG)
     with pytest.raises(EmitError, match="docker_form"):
         write_image(f"docker-archive:{tmp_path}/x.tar", layers, CONFIG, docker_form="v1")

@@ -12,17 +12,18 @@ from hypothesis import strategies as st
 
 from slim.emitters import EMITTERS
 from slim.emitters.report_html import Rect, directory_groups, package_blocks, render_html, squarify
-from slim.emitters.report_text import human_bytes
-from slim.pipeline import AnalyzeOptions, analyze, load
+from slim.pipeline import AnalyzeOptions, analyze, load_image
 from slim.result import AnalysisResult, KeptFile, PathBytes
+from slim.units import format_bytes
 
 SAMPLE = Path(__file__).resolve().parents[3] / "sample_images" / "hello-glibc" / "hello-glibc.docker.tar"
 
 
 @pytest.fixture(scope="module")
 def analysed() -> tuple[AnalysisResult, object]:
-    with load(f"docker-archive:{SAMPLE}") as loaded:
-        return analyze(loaded, AnalyzeOptions())
+    with load_image(f"docker-archive:{SAMPLE}") as loaded:
+        analysis = analyze(loaded, AnalyzeOptions())
+        return analysis.result, analysis.closure
 
 
 @given(st.lists(st.integers(min_value=1, max_value=10**9), min_size=1, max_size=40))
@@ -51,8 +52,8 @@ def test_headline_numbers_and_sections(analysed: tuple[AnalysisResult, object]) 
     result, closure = analysed
     page = render_html(result, why=closure.graph.why)  # type: ignore[attr-defined]
     assert result.removable is not None and result.efficiency is not None
-    assert f'id="size" data-value="{result.image.size_bytes}">{human_bytes(result.image.size_bytes)}<' in page
-    assert f">{human_bytes(result.removable.size_bytes)}<" in page
+    assert f'id="size" data-value="{result.image.size_bytes}">{format_bytes(result.image.size_bytes)}<' in page
+    assert f">{format_bytes(result.removable.size_bytes)}<" in page
     assert f"{100 * result.efficiency.score:.1f} %" in page
     assert page.count("<svg") == 2 and 'class="removable"' in page
     assert "<h2>Layers</h2>" in page and "<h2>Top dependency chains</h2>" in page

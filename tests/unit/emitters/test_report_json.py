@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from slim.emitters import EMITTERS
 from slim.emitters.report_json import load_schema, render_json
-from slim.pipeline import load
+from slim.pipeline import load_image
 from slim.result import KeptFile, UnknownItem, Verdict
 from slim.summary import summarize
 from tests.unit.test_summary import sample_image
@@ -23,7 +24,7 @@ TOP_LEVEL = {
 
 @pytest.fixture()
 def report(tmp_path: Path):
-    with load(sample_image(tmp_path)) as loaded:
+    with load_image(sample_image(tmp_path)) as loaded:
         return summarize(loaded)
 
 
@@ -58,13 +59,14 @@ def test_schema_rejects_drift(report) -> None:
 def test_output_is_deterministic_and_lists_sorted(tmp_path: Path) -> None:
     texts = []
     for name in ("a", "b"):
-        with load(sample_image(tmp_path / name)) as loaded:
+        with load_image(sample_image(tmp_path / name)) as loaded:
             result = summarize(loaded)
         # lists filled in arbitrary order still come out sorted
-        result.keep = [KeptFile("/z", 1, ("needed",)), KeptFile("/a", 2, ("entrypoint",))]
-        result.unknowns = [UnknownItem("/y", "r"), UnknownItem("/b", "r")]
-        result.verdicts = [Verdict("size", "pass", "1", "2"), Verdict("efficiency", "warn", "0.5", "0.9")]
-        result.syscalls_static = ["write", "read", "read"]
+        result = dataclasses.replace(
+            result, keep=[KeptFile("/z", 1, ("needed",)), KeptFile("/a", 2, ("entrypoint",))],
+            unknowns=[UnknownItem("/y", "r"), UnknownItem("/b", "r")],
+            verdicts=[Verdict("size", "pass", "1", "2"), Verdict("efficiency", "warn", "0.5", "0.9")],
+            syscalls_static=["write", "read", "read"])
         texts.append(render_json(result).replace(str(tmp_path / name), "<dir>"))
     assert texts[0] == texts[1]
     doc = json.loads(texts[0])

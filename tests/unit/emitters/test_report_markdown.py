@@ -9,8 +9,7 @@ import pytest
 
 from slim.emitters import EMITTERS
 from slim.emitters.report_markdown import MAX_CHARS, md_text, render_markdown
-from slim.emitters.report_text import human_bytes
-from slim.pipeline import AnalyzeOptions, analyze, load
+from slim.pipeline import AnalyzeOptions, analyze, load_image
 from slim.result import (
     AnalysisResult,
     Efficiency,
@@ -24,14 +23,15 @@ from slim.result import (
     Verdict,
     WasteCategory,
 )
+from slim.units import format_bytes
 
 SAMPLE = Path(__file__).resolve().parents[3] / "sample_images" / "hello-glibc" / "hello-glibc.docker.tar"
 
 
 @pytest.fixture(scope="module")
 def sample() -> AnalysisResult:
-    with load(f"docker-archive:{SAMPLE}") as loaded:
-        result, _ = analyze(loaded, AnalyzeOptions())
+    with load_image(f"docker-archive:{SAMPLE}") as loaded:
+        result = analyze(loaded, AnalyzeOptions()).result
     return result
 
 
@@ -41,16 +41,17 @@ def big_result(n: int) -> AnalysisResult:
         entrypoint=("/app",), cmd=(), env={}, workdir="/", user="", size_bytes=10_000_000, file_count=n,
         layers=tuple(LayerSummary(i, f"sha256:{i}", "", f"RUN step {i} | <b>x</b>", 1000 + i, 1) for i in range(60)),
     )
-    result = AnalysisResult(image=image, efficiency=Efficiency(0.75, 100, 0.1, 50))
-    result.reachable, result.removable = Totals(6_000_000, 10), Totals(4_000_000, n - 10)
-    result.largest_dirs = [PathBytes(f"/d{i}", 100_000 - i, 3) for i in range(20)]
-    result.largest_files = [PathBytes(f"/d{i}/f", 50_000 - i) for i in range(20)]
-    result.keep = [KeptFile(f"/keep/{i:05d}/" + "x" * 80, i, ("needed",)) for i in range(n)]
-    result.packages = [PackageSummary(f"pkg{i}", "1.0", "dpkg", 5000 + i, i % 3, i % 3 == 0) for i in range(n)]
-    result.unknowns = [UnknownItem(f"/u/{i}", "reason " * 10) for i in range(n)]
-    result.waste = [WasteCategory("docs", "Docs `x`", 1234, 2)]
-    result.verdicts = [Verdict("max_size", "fail", "9.5 MiB", "5.0 MiB", "too big")]
-    return result
+    return AnalysisResult(
+        image=image, efficiency=Efficiency(0.75, 100, 0.1, 50),
+        reachable=Totals(6_000_000, 10), removable=Totals(4_000_000, n - 10),
+        largest_dirs=[PathBytes(f"/d{i}", 100_000 - i, 3) for i in range(20)],
+        largest_files=[PathBytes(f"/d{i}/f", 50_000 - i) for i in range(20)],
+        keep=[KeptFile(f"/keep/{i:05d}/" + "x" * 80, i, ("needed",)) for i in range(n)],
+        packages=[PackageSummary(f"pkg{i}", "1.0", "dpkg", 5000 + i, i % 3, i % 3 == 0) for i in range(n)],
+        unknowns=[UnknownItem(f"/u/{i}", "reason " * 10) for i in range(n)],
+        waste=[WasteCategory("docs", "Docs `x`", 1234, 2)],
+        verdicts=[Verdict("max_size", "fail", "9.5 MiB", "5.0 MiB", "too big")],
+    )
 
 
 def test_headline_and_sections(sample: AnalysisResult) -> None:
@@ -58,15 +59,15 @@ def test_headline_and_sections(sample: AnalysisResult) -> None:
     img = sample.image
     assert sample.removable is not None and sample.efficiency is not None
     first = md.splitlines()[2]
-    assert f"**{human_bytes(img.size_bytes)}**" in first
+    assert f"**{format_bytes(img.size_bytes)}**" in first
     pct = 100 * sample.removable.size_bytes / img.size_bytes
-    assert f"removable **{human_bytes(sample.removable.size_bytes)} ({pct:.1f} %)**" in first
+    assert f"removable **{format_bytes(sample.removable.size_bytes)} ({pct:.1f} %)**" in first
     assert f"efficiency **{100 * sample.efficiency.score:.1f} %**" in first
     for heading in ("### Top removable packages", "### Top removable directories", "### Likely waste", "### Layers"):
         assert heading in md
     assert md.count("<details>") == md.count("</details>") >= 2
     for layer in img.layers:
-        assert f"| {layer.index} | {human_bytes(layer.size_bytes)} |" in md
+        assert f"| {layer.index} | {format_bytes(layer.size_bytes)} |" in md
     assert md == render_markdown(sample)  # deterministic
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
 from rich.console import Console
 
 from slim.emitters import EMITTERS
-from slim.emitters.report_text import headline, human_bytes, render_text
-from slim.pipeline import load
+from slim.emitters.report_text import headline, render_text
+from slim.pipeline import load_image
 from slim.result import KeptFile, PackageSummary, UnknownItem
 from slim.summary import summarize
+from slim.units import format_bytes
 from tests.unit.test_summary import sample_image
 
 
@@ -21,19 +23,20 @@ def _render(result) -> str:
     return out.getvalue()
 
 
-def test_human_bytes() -> None:
-    assert human_bytes(512) == "512 B"
-    assert human_bytes(1536) == "1.5 KiB"
-    assert human_bytes(3 * 1024**3) == "3.0 GiB"
+def test_format_bytes_is_si() -> None:
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536) == "1.5 kB"
+    assert format_bytes(3 * 1000**3) == "3.0 GB"
+    assert format_bytes(-2000) == "-2.0 kB"
 
 
 def test_text_contains_headline_numbers(tmp_path: Path) -> None:
-    with load(sample_image(tmp_path)) as loaded:
+    with load_image(sample_image(tmp_path)) as loaded:
         result = summarize(loaded)
     text = _render(result)
     img = result.image
     assert headline(result) in text
-    assert human_bytes(img.size_bytes) in text and f"{img.file_count} files" in text
+    assert format_bytes(img.size_bytes) in text and f"{img.file_count} files" in text
     assert "3 layers" in text
     assert f"efficiency {100 * result.efficiency.score:.1f} %" in text
     for section in ("Layers", "Efficiency", "Largest directories", "Largest files", "Likely waste"):
@@ -44,18 +47,19 @@ def test_text_contains_headline_numbers(tmp_path: Path) -> None:
 
 
 def test_optional_sections_and_untrusted_markup(tmp_path: Path) -> None:
-    with load(sample_image(tmp_path)) as loaded:
+    with load_image(sample_image(tmp_path)) as loaded:
         result = summarize(loaded)
-    result.keep = [KeptFile("/etc/[bold]x[/bold]", 10, ("config",))]
-    result.packages = [PackageSummary("curl", "8.0", "dpkg", 1000, 10, False)]
-    result.unknowns = [UnknownItem("/weird", "link loop")]
+    result = dataclasses.replace(
+        result, keep=[KeptFile("/etc/[bold]x[/bold]", 10, ("config",))],
+        packages=[PackageSummary("curl", "8.0", "dpkg", 1000, 10, False)],
+        unknowns=[UnknownItem("/weird", "link loop")])
     text = _render(result)
     assert "Kept files" in text and "/etc/[bold]x[/bold]" in text  # shown literally, not as markup
     assert "Packages (1)" in text and "curl" in text and "Unknowns" in text and "link loop" in text
 
 
 def test_text_emitter_writes_to_a_stream(tmp_path: Path) -> None:
-    with load(sample_image(tmp_path)) as loaded:
+    with load_image(sample_image(tmp_path)) as loaded:
         result = summarize(loaded)
     out = io.StringIO()
     EMITTERS["text"].emit(result, out, color=False)

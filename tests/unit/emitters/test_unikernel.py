@@ -8,7 +8,7 @@ import pytest
 
 from slim.emitters.unikernel import AppManifest, render_manifest
 from slim.errors import EmitError
-from slim.pipeline import load
+from slim.pipeline import load_image
 from tests.unit.syscalls.helpers import build_rootfs
 
 # The subset of ops types.Config we write (nanovms/ops types/config.go field names).
@@ -36,7 +36,7 @@ def image(tmp_path_factory: pytest.TempPathFactory):
     (root / "etc").mkdir()
     (root / "etc" / "app.conf").write_text("x=1\n")
     (root / "bin" / "prog-link").symlink_to("prog-dyn")
-    with load(f"rootfs:{root}") as li:
+    with load_image(f"rootfs:{root}") as li:
         yield li.rootfs, paths
 
 

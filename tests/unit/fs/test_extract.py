@@ -162,13 +162,13 @@ SAMPLES = Path(__file__).resolve().parents[3] / "sample_images"
 @pytest.mark.parametrize("name", ["layers-whiteouts", "hello-glibc", "busybox-static"])
 @pytest.mark.parametrize("form", ["docker-archive", "oci"])
 def test_sample_images_extract_to_the_squashed_tree(name: str, form: str, tmp_path: Path) -> None:
-    from slim.fs.extract import prepare_root
-    from slim.pipeline import load
+    from slim.image import prepare_root
+    from slim.pipeline import load_image
     from tests.conftest import require
 
     path = SAMPLES / name / (f"{name}.docker.tar" if form == "docker-archive" else f"{name}.oci")
     require(path.exists(), f"{path}: sample image not built")
-    with load(f"{form}:{path}") as loaded:
+    with load_image(f"{form}:{path}") as loaded:
         root = prepare_root(loaded.image, str(tmp_path))
         want = {e.path: e for e in loaded.rootfs.walk() if e.path != "/"}
     on_disk = {"/" + str(p.relative_to(root)) for p in Path(root).rglob("*")}
@@ -183,13 +183,13 @@ def test_sample_images_extract_to_the_squashed_tree(name: str, form: str, tmp_pa
 
 
 def test_directory_images_are_used_in_place(tmp_path: Path) -> None:
-    from slim.fs.extract import prepare_root
-    from slim.pipeline import load
+    from slim.image import prepare_root
+    from slim.pipeline import load_image
 
     tree = tmp_path / "tree"
     (tree / "bin").mkdir(parents=True)
     (tree / "bin/app").write_text("x")
-    with load(f"rootfs:{tree}") as loaded:
+    with load_image(f"rootfs:{tree}") as loaded:
         assert prepare_root(loaded.image, str(tmp_path / "work")) == str(tree.resolve())
 
 

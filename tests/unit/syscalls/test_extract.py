@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slim.pipeline import load
+from slim.pipeline import load_image
 from slim.syscalls.extract import analyze_elf, static_syscalls
 from tests.unit.syscalls.helpers import MUST_MAKE, strace_syscalls
 
 
 def test_static_program_superset_of_required(progs_root) -> None:
     root, paths = progs_root
-    with load(f"rootfs:{root}") as li:
+    with load_image(f"rootfs:{root}") as li:
         res = static_syscalls(li.rootfs, [paths["static"]])
     assert set(res.names) >= MUST_MAKE
     f = res.per_file[paths["static"]]
@@ -24,7 +24,7 @@ def test_static_program_superset_of_strace(progs_root, tmp_path: Path) -> None:
     root, paths = progs_root
     traced = strace_syscalls([str(root / paths["static"].lstrip("/"))], tmp_path)
     assert MUST_MAKE - {"exit_group"} <= traced  # sanity: the trace saw the program's own calls
-    with load(f"rootfs:{root}") as li:
+    with load_image(f"rootfs:{root}") as li:
         res = static_syscalls(li.rootfs, [paths["static"]])
     # execve is the exec that starts the program, made before any of its code runs.
     assert traced - {"execve"} <= set(res.names)
@@ -33,7 +33,7 @@ def test_static_program_superset_of_strace(progs_root, tmp_path: Path) -> None:
 def test_dynamic_program_via_libc_map(progs_root, tmp_path: Path) -> None:
     root, paths = progs_root
     kept = [paths["dynamic"], paths["libc"], paths["ldso"]]
-    with load(f"rootfs:{root}") as li:
+    with load_image(f"rootfs:{root}") as li:
         first = static_syscalls(li.rootfs, kept)
         second = static_syscalls(li.rootfs, kept)
     assert set(first.names) >= MUST_MAKE
@@ -53,7 +53,7 @@ def test_dynamic_program_via_libc_map(progs_root, tmp_path: Path) -> None:
 
 def test_imports_without_libc_are_unresolved(progs_root) -> None:
     root, paths = progs_root
-    with load(f"rootfs:{root}") as li:
+    with load_image(f"rootfs:{root}") as li:
         res = static_syscalls(li.rootfs, [paths["dynamic"]])
     f = res.per_file[paths["dynamic"]]
     assert {"write", "getpid"} <= set(f.unresolved_imports)
@@ -64,14 +64,14 @@ def test_bad_elf_is_reported_not_dropped(tmp_path: Path) -> None:
     root = tmp_path / "r"
     (root / "bin").mkdir(parents=True)
     (root / "bin" / "bad").write_bytes(b"\x7fELF" + b"\x02\x01\x01" + b"\x00" * 9 + b"garbage")
-    with load(f"rootfs:{root}") as li:
+    with load_image(f"rootfs:{root}") as li:
         res = static_syscalls(li.rootfs, ["/bin/bad"])
     assert res.per_file["/bin/bad"].kind == "unknown"
     assert res.unresolved_sites == 1
     assert res.names == []
 
 
-def test_cache_written_per_build_id(progs_root, tmp_path: Path, monkeypatch) -> None:
+def test_cache_keyed_by_content_not_build_id(progs_root, tmp_path: Path, monkeypatch) -> None:
     root, paths = progs_root
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "c"))
     data = (root / paths["libc"].lstrip("/")).read_bytes()
@@ -79,5 +79,11 @@ def test_cache_written_per_build_id(progs_root, tmp_path: Path, monkeypatch) -> 
     warm = analyze_elf(data, paths["libc"])
     assert not cold["cache_hit"] and warm["cache_hit"]
     files = list((tmp_path / "c" / "syscalls").glob("*.json"))
-    assert [f.stem for f in files] == [cold["build_id"]]
+    assert len(files) == 1 and cold["build_id"] not in files[0].name
     assert warm["export_map"]["getpid"]["nrs"] == [39]
+    # other code under the same build-id (an image chooses its build-id) is analyzed anew
+    n = len(data) // 2
+    forged = data[:n] + bytes([data[n] ^ 0xFF]) + data[n + 1 :]
+    again = analyze_elf(forged, paths["libc"])
+    assert again["build_id"] == cold["build_id"] and not again["cache_hit"]
+    assert len(list((tmp_path / "c" / "syscalls").glob("*.json"))) == 2

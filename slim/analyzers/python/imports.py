@@ -1,19 +1,13 @@
-"""Python: the interpreter's sys.path computed from the image, and the import graph from the AST.
-
-sys.path is rebuilt the way CPython does it (Modules/getpath.py and Lib/site.py, 3.11), from
-the IMAGE, never the host: PYTHONPATH from the image Env, `<prefix>/lib/pythonX.Y`,
-`lib-dynload`, then site directories (python.org builds: `<prefix>/lib/pythonX.Y/site-packages`;
-Debian's patched site.py: `/usr/local/lib/pythonX.Y/dist-packages`, `/usr/lib/python3/dist-packages`,
-`/usr/lib/pythonX.Y/dist-packages`), a venv's `pyvenv.cfg`, the user site, and `.pth` files.
+"""Python imports: the import statements of a source (AST) and the edges they make.
 
 Imports are found with `ast` (every Import/ImportFrom anywhere, function bodies included, plus
-`importlib.import_module("lit")` and `__import__("lit")`) and resolved like importlib's
-PathFinder/FileFinder: a package directory with `__init__.py`, then extension modules
-(`.cpython-3XY-<triplet>.so`, `.abi3.so`, `.so`), sources, sourceless `.pyc`; a directory
-without `__init__` is a namespace portion (PEP 420). Parent packages' `__init__.py` come along,
-and `__pycache__/<mod>.cpython-3XY.pyc` is kept with its source (importlib validates caches by
+`importlib.import_module("lit")` and `__import__("lit")`) and resolved on the interpreter's
+sys.path (slim.analyzers.python.resolver). Parent packages' `__init__.py` come along, and
+`__pycache__/<mod>.cpython-3XY.pyc` is kept with its source (importlib validates caches by
 stat-ing the source, PEP 3147). For every imported distribution its non-code files are kept
-(RECORD of its `.dist-info`, else the package directory): templates, JSON, `cacert.pem`.
+(RECORD of its `.dist-info`, else the package directory): templates, JSON, `cacert.pem`. The
+interpreter's own startup imports and a command line's script, `-m module` or `-c code` are the
+roots.
 """
 
 from __future__ import annotations
@@ -21,36 +15,23 @@ from __future__ import annotations
 import ast
 import logging
 import posixpath
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from slim.analyzers.app import link_edges, under, which
-from slim.analyzers.base import AnalysisContext, Analyzer
+from slim.analyzers.base import AnalysisContext, link_edges
+from slim.analyzers.python.env import (
+    _INTERP_RE,
+    PythonEnv,
+    PythonState,
+    _package_dir_of,
+    python_env,
+)
+from slim.analyzers.python.resolver import FOREIGN_MODULES, ModuleHit, _find_in_dirs, resolve_module
 from slim.errors import SlimError
-from slim.model import ROOT, Edge, FileEntry, Unknown, normpath
+from slim.model import ROOT, Edge, Unknown, normpath, under
 
 log = logging.getLogger(__name__)
 
-MAX_SOURCE = 8 << 20
-_VERSION_RE = re.compile(r"python(\d)\.(\d+)$")
-_INTERP_RE = re.compile(r"^python\d?(\.\d+)?[a-z]?$")
-
-# Modules compiled into the interpreter (sys.builtin_module_names of CPython 3.11 on Debian 12
-# and python.org Linux builds): imports of these need no file.
-BUILTIN_MODULES = frozenset({
-    "_abc", "_ast", "_codecs", "_collections", "_functools", "_imp", "_io", "_locale",
-    "_operator", "_signal", "_sre", "_stat", "_string", "_symtable", "_thread", "_tokenize",
-    "_tracemalloc", "_warnings", "_weakref", "atexit", "builtins", "errno", "faulthandler",
-    "gc", "itertools", "marshal", "posix", "pwd", "sys", "time", "xxsubtype",
-    "_frozen_importlib", "_frozen_importlib_external", "__main__",
-})
-# Platform modules the stdlib imports conditionally; absent on Linux by design.
-FOREIGN_MODULES = frozenset({
-    "nt", "msvcrt", "_winapi", "winreg", "_winreg", "winsound", "_overlapped", "_msi", "msilib",
-    "_scproxy", "java", "org", "vms_lib", "riscos", "riscospath", "os2",
-    "ce", "_emscripten_info", "_wasi",
-})
 # What `python3 -I -X importtime -c pass` imports on CPython 3.11 before user code (measured on
 # the host's 3.11.7; the list is the same for python.org and Debian builds). `os` doubles as the
 # prefix landmark Modules/getpath.py looks for; `encodings` is kept whole because the codec for
@@ -61,212 +42,6 @@ STARTUP_MODULES = (
     "sitecustomize", "usercustomize", "zipimport", "importlib._bootstrap",
     "importlib._bootstrap_external", "runpy",
 )
-
-
-@dataclass(frozen=True)
-class PythonEnv:
-    """One interpreter of the image and the sys.path it computes."""
-
-    interpreter: str  # the path as found (e.g. /usr/bin/python3)
-    real: str  # symlinks resolved
-    version: tuple[int, int]
-    prefix: str
-    stdlib: str
-    sys_path: tuple[str, ...]
-    site_dirs: tuple[str, ...]
-    pth_files: tuple[str, ...] = ()
-    unknowns: tuple[Unknown, ...] = ()
-    extra_edges: tuple[Edge, ...] = field(default=())
-
-    @property
-    def ext_suffixes(self) -> tuple[str, ...]:
-        """importlib.machinery.EXTENSION_SUFFIXES for Linux x86-64/aarch64 builds."""
-        tag = f"cpython-{self.version[0]}{self.version[1]}"
-        return (f".{tag}-x86_64-linux-gnu.so", f".{tag}-aarch64-linux-gnu.so",
-                f".{tag}-x86_64-linux-musl.so", f".{tag}-aarch64-linux-musl.so", ".abi3.so", ".so")
-
-    @property
-    def cache_tag(self) -> str:
-        return f"cpython-{self.version[0]}{self.version[1]}"
-
-
-@dataclass(frozen=True)
-class ModuleHit:
-    """Where an import resolved: the file (None for a namespace package) and its packages."""
-
-    name: str
-    path: str | None
-    kind: str  # "source" | "package" | "extension" | "bytecode" | "namespace" | "builtin"
-    parents: tuple[str, ...] = ()  # __init__.py files of parent packages
-
-
-# -- interpreter and sys.path --------------------------------------------------------------
-def _version_of(ctx: AnalysisContext, real: str) -> tuple[int, int] | None:
-    m = _VERSION_RE.search(posixpath.basename(real))
-    if m:
-        return int(m.group(1)), int(m.group(2))
-    prefix = posixpath.dirname(posixpath.dirname(real))
-    for d in ctx.fs.listdir(posixpath.join(prefix, "lib")):
-        m = _VERSION_RE.search(d)
-        if m and ctx.fs.is_file(posixpath.join(prefix, "lib", d, "os.py")):
-            return int(m.group(1)), int(m.group(2))
-    return None
-
-
-def find_interpreter(ctx: AnalysisContext) -> str | None:
-    """The image's default Python: `python3` then `python` on the image PATH."""
-    for name in ("python3", "python"):
-        p = which(ctx, name)
-        if p:
-            return p
-    found = sorted(ctx.fs.glob("/usr/bin/python3.*") + ctx.fs.glob("/usr/local/bin/python3.*"))
-    return next((p for p in found if _VERSION_RE.search(p)), None)
-
-
-def python_env(ctx: AnalysisContext, interpreter: str | None = None) -> PythonEnv | None:
-    """Compute (and memoize) the sys.path of `interpreter` (default: the image's python3)."""
-    interpreter = interpreter or find_interpreter(ctx)
-    if not interpreter:
-        return None
-    key = f"python.env:{interpreter}"
-    if key in ctx.cache:
-        return ctx.cache[key]
-    env = _compute_env(ctx, interpreter)
-    ctx.cache[key] = env
-    return env
-
-
-def _compute_env(ctx: AnalysisContext, interpreter: str) -> PythonEnv | None:
-    fs = ctx.fs
-    unknowns: list[Unknown] = []
-    extra: list[Edge] = []
-    # A venv: pyvenv.cfg beside the (unresolved) executable or one level up (Modules/getpath.py).
-    venv = ""
-    home = ""
-    system_site = True
-    bindir = posixpath.dirname(interpreter)
-    for cand in (posixpath.join(bindir, "pyvenv.cfg"), posixpath.join(posixpath.dirname(bindir), "pyvenv.cfg")):
-        if fs.is_file(cand):
-            venv = posixpath.dirname(cand)
-            extra.append(Edge(interpreter, cand, "interpreter", "venv configuration"))
-            try:
-                for line in fs.read_text(cand).splitlines():
-                    k, _, v = line.partition("=")
-                    k, v = k.strip(), v.strip()
-                    if k == "home":
-                        home = v
-                    elif k == "include-system-site-packages":
-                        system_site = v.lower() == "true"
-            except (SlimError, OSError) as exc:
-                unknowns.append(Unknown(cand, f"unreadable pyvenv.cfg: {exc}"))
-            break
-    real = fs.realpath(interpreter)
-    if venv and home:
-        base = fs.realpath(posixpath.join(normpath(home), posixpath.basename(interpreter)))
-        if fs.is_file(base):
-            real = base
-    version = _version_of(ctx, real)
-    if version is None:
-        return None
-    prefix = posixpath.dirname(posixpath.dirname(real))
-    vx = f"python{version[0]}.{version[1]}"
-    stdlib = posixpath.join(prefix, "lib", vx)
-    env_vars = ctx.config.env_dict
-    paths: list[str] = []
-    wd = ctx.config.workdir or "/"
-    for p in env_vars.get("PYTHONPATH", "").split(":"):
-        if p:
-            paths.append(normpath(posixpath.join(wd, p)))
-    paths += [stdlib, posixpath.join(stdlib, "lib-dynload")]
-    site_dirs: list[str] = []
-    if venv:
-        site_dirs.append(posixpath.join(venv, "lib", vx, "site-packages"))
-    if not venv or system_site:
-        home_dir = env_vars.get("HOME", "/root")
-        site_dirs.append(posixpath.join(home_dir, ".local", "lib", vx, "site-packages"))
-        # python.org layout (Lib/site.py getsitepackages)
-        site_dirs.append(posixpath.join(prefix, "lib", vx, "site-packages"))
-        # Debian's patched site.py (python3.11 package, debian/patches/distutils-install-layout)
-        site_dirs += [f"/usr/local/lib/{vx}/dist-packages", "/usr/lib/python3/dist-packages",
-                      f"/usr/lib/{vx}/dist-packages"]
-    site_dirs = [d for i, d in enumerate(site_dirs) if d not in site_dirs[:i] and fs.is_dir(d)]
-    paths += site_dirs
-    # .pth files: processed in sorted order per site dir (Lib/site.py addsitedir).
-    pth_files: list[str] = []
-    for d in list(site_dirs):
-        for name in sorted(fs.listdir(d)):
-            if not name.endswith(".pth"):
-                continue
-            pth = posixpath.join(d, name)
-            pth_files.append(pth)
-            try:
-                text = fs.read_text(pth)
-            except (SlimError, OSError) as exc:
-                unknowns.append(Unknown(pth, f"unreadable .pth file: {exc}"))
-                continue
-            for n, line in enumerate(text.splitlines(), 1):
-                s = line.strip()
-                if not s or s.startswith("#"):
-                    continue
-                if s.startswith(("import ", "import\t")):
-                    unknowns.append(Unknown(pth, f"line {n}: executes code at startup: {s[:80]}"))
-                    continue
-                p = normpath(posixpath.join(d, s))
-                if fs.is_dir(p) and p not in paths:
-                    paths.append(p)
-    paths = [p for i, p in enumerate(paths) if p not in paths[:i]]
-    return PythonEnv(interpreter=interpreter, real=real, version=version, prefix=prefix,
-                     stdlib=stdlib, sys_path=tuple(paths), site_dirs=tuple(site_dirs),
-                     pth_files=tuple(pth_files), unknowns=tuple(unknowns), extra_edges=tuple(extra))
-
-
-# -- module resolution ---------------------------------------------------------------------
-def _find_in_dirs(ctx: AnalysisContext, env: PythonEnv, name: str, dirs: Iterable[str]) -> ModuleHit | None:
-    """FileFinder over `dirs` for one name component. Namespace portions are returned last."""
-    fs = ctx.fs
-    portions: list[str] = []
-    for d in dirs:
-        base = posixpath.join(d, name)
-        if fs.is_dir(base):
-            for init in ("__init__.py", "__init__.pyc", *("__init__" + s for s in env.ext_suffixes)):
-                ip = posixpath.join(base, init)
-                if fs.is_file(ip):
-                    return ModuleHit(name, ip, "package")
-            portions.append(base)
-        for suf in env.ext_suffixes:
-            if fs.is_file(base + suf):
-                return ModuleHit(name, base + suf, "extension")
-        if fs.is_file(base + ".py"):
-            return ModuleHit(name, base + ".py", "source")
-        if fs.is_file(base + ".pyc"):
-            return ModuleHit(name, base + ".pyc", "bytecode")
-    if portions:
-        return ModuleHit(name, None, "namespace", parents=tuple(portions))
-    return None
-
-
-def resolve_module(ctx: AnalysisContext, env: PythonEnv, dotted: str,
-                   search: Iterable[str] | None = None) -> list[ModuleHit] | None:
-    """Resolve `a.b.c` to the chain of hits [a, a.b, a.b.c]; None when some part is missing."""
-    parts = dotted.split(".")
-    if parts[0] in BUILTIN_MODULES and len(parts) == 1:
-        return [ModuleHit(dotted, None, "builtin")]
-    dirs = list(search) if search is not None else list(env.sys_path)
-    chain: list[ModuleHit] = []
-    for i, part in enumerate(parts):
-        hit = _find_in_dirs(ctx, env, part, dirs)
-        if hit is None:
-            return None
-        chain.append(ModuleHit(".".join(parts[: i + 1]), hit.path, hit.kind, hit.parents))
-        if hit.kind == "package" and hit.path:
-            dirs = [posixpath.dirname(hit.path)]
-        elif hit.kind == "namespace":
-            dirs = list(hit.parents)
-        elif i < len(parts) - 1:
-            # A plain module has no submodules on disk, but it may put one in sys.modules
-            # itself (`os` sets `os.path`): the import works when the module is present.
-            return chain
-    return chain
 
 
 # -- AST scanning --------------------------------------------------------------------------
@@ -426,23 +201,11 @@ def _hit_edges(ctx: AnalysisContext, src: str, chain: list[ModuleHit], evidence:
     return out
 
 
-def _package_dir_of(env: PythonEnv, path: str) -> tuple[str, str] | None:
-    """(sys.path dir, top-level name) of a module file found under a sys.path entry."""
-    best = None
-    for d in env.sys_path:
-        if under(path, d) and path != d and (best is None or len(d) > len(best)):
-            best = d
-    if best is None:
-        return None
-    top = path[len(best.rstrip("/")) + 1:].split("/")[0]
-    return best, top
-
-
 def _dist_index(ctx: AnalysisContext, site: str) -> dict[str, tuple[str, list[str]]]:
     """Per site dir: top-level name → (dist-info dir, files of the distribution from RECORD)."""
-    key = f"python.dists:{site}"
-    if key in ctx.cache:
-        return ctx.cache[key]
+    dists = ctx.service(PythonState).dists
+    if site in dists:
+        return dists[site]
     index: dict[str, tuple[str, list[str]]] = {}
     for name in sorted(ctx.fs.listdir(site)):
         if not name.endswith(".dist-info"):
@@ -467,7 +230,7 @@ def _dist_index(ctx: AnalysisContext, site: str) -> dict[str, tuple[str, list[st
                 elif ".cpython-" in top or top.endswith(".so"):
                     top = top.split(".")[0]
                 index.setdefault(top, (info, files))
-    ctx.cache[key] = index
+    dists[site] = index
     return index
 
 
@@ -480,7 +243,7 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
     if loc is None:
         return []
     site, top = loc
-    done: set[tuple[str, str]] = ctx.cache.setdefault("python.pkgdata.done", set())
+    done = ctx.service(PythonState).pkgdata_done
     if (site, top) in done:
         return []
     done.add((site, top))
@@ -497,9 +260,7 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
     if not ctx.fs.is_dir(pkg_dir):
         return []
     ev = f"package data in {pkg_dir}"
-    from slim.analyzers.app import files_under
-
-    for e in files_under(ctx, pkg_dir):
+    for e in ctx.files_under(pkg_dir):
         if not e.path.endswith(_CODE_SUFFIXES) and "/__pycache__/" not in e.path:
             out.append(Edge(path, e.path, "package", ev))
     return out
@@ -514,9 +275,7 @@ def startup_edges(ctx: AnalysisContext, env: PythonEnv) -> list[Edge]:
         if chain:
             out.extend(_hit_edges(ctx, src, chain, f"interpreter startup imports {mod}"))
     enc = posixpath.join(env.stdlib, "encodings")
-    from slim.analyzers.app import files_under
-
-    for e in files_under(ctx, enc):
+    for e in ctx.files_under(enc):
         if e.path.endswith(".py"):
             out.append(Edge(src, e.path, "import", "interpreter startup: encodings (codecs load lazily by name)"))
     # lib-dynload holds the stdlib's extension modules; the directory must exist (getpath.py).
@@ -545,7 +304,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
     in_stdlib = under(path, env.stdlib)
     search = list(dict.fromkeys([*extra_dirs, *env.sys_path]))
     out: list[Edge | Unknown] = []
-    main_scripts = ctx.cache.get("python.main_scripts", set())
+    main_scripts = ctx.service(PythonState).main_scripts
     # A file outside sys.path (the application's) may be the __main__ script even when the
     # roots were computed in another context: its `if __name__ == "__main__":` imports count.
     outside_sys_path = _package_dir_of(env, path) is None
@@ -619,7 +378,7 @@ def python_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
     """
     if not argv:
         return []
-    interp = argv[0] if argv[0].startswith("/") else which(ctx, argv[0])
+    interp = argv[0] if argv[0].startswith("/") else ctx.which(argv[0])
     if not interp or not (_INTERP_RE.match(posixpath.basename(ctx.fs.realpath(interp)))
                           or _INTERP_RE.match(posixpath.basename(interp))):
         return []
@@ -628,14 +387,13 @@ def python_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
         return [Unknown(interp, "Python interpreter without a recognizable stdlib (lib/pythonX.Y/os.py)")]
     wd = ctx.config.workdir or "/"
     out: list[Edge | Unknown] = [*startup_edges(ctx, env), *env.unknowns]
-    main_dirs: list[str] = ctx.cache.setdefault("python.main_dirs", [])
+    state = ctx.service(PythonState)
     i = 1
     while i < len(argv):
         a = argv[i]
         if a == "-m" and i + 1 < len(argv):
             mod = argv[i + 1]
-            if wd not in main_dirs:
-                main_dirs.append(wd)
+            state.add_main_dir(wd)
             chain = resolve_module(ctx, env, mod, [wd, *env.sys_path])
             if chain is None:
                 out.append(Unknown(interp, f"python -m {mod}: module not found on sys.path"))
@@ -646,14 +404,13 @@ def python_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
                 dirs = [posixpath.dirname(last.path)] if last.path else list(last.parents)
                 main = _find_in_dirs(ctx, env, "__main__", dirs)
                 if main and main.path:
-                    ctx.cache.setdefault("python.main_scripts", set()).add(main.path)
+                    state.main_scripts.add(main.path)
                     out.append(Edge(ROOT, main.path, "entrypoint", f"python -m {mod} runs {mod}.__main__"))
             elif last.path:
-                ctx.cache.setdefault("python.main_scripts", set()).add(last.path)
+                state.main_scripts.add(last.path)
             break
         if a == "-c" and i + 1 < len(argv):
-            if wd not in main_dirs:
-                main_dirs.append(wd)
+            state.add_main_dir(wd)
             for item in import_edges(ctx, env, "<root>", argv[i + 1], [wd]):
                 out.append(item if isinstance(item, Edge) else Unknown(interp, f"python -c: {item.reason}"))
             break
@@ -665,16 +422,14 @@ def python_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
             continue
         script = normpath(posixpath.join(wd, a))
         if ctx.fs.is_file(script):
-            d = posixpath.dirname(script)
-            if d not in main_dirs:
-                main_dirs.append(d)
-            ctx.cache.setdefault("python.main_scripts", set()).add(ctx.fs.realpath(script))
+            state.add_main_dir(posixpath.dirname(script))
+            state.main_scripts.add(ctx.fs.realpath(script))
             out.extend(link_edges(ctx, ROOT, script, "entrypoint", f"python script {a}"))
         elif ctx.fs.is_dir(script):
             main_py = posixpath.join(script, "__main__.py")
             if ctx.fs.is_file(main_py):
-                main_dirs.append(script)
-                ctx.cache.setdefault("python.main_scripts", set()).add(main_py)
+                state.add_main_dir(script)
+                state.main_scripts.add(main_py)
                 out.append(Edge(ROOT, main_py, "entrypoint", f"python runs directory {a}"))
         else:
             out.append(Unknown(interp, f"python script {a}: not found in the image"))
@@ -682,91 +437,5 @@ def python_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
     return out
 
 
-class PythonAnalyzer(Analyzer):
-    """Python sources (`*.py`, `#!…python` scripts) → imported modules, caches, package data;
-    a Python interpreter binary → its startup set."""
-
-    name = "python"
-
-    def _shebang(self, path: str) -> str | None:
-        try:
-            head = self.ctx.fs.read(path, 256)
-        except (SlimError, OSError):
-            return None
-        if not head.startswith(b"#!"):
-            return None
-        line = head[2:].split(b"\n")[0].decode("utf-8", "replace").strip().split()
-        if not line:
-            return None
-        prog = line[0]
-        if posixpath.basename(prog) == "env":
-            rest = [w for w in line[1:] if not w.startswith("-")]
-            if not rest:
-                return None
-            prog = rest[0]
-        return prog if "python" in posixpath.basename(prog) else None
-
-    def wants(self, entry: FileEntry) -> bool:
-        if not entry.is_file:
-            return False
-        base = posixpath.basename(entry.path)
-        if entry.path.endswith(".py"):
-            return True
-        if _INTERP_RE.match(base) and under(entry.path, "/") and "/bin/" in entry.path:
-            return True
-        return self.ctx.fs.has_content(entry.path) and self._shebang(entry.path) is not None
-
-    def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
-        path = entry.path
-        base = posixpath.basename(path)
-        if _INTERP_RE.match(base) and not path.endswith(".py"):
-            env = python_env(self.ctx, path)
-            if env is None:
-                return []
-            return sorted(set(startup_edges(self.ctx, env))) + sorted(set(env.unknowns))
-        prog = None if path.endswith(".py") else self._shebang(path)
-        interp = None
-        if prog:
-            interp = prog if prog.startswith("/") else which(self.ctx, prog)
-        env = python_env(self.ctx, interp)
-        if env is None:
-            return [Unknown(path, "Python source but no Python interpreter in the image")]
-        try:
-            data = self.ctx.fs.read(path, MAX_SOURCE)
-        except (SlimError, OSError) as exc:
-            return [Unknown(path, f"cannot read Python source: {exc}")]
-        source = data.decode("utf-8", errors="replace")
-        extra: list[str] = list(self.ctx.cache.get("python.main_dirs", []))
-        if _package_dir_of(env, path) is None:
-            # Not under sys.path: an application file; sys.path[0] is its script's directory.
-            extra.insert(0, posixpath.dirname(path))
-            if self.ctx.config.workdir:  # sys.path[0] of `python -m`/`-c` is the cwd
-                extra.append(normpath(self.ctx.config.workdir))
-        results: list[Edge | Unknown] = list(import_edges(self.ctx, env, path, source, extra))
-        results.extend(_pycache_edges(self.ctx, env, path))
-        if prog is None or path.endswith(".py"):
-            results.extend(_parent_init_edges(self.ctx, env, path))
-        results.extend(package_data_edges(self.ctx, env, path))
-        edges = sorted({r for r in results if isinstance(r, Edge) and r.src != r.dst})
-        unknowns = sorted({r for r in results if isinstance(r, Unknown)})
-        return [*edges, *unknowns]
-
-
-def _parent_init_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[Edge]:
-    """A module inside a package needs every enclosing package's `__init__.py`."""
-    loc = _package_dir_of(env, path)
-    if loc is None:
-        return []
-    site = loc[0]
-    out: list[Edge] = []
-    d = posixpath.dirname(path)
-    while under(d, site) and d != site.rstrip("/"):
-        init = posixpath.join(d, "__init__.py")
-        if init != path and ctx.fs.is_file(init):
-            out.append(Edge(path, init, "import", "enclosing package"))
-        d = posixpath.dirname(d)
-    return out
-
-
-__all__ = ["ModuleHit", "PythonAnalyzer", "PythonEnv", "import_edges", "python_env",
-           "python_roots", "resolve_module", "scan_imports", "startup_edges"]
+__all__ = ["STARTUP_MODULES", "ImportRef", "import_edges", "package_data_edges", "python_roots",
+           "scan_imports", "startup_edges", "static_condition"]

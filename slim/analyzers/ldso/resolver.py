@@ -1,4 +1,4 @@
-"""Dynamic-loader emulation: which file each DT_NEEDED name becomes inside the image.
+"""The library resolver: which file each DT_NEEDED name becomes inside the image.
 
 Reproduces the search orders of glibc (elf/dl-load.c `_dl_map_object`, `open_path`,
 `_dl_init_paths`; elf/dl-cache.c `_dl_load_cache_lookup`) and musl (ldso/dynlink.c
@@ -45,199 +45,29 @@ relative one) is relative to the process working directory: the image WorkingDir
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 import posixpath
 import re
-import struct
-from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from slim.analyzers.base import AnalysisContext, Analyzer
-from slim.analyzers.elf import ELF_MAGIC, ElfInfo, elf_info, read_elf
+from slim.analyzers.ldso.cache import (
+    CACHE_FLAGS,
+    DL_CACHE_HWCAP_EXTENSION,
+    FLAG_ELF_LIBC6,
+    FLAG_TYPE_MASK,
+    LD_SO_CACHE,
+    CacheEntry,
+    parse_ld_so_cache,
+)
+from slim.analyzers.ldso.conf import parse_ld_so_conf
+from slim.elf import ELF_MAGIC, ElfInfo, read_elf
 from slim.errors import AnalysisError
 from slim.fs.rootfs import RootFS
-from slim.model import Edge, EntryKind, FileEntry, ImageConfig, Unknown, normpath
+from slim.model import EntryKind, ImageConfig, normpath
 
 log = logging.getLogger(__name__)
 
-LD_SO_CACHE = "/etc/ld.so.cache"
-LD_SO_CONF = "/etc/ld.so.conf"
-
-# Caps against hostile images.
-MAX_CLOSURE = 4096
-MAX_CONF_FILES = 256
-MAX_CACHE_ENTRIES = 1 << 20
-UNKNOWN_TRIED_SHOWN = 12
-
-# ---------------------------------------------------------------------------------------------
-# /etc/ld.so.cache (glibc sysdeps/generic/dl-cache.h)
-# ---------------------------------------------------------------------------------------------
-OLD_MAGIC = b"ld.so-1.7.0"
-NEW_MAGIC = b"glibc-ld.so.cache"
-NEW_VERSION = b"1.1"
-_OLD_HEADER = struct.Struct("<11sxI")  # magic[11] + pad, nlibs -> 16 bytes
-_OLD_ENTRY = struct.Struct("<iII")  # flags, key, value
-_NEW_HEADER = struct.Struct(
-    "<17s3sIIB3sI12x"
-)  # magic, version, nlibs, len_strings, flags, pad, ext
-_NEW_ENTRY = struct.Struct("<iIIIQ")  # flags, key, value, osversion, hwcap
-
-FLAG_TYPE_MASK = 0x00FF
-FLAG_ELF_LIBC6 = 0x0003
-FLAG_REQUIRED_MASK = 0xFF00
-DL_CACHE_HWCAP_EXTENSION = 1 << 62
-
-# _dl_cache_check_flags per architecture (sysdeps/*/dl-cache.h): the flags a cache entry must
-# carry to be used by an object of that machine/class. Unlisted platforms accept libc6 entries.
-_CACHE_FLAGS: dict[tuple[str, int], int] = {
-    ("EM_X86_64", 64): 0x0303,  # FLAG_ELF_LIBC6 | FLAG_X8664_LIB64
-    ("EM_X86_64", 32): 0x0803,  # x32: FLAG_X8664_LIBX32
-    ("EM_386", 32): 0x0003,
-    ("EM_AARCH64", 64): 0x0A03,  # FLAG_AARCH64_LIB64
-    ("EM_PPC64", 64): 0x0503,  # FLAG_POWERPC_LIB64
-    ("EM_S390", 64): 0x0403,  # FLAG_S390_LIB64
-    ("EM_IA_64", 64): 0x0203,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """One ld.so.cache record: soname `key` → library path `value`."""
-
-    key: str
-    value: str
-    flags: int
-    hwcap: int = 0
-
-
-def _cstr(data: bytes, offset: int, what: str) -> str:
-    if not 0 <= offset < len(data):
-        raise AnalysisError(f"{LD_SO_CACHE}: {what} string offset {offset} outside the file")
-    end = data.find(b"\x00", offset)
-    if end < 0:
-        raise AnalysisError(f"{LD_SO_CACHE}: {what} string at {offset} is not terminated")
-    return data[offset:end].decode("utf-8", errors="surrogateescape")
-
-
-def parse_ld_so_cache(data: bytes) -> list[CacheEntry]:
-    """Entries of an ld.so.cache, in file order (the order glibc scans them).
-
-    Accepts the new format ("glibc-ld.so.cache1.1", glibc ≥ 2.32 default) and the compat format
-    (an old "ld.so-1.7.0" table followed by a new one; the new one wins as in dl-cache.c) and a
-    lone old table. New-format string offsets are relative to the new header; old-format ones
-    to the end of the old entry array. Raises AnalysisError naming /etc/ld.so.cache.
-    """
-    if data.startswith(NEW_MAGIC):
-        return _parse_new(data, 0)
-    if not data.startswith(OLD_MAGIC):
-        raise AnalysisError(f"{LD_SO_CACHE}: unknown format (magic {data[:17]!r})")
-    if len(data) < _OLD_HEADER.size:
-        raise AnalysisError(f"{LD_SO_CACHE}: truncated header")
-    _, nlibs = _OLD_HEADER.unpack_from(data, 0)
-    end = _OLD_HEADER.size + nlibs * _OLD_ENTRY.size
-    if nlibs > MAX_CACHE_ENTRIES or end > len(data):
-        raise AnalysisError(f"{LD_SO_CACHE}: {nlibs} entries do not fit in {len(data)} bytes")
-    new_at = (end + 7) & ~7  # ALIGN_CACHE: aligned to __alignof__(struct cache_file_new)
-    if data[new_at : new_at + len(NEW_MAGIC)] == NEW_MAGIC:
-        return _parse_new(data, new_at)
-    strings = data[end:]
-    out = []
-    for i in range(nlibs):
-        flags, key, value = _OLD_ENTRY.unpack_from(data, _OLD_HEADER.size + i * _OLD_ENTRY.size)
-        out.append(CacheEntry(_cstr(strings, key, "key"), _cstr(strings, value, "value"), flags))
-    return out
-
-
-def _parse_new(data: bytes, base: int) -> list[CacheEntry]:
-    if len(data) - base < _NEW_HEADER.size:
-        raise AnalysisError(f"{LD_SO_CACHE}: truncated header")
-    _, version, nlibs, _len_strings, _flags, _, _ext = _NEW_HEADER.unpack_from(data, base)
-    if version != NEW_VERSION:
-        raise AnalysisError(f"{LD_SO_CACHE}: unsupported version {version!r}")
-    first = base + _NEW_HEADER.size
-    if nlibs > MAX_CACHE_ENTRIES or first + nlibs * _NEW_ENTRY.size > len(data):
-        raise AnalysisError(f"{LD_SO_CACHE}: {nlibs} entries do not fit in {len(data)} bytes")
-    strings = data[base:]
-    out = []
-    for i in range(nlibs):
-        flags, key, value, _osv, hwcap = _NEW_ENTRY.unpack_from(data, first + i * _NEW_ENTRY.size)
-        out.append(
-            CacheEntry(_cstr(strings, key, "key"), _cstr(strings, value, "value"), flags, hwcap)
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# /etc/ld.so.conf (glibc elf/ldconfig.c parse_conf / parse_conf_include)
-# ---------------------------------------------------------------------------------------------
-def _glob(fs: RootFS, pattern: str) -> list[str]:
-    """glob(3) inside the image, component by component ('*' never crosses '/'), sorted."""
-    matches = ["/"]
-    for part in [p for p in pattern.split("/") if p]:
-        nxt: list[str] = []
-        for base in matches:
-            if any(c in part for c in "*?["):
-                nxt.extend(
-                    posixpath.join(base, n)
-                    for n in fs.listdir(base)
-                    if fnmatch.fnmatchcase(n, part)
-                    and not (n.startswith(".") and not part.startswith("."))
-                )
-            elif fs.lexists(posixpath.join(base, part)) or fs.exists(posixpath.join(base, part)):
-                nxt.append(posixpath.join(base, part))
-        matches = nxt
-    return sorted(m for m in matches if m != "/")
-
-
-def parse_ld_so_conf(fs: RootFS, path: str = LD_SO_CONF) -> list[str]:
-    """Library directories named by /etc/ld.so.conf and its `include` globs, in order, deduplicated.
-
-    As ldconfig: '#' starts a comment; `include PATTERN…` reads every file matching each glob
-    (a relative pattern is relative to the including file's directory, /etc for ld.so.conf);
-    `hwcap` lines are ignored; "DIR=TYPE" keeps DIR. Include cycles are read once. Unreadable or
-    missing files are skipped (ldconfig warns and continues).
-    """
-    dirs: list[str] = []
-    seen_files: set[str] = set()
-
-    def read(conf: str) -> None:
-        real = fs.realpath(conf)
-        if real in seen_files or len(seen_files) >= MAX_CONF_FILES:
-            return
-        seen_files.add(real)
-        try:
-            text = fs.read_text(conf)
-        except AnalysisError as exc:
-            log.debug("%s: skipped: %s", conf, exc)
-            return
-        for raw in text.splitlines():
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            words = line.split()
-            if words[0] == "include" and len(words) > 1:
-                for pattern in words[1:]:
-                    if not pattern.startswith("/"):
-                        pattern = posixpath.join(posixpath.dirname(conf), pattern)
-                    for match in _glob(fs, pattern):
-                        read(match)
-            elif words[0] == "hwcap":
-                continue
-            else:
-                for word in words:
-                    d = normpath(word.split("=", 1)[0])
-                    if d not in dirs:
-                        dirs.append(d)
-
-    read(path)
-    return dirs
-
-
-# ---------------------------------------------------------------------------------------------
-# The resolver
-# ---------------------------------------------------------------------------------------------
 HWCAPS_X86_64 = (
     "x86-64-v4",
     "x86-64-v3",
@@ -311,13 +141,11 @@ class _Search:
 class LibraryResolver:
     """Resolves DT_NEEDED names inside a RootFS in glibc or musl order (module docstring)."""
 
-    def __init__(self, fs: RootFS, config: ImageConfig, elf_cache: dict | None = None) -> None:
+    def __init__(self, fs: RootFS, config: ImageConfig) -> None:
         self.fs = fs
         self.config = config
         self.workdir = normpath(config.workdir or "/")
-        self._elf_cache: dict[str, ElfInfo | AnalysisError] = (
-            elf_cache if elf_cache is not None else {}
-        )
+        self._elf_cache: dict[str, ElfInfo | AnalysisError] = {}
         self._cache: list[CacheEntry] | bool | None = False  # False = not read yet
         self._conf: list[str] | None = None
         self._musl_path: dict[str, tuple[tuple[str, ...], str]] = {}
@@ -581,7 +409,7 @@ class LibraryResolver:
         on CPUs that support it, whatever their order in the file; the first baseline entry
         wins for the others. An entry whose file is missing or incompatible is skipped (the
         loader then falls through to the trusted directories, dl-load.c `_dl_map_object`)."""
-        want = _CACHE_FLAGS.get((requester.machine, requester.elfclass))
+        want = CACHE_FLAGS.get((requester.machine, requester.elfclass))
         hwcaps = HWCAPS_BY_MACHINE.get(requester.machine, ())
         n = len(hwcaps)
         usable: list[tuple[int, str, str]] = []  # (level: n+1 legacy, 1..n hwcaps, 0 base)
@@ -667,184 +495,3 @@ class LibraryResolver:
             dirs = [self.physical_dir(posixpath.join(self.workdir, d)) for d in sys_dirs]
             self._try_dirs(search, dirs, requester, origin, ())
         return search.result()
-
-
-# ---------------------------------------------------------------------------------------------
-# The analyzer
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LoadedObject:
-    """One object of an emulated process: how it was found and who loaded it."""
-
-    info: ElfInfo
-    loader: int  # index of the loading object, -1 for the executable
-
-
-@dataclass
-class _Process:
-    """The emulated process of one executable: loaded objects and how to find them by name."""
-
-    objects: list[LoadedObject]
-    by_name: dict[str, int] = field(default_factory=dict)
-    by_real: dict[str, int] = field(default_factory=dict)
-
-
-def _names(obj: ElfInfo, as_name: str) -> set[str]:
-    names = {as_name, obj.path}
-    if obj.soname:
-        names.add(obj.soname)
-    return names
-
-
-class ElfAnalyzer(Analyzer):
-    """PT_INTERP and the DT_NEEDED closure of an ELF object, found as its loader would."""
-
-    name = "elf"
-
-    def __init__(self, ctx: AnalysisContext) -> None:
-        super().__init__(ctx)
-        self.resolver: LibraryResolver = ctx.cache.setdefault(
-            "ldso.resolver",
-            LibraryResolver(ctx.fs, ctx.config, ctx.cache.setdefault("elf.info", {})),
-        )
-        self.tried: dict[tuple[str, str], tuple[str, ...]] = ctx.cache.setdefault("ldso.tried", {})
-        # Objects already analyzed as part of some executable's closure: their needs were
-        # resolved with the right RPATH chain; analyzing them alone would lose that chain.
-        self.covered: set[str] = ctx.cache.setdefault("ldso.covered", set())
-
-    def wants(self, entry: FileEntry) -> bool:
-        if entry.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
-            return False
-        try:
-            return self.ctx.fs.read(entry.path, 4) == ELF_MAGIC
-        except AnalysisError:
-            return False
-
-    def analyze(self, entry: FileEntry) -> Iterator[Edge | Unknown]:
-        path = entry.path
-        if path in self.covered:
-            return
-        try:
-            root = elf_info(self.ctx, path)
-        except AnalysisError as exc:
-            yield Unknown(path, str(exc))
-            return
-        if root.etype not in ("EXEC", "DYN"):
-            return
-        if root.interp is not None:
-            interp = normpath(root.interp)
-            if self.ctx.fs.exists(interp):
-                yield Edge(path, interp, "interpreter", "PT_INTERP")
-            else:
-                yield Unknown(path, f"PT_INTERP {root.interp}: not in the image")
-        if root.is_static or root.is_static_pie or not root.needed:
-            return
-        yield from self._closure(root)
-        if self.resolver.cache_error and not self.ctx.cache.get("ldso.cache_error_reported"):
-            self.ctx.cache["ldso.cache_error_reported"] = True
-            yield Unknown(LD_SO_CACHE, f"{self.resolver.cache_error}; ld.so.conf used instead")
-
-    def _preloads(self, root: ElfInfo) -> list[tuple[str, str]]:
-        """(source, name) of objects preloaded into every process of this executable: the image
-        Env's LD_PRELOAD (glibc elf/rtld.c and musl: separated by whitespace or ':'), then,
-        for glibc only, /etc/ld.so.preload ('#' comments, whitespace or ':' separated)."""
-        out: list[tuple[str, str]] = []
-        env = self.ctx.config.env_dict.get("LD_PRELOAD", "")
-        out += [("LD_PRELOAD", n) for n in re.split(r"[\s:]+", env) if n]
-        if root.libc != "musl" and self.ctx.fs.is_file("/etc/ld.so.preload"):
-            try:
-                text = self.ctx.fs.read_text("/etc/ld.so.preload")
-            except AnalysisError as exc:
-                log.debug("%s", exc)
-                text = ""
-            for line in text.splitlines():
-                line = line.split("#", 1)[0]
-                out += [("/etc/ld.so.preload", n) for n in re.split(r"[\s:]+", line) if n]
-        return out
-
-    def _closure(self, root: ElfInfo) -> Iterator[Edge | Unknown]:
-        """Breadth-first like glibc elf/dl-deps.c `_dl_map_object_deps` (musl's load_deps is
-        breadth-first too): the executable, then its preloads, then their DT_NEEDED level by
-        level. A name matching an already loaded object (its soname, the name it was loaded as,
-        or its path) reuses it; so does a second path to the same real file (dev/ino check)."""
-        fs = self.ctx.fs
-        proc = _Process([LoadedObject(root, -1)])
-        proc.by_name = {n: 0 for n in _names(root, root.path)}
-        proc.by_real = {fs.realpath(root.path): 0}
-        if root.interp is not None and fs.exists(root.interp):
-            # rtld is loaded before any dependency: libc's DT_NEEDED ld-linux-x86-64.so.2 is it.
-            interp = normpath(root.interp)
-            try:
-                iinfo: ElfInfo | None = self.resolver.elf(interp)
-            except AnalysisError:
-                iinfo = None
-            if iinfo is not None:
-                proc.objects.append(LoadedObject(iinfo, 0))
-                for n in _names(iinfo, interp):
-                    proc.by_name.setdefault(n, 1)
-                proc.by_real.setdefault(fs.realpath(interp), 1)
-        queue: deque[int] = deque([0])
-        if root.interp is not None:
-            for source, name in self._preloads(root):
-                new = yield from self._load(proc, 0, name, source)
-                if new is not None:
-                    queue.append(new)
-        while queue:
-            idx = queue.popleft()
-            for name in proc.objects[idx].info.needed:
-                if len(proc.objects) >= MAX_CLOSURE:
-                    yield Unknown(
-                        root.path, f"library closure larger than {MAX_CLOSURE} objects; truncated"
-                    )
-                    return
-                new = yield from self._load(proc, idx, name, "DT_NEEDED")
-                if new is not None:
-                    queue.append(new)
-
-    def _load(
-        self, proc: _Process, idx: int, name: str, label: str
-    ) -> Generator[Edge | Unknown, None, int | None]:
-        """Map `name` for object `idx` (glibc `_dl_map_object`); returns the index of a newly
-        loaded object (to be scanned), None when it was already loaded or not found."""
-        fs = self.ctx.fs
-        obj = proc.objects[idx]
-        src = obj.info.path
-        if name in proc.by_name:
-            dst = proc.objects[proc.by_name[name]].info.path
-            yield Edge(src, dst, "needed", f"{label} {name} via already loaded")
-            return None
-        chain: list[ElfInfo] = []
-        up = obj.loader
-        while up >= 0:
-            chain.append(proc.objects[up].info)
-            up = proc.objects[up].loader
-        res = self.resolver.resolve(name, obj.info, chain)
-        self.tried[(src, name)] = res.tried
-        if res.path is None:
-            shown = ", ".join(res.tried[:UNKNOWN_TRIED_SHOWN])
-            extra = len(res.tried) - UNKNOWN_TRIED_SHOWN
-            more = f", … {extra} more" if extra > 0 else ""
-            yield Unknown(src, f"{label} {name}: not found (tried {shown or 'nothing'}{more})")
-            return None
-        yield Edge(src, res.path, "needed", f"{label} {name} via {res.via}")
-        for link in res.links:
-            yield Edge(src, link, "symlink", f"{label} {name}: on the search path")
-        for alt in res.alternatives:
-            yield Edge(src, alt, "needed", f"{label} {name} via {res.via} (hwcaps alternative)")
-        real = fs.realpath(res.path)
-        if real in proc.by_real:
-            proc.by_name[name] = proc.by_real[real]
-            return None
-        try:
-            info = self.resolver.elf(res.path)
-        except AnalysisError as exc:  # accepted by _check, so this is rare
-            yield Unknown(res.path, str(exc))
-            return None
-        proc.objects.append(LoadedObject(info, idx))
-        new = len(proc.objects) - 1
-        for n in _names(info, name):
-            proc.by_name.setdefault(n, new)
-        proc.by_real[real] = new
-        self.covered.add(res.path)
-        self.covered.add(real)
-        return new

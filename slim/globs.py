@@ -1,0 +1,96 @@
+"""The one glob dialect for every user-facing pattern: `--keep`, `--drop`, rule packs, waste
+categories and `forbid_paths` budgets.
+
+The dialect is the one .gitignore, pre-commit and GitHub Actions users already know, matched
+with wcmatch (`wcmatch.glob`, flags GLOBSTAR | DOTMATCH):
+
+* `*`, `?` and `[…]` match inside one path component (`*` never crosses '/');
+* `**` as a whole component matches zero or more components (`/usr/**/gcc` matches
+  `/usr/gcc` and `/usr/lib/gcc-x/gcc`; `/**/*.a` matches `/x.a`);
+* dot files are matched by `*` like any other name (an image has no notion of hidden files);
+* a pattern is matched against the whole absolute path.
+
+Config files that mean glob(3) (ld.so.conf `include`, nginx and lighttpd `include`) are
+matched component by component against the image directory listing: that is
+`RootFS.glob3`, not this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+
+from wcmatch import glob as _wc
+
+FLAGS = _wc.GLOBSTAR | _wc.DOTMATCH
+MAGIC = frozenset("*?[")
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The compiled regex of one pattern (cached). Raises ValueError for an invalid pattern."""
+    include, _exclude = _wc.translate(pattern, flags=FLAGS)
+    return re.compile(include[0])
+
+
+def has_magic(pattern: str) -> bool:
+    """Whether `pattern` holds a wildcard (otherwise it names one path literally)."""
+    return any(ch in MAGIC for ch in pattern)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of `pattern` before its first wildcard: every match starts with it."""
+    cut = min((i for i, ch in enumerate(pattern) if ch in MAGIC), default=len(pattern))
+    return pattern[:cut]
+
+
+def check_glob(pattern: str) -> str:
+    """Why `pattern` is not a valid glob ("" when it is). An unclosed '[' is reported as a
+    mistake rather than taken as a literal bracket, as fnmatch would silently do."""
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            close = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("]", "!") else i + 1)
+            if close < 0:
+                return f"unclosed '[' at position {i}"
+            i = close
+        i += 1
+    try:
+        compile_glob(pattern)
+    except (ValueError, re.error) as exc:
+        return str(exc)
+    return ""
+
+
+class GlobSet:
+    """Several patterns matched at once (any-of)."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(dict.fromkeys(patterns))
+        self._regexes = [compile_glob(p) for p in self.patterns]
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def match(self, path: str) -> bool:
+        return any(r.match(path) for r in self._regexes)
+
+    def first(self, path: str) -> str | None:
+        """The first pattern matching `path`, or None."""
+        for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+            if regex.match(path):
+                return pattern
+        return None
+
+    def filter(self, paths: Iterable[str]) -> list[str]:
+        """The paths matching any pattern, sorted."""
+        return sorted(p for p in paths if self.match(p))
+
+
+def match(path: str, pattern: str) -> bool:
+    """Whether `path` matches one pattern of the dialect."""
+    return compile_glob(pattern).match(path) is not None
+
+
+__all__ = ["GlobSet", "check_glob", "compile_glob", "has_magic", "literal_prefix", "match"]

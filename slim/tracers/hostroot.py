@@ -1,0 +1,156 @@
+"""An image root unpacked on the host, looked at with chroot semantics: every symlink is
+resolved inside the root (absolute targets restart at it, `..` stops at it), never on the host.
+
+Runners use it to find the program execvp would start (slim.programs.which over `HostRoot`),
+to apply the image's USER, and to create mount points in a private copy of the root.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from slim.errors import TraceError
+from slim.model import EntryKind, FileEntry, ImageConfig
+from slim.programs import which
+
+MAX_SYMLINK_HOPS = 40  # Linux's MAXSYMLINKS (fs/namei.c)
+
+
+def resolve_in_root(root: str, path: str, follow: bool = True) -> str | None:
+    """Host path of image `path` with chroot semantics (links resolved inside root), or None."""
+    parts = [p for p in path.split("/") if p]
+    real: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            if real:
+                real.pop()
+            continue
+        host = os.path.join(root, *real, name)
+        try:
+            st = os.lstat(host)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode) and (follow or parts):
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                return None
+            target = os.readlink(host)
+            if target.startswith("/"):
+                real = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        real.append(name)
+    return os.path.join(root, *real)
+
+
+class HostRoot:
+    """`stat` over an unpacked root, enough for slim.programs.which."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def stat(self, path: str) -> FileEntry | None:
+        host = resolve_in_root(self.root, path)
+        if host is None:
+            return None
+        try:
+            st = os.stat(host, follow_symlinks=False)
+        except OSError:
+            return None
+        kind = (EntryKind.FILE if stat.S_ISREG(st.st_mode) else
+                EntryKind.DIR if stat.S_ISDIR(st.st_mode) else EntryKind.FIFO)
+        return FileEntry(path, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size)
+
+
+def find_program(root: str, name: str, config: ImageConfig) -> str | None:
+    """The image path execvp would run for `name` (PATH and WorkingDir from the image)."""
+    return which(HostRoot(root), name, config.path_dirs, config.workdir or "/")
+
+
+def mkdirs_in_root(root: str, path: str, mode: int) -> None:
+    """Create the missing directories of image `path` in a private root copy, stopping (and
+    leaving it to the runner) at anything that is not a plain directory, so a symlink in the
+    untrusted image never leads a mkdir outside `root`."""
+    host = root
+    for name in [p for p in path.split("/") if p and p != "."]:
+        if name == "..":
+            return
+        host = os.path.join(host, name)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            try:
+                os.mkdir(host)
+                os.chmod(host, mode)
+            except OSError:
+                return
+            continue
+        except OSError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return
+
+
+@dataclass(frozen=True)
+class ResolvedUser:
+    uid: int
+    gid: int
+    home: str
+
+
+def _table(root: str, path: str) -> list[list[str]]:
+    host = resolve_in_root(root, path)
+    if host is None or not os.path.isfile(host):
+        return []
+    with open(host, encoding="utf-8", errors="replace") as f:
+        return [line.rstrip("\n").split(":") for line in f if line.count(":") >= 2]
+
+
+def _number(text: str) -> int | None:
+    """A decimal id (ASCII digits only: '²' passes str.isdigit but is no uid)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def resolve_user(root: str, user: str) -> ResolvedUser:
+    """Docker's USER semantics: name or uid, optional `:group`, looked up in the image.
+
+    Raises TraceError naming the user when a name is not in the image's /etc/passwd or
+    /etc/group, or an entry is malformed.
+    """
+    name, _, group = user.partition(":")
+    uid, gid, home = 0, 0, "/"
+    if name:
+        passwd = _table(root, "/etc/passwd")
+        row = next((r for r in passwd if r[0] == name), None)
+        number = _number(name)
+        if row is None and number is not None:
+            row = next((r for r in passwd if len(r) > 2 and r[2] == name), None)
+            uid, gid = number, number if row is None else 0
+        if row is None and number is None:
+            raise TraceError(f"{user}: user not found in the image's /etc/passwd")
+        if row is not None:
+            ruid = _number(row[2])
+            rgid = _number(row[3]) if len(row) > 3 else 0
+            if ruid is None or rgid is None:
+                raise TraceError(f"{user}: malformed /etc/passwd entry in the image")
+            uid, gid = ruid, rgid
+            home = row[5] if len(row) > 5 and row[5] else "/"
+    if group:
+        gid_number = _number(group)
+        if gid_number is None:
+            grow = next((r for r in _table(root, "/etc/group") if r[0] == group), None)
+            gid_number = _number(grow[2]) if grow is not None else None
+            if gid_number is None:
+                raise TraceError(f"{user}: group {group!r} not found in the image's /etc/group")
+        gid = gid_number
+    return ResolvedUser(uid, gid, home)
+
+
+__all__ = ["HostRoot", "ResolvedUser", "find_program", "mkdirs_in_root", "resolve_in_root",
+           "resolve_user"]

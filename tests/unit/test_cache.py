@@ -1,0 +1,81 @@
+"""slim.cache: one store, keys that are digests, pruning; and caches that never trust names."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from slim.budget import BudgetConfig
+from slim.cache import JsonStore, cache_dir, digest_key
+from slim.check_cache import check_image
+from slim.errors import LayerError
+from slim.pipeline import load_image
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_images"
+
+
+def test_cache_location_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path))
+    assert cache_dir("syscalls") == tmp_path / "syscalls"
+    monkeypatch.delenv("SLIM_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("check") == tmp_path / "xdg" / "slim" / "check"
+    assert digest_key("a", "b") != digest_key("ab") and len(digest_key("x")) == 64
+    store = JsonStore("t", 1)
+    with pytest.raises(ValueError, match="hex digest"):
+        store.put("../escape", {})
+
+
+def test_store_round_trip_format_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path))
+    store = JsonStore("t", 1, max_entries=2)
+    keys = [digest_key(str(i)) for i in range(4)]
+    for i, key in enumerate(keys[:3]):
+        store.put(key, {"n": i})
+        os.utime(tmp_path / "t" / f"{key}.json", (1000 + i, 1000 + i))
+    store.put(keys[3], {"n": 3})  # the newest; the oldest beyond two go
+    assert sorted(p.stem for p in (tmp_path / "t").glob("*.json")) == sorted(keys[2:])
+    assert store.get(keys[3]) == {"n": 3} and store.get(keys[0]) is None
+    assert JsonStore("t", 2).get(keys[3]) is None  # another format is a miss
+    (tmp_path / "t" / f"{keys[2]}.json").write_text("{broken")
+    assert store.get(keys[2]) is None
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    assert store.get(keys[3]) is None
+
+
+def _tamper_layer(src: Path, dest: Path) -> None:
+    """A copy of an OCI layout whose only layer blob holds other content under the same name."""
+    shutil.copytree(src, dest)
+    index = json.loads((dest / "index.json").read_text())
+    manifest_hex = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((dest / "blobs/sha256" / manifest_hex).read_text())
+    layer_hex = manifest["layers"][-1]["digest"].split(":")[1]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        data = b"id_rsa: a private key the real layer never had\n"
+        info = tarfile.TarInfo("root/.ssh/id_rsa")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    (dest / "blobs/sha256" / layer_hex).write_bytes(gzip.compress(raw.getvalue()))
+
+
+def test_check_cache_hit_needs_the_blobs_to_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    real = SAMPLES / "hello-musl" / "hello-musl.oci"
+    config = BudgetConfig(forbid_paths=("/root/.ssh/**",))
+    first = check_image(f"oci:{real}", config)
+    assert not first.cached and first.forbidden_paths == []
+    assert check_image(f"oci:{real}", config).cached
+    _tamper_layer(real, tmp_path / "evil")
+    # same manifest, same names, other bytes: never the cached verdict, and reading says why
+    with pytest.raises(LayerError, match="digest mismatch"):
+        check_image(f"oci:{tmp_path / 'evil'}", config)
+    with pytest.raises(LayerError, match="digest mismatch"), load_image(f"oci:{tmp_path / 'evil'}"):
+        pass
