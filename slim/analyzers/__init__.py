@@ -16,6 +16,7 @@ from slim.analyzers.node import NodeAnalyzer
 from slim.analyzers.packages import PackageAnalyzer
 from slim.analyzers.perl import PerlAnalyzer
 from slim.analyzers.python import PythonAnalyzer
+from slim.analyzers.ruby import RubyAnalyzer
 from slim.analyzers.script import ScriptAnalyzer
 from slim.fs.layer import Capture
 
@@ -28,6 +29,7 @@ ANALYZERS: tuple[type[Analyzer], ...] = (
     NodeAnalyzer,
     JavaAnalyzer,
     PerlAnalyzer,
+    RubyAnalyzer,
     AppConfigAnalyzer,
     PackageAnalyzer,
 )
