@@ -46,7 +46,7 @@ class BuildOptions:
     mode: str = "static"  # static | traced | both: where the keep set's roots come from
     verify: bool = True
     runner: str = "auto"
-    network: str = "host"
+    network: str = "none"  # the app's own network namespace; "host" shares the host's
     timeout: float = 60.0
     keep_base: int = 0
     max_fixes: int = 3

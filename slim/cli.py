@@ -100,7 +100,7 @@ ImageArg = Annotated[str, typer.Argument(help="Image reference: docker-archive:F
 TraceOpt = Annotated[bool, typer.Option("--trace", help="Also run the image traced (strace) with probes and keep what it used.")]
 ProbeOpt = Annotated[list[str] | None, typer.Option("--probe", help="http:PORT\\[/PATH] · tcp:PORT\\[:SEND\\[:EXPECT]] · exec:CMD · cmd:ARGS · wait:SECONDS (repeatable).")]
 RunnerOpt = Annotated[str, typer.Option("--runner", help="auto, sandbox (bubblewrap) or docker.")]
-NetworkOpt = Annotated[str, typer.Option("--network", help="host or none for the traced run.")]
+NetworkOpt = Annotated[str, typer.Option("--network", help="none (default): the app gets its own network namespace and the probes enter it; host: the app shares the host's network (use only for images you trust).")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds a traced run may take.")]
 RulesOpt = Annotated[list[str] | None, typer.Option("--rules", help="Extra rule-pack directory (repeatable).")]
 KeepOpt = Annotated[list[str] | None, typer.Option("--keep", help="Always keep paths matching GLOB (repeatable; `*` stays in one directory, `**` crosses them).")]
@@ -128,7 +128,7 @@ def _probes(specs: list[str] | None) -> tuple[Probe, ...]:
 
 
 def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str = "auto",
-             network: str = "host", timeout: float = 60.0, trace_file: str | None = None,
+             network: str = "none", timeout: float = 60.0, trace_file: str | None = None,
              save_trace: str | None = None) -> Tracing | None:
     """The tracing options of a command (None: no trace). Raises UsageError."""
     from slim.pipeline import Tracing
@@ -177,7 +177,7 @@ def analyze(
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     trace_file: TraceFileOpt = None,
     save_trace: SaveTraceOpt = None,
@@ -294,7 +294,7 @@ def build(
     keep_base: Annotated[int, typer.Option("--keep-base", help="Keep the first N layers untouched and put one slimmed layer on top.")] = 0,
     max_fixes: Annotated[int, typer.Option("--max-fixes", help="Repair rounds after a failed verification.")] = 3,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     rules: RulesOpt = None,
     keep: KeepOpt = None,
@@ -346,7 +346,7 @@ def seccomp(
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     trace_file: TraceFileOpt = None,
     rules: RulesOpt = None,
@@ -389,7 +389,7 @@ def manifest(
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     trace_file: TraceFileOpt = None,
     rules: RulesOpt = None,

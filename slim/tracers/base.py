@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from slim.errors import TraceError
 from slim.model import ImageConfig
 from slim.result import ProbeOutcome
+from slim.tracers.probehelper import run_isolated
 from slim.tracers.probes import (
     CmdProbe,
     ExecProbe,
@@ -46,7 +47,7 @@ class RunOptions:
 
     probes: tuple[Probe, ...] = ()  # empty: the image's default probes (slim.tracers.probes)
     runner: str = "auto"
-    network: str = "host"
+    network: str = "none"  # none: its own network namespace (probes enter it); host: shared
     timeout: float = 60.0
 
 
@@ -113,6 +114,21 @@ class Process(ABC):
     def exec(self, command: tuple[str, ...], deadline: float, index: int) -> ExecResult:
         """Run `command` traced inside the live app's namespaces, as `docker exec` would."""
 
+    def network_prefix(self) -> list[str] | None:
+        """The command prefix that enters the app's network namespace (`nsenter …`), or None
+        when the app shares the host's network and probes can connect from here."""
+        return None
+
+    def network_probe(self, probe: HttpProbe | TcpProbe,
+                      deadline: float) -> tuple[ProbeOutcome, Observation]:
+        """Run an HTTP or TCP probe against the app's 127.0.0.1, from inside its network."""
+        prefix = self.network_prefix()
+        if prefix is not None:
+            return run_isolated(prefix, probe, deadline, self.alive)
+        if isinstance(probe, HttpProbe):
+            return run_http(probe, deadline, self.alive)
+        return run_tcp(probe, deadline, self.alive)
+
 
 class Session(AbstractContextManager["Session"], ABC):
     """A root prepared for running (a private copy bound by bwrap, an imported Docker image);
@@ -139,9 +155,9 @@ class Runner(ABC):
         """Whether this runner can work on this host (tools, daemon)."""
 
     @abstractmethod
-    def session(self, image_root: str, config: ImageConfig, *, network: str,
-                writable: bool) -> Session:
-        """Prepare `image_root` (slim.image.prepare_root) for runs. Raises TraceError."""
+    def session(self, image_root: str, config: ImageConfig, *, network: str) -> Session:
+        """Prepare `image_root`, a private copy of the image's root (slim.image.prepare_root
+        with `private`), for runs; the runner may change it. Raises TraceError."""
 
     def program(self, session: Session, config: ImageConfig, args: tuple[str, ...] | None) -> list[str]:
         """Entrypoint + Cmd (or Entrypoint + `args`) with the program found as execvp finds it.
@@ -160,12 +176,13 @@ class Runner(ABC):
         """The image path execvp would run for `name` in this session's root."""
 
     def run(self, image_root: str, config: ImageConfig, probes: list[Probe], *,
-            network: str = "host", timeout: float = 60.0, writable: bool = True) -> RunResult:
+            network: str = "none", timeout: float = 60.0) -> RunResult:
         """Run the entrypoint traced, exercise it with `probes`, stop it, parse.
 
         Without probes the entrypoint runs to completion (stopped at `timeout`). `cmd:` probes
-        each run the image again with their arguments. `writable=False` for a root that is not
-        a private copy. Raises TraceError when a run cannot start.
+        each run the image again with their arguments. `network` is "none" (the app's own
+        network namespace; probes enter it) or "host". Raises TraceError when a run cannot
+        start.
         """
         live = [p for p in probes if not isinstance(p, CmdProbe)]
         cmds = [p for p in probes if isinstance(p, CmdProbe)]
@@ -173,7 +190,7 @@ class Runner(ABC):
         outcomes: list[ProbeOutcome] = []
         observations: list[Observation] = []
         main: RunResult | None = None
-        with self.session(image_root, config, network=network, writable=writable) as session:
+        with self.session(image_root, config, network=network) as session:
             if live or not cmds:
                 main = self._run_one(session, self.program(session, config, None), live, timeout, "main")
                 trace.merge(main.trace)
@@ -237,10 +254,8 @@ class Runner(ABC):
 def _drive(proc: Process, probe: Probe, deadline: float,
            index: int) -> tuple[ProbeOutcome, Observation, Trace | None]:
     """Run one live probe against a running process."""
-    if isinstance(probe, HttpProbe):
-        return (*run_http(probe, deadline, proc.alive), None)
-    if isinstance(probe, TcpProbe):
-        return (*run_tcp(probe, deadline, proc.alive), None)
+    if isinstance(probe, (HttpProbe, TcpProbe)):
+        return (*proc.network_probe(probe, deadline), None)
     if isinstance(probe, WaitProbe):
         end = min(deadline, time.monotonic() + probe.seconds)
         while proc.alive() and time.monotonic() < end:

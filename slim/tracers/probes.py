@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 LOCALHOST = "127.0.0.1"
 MAX_BODY = 1 << 16
+# the response headers a slimmed image must reproduce: what a client acts on
+COMPARED_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "location"})
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class Observation:
     status: int | None = None  # HTTP status
     body: bytes = b""  # HTTP body / TCP reply / process output (capped)
     exit_code: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # HTTP headers that matter (COMPARED_HEADERS)
 
 
 _NUMBER = re.compile(rb"[0-9]+")
@@ -226,8 +229,12 @@ def run_http(probe: HttpProbe, deadline: float,
             body = resp.read(MAX_BODY)
             ok = 200 <= resp.status < 400
             detail = f"GET {probe.path} → {resp.status} {resp.reason}, {len(body)} bytes"
+            headers = tuple(sorted((k.lower(), v) for k, v in resp.getheaders()
+                                   if k.lower() in COMPARED_HEADERS))
+            if resp.getheader("transfer-encoding"):  # a chunked length says nothing
+                headers = tuple(h for h in headers if h[0] != "content-length")
             return (ProbeOutcome(probe.spec, ok, detail),
-                    Observation(probe.spec, status=resp.status, body=body))
+                    Observation(probe.spec, status=resp.status, body=body, headers=headers))
         except (OSError, http.client.HTTPException) as exc:
             last = str(exc) or type(exc).__name__
         finally:
