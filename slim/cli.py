@@ -17,6 +17,7 @@ from slim import __version__
 from slim.errors import AnalysisError, EmitError, SlimError, UsageError
 
 if TYPE_CHECKING:
+    from slim.build import BuildOutcome
     from slim.pipeline import Analysis, AnalyzeOptions, Tracing
     from slim.result import AnalysisResult
     from slim.tracers.probes import Probe
@@ -284,12 +285,14 @@ def graph(
 def build(
     image: ImageArg,
     output: Annotated[str, typer.Option("--output", "-o", help="oci:DIR, oci-archive:FILE, docker-archive:FILE or docker://REF.")],
-    tag: Annotated[str, typer.Option("--tag", help="Name:tag for --load (and the archive's RepoTags).")] = "",
+    tag: Annotated[str, typer.Option("--tag", help="NAME:TAG of the output (default: the source's repository with tag `slim`; none when the source has no name).")] = "",
     load_image: Annotated[bool, typer.Option("--load", help="Load the verified image into the Docker daemon (docker-archive output).")] = False,
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
-    mode: Annotated[str, typer.Option("--mode", help="Keep-set roots: static (entrypoint analysis), traced (what the traced run used) or both. Default: both with --probe or --trace, else static.")] = "",
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run the probes against original and minimal image and compare.")] = True,
+    mode: Annotated[str, typer.Option("--mode", help="Keep-set roots: static (entrypoint analysis only), traced (what the run used) or both. Default: both whenever the original is run (verification, --trace), else static.")] = "",
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run the probes against original and minimal image and compare them.")] = True,
+    strict_probes: Annotated[bool, typer.Option("--strict-probes", help="Fail when a probe fails on the ORIGINAL image (default: report it and verify with the others).")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Say how outputs are normalized before they are compared.")] = False,
     keep_unverified: Annotated[bool, typer.Option("--keep-unverified", help="Leave the output even when verification fails.")] = False,
     keep_base: Annotated[int, typer.Option("--keep-base", help="Keep the first N layers untouched and put one slimmed layer on top.")] = 0,
     max_fixes: Annotated[int, typer.Option("--max-fixes", help="Repair rounds after a failed verification.")] = 3,
@@ -302,26 +305,36 @@ def build(
     keep_app: KeepAppOpt = True,
     report: Annotated[str | None, typer.Option("--report", help="Also write the JSON report (with build{}) here.")] = None,
 ) -> None:
-    """Write the minimal image, verify it still works, repair it when it does not."""
+    """Write the minimal image, verify it behaves as the original, repair it when it does not."""
     from slim.build import BuildOptions
     from slim.build import build as run_build
     from slim.outputs import check_output, write_file
-    from slim.units import format_bytes, ratio
 
     try:
         if report:
             check_output(report, what="report")
+        if trace and mode == "static":
+            raise UsageError("--trace with --mode static: the trace would not be used")
         outcome = run_build(image, _options(rules, keep, drop, keep_app), BuildOptions(
-            dest=output, probes=_probes(probe), mode=mode or ("both" if trace or probe else "static"),
-            verify=verify, runner=runner,
+            dest=output, probes=_probes(probe), mode=mode, verify=verify, runner=runner,
             network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
-            keep_unverified=keep_unverified, load_tag=tag if load_image else ""), say=_say)
+            keep_unverified=keep_unverified, load=load_image, tag=tag,
+            strict_probes=strict_probes), say=_say)
         if report:
             from slim.emitters.report_json import render_json
 
             write_file(report, render_json(outcome.result), what="report")
     except SlimError as exc:
         fail(exc)
+    _print_build(image, output, outcome, explain, keep_unverified)
+
+
+def _print_build(image: str, output: str, outcome: BuildOutcome, explain: bool,
+                 keep_unverified: bool) -> None:
+    """The build's result: sizes, what verification compared, the verdict."""
+    from slim.units import format_bytes, ratio
+    from slim.verify import NORMALIZATION
+
     res, built = outcome.result, outcome.built
     before = res.image.size_bytes
     typer.echo(f"{image}: {format_bytes(before)} -> {format_bytes(built.size_bytes)} "
@@ -329,12 +342,25 @@ def build(
                f"in {outcome.seconds:.1f} s")
     for fix in outcome.fixes:
         typer.echo(f"  verify-fix: kept {fix['path']} ({fix['reason']})")
+    for dropped in outcome.dropped:
+        typer.echo(f"  not compared (fails on the original): {dropped.spec}: {dropped.detail}")
+    if outcome.verification is not None:
+        typer.echo("compared with the original:")
+        for line in outcome.verification.summary():
+            typer.echo(f"  {line}")
+        if explain:
+            typer.echo(NORMALIZATION)
     if outcome.verified is False:
         typer.echo(f"verification FAILED: {outcome.failures[0]}", err=True)
         if not keep_unverified:
             typer.echo("no image was written (use --keep-unverified to keep it anyway)", err=True)
         raise typer.Exit(1)
-    state = "verified" if outcome.verified else "NOT verified (no runner or --no-verify)"
+    if outcome.verified and outcome.verification is not None:
+        n = len(outcome.verification.comparisons)
+        state = (f"verified: {n} observation{'s' if n != 1 else ''} the same as the original's "
+                 "and no missing-file events, as listed above")
+    else:
+        state = f"NOT verified: nothing was compared ({outcome.unverified_why or 'no run'})"
     typer.echo(f"{output}: {built.digest} ({state})")
 
 

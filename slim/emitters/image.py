@@ -140,8 +140,10 @@ def build_image(
     keep_base: int = 0,
     compression: str = "gzip",
     docker_form: str = "oci",
+    tag: str | None = "latest",
 ) -> BuiltImage:
-    """Write the minimal image for `keep` to `dest` (oci:DIR | oci-archive:FILE | docker-archive:FILE).
+    """Write the minimal image for `keep` to `dest` (oci:DIR | oci-archive:FILE | docker-archive:FILE),
+    named `tag` (imagewriter.write_image; None: no name).
 
     Raises EmitError. Nothing is left at `dest` when writing fails.
     """
@@ -180,7 +182,7 @@ def build_image(
             loaded, history_note=f"slim build from {image.digest}: {len(keep)} kept paths",
             keep_base=keep_base,
         )
-        digest = write_image(dest, blobs, config, docker_form=docker_form, mark_slim=True)
+        digest = write_image(dest, blobs, config, docker_form=docker_form, mark_slim=True, tag=tag)
     except OSError as exc:
         raise EmitError(f"{dest}: {exc}") from None
     finally:

@@ -379,7 +379,7 @@ def write_image(
     layers: list[LayerBlob],
     config: dict[str, Any],
     *,
-    tag: str = "latest",
+    tag: str | None = "latest",
     docker_form: str = "oci",
     mark_slim: bool = False,
 ) -> str:
@@ -387,7 +387,9 @@ def write_image(
 
     dest: "oci:DIR[:TAG]" | "oci-archive:FILE" | "docker-archive:FILE". `rootfs.diff_ids` is
     filled from the layers. `tag` is "NAME:TAG" or a bare "TAG": the OCI ref.name annotation gets
-    the TAG part; a docker archive's RepoTags get "NAME:TAG" ("TAG:latest" for a bare tag).
+    the TAG part; a docker archive's RepoTags get "NAME:TAG" ("TAG:latest" for a bare tag). With
+    `tag=None` (and no tag in `dest`) the image is written without a name: no RepoTags, so
+    `docker load` never takes over a name another image has.
     docker_form: "oci" (Docker 25+ OCI-in-archive) or "legacy" (`<id>/layer.tar`).
     `mark_slim` annotates the index entry as slim's output (`is_slim_layout`).
     An existing destination is replaced as a whole (an OCI directory is not merged into).
@@ -399,10 +401,10 @@ def write_image(
     transport, location = out.transport, out.location
     if docker_form not in ("oci", "legacy"):
         raise EmitError(f"{dest}: docker_form must be 'oci' or 'legacy', not {docker_form!r}")
-    repo, short = split_name(out.tag or tag or "latest")
-    if not short:  # a bare "TAG" names the tag; a bare "repo/name" takes "latest"
+    repo, short = split_name(out.tag or tag or "")
+    if not short and repo:  # a bare "TAG" names the tag; a bare "repo/name" takes "latest"
         repo, short = ("", repo) if "/" not in repo else (repo, "latest")
-    repo_tag = f"{repo}:{short}" if repo else f"{short}:latest"
+    repo_tag = (f"{repo}:{short}" if repo else f"{short}:latest") if short else ""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
     except OSError as exc:
@@ -450,11 +452,10 @@ def _oci_files(
     }
     man_bytes = canonical_json(manifest)
     man_digest = "sha256:" + hashlib.sha256(man_bytes).hexdigest()
-    annotations = {REF_NAME: short}
+    annotations = {REF_NAME: short} if short else {}
     if mark_slim:
         annotations[SLIM_ANNOTATION] = __version__
-    if docker:
-        # Docker 25+ `docker save` also names the image for containerd
+    if docker and repo_tag:  # Docker 25+ `docker save` also names the image for containerd
         annotations["io.containerd.image.name"] = repo_tag
     index = {
         "schemaVersion": 2,
@@ -473,7 +474,7 @@ def _oci_files(
     if docker:
         entry = {
             "Config": _Blob(cfg_digest).name,
-            "RepoTags": [repo_tag],
+            "RepoTags": [repo_tag] if repo_tag else [],
             "Layers": [_Blob(b.digest).name for b in layers],
         }
         files.append(("manifest.json", canonical_json([entry]), ""))
@@ -501,9 +502,9 @@ def _legacy_files(
         files.append((f"{layer_id}/layer.tar", None, tar_path))
     cfg_name = cfg_digest.split(":", 1)[1] + ".json"
     files.append((cfg_name, cfg_bytes, ""))
-    entry = {"Config": cfg_name, "RepoTags": [repo_tag], "Layers": layer_names}
+    entry = {"Config": cfg_name, "RepoTags": [repo_tag] if repo_tag else [], "Layers": layer_names}
     files.append(("manifest.json", canonical_json([entry]), ""))
     repo, _, short = repo_tag.rpartition(":")
-    if parent:
+    if parent and repo_tag:
         files.append(("repositories", canonical_json({repo: {short: parent}}), ""))
     return files

@@ -215,6 +215,12 @@ def open_oci(ref: ImageRef, store: Store) -> StoreImage:
     manifest = load_json(manifest_bytes, f"{label}: manifest {desc['digest']}")
     image = StoreImage(ref, store)
     image.manifest_digest = desc["digest"]
+    annotations = desc.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
+    full = annotations.get("io.containerd.image.name") or annotations.get("org.opencontainers.image.ref.name")
+    if isinstance(full, str) and ("/" in full or ":" in full):  # a ref.name may be only a tag
+        image.names = (full,)
     cfg_desc = manifest.get("config") or {}
     if "digest" not in cfg_desc:
         raise SourceError(f"{label}: manifest {desc['digest']} has no config")
@@ -287,6 +293,8 @@ def open_docker_archive(ref: ImageRef, store: Store) -> StoreImage:
     cfg_name = str(entry["Config"])
     cfg_bytes = store.read(cfg_name)
     image = StoreImage(ref, store)
+    tags = entry.get("RepoTags")
+    image.names = tuple(str(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
     image.digest = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
     if cfg_name.startswith("blobs/sha256/") and image.digest.split(":")[1] != cfg_name.rsplit("/", 1)[1]:
         raise SourceError(f"{label}: config {cfg_name}: digest mismatch")

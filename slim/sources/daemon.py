@@ -76,5 +76,6 @@ class DaemonSource(Source):
             raise
         image = open_docker_archive(ImageRef("docker-archive", path), store)
         image.ref = ref
+        image.names = (ref.location,)
         image.digest = str(info.get("Id") or image.digest)  # the image ID = config digest
         return image

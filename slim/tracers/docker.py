@@ -137,12 +137,16 @@ class _DockerProcess(Process):
         finally:
             container.remove(force=True)
 
-    def network_prefix(self) -> list[str] | None:
+    def network_pid(self) -> int | None:
         if self.session.network == "host":
-            return None
+            return os.getpid()
         self.container.reload()
         pid = int(self.container.attrs["State"].get("Pid") or 0)
-        if pid <= 0:
+        return pid if pid > 0 else None
+
+    def network_prefix(self) -> list[str] | None:
+        pid = self.network_pid() if self.session.network != "host" else None
+        if pid is None:
             return None
         return [shutil.which("nsenter") or "nsenter", "--target", str(pid), "--net", "--"]
 

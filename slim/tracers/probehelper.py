@@ -7,7 +7,8 @@ root), so its sockets live in the app's namespace and 127.0.0.1 is the app's loo
     nsenter --target PID --net -- python -m slim.tracers.probehelper < request.json
 
 The request is `{"spec": "http:8080/", "seconds": 12.5}`; the answer on stdout is the probe's
-outcome and observation as JSON (bodies base64-encoded). The helper keeps trying until the
+outcome, its observations and the concrete probes it ran (an `auto:` probe resolves into
+several) as JSON, bodies base64-encoded. The helper keeps trying until the
 deadline; the runner kills it early when the app exits (`run_isolated`).
 """
 
@@ -20,46 +21,50 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from slim.result import ProbeOutcome
-from slim.tracers.probes import HttpProbe, Observation, TcpProbe, parse_probe, run_http, run_tcp
+from slim.tracers.probes import (
+    HttpProbe,
+    NetworkProbe,
+    Observation,
+    Probe,
+    SniffProbe,
+    TcpProbe,
+    parse_probe,
+    run_network,
+)
 
 POLL = 0.05
 
 
-def _encode(outcome: ProbeOutcome, obs: Observation) -> str:
-    return json.dumps({
-        "passed": outcome.passed, "detail": outcome.detail, "status": obs.status,
-        "body": base64.b64encode(obs.body).decode(), "exit_code": obs.exit_code,
-        "headers": [list(h) for h in obs.headers],
-    })
+def _obs_json(obs: Observation) -> dict[str, object]:
+    return {"spec": obs.spec, "status": obs.status, "body": base64.b64encode(obs.body).decode(),
+            "exit_code": obs.exit_code, "headers": [list(h) for h in obs.headers]}
 
 
-def _decode(spec: str, text: str) -> tuple[ProbeOutcome, Observation]:
-    doc = json.loads(text)
+def _obs_from(doc: dict[str, Any]) -> Observation:
     headers = tuple((str(k), str(v)) for k, v in doc.get("headers", []))
-    return (ProbeOutcome(spec, bool(doc["passed"]), str(doc["detail"])),
-            Observation(spec, status=doc["status"], body=base64.b64decode(doc["body"]),
-                        exit_code=doc["exit_code"], headers=headers))
+    return Observation(str(doc["spec"]), status=doc["status"], body=base64.b64decode(str(doc["body"])),
+                       exit_code=doc["exit_code"], headers=headers)
 
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
     probe = parse_probe(request["spec"])
     deadline = time.monotonic() + float(request["seconds"])
-    if isinstance(probe, HttpProbe):
-        outcome, obs = run_http(probe, deadline, lambda: True)
-    elif isinstance(probe, TcpProbe):
-        outcome, obs = run_tcp(probe, deadline, lambda: True)
-    else:
+    if not isinstance(probe, (HttpProbe, TcpProbe, SniffProbe)):
         print(f"{probe.spec}: not a network probe", file=sys.stderr)
         return 2
-    sys.stdout.write(_encode(outcome, obs))
+    outcome, observations, probes = run_network(probe, deadline, lambda: True)
+    sys.stdout.write(json.dumps({"passed": outcome.passed, "detail": outcome.detail,
+                                 "observations": [_obs_json(o) for o in observations],
+                                 "probes": [p.spec for p in probes]}))
     return 0
 
 
-def run_isolated(nsenter_prefix: list[str], probe: HttpProbe | TcpProbe, deadline: float,
-                 alive: Callable[[], bool]) -> tuple[ProbeOutcome, Observation]:
+def run_isolated(nsenter_prefix: list[str], probe: NetworkProbe, deadline: float,
+                 alive: Callable[[], bool]) -> tuple[ProbeOutcome, list[Observation], list[Probe]]:
     """Run `probe` through the helper inside the app's namespace (`nsenter_prefix` enters it).
 
     Stops early, with the same wording the in-process probes use, when the app dies.
@@ -81,19 +86,20 @@ def run_isolated(nsenter_prefix: list[str], probe: HttpProbe | TcpProbe, deadlin
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-                return (ProbeOutcome(probe.spec, False, "the app exited before answering"),
-                        Observation(probe.spec))
+                return ProbeOutcome(probe.spec, False, "the app exited before answering"), [], []
         if time.monotonic() > deadline + 5:
             proc.kill()
         time.sleep(POLL)
     out = proc.stdout.read() if proc.stdout else b""
     err = proc.stderr.read() if proc.stderr else b""
     if (proc.returncode != 0 or not out) and not alive():
-        return ProbeOutcome(probe.spec, False, "the app exited before answering"), Observation(probe.spec)
+        return ProbeOutcome(probe.spec, False, "the app exited before answering"), [], []
     if proc.returncode != 0 or not out:
         why = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return ProbeOutcome(probe.spec, False, f"probe helper failed: {why[0][:200]}"), Observation(probe.spec)
-    return _decode(probe.spec, out.decode())
+        return ProbeOutcome(probe.spec, False, f"probe helper failed: {why[0][:200]}"), [], []
+    doc = json.loads(out)
+    return (ProbeOutcome(probe.spec, bool(doc["passed"]), str(doc["detail"])),
+            [_obs_from(o) for o in doc["observations"]], [parse_probe(p) for p in doc["probes"]])
 
 
 if __name__ == "__main__":

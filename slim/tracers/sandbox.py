@@ -203,13 +203,17 @@ class _SandboxProcess(Process):
             if left:
                 raise TraceError(f"sandbox: processes {left} survived the stop")
 
-    def network_prefix(self) -> list[str] | None:
+    def network_pid(self) -> int | None:
         if self.session.network == "host":
-            return None
+            return os.getpid()
         self.status.started.wait(timeout=5)
-        if self.status.child_pid is None:
+        return self.status.child_pid
+
+    def network_prefix(self) -> list[str] | None:
+        pid = self.network_pid() if self.session.network != "host" else None
+        if pid is None:
             return None
-        prefix = [shutil.which("nsenter") or "nsenter", "--target", str(self.status.child_pid)]
+        prefix = [shutil.which("nsenter") or "nsenter", "--target", str(pid)]
         if os.geteuid() != 0:  # enter the (unprivileged) user namespace first
             prefix += ["--user", "--preserve-credentials"]
         return [*prefix, "--net", "--"]

@@ -67,7 +67,7 @@ def test_static_only_build_verifies(name: str, out: Path) -> None:
     res = cli.invoke(app, ["build", oci(name), "--output", dest, "--runner", "sandbox",
                                       "--network", "none", "--report", str(out / "r.json")])
     assert res.exit_code == 0, res.output
-    assert "(verified)" in res.output
+    assert "(verified: " in res.output
     report = json.loads((out / "r.json").read_text())
     b = report["build"]
     assert b["verified"] is True and b["fixes"] == [] and b["output"] == dest

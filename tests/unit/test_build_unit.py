@@ -17,8 +17,9 @@ from slim.pipeline import load_image
 from slim.refs import OutputRef, parse_output
 from slim.rules import load_rules, parse_rule_pack
 from slim.tracers.base import RunResult
-from slim.tracers.probes import Observation, _wire, compare_observations, parse_probe
+from slim.tracers.probes import Observation, _wire, parse_probe
 from slim.tracers.trace import Trace
+from slim.verify import compare_observation
 
 
 def _rootfs(tmp_path: Path) -> str:
@@ -122,14 +123,14 @@ def test_minimal_entries_never_write_the_root(tmp_path: Path) -> None:
 
 
 def test_compare_ignores_volatile_numbers_not_text() -> None:
-    a = [Observation("tcp:1", body=b"STAT pid 7\r\nSTAT uptime 3\r\nEND\r\n")]
-    b = [Observation("tcp:1", body=b"STAT pid 1234\r\nSTAT uptime 12\r\nEND\r\n")]
-    assert compare_observations(a, b) == []
-    c = [Observation("tcp:1", body=b"ERROR\r\n")]
-    assert compare_observations(a, c) == ["tcp:1: output differs (32 bytes became 7)"]
-    d = [Observation("cmd:x", exit_code=0)]
-    e = [Observation("cmd:x", exit_code=127)]
-    assert compare_observations(d, e) == ["cmd:x: exit code 0 became 127"]
+    a = Observation("tcp:1", body=b"STAT pid 7\r\nSTAT uptime 3\r\nEND\r\n")
+    b = Observation("tcp:1", body=b"STAT pid 1234\r\nSTAT uptime 12\r\nEND\r\n")
+    assert compare_observation(a, b).same
+    c = Observation("tcp:1", body=b"ERROR\r\n")
+    assert compare_observation(a, c).differences == ("reply differs (32 bytes became 7): now 'ERROR'",)
+    d = Observation("cmd:x", exit_code=0)
+    e = Observation("cmd:x", exit_code=127)
+    assert compare_observation(d, e).differences == ("exit code 0 became 127",)
 
 
 def test_tcp_probe_bytes_are_the_escaped_bytes() -> None:
