@@ -53,6 +53,7 @@ class BuildOptions:
     keep_unverified: bool = False
     load_tag: str = ""  # --load --tag NAME: load into the Docker daemon
     compression: str = "gzip"
+    sbom: str = ""  # --sbom cyclonedx|spdx: an SBOM of the minimal image (slim.emitters.sbom)
 
     @property
     def run(self) -> RunOptions:
@@ -243,7 +244,7 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
         staged = _stage(out, os.path.join(work, f"try{attempt}"))
         say(f"writing the minimal image ({len(keep)} paths)")
         built = build_image(loaded, keep, str(staged), keep_base=options.keep_base,
-                            compression=options.compression)
+                            compression=options.compression, sbom=options.sbom)
         if not (options.verify and original is not None):
             _publish(staged, out)
             return _outcome(analysis, built, None, fixes, [], options, start, original)
@@ -265,6 +266,23 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _publish_sbom(built: BuiltImage, options: BuildOptions) -> dict[str, str] | None:
+    """Where the build's SBOM went: a referrer in an OCI layout (written with the image), or
+    beside a docker-archive (FILE.cdx.json / FILE.spdx.json, written here). Raises EmitError."""
+    if not built.sbom:
+        return None
+    from slim.emitters.sbom import SBOM_FORMATS, sbom_beside
+    from slim.outputs import write_file
+
+    out = parse_output(options.dest)
+    fmt = SBOM_FORMATS[built.sbom_format]
+    if out.transport == "docker-archive":
+        path = sbom_beside(out.location, fmt.name)
+        write_file(path, built.sbom, what="SBOM")
+        return {"format": fmt.name, "media_type": fmt.media_type, "path": path}
+    return {"format": fmt.name, "media_type": fmt.media_type, "attached_to": built.digest}
+
+
 def _work_parent(out: OutputRef) -> str | None:
     """Stage next to the destination so the final move is a rename on the same filesystem."""
     if out.transport == "docker":
@@ -283,6 +301,8 @@ def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
     published = bool(verified) or verified is None or options.keep_unverified
     if options.load_tag and published:
         _load_into_daemon(parse_output(options.dest).location, options.load_tag)
+    result = dataclasses.replace(result, packages=list(built.packages) or result.packages)
+    sbom = _publish_sbom(built, options) if published else None
     reduction = result.image.size_bytes / built.size_bytes if built.size_bytes else 0.0
     result = dataclasses.replace(result, build={
         "output": options.dest if published else "",
@@ -291,6 +311,7 @@ def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
         "reduction": round(reduction, 2),
         "verified": verified,
         "fixes": fixes,
+        **({"sbom": sbom} if sbom else {}),
     })
     return BuildOutcome(result, built, verified, fixes, failures, time.monotonic() - start,
                         original.trace if original is not None else None)
