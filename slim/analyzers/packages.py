@@ -114,6 +114,11 @@ class PackageDB:
             self._dir_cache[parent] = real
         return posixpath.join(real, base)
 
+    def link_spellings(self) -> list[tuple[str, str]]:
+        """(directory as a database spells it, real directory) for every spelling that crosses
+        a symlink (/lib/x86_64-linux-gnu → /usr/lib/x86_64-linux-gnu in a merged-/usr image)."""
+        return sorted((raw, real) for raw, real in self._dir_cache.items() if raw != real)
+
     def add(self, pkg: Package) -> None:
         files = tuple(sorted({self.normalize(f) for f in pkg.files}))
         conffiles = tuple(sorted({self.normalize(f) for f in pkg.conffiles}))
@@ -583,8 +588,9 @@ def _language_metadata(fs: RootFS, pkg: Package) -> list[str]:
 
 def metadata_paths(db: PackageDB, kept: set[str]) -> set[str]:
     """What the minimal image holds beside the keep set so scanners can still read it: the
-    distribution's os-release (and the files it links to) when the image has OS packages, and
-    the metadata of every language package that keeps a file. `kept` holds normalized paths."""
+    distribution's os-release (and the files it links to) when the image has OS packages, the
+    metadata of every language package that keeps a file, and the directory links the
+    databases' spellings of kept files cross. `kept` holds normalized paths."""
     fs = db.fs
     out: set[str] = set()
     if db.packages:
@@ -597,6 +603,12 @@ def metadata_paths(db: PackageDB, kept: set[str]) -> set[str]:
     for pkg in db.language:
         if any(f in kept for f in pkg.files):
             out.update(db.normalize(p) for p in _language_metadata(fs, pkg))
+    # a database spells paths as the package built them (/lib/…): the links that spelling
+    # crosses stay, so every path a kept record lists resolves in the minimal image
+    kept_dirs = {d for p in kept | out for d in parent_dirs(p)}
+    for raw, real in db.link_spellings():
+        if real in kept_dirs:
+            out.update(fs.resolve(raw).links)
     return out
 
 

@@ -85,7 +85,8 @@ class SbomFormat:
 def described(packages: Sequence[PackageSummary], subject: SbomSubject) -> list[PackageSummary]:
     """The packages a document lists, sorted: for a minimal image those that keep a file."""
     chosen = [p for p in packages if not subject.minimal or p.status in ("kept", "partly-kept")]
-    return sorted(chosen, key=lambda p: (p.manager, p.name, p.version, p.arch, p.purl))
+    return sorted(chosen, key=lambda p: (p.manager, p.name, p.version, p.arch, p.purl, p.status,
+                                         p.file_count, p.kept_files, p.size_bytes, p.kept_bytes))
 
 
 def slim_facts(p: PackageSummary) -> list[tuple[str, str]]:
@@ -151,6 +152,7 @@ def render_cyclonedx(packages: Sequence[PackageSummary], subject: SbomSubject) -
                                                  type=ComponentType.APPLICATION))
     for c in components:
         bom.components.add(c)
+    bom.register_dependency(image, components)  # the image is made of its packages
     text = JsonV1Dot6(bom).output_as_string(indent=2)
     # re-serialized with sorted keys: the same packages give the same bytes
     return (json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
