@@ -58,6 +58,7 @@ DPKG_STATUS = "/var/lib/dpkg/status"
 DPKG_STATUS_D = "/var/lib/dpkg/status.d"
 DPKG_INFO = "/var/lib/dpkg/info"
 APK_INSTALLED = "/lib/apk/db/installed"
+DPKG_LAYOUT = ("/var/lib/dpkg/info/format", "/var/lib/dpkg/arch")
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 # what scanners (syft, grype, trivy) read to name the distribution of an image's packages
 DISTRO_FILES = (*OS_RELEASE, "/etc/debian_version", "/etc/alpine-release")
@@ -593,6 +594,10 @@ def metadata_paths(db: PackageDB, kept: set[str]) -> set[str]:
     databases' spellings of kept files cross. `kept` holds normalized paths."""
     fs = db.fs
     out: set[str] = set()
+    if any(p.manager == "dpkg" and p.info for p in db.packages):
+        # dpkg names info files "pkg:arch.*" only when info/format says "1" (the multiarch
+        # layout, dpkg's src/main/infodb-format.c); arch lists foreign architectures
+        out.update(p for p in DPKG_LAYOUT if fs.is_file(p))
     if db.packages:
         for path in DISTRO_FILES:
             res = fs.resolve(path)

@@ -51,6 +51,7 @@ def make_root(r: Path) -> Path:
         "/etc/nginx/mime.types\n")
     put(r, f"{info}/nginx.conffiles", "/etc/nginx/nginx.conf\n/etc/nginx/mime.types\n")
     put(r, f"{info}/nginx.postinst", "#!/bin/sh\n", 0o755)
+    put(r, f"{info}/format", "1\n")
     put(r, f"{info}/docs.list", "/usr/share/doc/docs/README\n")
     put(r, f"{info}/docs.md5sums", "dddd  usr/share/doc/docs/README\n")
     # a Python distribution (RECORD paths are relative to site-packages)

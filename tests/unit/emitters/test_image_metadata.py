@@ -68,6 +68,7 @@ def test_dpkg_query_reads_the_trimmed_database(img: LoadedImage, tmp_path: Path)
     for path in listed:  # every listed path is in the minimal image
         assert (root / path.lstrip("/")).exists() or (root / path.lstrip("/")).is_symlink(), path
     assert not (admindir / "info/docs.list").exists()
+    assert (admindir / "info/format").read_text() == "1\n"  # "pkg:arch.list" names need it
     assert not (admindir / "info/nginx.postinst").exists()
     # scanners find the distribution and the kept Python distribution's metadata
     assert (root / "usr/lib/os-release").is_file() and (root / "etc/os-release").is_symlink()
