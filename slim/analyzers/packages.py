@@ -28,7 +28,9 @@ whose metadata a dpkg/apk package owns is that OS package's business and is not 
 
 The minimal image carries a rewritten database (`rewrite_databases`): only packages that keep at
 least one file, their file lists, md5sums and conffiles trimmed to what is kept, a partly kept
-dpkg package marked `X-Slim-Trimmed:`, and kept Python distributions' RECORD trimmed likewise.
+dpkg package marked `X-Slim-Trimmed:`, kept Python distributions' RECORD trimmed likewise, and
+npm's hidden lockfile (node_modules/.package-lock.json) without the packages that are gone. An
+npm package.json or a gemspec describes its package, not its files: kept as it is.
 `metadata_paths` names what the minimal image adds so scanners can read it (os-release, the
 dist-info/package.json/gemspec of kept language packages).
 """
@@ -65,6 +67,7 @@ DISTRO_FILES = (*OS_RELEASE, "/etc/debian_version", "/etc/alpine-release")
 MAX_DB_BYTES = 256 << 20
 TRIMMED_FIELD = "X-Slim-Trimmed"  # added to the dpkg stanza of a partly kept package
 LANGUAGE_MANAGERS = ("python", "npm", "gem", "jar")
+NPM_HIDDEN_LOCKFILE = "/node_modules/.package-lock.json"
 
 # dpkg states whose files are on disk (dpkg-query(1) "Status" third word); "config-files" and
 # "not-installed" leave at most conffiles behind, so their lists are not attributed.
@@ -745,7 +748,29 @@ def rewrite_databases(db: PackageDB, present: set[str]) -> DatabaseRewrite:
         if pkg.manager == "python" and id(pkg) in kept and here(pkg.db_path):
             out[pkg.db_path] = _trim_record(_read(fs, pkg.db_path) or "",
                                             posixpath.dirname(posixpath.dirname(pkg.db_path)), here)
+    for lock in sorted(p for p in present if p.endswith(NPM_HIDDEN_LOCKFILE)):
+        trimmed = _trim_npm_lockfile(_read(fs, lock), posixpath.dirname(posixpath.dirname(lock)), here)
+        if trimmed is not None:
+            out[lock] = trimmed
     return DatabaseRewrite(out)
+
+
+def _trim_npm_lockfile(text: str | None, project: str, here: Callable[[str], bool]) -> bytes | None:
+    """npm's hidden lockfile (node_modules/.package-lock.json, npm 7+) without the entries of
+    packages whose directory the minimal image does not have; None when nothing changes (or
+    the file is not JSON npm wrote)."""
+    try:
+        doc = json.loads(text or "")
+    except ValueError:
+        return None
+    packages = doc.get("packages") if isinstance(doc, dict) else None
+    if not isinstance(packages, dict):
+        return None
+    kept = {k: v for k, v in packages.items() if not k or here(posixpath.join(project, k))}
+    if len(kept) == len(packages):
+        return None
+    doc["packages"] = kept
+    return _encode(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")  # npm's own layout
 
 
 def _trim_md5sums(text: str, here: Callable[[str], bool]) -> bytes:
@@ -849,6 +874,7 @@ class PackageAnalyzer(Analyzer):
     capture = Capture(globs=(DPKG_STATUS, f"{DPKG_INFO}/*.list", f"{DPKG_INFO}/*.conffiles",
                              f"{DPKG_INFO}/*.md5sums", f"{DPKG_STATUS_D}/*", APK_INSTALLED,
                              *DISTRO_FILES, "**/*.dist-info/RECORD", "**/node_modules/**/package.json",
+                             f"**{NPM_HIDDEN_LOCKFILE}",
                              "**/specifications/*.gemspec", "**/*.jar"))
 
     def wants(self, entry: FileEntry) -> bool:

@@ -69,7 +69,9 @@ def make_root(r: Path) -> Path:
     put(r, f"{nm}/@acme/util/index.js", "module.exports = 1\n")
     put(r, f"{nm}/@acme/util/node_modules/left-pad/package.json", json.dumps({"name": "left-pad", "version": "1.3.0"}))
     put(r, f"{nm}/@acme/util/node_modules/left-pad/index.js", "module.exports = 2\n")
-    put(r, f"{nm}/.package-lock.json", "{}")
+    put(r, f"{nm}/.package-lock.json", json.dumps({"name": "app", "lockfileVersion": 3, "packages": {
+        "node_modules/@acme/util": {"version": "1.2.3"},
+        "node_modules/@acme/util/node_modules/left-pad": {"version": "1.3.0"}}}))
     # a gem with a native extension
     gems = "/var/lib/gems/3.1.0"
     put(r, f"{gems}/specifications/nio4r-2.5.9.gemspec", 's.name = "nio4r".freeze\ns.version = "2.5.9"\n')
@@ -192,6 +194,18 @@ def test_rewrite_record(img: LoadedImage) -> None:
     record = rewrite_databases(db, present).written[f"{site}/Flask-3.0.0.dist-info/RECORD"].decode()
     assert record == ("flask/__init__.py,sha256=a,6\nFlask-3.0.0.dist-info/METADATA,sha256=d,30\n"
                       "Flask-3.0.0.dist-info/RECORD,,\n")
+
+
+def test_rewrite_npm_hidden_lockfile(img: LoadedImage) -> None:
+    db = read_packages(img.rootfs)
+    nm = "/app/node_modules"
+    present = _present({f"{nm}/@acme/util/index.js", f"{nm}/.package-lock.json"})
+    doc = json.loads(rewrite_databases(db, present).written[f"{nm}/.package-lock.json"])
+    assert doc == {"name": "app", "lockfileVersion": 3, "packages": {"node_modules/@acme/util": {"version": "1.2.3"}}}
+    # nothing gone: the file is left as it is
+    both = _present({f"{nm}/@acme/util/index.js", f"{nm}/@acme/util/node_modules/left-pad/index.js",
+                     f"{nm}/.package-lock.json"})
+    assert f"{nm}/.package-lock.json" not in rewrite_databases(db, both).files
 
 
 def test_rewrite_apk(tmp_path: Path, opened: list[LoadedImage]) -> None:
