@@ -31,8 +31,9 @@ least one file, their file lists, md5sums and conffiles trimmed to what is kept,
 dpkg package marked `X-Slim-Trimmed:`, kept Python distributions' RECORD trimmed likewise, and
 npm's hidden lockfile (node_modules/.package-lock.json) without the packages that are gone. An
 npm package.json or a gemspec describes its package, not its files: kept as it is.
-`metadata_paths` names what the minimal image adds so scanners can read it (os-release, the
-dist-info/package.json/gemspec of kept language packages).
+`metadata_paths` names what the minimal image adds so scanners can read it (os-release, kept
+dpkg packages' /usr/share/doc/NAME/copyright, the dist-info/package.json/gemspec of kept
+language packages).
 """
 
 from __future__ import annotations
@@ -593,14 +594,23 @@ def _language_metadata(fs: RootFS, pkg: Package) -> list[str]:
 def metadata_paths(db: PackageDB, kept: set[str]) -> set[str]:
     """What the minimal image holds beside the keep set so scanners can still read it: the
     distribution's os-release (and the files it links to) when the image has OS packages, the
-    metadata of every language package that keeps a file, and the directory links the
-    databases' spellings of kept files cross. `kept` holds normalized paths."""
+    copyright file of every dpkg package that keeps a file, the metadata of every language
+    package that keeps a file, and the directory links the databases' spellings of kept files
+    cross. `kept` holds normalized paths."""
     fs = db.fs
     out: set[str] = set()
     if any(p.manager == "dpkg" and p.info for p in db.packages):
         # dpkg names info files "pkg:arch.*" only when info/format says "1" (the multiarch
         # layout, dpkg's src/main/infodb-format.c); arch lists foreign architectures
         out.update(p for p in DPKG_LAYOUT if fs.is_file(p))
+    for pkg in db.packages:
+        # a kept Debian package keeps its copyright file: the license its binaries ship under
+        # (Debian Policy 12.5), and what syft reads for a deb package's licenses
+        if pkg.manager == "dpkg" and any(f in kept for f, _ in _files(fs, pkg)):
+            doc = f"/usr/share/doc/{pkg.name}/copyright"
+            res = fs.resolve(doc)
+            if res.exists and fs.is_file(res.path):
+                out.update((db.normalize(doc), *res.links, res.path))
     if db.packages:
         for path in DISTRO_FILES:
             res = fs.resolve(path)

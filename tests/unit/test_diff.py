@@ -162,4 +162,4 @@ def test_slim_build_diffs_as_partly_kept(tmp_path: Path) -> None:
         if p.status == "removed":
             assert p.head_files == 0, p
     text = render_diff_text(d)
-    assert "partly-kept  libc6" in text and "3 → 1" in text
+    assert "partly-kept  libc6" in text and "4 → 2" in text  # libc.so.6 and its copyright

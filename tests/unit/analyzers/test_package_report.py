@@ -38,13 +38,14 @@ def make_root(r: Path) -> Path:
     put(r, "/etc/nginx/nginx.conf", "events {}\n")
     put(r, "/etc/nginx/mime.types", "types {}\n")
     put(r, "/usr/share/doc/docs/README", "x" * 50)
+    put(r, "/usr/share/doc/libc6/copyright", "GPL " * 5)
     put(r, "/usr/lib/os-release", 'ID=debian\nVERSION_ID="12"\n')
     (r / "etc/os-release").symlink_to("../usr/lib/os-release")
     put(r, "/var/lib/dpkg/status", STATUS_WITH_FIELDS)
     info = "/var/lib/dpkg/info"
     # libc6 lists the pre-merged spelling, and /lib itself (a link in this image)
     put(r, f"{info}/libc6:amd64.list", "/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n"
-        "/lib/x86_64-linux-gnu/libm.so.6\n/bin\n/bin/true\n")
+        "/lib/x86_64-linux-gnu/libm.so.6\n/bin\n/bin/true\n/usr/share/doc/libc6/copyright\n")
     put(r, f"{info}/libc6:amd64.md5sums", "aaaa  lib/x86_64-linux-gnu/libc.so.6\nbbbb  lib/x86_64-linux-gnu/libm.so.6\n"
         "cccc  bin/true\n")
     put(r, f"{info}/nginx.list", "/.\n/usr\n/usr/sbin\n/usr/sbin/nginx\n/etc\n/etc/nginx\n/etc/nginx/nginx.conf\n"
@@ -127,8 +128,9 @@ def test_report_statuses_and_purls(img: LoadedImage) -> None:
             "/app/lib/guava-32.1.jar"}
     sums = {(s.manager, s.name): s for s in package_summaries(db, img.rootfs, kept)}
     libc = sums[("dpkg", "libc6")]
-    # /bin and /lib are libc6's directories seen through merged-/usr links, not its files
-    assert (libc.status, libc.file_count, libc.kept_files) == ("kept", 3, 3)
+    # /bin and /lib are libc6's directories seen through merged-/usr links, not its files; its
+    # copyright file comes along with a kept package (metadata_paths)
+    assert (libc.status, libc.file_count, libc.kept_files) == ("kept", 4, 4)
     nginx = sums[("dpkg", "nginx")]
     assert (nginx.status, nginx.kept_files, nginx.file_count) == ("partly-kept", 1, 3)
     assert nginx.source == "nginx-src"
@@ -157,6 +159,9 @@ def test_metadata_paths(img: LoadedImage) -> None:
     assert {"/etc/os-release", "/usr/lib/os-release", f"{site}/Flask-3.0.0.dist-info/METADATA",
             f"{site}/Flask-3.0.0.dist-info/RECORD"} <= extra
     assert not any("node_modules" in p or "gems" in p for p in extra)
+    # a kept dpkg package brings its copyright file; one with nothing kept does not
+    assert "/usr/share/doc/libc6/copyright" in metadata_paths(db, {"/usr/lib/x86_64-linux-gnu/libm.so.6"})
+    assert not any(p.startswith("/usr/share/doc/") for p in extra)
 
 
 def _present(paths: set[str]) -> set[str]:
@@ -172,7 +177,7 @@ def test_rewrite_dpkg(img: LoadedImage) -> None:
     assert [ln for ln in status.splitlines() if ln.startswith("Package:")] == ["Package: libc6", "Package: nginx"]
     # the stanzas keep their fields; partly kept ones say so; dropped conffiles go
     assert "Description: GNU C Library\n long description line" in status
-    assert "X-Slim-Trimmed: kept-files=1 removed-files=2 kept-bytes=100 removed-bytes=60" in status
+    assert "X-Slim-Trimmed: kept-files=1 removed-files=3 kept-bytes=100 removed-bytes=80" in status
     assert "X-Slim-Trimmed: kept-files=2 removed-files=1 kept-bytes=210 removed-bytes=9" in status
     assert " /etc/nginx/nginx.conf fedcba9876543210" in status and "mime.types" not in status
     assert status.endswith("\n\n")
