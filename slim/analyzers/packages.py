@@ -679,9 +679,11 @@ def _trim_note(kept_files: int, files: int, kept_bytes: int, size: int) -> str:
 @dataclass(frozen=True)
 class DatabaseRewrite:
     """The package metadata files of a minimal image: path -> new contents, or None for a
-    database file that must not be there (the records of a removed package)."""
+    database file that must not be there (the records of a removed package); `unchanged`
+    names the database files the minimal image carries as they are (nothing was trimmed)."""
 
     files: dict[str, bytes | None]
+    unchanged: frozenset[str] = frozenset()
 
     @property
     def written(self) -> dict[str, bytes]:
@@ -728,7 +730,8 @@ def rewrite_databases(db: PackageDB, present: set[str]) -> DatabaseRewrite:
             out[db_path] = None  # a distroless status.d file of a removed package
             out[db_path + ".md5sums"] = None
             continue
-        out[db_path] = _encode("".join(st + "\n\n" for st in stanzas))
+        whole = stanzas == _stanzas_raw(text)  # every package whole: left as it is (see below)
+        out[db_path] = _encode(text) if whole else _encode("".join(st + "\n\n" for st in stanzas))
         if db_path != DPKG_STATUS:
             md5 = db_path + ".md5sums"
             if fs.exists(md5):
@@ -762,7 +765,17 @@ def rewrite_databases(db: PackageDB, present: set[str]) -> DatabaseRewrite:
         trimmed = _trim_npm_lockfile(_read(fs, lock), posixpath.dirname(posixpath.dirname(lock)), here)
         if trimmed is not None:
             out[lock] = trimmed
-    return DatabaseRewrite(out)
+    # a file the rewrite leaves byte for byte as it was is carried, not rewritten (under
+    # --keep-base it then stays in its base layer)
+    unchanged = frozenset(p for p, data in out.items() if data is not None and _same(fs, p, data))
+    return DatabaseRewrite({p: d for p, d in out.items() if p not in unchanged}, unchanged)
+
+
+def _same(fs: RootFS, path: str, data: bytes) -> bool:
+    try:
+        return fs.read(path, len(data) + 1) == data
+    except AnalysisError:
+        return False
 
 
 def _trim_npm_lockfile(text: str | None, project: str, here: Callable[[str], bool]) -> bytes | None:

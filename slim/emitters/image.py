@@ -117,7 +117,7 @@ def plan_metadata(loaded: Any, keep: set[str], base_view: dict[str, FileEntry] |
     present = {e.path for e, _ in minimal_entries(loaded, keep_all)} | set(base_view or {})
     rewrite = rewrite_databases(db, present)
     written = rewrite.written
-    final = (keep_all - rewrite.absent) | set(written)
+    final = (keep_all - rewrite.absent) | set(written) | rewrite.unchanged
     image_paths = present - rewrite.absent
     packages = tuple(package_summaries(db, fs, image_paths))
     return MetadataPlan(final, written, rewrite.absent, packages)

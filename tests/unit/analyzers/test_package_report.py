@@ -191,6 +191,35 @@ def test_rewrite_dpkg(img: LoadedImage) -> None:
     assert "/var/lib/dpkg/info/nginx.postinst" not in rw.files
 
 
+def test_rewrite_leaves_whole_databases_as_they_are(img: LoadedImage) -> None:
+    db = read_packages(img.rootfs)
+    everything = {e.path for e in img.rootfs.walk()}
+    rw = rewrite_databases(db, everything)
+    assert {"/var/lib/dpkg/info/nginx.list", "/var/lib/dpkg/info/libc6:amd64.md5sums"} <= rw.unchanged
+    assert not rw.absent
+    # only the stanza of a package that is not on disk ("config-files") goes
+    assert list(rw.written) == ["/var/lib/dpkg/status"]
+    status = rw.written["/var/lib/dpkg/status"].decode()
+    assert "Package: gone" not in status and "X-Slim-Trimmed" not in status
+
+
+def test_rewrite_distroless_status_d(tmp_path: Path, opened: list[LoadedImage]) -> None:
+    r = tmp_path / "root"
+    put(r, "/usr/bin/tool", b"\x7fELF" + b"t" * 10, 0o755)
+    put(r, "/usr/share/doc/tool/README", "doc\n")
+    put(r, "/usr/bin/other", b"o")
+    put(r, "/var/lib/dpkg/status.d/tool", "Package: tool\nVersion: 3\nArchitecture: amd64\n")
+    put(r, "/var/lib/dpkg/status.d/tool.md5sums", "aa  usr/bin/tool\nbb  usr/share/doc/tool/README\n")
+    put(r, "/var/lib/dpkg/status.d/other", "Package: other\nVersion: 1\nArchitecture: amd64\n")
+    put(r, "/var/lib/dpkg/status.d/other.md5sums", "cc  usr/bin/other\n")
+    loaded = load_image(f"rootfs:{r}")
+    opened.append(loaded)
+    rw = rewrite_databases(read_packages(loaded.rootfs), _present({"/usr/bin/tool"}))
+    assert rw.written["/var/lib/dpkg/status.d/tool.md5sums"] == b"aa  usr/bin/tool\n"
+    assert b"X-Slim-Trimmed: kept-files=1 removed-files=1" in rw.written["/var/lib/dpkg/status.d/tool"]
+    assert rw.absent == {"/var/lib/dpkg/status.d/other", "/var/lib/dpkg/status.d/other.md5sums"}
+
+
 def test_rewrite_record(img: LoadedImage) -> None:
     db = read_packages(img.rootfs)
     site = "/app/venv/lib/python3.11/site-packages"
