@@ -61,6 +61,7 @@ class BuildOptions:
     tag: str = ""  # NAME:TAG of the output (default: the source's repository with tag "slim")
     strict_probes: bool = False  # a probe failing on the original is fatal
     compression: str = "gzip"
+    sbom: str = ""  # --sbom cyclonedx|spdx: an SBOM of the minimal image (slim.emitters.sbom)
 
     @property
     def run(self) -> RunOptions:
@@ -300,7 +301,7 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
         staged = _stage(out, os.path.join(work, f"try{attempt}"))
         say(f"writing the minimal image ({len(keep)} paths)")
         built = build_image(loaded, keep, str(staged), keep_base=options.keep_base,
-                            compression=options.compression, tag=tag)
+                            compression=options.compression, tag=tag, sbom=options.sbom)
         if not (options.verify and original is not None):
             _publish(staged, out)
             return _outcome(analysis, built, None, fixes, None, options, start, original)
@@ -323,6 +324,23 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _publish_sbom(built: BuiltImage, options: BuildOptions) -> dict[str, str] | None:
+    """Where the build's SBOM went: a referrer in an OCI layout (written with the image), or
+    beside a docker-archive (FILE.cdx.json / FILE.spdx.json, written here). Raises EmitError."""
+    if not built.sbom:
+        return None
+    from slim.emitters.sbom import SBOM_FORMATS, sbom_beside
+    from slim.outputs import write_file
+
+    out = parse_output(options.dest)
+    fmt = SBOM_FORMATS[built.sbom_format]
+    if out.transport == "docker-archive":
+        path = sbom_beside(out.location, fmt.name)
+        write_file(path, built.sbom, what="SBOM")
+        return {"format": fmt.name, "media_type": fmt.media_type, "path": path}
+    return {"format": fmt.name, "media_type": fmt.media_type, "attached_to": built.digest}
+
+
 def _work_parent(out: OutputRef) -> str | None:
     """Stage next to the destination so the final move is a rename on the same filesystem."""
     if out.transport == "docker":
@@ -341,6 +359,8 @@ def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
     published = bool(verified) or verified is None or options.keep_unverified
     if options.load and published:
         _load_into_daemon(parse_output(options.dest).location, options.tag)
+    result = replace(result, packages=list(built.packages) or result.packages)
+    sbom = _publish_sbom(built, options) if published else None
     reduction = result.image.size_bytes / built.size_bytes if built.size_bytes else 0.0
     result = replace(result, build={
         "output": options.dest if published else "",
@@ -354,6 +374,7 @@ def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
             {"spec": c.spec, "compared": c.compared, "differences": list(c.differences)}
             for c in verification.comparisons],
         "missing_files": list(verification.missing_files) if verification else [],
+        **({"sbom": sbom} if sbom else {}),
     })
     return BuildOutcome(result, built, verified, fixes,
                         verification.differences if verification else [],

@@ -95,6 +95,28 @@ def _write_reports(result: AnalysisResult, formats: list[str], output: str | Non
         write_file(path, buf.getvalue(), what=f"{emitter.name} report")
 
 
+SbomOpt = Annotated[str | None, typer.Option("--sbom", help="Also make an SBOM: cyclonedx (CycloneDX 1.6 JSON) or spdx (SPDX 2.3 JSON).")]
+
+
+def _check_sbom_format(fmt: str | None) -> None:
+    from slim.emitters.sbom import SBOM_FORMATS
+
+    if fmt is not None and fmt not in SBOM_FORMATS:
+        raise UsageError(f"--sbom {fmt}: unknown SBOM format (choose from {', '.join(SBOM_FORMATS)})")
+
+
+def _write_sbom(analysis: Analysis, fmt: str, path: str | None) -> None:
+    """The analyzed image's SBOM to `path` (standard output for None or '-')."""
+    from slim.emitters.sbom import SbomSubject, render_sbom
+    from slim.outputs import is_stdout, write_file
+
+    doc = render_sbom(fmt, analysis.result.packages, SbomSubject.of(analysis.loaded, minimal=False))
+    if path is None or is_stdout(path):
+        sys.stdout.write(doc.decode())
+    else:
+        write_file(path, doc, what="SBOM")
+
+
 # Options shared by the commands that compute a keep set (analyze, build, why, graph, seccomp,
 # manifest). Typer has no option groups across commands; these aliases keep them identical.
 ImageArg = Annotated[str, typer.Argument(help="Image reference: docker-archive:FILE, oci:DIR[:TAG], oci-archive:FILE, rootfs:DIR, docker-daemon:NAME, docker://REF, NAME[:TAG].")]
@@ -187,12 +209,20 @@ def analyze(
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the analysis left unknowns.")] = False,
+    sbom: SbomOpt = None,
+    sbom_output: Annotated[str | None, typer.Option("--sbom-output", help="Write the SBOM here (default: standard output, instead of the report unless --format or --output is given).")] = None,
 ) -> None:
     """Where an image's bytes go, and what its app really needs (every kept file with its reasons)."""
     from slim.emitters import EMITTERS
 
+    sbom_to_stdout = bool(sbom) and (sbom_output is None or sbom_output == "-")
+    report_wanted = not sbom_to_stdout or bool(formats) or output is not None
     formats = list(dict.fromkeys(formats or ["text"]))
     try:
+        _check_sbom_format(sbom)
+        if sbom_to_stdout and report_wanted and (output is None or output == "-"):
+            raise UsageError("--sbom: the SBOM and the report cannot both go to standard output "
+                             "(give --sbom-output FILE or --output)")
         unknown = [f for f in formats if f not in EMITTERS]
         if unknown:
             raise UsageError(f"--format {unknown[0]}: unknown format (choose from {', '.join(sorted(EMITTERS))})")
@@ -200,10 +230,17 @@ def analyze(
             raise UsageError(f"--format {' '.join(formats)}: several formats need --output DIR")
         options = _options(rules, keep, drop, keep_app, static=static, syscalls=syscalls)
         tracing = _tracing(trace, probe, runner, network, timeout, trace_file, save_trace)
+        if sbom and not sbom_to_stdout:
+            from slim.outputs import check_output
+
+            check_output(sbom_output or "", what="SBOM")
         with _analyzed(image, options, tracing) as analysis:
             result = analysis.result
             why_fn = analysis.closure.graph.why if analysis.closure else None
-            _write_reports(result, formats, output, why=why_fn)
+            if report_wanted:
+                _write_reports(result, formats, output, why=why_fn)
+            if sbom:
+                _write_sbom(analysis, sbom, sbom_output)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]
@@ -304,6 +341,7 @@ def build(
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
     report: Annotated[str | None, typer.Option("--report", help="Also write the JSON report (with build{}) here.")] = None,
+    sbom: Annotated[str | None, typer.Option("--sbom", help="Also make an SBOM of the minimal image: cyclonedx or spdx. Attached as an OCI referrer to oci:/oci-archive: outputs; written beside a docker-archive (FILE.cdx.json, FILE.spdx.json).")] = None,
 ) -> None:
     """Write the minimal image, verify it behaves as the original, repair it when it does not."""
     from slim.build import BuildOptions
@@ -311,6 +349,10 @@ def build(
     from slim.outputs import check_output, write_file
 
     try:
+        _check_sbom_format(sbom)
+        if sbom and output.startswith("docker://"):
+            raise UsageError(f"--sbom: {output}: a pushed image gets no SBOM referrer yet; "
+                             "write to oci:, oci-archive: or docker-archive: and push it yourself")
         if report:
             check_output(report, what="report")
         if trace and mode == "static":
@@ -319,7 +361,7 @@ def build(
             dest=output, probes=_probes(probe), mode=mode, verify=verify, runner=runner,
             network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
             keep_unverified=keep_unverified, load=load_image, tag=tag,
-            strict_probes=strict_probes), say=_say)
+            strict_probes=strict_probes, sbom=sbom or ""), say=_say)
         if report:
             from slim.emitters.report_json import render_json
 
@@ -362,6 +404,10 @@ def _print_build(image: str, output: str, outcome: BuildOutcome, explain: bool,
     else:
         state = f"NOT verified: nothing was compared ({outcome.unverified_why or 'no run'})"
     typer.echo(f"{output}: {built.digest} ({state})")
+    sbom_info = (res.build or {}).get("sbom")
+    if isinstance(sbom_info, dict):
+        where = sbom_info.get("path") or f"an OCI referrer of {output}"
+        typer.echo(f"SBOM ({sbom_info['format']}): {where}")
 
 
 @app.command()

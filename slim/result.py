@@ -79,6 +79,11 @@ class KeptFile:
 
 @dataclass(frozen=True)
 class PackageSummary:
+    """One package (dpkg, apk, or a language package: python, npm, gem, jar) and what of it a
+    minimal image keeps. size_bytes/file_count: its non-directory entries in the image;
+    kept_bytes/kept_files: those the minimal image keeps; status: kept, partly-kept or removed
+    ("" when no keep set was computed)."""
+
     name: str
     version: str
     manager: str
@@ -86,6 +91,11 @@ class PackageSummary:
     kept_bytes: int
     unused: bool
     file_count: int = 0
+    kept_files: int = 0
+    status: str = ""
+    arch: str = ""
+    source: str = ""  # the source package (dpkg Source, apk origin)
+    purl: str = ""  # package URL, "" when it cannot be named
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ here, so the byte-level rules live in one place:
 * Blobs: gzip with mtime 0 and no file name (RFC 1952 header fields that would otherwise vary),
   zstd, or uncompressed; stored as `<dir>/<sha256 hex>`.
 * Layouts: OCI image-layout (`oci-layout`, `index.json`, `blobs/sha256/…`), as a directory or an
-  uncompressed tar; `docker save` archives in both the Docker 25+ OCI-in-archive form and the
+  uncompressed tar, optionally with referrer artifacts (image-spec 1.1 manifest.md "Guidelines
+  for Artifact Usage": an empty config, the artifact as the one layer, `artifactType`, and a
+  `subject` naming the image manifest; listed in index.json after the image); `docker save` archives in both the Docker 25+ OCI-in-archive form and the
   legacy form (`<id>/layer.tar`, `<config hex>.json`, `manifest.json`, `repositories`).
   JSON is written with sorted keys and no whitespace; outer tars are sorted with fixed metadata.
 * Atomicity and safety: an image is written into a temporary sibling of its destination and
@@ -32,6 +34,7 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -50,6 +53,8 @@ CHUNK = 1 << 20
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_OCI_EMPTY = "application/vnd.oci.empty.v1+json"  # image-spec 1.1 "the empty descriptor"
+EMPTY_JSON = b"{}"
 MEDIA_LAYER = {
     "none": "application/vnd.oci.image.layer.v1.tar",
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -57,6 +62,7 @@ MEDIA_LAYER = {
 }
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
+TITLE = "org.opencontainers.image.title"
 SLIM_ANNOTATION = "org.slim.version"  # on index entries slim wrote (see is_slim_layout)
 
 _KIND_TYPE = {
@@ -79,6 +85,16 @@ class LayerBlob:
     diff_id: str
     size: int
     media_type: str
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """An artifact that refers to the image (an SBOM): its artifactType (= the blob's media
+    type), its bytes and the file name recorded as the blob's title."""
+
+    artifact_type: str
+    data: bytes
+    title: str
 
 
 def canonical_json(doc: Any) -> bytes:
@@ -216,6 +232,10 @@ class LayerTarWriter:
                         tf.addfile(pending.info, self._spool)
         finally:
             self._spool.close()
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _sha256_file(path: str) -> tuple[str, int]:
@@ -382,6 +402,7 @@ def write_image(
     tag: str | None = "latest",
     docker_form: str = "oci",
     mark_slim: bool = False,
+    referrers: Sequence[Referrer] = (),
 ) -> str:
     """Write an image with these layers (base first) and OCI image `config` to `dest`.
 
@@ -391,13 +412,16 @@ def write_image(
     `tag=None` (and no tag in `dest`) the image is written without a name: no RepoTags, so
     `docker load` never takes over a name another image has.
     docker_form: "oci" (Docker 25+ OCI-in-archive) or "legacy" (`<id>/layer.tar`).
-    `mark_slim` annotates the index entry as slim's output (`is_slim_layout`).
+    `mark_slim` annotates the index entry as slim's output (`is_slim_layout`). `referrers` are
+    written as artifact manifests whose `subject` is the image (OCI layouts only).
     An existing destination is replaced as a whole (an OCI directory is not merged into).
     Returns the config digest ("sha256:…", the image ID). Raises EmitError.
     """
     out = parse_output(dest)
     if out.transport == "docker":
         raise EmitError(f"{dest}: write to oci:, oci-archive: or docker-archive:, then push")
+    if referrers and out.transport == "docker-archive":
+        raise EmitError(f"{dest}: a docker-archive cannot carry referrer artifacts")
     transport, location = out.transport, out.location
     if docker_form not in ("oci", "legacy"):
         raise EmitError(f"{dest}: docker_form must be 'oci' or 'legacy', not {docker_form!r}")
@@ -417,7 +441,7 @@ def write_image(
                 files = _legacy_files(layers, cfg_bytes, cfg_digest, repo_tag, scratch)
             else:
                 files = _oci_files(layers, cfg_bytes, cfg_digest, short, repo_tag,
-                                   transport == "docker-archive", mark_slim)
+                                   transport == "docker-archive", mark_slim, referrers)
             if transport == "oci":
                 with atomic_dir(location, what="OCI layout", is_previous=is_slim_layout) as tmp:
                     sink = _Sink(tmp, None)
@@ -441,7 +465,7 @@ _File = tuple[str, bytes | None, str]  # (name in the layout, bytes or None, hos
 
 def _oci_files(
     layers: list[LayerBlob], cfg_bytes: bytes, cfg_digest: str, short: str, repo_tag: str,
-    docker: bool, mark_slim: bool = False,
+    docker: bool, mark_slim: bool = False, referrers: Sequence[Referrer] = (),
 ) -> list[_File]:
     """Files of an OCI image layout (image-spec image-layout.md), plus Docker's manifest.json."""
     manifest = {
@@ -457,7 +481,7 @@ def _oci_files(
         annotations[SLIM_ANNOTATION] = __version__
     if docker and repo_tag:  # Docker 25+ `docker save` also names the image for containerd
         annotations["io.containerd.image.name"] = repo_tag
-    index = {
+    index: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_INDEX,
         "manifests": [
@@ -469,6 +493,26 @@ def _oci_files(
         blobs.setdefault(b.digest, _Blob(b.digest, path=b.path))
     blobs[cfg_digest] = _Blob(cfg_digest, data=cfg_bytes)
     blobs[man_digest] = _Blob(man_digest, data=man_bytes)
+    subject = {"mediaType": MEDIA_OCI_MANIFEST, "digest": man_digest, "size": len(man_bytes)}
+    for ref in referrers:
+        empty_digest = _sha256(EMPTY_JSON)
+        data_digest = _sha256(ref.data)
+        artifact = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "artifactType": ref.artifact_type,
+            "config": {"mediaType": MEDIA_OCI_EMPTY, "digest": empty_digest, "size": len(EMPTY_JSON)},
+            "layers": [{"mediaType": ref.artifact_type, "digest": data_digest, "size": len(ref.data),
+                        "annotations": {TITLE: ref.title}}],
+            "subject": subject,
+        }
+        art_bytes = canonical_json(artifact)
+        art_digest = _sha256(art_bytes)
+        blobs[empty_digest] = _Blob(empty_digest, data=EMPTY_JSON)
+        blobs[data_digest] = _Blob(data_digest, data=ref.data)
+        blobs[art_digest] = _Blob(art_digest, data=art_bytes)
+        index["manifests"].append({"mediaType": MEDIA_OCI_MANIFEST, "digest": art_digest,
+                                   "size": len(art_bytes), "artifactType": ref.artifact_type})
     files: list[_File] = [("oci-layout", OCI_LAYOUT, ""), ("index.json", canonical_json(index), "")]
     files += [(blob.name, blob.data, blob.path) for blob in blobs.values()]
     if docker:

@@ -161,13 +161,19 @@ def _keep_section(result: AnalysisResult, console: Console) -> None:
 
 
 def _packages_section(result: AnalysisResult, console: Console) -> None:
-    """The largest installed packages, their kept bytes and whether they look unused."""
+    """The largest installed packages, what the minimal image keeps of each (bytes, files) and
+    their status: kept, partly-kept or removed."""
     if result.packages:
-        table = Table(title=f"Packages ({len(result.packages)})", title_justify="left")
-        for col in ("package", "version", "manager", "size", "kept", "unused"):
-            table.add_column(col, justify="right" if col in ("size", "kept") else "left")
+        counts = {s: sum(1 for p in result.packages if p.status == s) for s in ("kept", "partly-kept", "removed")}
+        detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        title = f"Packages ({len(result.packages)}{'; ' + detail if detail else ''})"
+        table = Table(title=title, title_justify="left")
+        for col in ("package", "version", "manager", "size", "kept", "files kept", "status"):
+            table.add_column(col, justify="right" if col in ("size", "kept", "files kept") else "left")
         for p in sorted(result.packages, key=lambda p: (-p.size_bytes, p.manager, p.name))[:MAX_ROWS]:
-            table.add_row(Text(p.name), Text(p.version), p.manager, format_bytes(p.size_bytes), format_bytes(p.kept_bytes), "yes" if p.unused else "")
+            status = p.status or ("unused" if p.unused else "")
+            table.add_row(Text(p.name), Text(p.version), p.manager, format_bytes(p.size_bytes),
+                          format_bytes(p.kept_bytes), f"{p.kept_files}/{p.file_count}", status)
         console.print(table)
 
 
