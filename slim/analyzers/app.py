@@ -34,6 +34,9 @@ SYSTEM_PREFIXES = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin
                    "/proc", "/sys", "/dev", "/var/lib/dpkg", "/var/lib/apt", "/var/cache")
 # Pseudo filesystems and scratch space: never a reason to keep anything.
 IGNORED_LITERAL_PREFIXES = ("/dev", "/proc", "/sys", "/tmp")
+# files whose path literals describe the machine a program was built on, never what it opens:
+# CPython's build variables (Lib/sysconfig.py reads them as a dict: INSTALL = /usr/bin/install …)
+BUILD_RECORD_NAMES = re.compile(r"_sysconfigdata_.*\.py$")
 # The account databases name login shells and home directories: login(1), su(1) and sshd use
 # those, an application looking up a user (getpwnam) does not execute them.
 ACCOUNT_FILES = frozenset({"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/shells"})
@@ -180,6 +183,8 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
     """
     out: set[Edge] = set()
     seen: set[str] = set()
+    if BUILD_RECORD_NAMES.search(posixpath.basename(path)):
+        return []
     for m in _LITERAL_RE.finditer(text):
         lit = m.group(1)
         if lit in seen:

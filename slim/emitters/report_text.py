@@ -160,6 +160,32 @@ def _keep_section(result: AnalysisResult, console: Console) -> None:
         console.print(table)
 
 
+def _excess_section(result: AnalysisResult, console: Console) -> None:
+    """With a trace: the kept bytes no traced run touched, by reason and by chain (slim.excess)."""
+    ex = result.excess
+    if ex is None or not ex.untouched.file_count:
+        return
+    console.print(Text(
+        f"Kept but untouched by the traced run: {format_bytes(ex.untouched.size_bytes)} in "
+        f"{ex.untouched.file_count} files (the run touched {format_bytes(ex.traced.size_bytes)} in "
+        f"{ex.traced.file_count}). Candidates for --drop, or for a deeper probe if the app needs them.",
+        style="bold"))
+    table = Table(title="Untouched bytes by the reason that keeps them", title_justify="left")
+    for col in ("reason", "size", "files"):
+        table.add_column(col, justify="left" if col == "reason" else "right")
+    for r in ex.by_reason[:MAX_ROWS]:
+        table.add_row(Text(r.reason), format_bytes(r.size_bytes), str(r.file_count))
+    console.print(table)
+    chains = Table(title="Heaviest untouched chains (slim why PATH shows the rest)", title_justify="left")
+    for col in ("size", "files", "entry", "kept by", "largest file"):
+        chains.add_column(col, justify="right" if col in ("size", "files") else "left", overflow="fold")
+    for c in ex.chains:
+        by = f"{c.kind} {c.evidence}".strip() + f" from {c.src}"
+        largest = c.heaviest[0].path if c.heaviest else ""
+        chains.add_row(format_bytes(c.size_bytes), str(c.file_count), Text(c.path), Text(by), Text(largest))
+    console.print(chains)
+
+
 def _packages_section(result: AnalysisResult, console: Console) -> None:
     """The largest installed packages, what the minimal image keeps of each (bytes, files) and
     their status: kept, partly-kept or removed."""
@@ -205,5 +231,5 @@ def _gates_section(result: AnalysisResult, console: Console) -> None:
 # The sections after the headline, in the order they are printed.
 SECTIONS: tuple[Callable[[AnalysisResult, Console], None], ...] = (
     _metadata_section, _layers_section, _efficiency_section, _largest_section, _waste_section,
-    _reachability_section, _keep_section, _packages_section, _unknowns_section, _gates_section,
+    _reachability_section, _keep_section, _excess_section, _packages_section, _unknowns_section, _gates_section,
 )
