@@ -8,7 +8,9 @@ Layout of the cache ($SLIM_BENCH_CACHE or ~/.cache/slim-bench; never inside the 
 
 Each image has three layers like a typical Dockerfile: the base, the packages (the changes of
 `apt-get install` against the base: new or changed paths, OCI whiteouts for deleted ones), and
-the application files. Layers are written with slim.emitters.imagewriter. Needs root (chroot).
+the application files (plus what `post` steps such as `pip install` did, and the artifacts of a
+throwaway `builder` stage such as a Go binary). Layers are written with slim.emitters.imagewriter.
+Needs root (chroot).
 """
 
 from __future__ import annotations
@@ -144,7 +146,9 @@ def _chroot(root: str, argv: list[str], what: str, extra_env: tuple[str, ...] = 
     }
     if os.path.isfile(os.path.join(root, CHROOT_CA.lstrip("/"))):
         env["PIP_CERT"] = env["NPM_CONFIG_CAFILE"] = CHROOT_CA
-    env.update(e.split("=", 1) for e in extra_env)  # type: ignore[misc]
+    for assignment in extra_env:
+        name, _, value = assignment.partition("=")
+        env[name] = value
     _run(["chroot", root, *argv], what, env=env)
 
 

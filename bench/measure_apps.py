@@ -14,7 +14,9 @@ start-up touches). Per image:
    of the docker-archive, read here with tarfile);
 3. `slim build IMAGE --probe SHALLOW --keep-unverified --output docker-archive:OUT`: minimal
    bytes, wall time, whether slim said it verified; then the DEEP checks against OUT in Docker;
-4. `slim build IMAGE --mode static --no-verify --output docker-archive:OUT` and its deep checks.
+4. `slim build IMAGE --mode static --no-verify --output docker-archive:OUT` and its deep checks;
+5. with `--informed`: `slim build IMAGE --probe SHALLOW --probe DEEP…`, i.e. slim is shown the deep
+   paths too, and its deep checks.
 
 slim is only ever run as a command (`PYTHON -m slim`, PYTHONPATH = the checkout to measure:
 `--slim DIR` or $SLIM_BENCH_SLIM, default the checkout this bench lives in), so the measurement
@@ -489,23 +491,28 @@ def run_probes(archive: str, spec: ImageSpec, startup: float = 60, settle: float
 
 
 @dataclass
+class Output:
+    """One `slim build` of the image and what the hidden judge said of it."""
+
+    bytes: int | None = None
+    verified: str = NA  # yes | FAILED | no (slim said not verified) | n/a
+    deep: str = NA  # PASS | FAIL | FAIL (no start) | n/a
+    seconds: float | None = None
+    missing: dict[str, int] | None = None  # floor files the output has no regular file for
+
+
+@dataclass
 class AppRow:
     image: str
     fs_bytes: int | None = None
     floor_bytes: int | None = None
     floor_files: int | None = None
-    slim_missing: dict[str, int] | None = None  # floor files the slim build lacks
-    static_missing: dict[str, int] | None = None
     floor_probes_ok: bool | None = None
     orig_shallow: bool | None = None
     orig_deep: bool | None = None
-    slim_bytes: int | None = None
-    slim_verified: str = NA  # yes | FAILED | no (…) | n/a
-    slim_deep: str = NA
-    slim_seconds: float | None = None
-    static_bytes: int | None = None
-    static_deep: str = NA
-    static_seconds: float | None = None
+    slim: Output = field(default_factory=Output)  # --probe SHALLOW (what a user would run)
+    static: Output = field(default_factory=Output)  # --mode static --no-verify
+    informed: Output | None = None  # --probe SHALLOW --probe DEEP… (--informed only)
     notes: list[str] = field(default_factory=list)
 
 
@@ -527,7 +534,7 @@ def probe_specs(spec: ImageSpec) -> list[str]:
 
 
 def measure_app(spec: ImageSpec, slim: Slim, work: str, *, lock: str, rebuild: bool, timeout: float,
-                docker: bool) -> AppRow:
+                docker: bool, informed: bool = False) -> AppRow:
     row = AppRow(spec.name)
     try:
         with heavy(lock):
@@ -572,57 +579,70 @@ def measure_app(spec: ImageSpec, slim: Slim, work: str, *, lock: str, rebuild: b
 
     # slim build with the shallow probe (what a user would run), judged by the deep probe
     out = os.path.join(work, f"{spec.name}.slim.docker.tar")
-    report = os.path.join(work, f"{spec.name}.slim.report.json")
-    with heavy(lock):
-        proc, secs = slim.run("build", f"docker-archive:{archive}", "--output", f"docker-archive:{out}",
-                              "--probe", spec.probe, "--keep-unverified", "--timeout", str(timeout),
-                              "--tag", f"slim-bench/{spec.name}:slim", "--report", report)
-    row.slim_seconds = secs
-    if proc.returncode == 0 and "(verified)" in proc.stdout:
-        row.slim_verified = "yes"
-    elif proc.returncode == 0:
-        row.slim_verified = "no"
+    base = ["build", f"docker-archive:{archive}", "--output", f"docker-archive:{out}", "--probe", spec.probe]
+    # the extras first; a slim that no longer knows one of them (usage error, exit 2) gets the bare
+    # command (without --keep-unverified an unverified image is not written: then it is n/a)
+    row.slim = build_and_judge(slim, spec, "slim build", [[*base, "--keep-unverified", "--timeout", str(timeout)], base],
+                               out, floor, row.notes, lock=lock, docker=docker)
+    # static only, unverified
+    out = os.path.join(work, f"{spec.name}.static.docker.tar")
+    row.static = build_and_judge(
+        slim, spec, "static", [["build", f"docker-archive:{archive}", "--mode", "static", "--no-verify",
+                                "--output", f"docker-archive:{out}"]],
+        out, floor, row.notes, lock=lock, docker=docker)
+    if informed:
+        # slim told everything: the deep probes too (can it pass when it is shown the paths?)
+        out = os.path.join(work, f"{spec.name}.informed.docker.tar")
+        args = ["build", f"docker-archive:{archive}", "--output", f"docker-archive:{out}", "--keep-unverified",
+                "--timeout", str(timeout)]
+        for p in probe_specs(spec):
+            args += ["--probe", p]
+        row.informed = build_and_judge(slim, spec, "informed", [args], out, floor, row.notes, lock=lock,
+                                       docker=docker)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(trace_file)
+    return row
+
+
+def build_and_judge(slim: Slim, spec: ImageSpec, label: str, variants: list[list[str]], out: str,
+                    floor: dict[str, int] | None, notes: list[str], *, lock: str, docker: bool) -> Output:
+    """Run `slim ARGS` (the next variant only after a usage error, exit 2), then size the output,
+    list the floor files it lost and run the deep checks against it. The output is deleted."""
+    res = Output()
+    proc: subprocess.CompletedProcess[str] | None = None
+    for args in variants:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out)
+        with heavy(lock):
+            proc, res.seconds = slim.run(*args)
+        if proc.returncode != 2:
+            break
+    assert proc is not None
+    no_verify = "--no-verify" in variants[0]
+    if proc.returncode == 0:
+        said_not = "not verified" in proc.stdout.lower()
+        res.verified = "n/a" if no_verify else ("no" if said_not else "yes")
     elif proc.returncode == 1 and os.path.exists(out):
-        row.slim_verified = "FAILED"
-        row.notes.append(f"slim build: {last_line(proc.stderr)[:250]}")
+        res.verified = "FAILED"
+        notes.append(f"{label}: {last_line(proc.stderr)[:250]}")
     else:
-        row.notes.append(f"slim build exit {proc.returncode}: {last_line(proc.stderr)[:250]}")
+        notes.append(f"{label}: slim exit {proc.returncode}: {last_line(proc.stderr)[:250]}")
     fixes = [ln.strip() for ln in proc.stdout.splitlines() if "verify-fix" in ln]
     if fixes:
-        row.notes.append(f"slim build: {len(fixes)} verify-fix(es), e.g. {fixes[0][:150]}")
+        notes.append(f"{label}: {len(fixes)} verify-fix(es), e.g. {fixes[0][:150]}")
     if os.path.exists(out):
         out_nodes = squash(out)
-        row.slim_bytes = file_bytes(out_nodes)
+        res.bytes = file_bytes(out_nodes)
         if floor is not None:
-            row.slim_missing = missing(out_nodes, floor)
+            res.missing = missing(out_nodes, floor)
         if docker:
             with heavy(lock):
-                res = run_probes(out, spec)
-            row.slim_deep = _deep_cell(res)
-            row.notes += [f"slim build: {d}" for d in res.details]
-
-    # static only, unverified
-    out_static = os.path.join(work, f"{spec.name}.static.docker.tar")
-    with heavy(lock):
-        proc, secs = slim.run("build", f"docker-archive:{archive}", "--mode", "static", "--no-verify",
-                              "--output", f"docker-archive:{out_static}", "--tag", f"slim-bench/{spec.name}:static")
-    row.static_seconds = secs
-    if proc.returncode == 0 and os.path.exists(out_static):
-        out_nodes = squash(out_static)
-        row.static_bytes = file_bytes(out_nodes)
-        if floor is not None:
-            row.static_missing = missing(out_nodes, floor)
-        if docker:
-            with heavy(lock):
-                res = run_probes(out_static, spec)
-            row.static_deep = _deep_cell(res)
-            row.notes += [f"static: {d}" for d in res.details]
-    else:
-        row.notes.append(f"static build exit {proc.returncode}: {last_line(proc.stderr)[:250]}")
-    for path in (out, out_static, report, trace_file):
+                run = run_probes(out, spec)
+            res.deep = _deep_cell(run)
+            notes += [f"{label}: {d}" for d in run.details]
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    return row
+            os.unlink(out)
+    return res
 
 
 def _deep_cell(res: ProbeRun) -> str:
@@ -639,6 +659,7 @@ def _deep_cell(res: ProbeRun) -> str:
 COLUMNS = ("image", "fs MB", "floor MB", "slim MB", "slim/floor", "slim verified", "deep (slim)",
            "floor files lost (slim)", "static MB", "deep (static)", "floor files lost (static)", "build s",
            "orig shallow/deep")
+INFORMED_COLUMNS = ("informed MB", "informed verified", "deep (informed)")
 
 
 def lost_summary(gone: dict[str, int], limit: int = 10) -> str:
@@ -661,17 +682,23 @@ def _lost(gone: dict[str, int] | None) -> str:
 
 
 def render(rows: list[AppRow]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    informed = any(r.informed is not None for r in rows)
+    cols = COLUMNS + (INFORMED_COLUMNS if informed else ())
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        ratio = (f"{r.slim_bytes / r.floor_bytes:.2f}x" if r.slim_bytes is not None and r.floor_bytes
+        ratio = (f"{r.slim.bytes / r.floor_bytes:.2f}x" if r.slim.bytes is not None and r.floor_bytes
                  else NA)
         floor = _mb(r.floor_bytes) + ("" if r.floor_probes_ok in (True, None) else " (probes failed)")
-        lines.append("| " + " | ".join([
-            r.image, _mb(r.fs_bytes), floor, _mb(r.slim_bytes), ratio, r.slim_verified, r.slim_deep,
-            _lost(r.slim_missing), _mb(r.static_bytes), r.static_deep, _lost(r.static_missing),
-            NA if r.slim_seconds is None else f"{r.slim_seconds:.0f}",
+        cells = [
+            r.image, _mb(r.fs_bytes), floor, _mb(r.slim.bytes), ratio, r.slim.verified, r.slim.deep,
+            _lost(r.slim.missing), _mb(r.static.bytes), r.static.deep, _lost(r.static.missing),
+            NA if r.slim.seconds is None else f"{r.slim.seconds:.0f}",
             f"{_pf(r.orig_shallow)}/{_pf(r.orig_deep)}",
-        ]) + " |")
+        ]
+        if informed:
+            i = r.informed or Output()
+            cells += [_mb(i.bytes), i.verified, i.deep]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -690,7 +717,11 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
     notes = [f"- {r.image}: " + "; ".join(n.replace("|", "\\|") for n in r.notes) for r in rows if r.notes]
     lost = []
     for r in rows:
-        for what, gone in (("slim build", r.slim_missing), ("static build", r.static_missing)):
+        outputs = [("slim build", r.slim), ("static build", r.static)]
+        if r.informed is not None:
+            outputs.append(("informed build", r.informed))
+        for what, o in outputs:
+            gone = o.missing
             if gone:
                 lost.append(f"- {r.image}, {what}: {lost_summary(gone)}")
     specs = [f"- {name}: shallow `{IMAGES[name].probe}`; deep "
@@ -714,6 +745,9 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
         "wall time. orig shallow/deep = the original image's own probes (must be PASS/PASS).",
         "floor files lost = floor files the output has no regular file for (count, MB); slim/floor < 1",
         "or any lost file means the output cannot do what the deep run did.",
+        *(["informed = `slim build --probe SHALLOW --probe DEEP… --keep-unverified`: slim is shown the",
+           "deep paths too (an upper bound of what tracing alone can do)."]
+          if any(r.informed is not None for r in rows) else []),
         "",
         table,
         "",
@@ -754,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="flock this file around each heavy step ($SLIM_BENCH_LOCK)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached images")
     ap.add_argument("--build-only", action="store_true", help="only build (and cache) the images")
+    ap.add_argument("--informed", action="store_true",
+                    help="also build with the deep probes given to slim (--probe SHALLOW --probe DEEP…)")
     ap.add_argument("--timeout", type=float, default=120.0, help="slim's --timeout for a traced run")
     ap.add_argument("--output", default=DEFAULT_OUTPUT, help="Markdown table (a .json with details beside it)")
     ap.add_argument("--self-test", action="store_true", help="check the file-index code (no root, no Docker)")
@@ -792,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("measuring %s", n)
         t0 = time.monotonic()
         rows.append(measure_app(IMAGES[n], slim, work, lock=args.lock, rebuild=args.rebuild,
-                                timeout=args.timeout, docker=docker))
+                                timeout=args.timeout, docker=docker, informed=args.informed))
         print(f"{n}: measured in {time.monotonic() - t0:.0f}s", file=sys.stderr)
         write_doc(args.output, rows, slim, command.strip(), partial=n != names[-1])
     table = write_doc(args.output, rows, slim, command.strip(), partial=False)
