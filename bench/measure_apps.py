@@ -286,13 +286,13 @@ class Slim:
         return proc, time.monotonic() - t0
 
     def describe(self) -> str:
-        rev = subprocess.run(["git", "-C", self.checkout, "rev-parse", "--short", "HEAD"],
+        rev = subprocess.run(["git", "-C", self.checkout, "log", "-1", "--format=%h", "--", "slim"],
                              capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", self.checkout, "status", "--porcelain", "--", "slim"],
                                capture_output=True, text=True).stdout.strip()
         where = subprocess.run([self.python, "-c", "import slim, os; print(os.path.dirname(slim.__file__))"],
                                capture_output=True, text=True, env=self.env()).stdout.strip()
-        return f"{where or '?'} at {rev or '?'}{' (slim/ modified)' if dirty else ''}"
+        return f"{where or '?'}, last slim/ commit {rev or '?'}{' (slim/ modified)' if dirty else ''}"
 
 
 def _text(data: object) -> str:
