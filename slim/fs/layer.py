@@ -16,7 +16,6 @@ import io
 import logging
 import os
 import queue
-import re
 import shutil
 import tarfile
 import tempfile
@@ -28,7 +27,7 @@ from typing import Any, BinaryIO
 
 from slim.errors import LayerError
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, FileTree
-from slim.globs import compile_glob
+from slim.globs import GlobSet
 from slim.model import EntryKind, FileEntry, Issue, LayerInfo, normpath
 
 log = logging.getLogger(__name__)
@@ -63,12 +62,11 @@ class Capture:
 
     def matcher(self) -> Callable[[str, bytes], bool]:
         """A fast `(path, head) -> bool` test for this policy."""
-        regex = (re.compile("|".join(f"(?:{compile_glob(g).pattern})" for g in self.globs))
-                 if self.globs else None)
+        globs = GlobSet(self.globs)
         magics = self.magics
 
         def wants(path: str, head: bytes) -> bool:
-            return head.startswith(magics) or (regex is not None and regex.match(path) is not None)
+            return head.startswith(magics) or globs.match(path)
 
         return wants
 
