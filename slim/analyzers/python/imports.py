@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, link_edges
+from slim.analyzers.python.deadcode import dead_functions
 from slim.analyzers.python.env import (
     _INTERP_RE,
     PythonEnv,
@@ -120,14 +121,18 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
     Branches decided on Linux are pruned (`if sys.platform == "win32":`, `if os.name == "nt":`,
-    `if TYPE_CHECKING:`); imports under `if __name__ == "__main__":` are marked `main_only`.
+    `if TYPE_CHECKING:`); imports under `if __name__ == "__main__":`, and in the private
+    functions only that block calls (deadcode.py), are marked `main_only`.
     With `calls=False` (the source never names `import_module` or `__import__`) expressions are
     not walked: import statements only live in statement bodies, which is most of the speed.
     """
     out: list[ImportRef] = []
     block_parts = (ast.stmt, ast.excepthandler, ast.match_case)
+    dead = dead_functions(tree, _is_main_guard)
 
     def visit(node: ast.AST, guarded: bool, main_only: bool) -> None:
+        if dead and id(node) in dead:  # only the __main__ block calls it (deadcode.py)
+            main_only = True
         if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
             g = _is_import_guard(node)  # type: ignore[arg-type]
             for child in node.body:  # type: ignore[attr-defined]
