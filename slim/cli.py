@@ -332,6 +332,7 @@ def build(
     explain: Annotated[bool, typer.Option("--explain", help="Say how outputs are normalized before they are compared.")] = False,
     keep_unverified: Annotated[bool, typer.Option("--keep-unverified", help="Leave the output even when verification fails.")] = False,
     keep_base: Annotated[int, typer.Option("--keep-base", help="Keep the first N layers untouched and put one slimmed layer on top.")] = 0,
+    layers: Annotated[str, typer.Option("--layers", help="squash (one layer) or preserve (every original layer slimmed in place: same layer count, images sharing a base layer slimmed together with `slim fleet --layers preserve` share its slimmed version).")] = "squash",
     max_fixes: Annotated[int, typer.Option("--max-fixes", help="Repair rounds after a failed verification.")] = 3,
     runner: RunnerOpt = "auto",
     network: NetworkOpt = "none",
@@ -361,7 +362,7 @@ def build(
             dest=output, probes=_probes(probe), mode=mode, verify=verify, runner=runner,
             network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
             keep_unverified=keep_unverified, load=load_image, tag=tag,
-            strict_probes=strict_probes, sbom=sbom or ""), say=_say)
+            strict_probes=strict_probes, sbom=sbom or "", layers=layers), say=_say)
         if report:
             from slim.emitters.report_json import render_json
 
