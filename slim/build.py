@@ -81,6 +81,7 @@ class BuildOutcome:
     verification: Verification | None = None  # what was compared, when verified
     dropped: list[ProbeOutcome] = field(default_factory=list)  # probes failing on the original
     unverified_why: str = ""  # when verified is None: why nothing was compared
+    original: RunResult | None = None  # the original's run (what the minimal one was compared with)
 
 
 def check_destination(dest: str, options: BuildOptions) -> OutputRef:
@@ -394,7 +395,7 @@ def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
     return BuildOutcome(result, built, verified, fixes,
                         verification.differences if verification else [],
                         time.monotonic() - start, original.trace if original is not None else None,
-                        verification)
+                        verification, original=original)
 
 
 __all__ = ["MODES", "BuildOptions", "BuildOutcome", "build", "build_loaded", "check_destination",
