@@ -169,13 +169,16 @@ _GENERIC = {"oci", "image", "layout", "rootfs", "img"}
 def service_name(reference: str) -> str:
     """A service name from an image reference: the last meaningful component of its path or
     name (`oci:/x/lighttpd/oci` → lighttpd), in [A-Za-z0-9._-]."""
+    from slim.refs import INPUT_TRANSPORTS
+
     rest = reference.split("://", 1)[-1]
-    if re.match(r"^[a-z-]+:", rest) and "://" not in reference:
-        rest = rest.split(":", 1)[1]
-    parts = [p for p in re.split(r"[/]", rest) if p]
+    for transport in INPUT_TRANSPORTS:
+        if rest.startswith(transport + ":"):
+            rest = rest[len(transport) + 1:]
+            break
     name = ""
-    for part in reversed(parts):
-        stem = re.sub(r"(\.docker)?\.(tar|oci)$|:[^:]*$", "", part)
+    for part in reversed([p for p in rest.split("/") if p]):
+        stem = re.sub(r"(\.docker)?\.(tar|oci)$", "", part.split("@", 1)[0].split(":", 1)[0])
         if stem and stem.lower() not in _GENERIC:
             name = stem
             break
