@@ -591,12 +591,14 @@ def footprints(outcome: FleetOutcome) -> list[Any]:
             out.append(image_footprint(key, title, services))
     for target in UNIKERNELS:
         kernel = kernel_size(target)
-        files = {}
+        files, packed = {}, {}
         for p in outcome.services:
             sizes = {k.path: k.entry.size for k in p.entries if k.entry.kind is EntryKind.FILE}
             files[p.name] = sum(sizes[path] for path in manifest_files(target, sizes))
+            blob = p.squash_layer.blob_bytes if p.squash_layer else files[p.name]
+            packed[p.name] = round(blob * files[p.name] / max(sum(sizes.values()), 1))
         out.append(unikernel_footprint(f"unikernel-{target}", f"unikernels ({target}: {kernel.target})",
-                                       kernel.bytes, files, note=kernel.source))
+                                       kernel.bytes, files, packed, note=kernel.source))
     return out
 
 

@@ -12,7 +12,8 @@ size and the services that use it; a piece counts once however many services use
   copy the kernel can cache — a file is one inode per layer it lives in, so services share a
   cached file only when they share the layer holding it;
 * unikernels share nothing: each service is its own VM image, kernel plus files, cached in
-  its own guest memory.
+  its own guest memory; pulled counts the files compressed (the service's one-layer blob,
+  scaled to the files the target ships) plus the kernel.
 """
 
 from __future__ import annotations
@@ -111,15 +112,20 @@ def image_footprint(key: str, title: str, services: Sequence[ServiceLayout],
                      measure(cache, names), {s.name: len(s.layers) for s in services}, note)
 
 
-def unikernel_footprint(key: str, title: str, kernel_bytes: int,
-                        files: dict[str, int], note: str = "") -> Footprint:
-    """One VM image per service (kernel + its files), nothing shared; `files` maps a service
-    to the bytes of the files its image carries. Stored = pulled = cached."""
+def unikernel_footprint(key: str, title: str, kernel_bytes: int, files: dict[str, int],
+                        compressed: dict[str, int], note: str = "") -> Footprint:
+    """One VM image per service, nothing shared. `files` maps a service to the bytes of the
+    files its image carries; stored and page cache are kernel + those files, pulled is kernel +
+    `compressed` (the same files gzip-compressed, as a compressed disk image would travel)."""
     names = sorted(files)
-    pieces = [Piece(f"{key}:{name}", kernel_bytes + size, frozenset((name,)))
-              for name, size in files.items()]
-    m = measure(pieces, names)
-    return Footprint(key, title, m, m, m, dict.fromkeys(names, 0), note)
+
+    def pieces(sizes: dict[str, int]) -> list[Piece]:
+        return [Piece(f"{key}:{name}", kernel_bytes + size, frozenset((name,)))
+                for name, size in sizes.items()]
+
+    m = measure(pieces(files), names)
+    return Footprint(key, title, m, measure(pieces(compressed), names), m,
+                     dict.fromkeys(names, 0), note)
 
 
 __all__ = ["Footprint", "Measure", "Piece", "ServiceLayout", "StackLayer", "image_footprint",

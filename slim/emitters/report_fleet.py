@@ -59,7 +59,7 @@ def render_fleet_markdown(outcome: Any, feet: Sequence[Footprint]) -> str:
                      f"{_ratio(f.pulled.total, given.pulled.total) if given else '-'} |")
     lines += ["", *[f"- **{label}**: {what}." for _, label, what in METRICS],
               "- Unikernels share nothing: one VM image per service, kernel + its files "
-              "(stored = pulled = cached)."]
+              "(pulled: the files gzip-compressed, as the service's one-layer blob)."]
     lines += ["", "## Per service: pulled to run it alone", "",
               "| service | verified | " + " | ".join(f.title for f in feet) + " |",
               "|---|---|" + "---|" * len(feet)]

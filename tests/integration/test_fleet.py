@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -46,7 +47,8 @@ def _images(tmp: Path) -> dict[str, str]:
     base = layer_tar([M("bin", "d"), M("bin/busybox", data=busybox, mode=0o755),
                       M("bin/sh", "l", link="busybox"), M("bin/cat", "l", link="busybox"),
                       M("bin/echo", "l", link="busybox"), M("etc", "d"),
-                      M("etc/motd", data=b"welcome\n"), M("etc/unused.conf", data=b"x" * 4000),
+                      M("etc/motd", data=b"welcome\n"),
+                      M("etc/unused.conf", data=random.Random(7).randbytes(200_000)),
                       M("tmp", "d")])
     shared = layer_tar([M("usr", "d"), M("usr/share", "d"), M("usr/share/a.txt", data=b"for alpha\n"),
                         M("usr/share/b.txt", data=b"for beta\n"), M("usr/share/junk", data=b"j" * 3000)])

@@ -74,8 +74,9 @@ def test_page_cache_is_shared_only_through_a_shared_layer() -> None:
     assert (f.pulled.total, f.stored.total, f.page_cache.total) == (110, 340, 64)
     squashed = [ServiceLayout(n, (StackLayer(f"s{n}", f"s{n}", 60, 200),), ((0, "/lib", 50),)) for n in "ab"]
     assert image_footprint("squash", "squash", squashed).page_cache.total == 100
-    u = unikernel_footprint("u", "u", 1000, {"a": 5, "b": 6})
-    assert u.pulled.total == u.page_cache.total == 2011 and u.pulled.shared == 0
+    u = unikernel_footprint("u", "u", 1000, {"a": 5, "b": 6}, {"a": 2, "b": 3})
+    assert u.stored.total == u.page_cache.total == 2011 and u.pulled.total == 2005
+    assert u.pulled.shared == 0
 
 
 def test_kernel_sizes_have_sources() -> None:
