@@ -118,7 +118,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1b1f24}
 h1{font-size:20px}h2{font-size:16px;margin:24px 0 6px}
 table{border-collapse:collapse}th,td{border:1px solid #d0d7de;padding:3px 8px}
 td.n{text-align:right}th{background:#f6f8fa}svg{max-width:1100px;display:block}
-svg text{font:12px sans-serif;fill:#111}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}
+svg text{font:12px sans-serif;fill:#111}pre{white-space:pre-wrap}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}
 """
 
 
