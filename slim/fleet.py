@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 LAYOUTS = ("shared", "preserve", "squash")
 FLEET_MARKER = "fleet.json"  # a previous fleet output holds it (and may be replaced)
+RESERVED = {FLEET_MARKER, "report.md", "report.html"}  # never a service's directory name
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ def service_specs(references: Sequence[str], probes: dict[str, tuple[Probe, ...]
     seen: set[str] = set()
     for ref in references:
         base = name = service_name(ref)
+        if base in RESERVED:
+            base = name = f"svc-{base}"
         n = 1
         while name in seen:
             n += 1
@@ -475,12 +478,34 @@ def cluster(options: FleetOptions, images: int) -> Iterator[tuple[Any, int]]:
             workers = len(client.scheduler_info().get("workers", {}))
             if not workers:
                 raise ClusterError(f"{options.scheduler}: the Dask scheduler has no workers")
+            _check_workers(client, options.scheduler)
             yield client, workers
         return
     n = options.workers or max(1, min(os.cpu_count() or 1, images))
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as local, Client(local) as client:
         yield client, n
+
+
+def worker_version() -> str:
+    """slim's version on a worker (run there by `_check_workers`)."""
+    from slim import __version__
+
+    return __version__
+
+
+def _check_workers(client: Any, address: str) -> None:
+    """Every worker of an existing cluster can import slim. Raises ClusterError."""
+    from slim import __version__
+
+    try:
+        versions = client.run(worker_version)
+    except Exception as exc:  # a worker without slim fails to unpickle the call
+        raise ClusterError(f"{address}: a Dask worker cannot run slim ({type(exc).__name__}: "
+                           f"{exc}); install slim on every worker") from None
+    other = sorted({v for v in versions.values() if v != __version__})
+    if other:
+        log.warning("%s: workers run slim %s, this is slim %s", address, ", ".join(other), __version__)
 
 
 class _NotPublished(Exception):
@@ -547,7 +572,7 @@ def is_fleet_output(path: str) -> bool:
     marker = os.path.join(path, FLEET_MARKER)
     if not os.path.isfile(marker):
         return False
-    return all(name in (FLEET_MARKER, "report.md", "report.html") or is_slim_layout(os.path.join(path, name))
+    return all(name in RESERVED or is_slim_layout(os.path.join(path, name))
                for name in os.listdir(path))
 
 

@@ -229,20 +229,7 @@ def build_image(
         raise EmitError(f"--keep-base {keep_base}: the image has {len(loaded.layers)} layers")
     if keep_base and not hasattr(image, "open_blob"):
         raise EmitError(f"{image.ref}: --keep-base needs an image with layer blobs")
-    fs = loaded.rootfs
-    base_view: dict[str, FileEntry] = {}
-    gone: set[str] = set()
-    if keep_base:
-        # the untouched base layers still hold every file they had: the image's filesystem is
-        # the base view, minus what the whiteouts hide, with the slimmed layer's entries on top
-        base = squash(r.tree for r in loaded.layers[:keep_base])
-        for path in sorted(base.entries):
-            if path == "/" or fs.get(path) is not None:
-                continue
-            if not any(d in gone for d in parent_dirs(path)):
-                gone.add(path)
-        base_view = {p: e for p, e in base.entries.items()
-                     if p != "/" and p not in gone and not any(d in gone for d in parent_dirs(p))}
+    base_view, gone = _base_view(loaded, keep_base)
     plan = plan_metadata(loaded, keep, base_view)
     entries = minimal_entries(loaded, plan.keep)
     sbom_doc = b""
@@ -300,6 +287,24 @@ def build_image(
     size = sum(e.size for e in files if e.kind is EntryKind.FILE)
     return BuiltImage(dest, digest, size, len(files), len(blobs), plan.packages, sbom_doc, sbom,
                       tuple(sorted(plan.written)))
+
+
+def _base_view(loaded: Any, keep_base: int) -> tuple[dict[str, FileEntry], set[str]]:
+    """With --keep-base N: what the untouched base layers still show (every file they had,
+    minus what the slimmed layer must white out), and the paths to white out."""
+    if not keep_base:
+        return {}, set()
+    fs = loaded.rootfs
+    gone: set[str] = set()
+    base = squash(r.tree for r in loaded.layers[:keep_base])
+    for path in sorted(base.entries):
+        if path == "/" or fs.get(path) is not None:
+            continue
+        if not any(d in gone for d in parent_dirs(path)):
+            gone.add(path)
+    view = {p: e for p, e in base.entries.items()
+            if p != "/" and p not in gone and not any(d in gone for d in parent_dirs(p))}
+    return view, gone
 
 
 def kept_entries(loaded: Any, entries: list[Planned], written: dict[str, bytes]) -> list[KeptEntry]:

@@ -101,6 +101,18 @@ def test_three_images_share_one_slim_base(tmp_path: Path) -> None:
     assert "<svg" in (out / "report.html").read_text()
 
 
+def test_a_failing_service_leaves_nothing(tmp_path: Path) -> None:
+    refs = _images(tmp_path)
+    broken = tmp_path / "src" / "broken"
+    write_oci(str(broken), [layer_tar([M("bin", "d"), M("etc", "d")])], {"Cmd": ["/bin/not-there"]})
+    out = tmp_path / "fleet"
+    res = cli.invoke(app, ["fleet", refs["gamma"], f"oci:{broken}", "-o", str(out),
+                           "--runner", "sandbox", "--workers", "1"])
+    assert res.exit_code == 3, res.output
+    assert res.output.count("\n") <= 3 and "Traceback" not in res.output
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
         return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env,

@@ -50,6 +50,7 @@ def test_service_specs_dedupe_and_probes(tmp_path: Path) -> None:
     specs = service_specs(["oci:/a/web", "oci:/b/web"], table)
     assert [s.name for s in specs] == ["web", "web-2"]
     assert [s.probes[0].spec for s in specs] == ["http:8080", "cmd:--version"]
+    assert [s.name for s in service_specs(["oci:/x/report.md"], {})] == ["svc-report.md"]
     with pytest.raises(UsageError, match="names no image"):
         service_specs(["oci:/a/api"], table)
     probes.write_text('web = "http:80"\n')
