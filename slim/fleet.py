@@ -469,6 +469,8 @@ def cluster(options: FleetOptions, images: int) -> Iterator[tuple[Any, int]]:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ClusterError("slim fleet needs Dask: pip install 'dask[distributed]'") from None
+    if not log.isEnabledFor(logging.INFO):  # Dask's own INFO lines only with -v
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if options.scheduler:
         try:
             client = Client(options.scheduler, timeout=30)
@@ -482,8 +484,10 @@ def cluster(options: FleetOptions, images: int) -> Iterator[tuple[Any, int]]:
             yield client, workers
         return
     n = options.workers or max(1, min(os.cpu_count() or 1, images))
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as local, Client(local) as client:
+    # everything on the loopback; the scheduler's HTTP endpoint on a free port, not 8787
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as local, \
+            Client(local) as client:
         yield client, n
 
 
@@ -543,10 +547,13 @@ def _run(specs: Sequence[ServiceSpec], options: FleetOptions, stage: str, say: S
     with cluster(options, len(specs)) as (client, workers):
         say(f"{len(specs)} images on {workers} Dask worker{'s' if workers != 1 else ''}")
         futures = [client.submit(prepare_service, s, work, options, pure=False) for s in specs]
+        from distributed import as_completed
+
+        for done in as_completed(futures):
+            p = result(done)
+            state = {True: "verified", False: "NOT verified", None: "not verified"}[p.verified]
+            say(f"{p.name}: minimal image {state} in {p.seconds:.0f} s")
         preps = tuple(result(f) for f in futures)
-        for p in preps:
-            say(f"{p.name}: minimal image {'verified' if p.verified else 'NOT verified' if p.verified is False else 'not verified'} "
-                f"in {p.seconds:.0f} s")
         if any(p.verified is False for p in preps):
             return FleetOutcome(preps, (), {}, {}, layout=options.layers, workers=workers)
         layouts = write_layouts(client, futures, preps, options, work)
