@@ -517,7 +517,7 @@ def manifest(
 def fleet(
     images: Annotated[list[str], typer.Argument(help="Image references, one per service.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Directory: one OCI layout per service (OUTPUT/NAME), report.md, report.html, fleet.json.")],
-    probe_file: Annotated[str | None, typer.Option("--probe-file", help="TOML: service name (or image reference) = [probe specs].")] = None,
+    probe_file: Annotated[str | None, typer.Option("--probe-file", help="TOML: service name (or image reference) = \\[\"http:8080/\", …] (probe specs).")] = None,
     scheduler: Annotated[str, typer.Option("--scheduler", help="tcp://HOST:PORT of a Dask scheduler (default: a local cluster sized to the machine).")] = "",
     workers: Annotated[int, typer.Option("--workers", help="Local cluster: worker processes (default: one per core, at most one per image).")] = 0,
     layers: Annotated[str, typer.Option("--layers", help="The layout written: shared (a shared base + a top per service), preserve (the original layers slimmed together) or squash (one layer each). All three are measured.")] = "shared",
