@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from slim.emitters.image import BuiltImage, build_image
+from slim.emitters.image import LAYER_MODES, BuiltImage, build_image
 from slim.emitters.imagewriter import is_slim_layout
 from slim.errors import EmitError, TraceError, UsageError
 from slim.image import LoadedImage
@@ -62,6 +62,7 @@ class BuildOptions:
     strict_probes: bool = False  # a probe failing on the original is fatal
     compression: str = "gzip"
     sbom: str = ""  # --sbom cyclonedx|spdx: an SBOM of the minimal image (slim.emitters.sbom)
+    layers: str = "squash"  # squash | preserve (slim.emitters.image.LAYER_MODES)
 
     @property
     def run(self) -> RunOptions:
@@ -80,6 +81,7 @@ class BuildOutcome:
     verification: Verification | None = None  # what was compared, when verified
     dropped: list[ProbeOutcome] = field(default_factory=list)  # probes failing on the original
     unverified_why: str = ""  # when verified is None: why nothing was compared
+    original: RunResult | None = None  # the original's run (what the minimal one was compared with)
 
 
 def check_destination(dest: str, options: BuildOptions) -> OutputRef:
@@ -97,6 +99,10 @@ def check_destination(dest: str, options: BuildOptions) -> OutputRef:
         check_output(out.location, what="OCI layout", directory=True, is_previous=is_slim_layout)
     elif out.transport != "docker":
         check_output(out.location, what="image archive")
+    if options.layers not in LAYER_MODES:
+        raise UsageError(f"--layers {options.layers}: choose {', '.join(LAYER_MODES)}")
+    if options.layers != "squash" and options.keep_base:
+        raise UsageError("--layers preserve keeps every layer already; drop --keep-base")
     if options.load and out.transport != "docker-archive":
         raise UsageError("--load needs a docker-archive:FILE output")
     return out
@@ -218,9 +224,10 @@ def _trace_original(loaded: LoadedImage, options: BuildOptions,
     return original, failed, "" if options.verify else "--no-verify"
 
 
-def _verify(staged: OutputRef, original: RunResult,
-            options: BuildOptions) -> tuple[RunResult | None, Verification]:
-    """Run the original's concrete probes against the staged image and compare the runs."""
+def verify_image(staged: OutputRef | str, original: RunResult,
+                 options: BuildOptions) -> tuple[RunResult | None, Verification]:
+    """Run the original's concrete probes against a written image and compare the runs
+    (slim.verify). Raises SourceError / LayerError when the image cannot be read."""
     probes = tuple(original.resolved)
     with load_image(str(staged)) as slim_loaded:
         try:
@@ -268,21 +275,29 @@ def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions
     impossible, or with keep_unverified.
     """
     say = say or (lambda _msg: None)
-    start = time.monotonic()
-    out = check_destination(options.dest, options)
+    check_destination(options.dest, options)
     with load_image(reference) as loaded:
-        original, dropped, why_not = _trace_original(loaded, options, say)
-        mode = options.mode or ("both" if original is not None else "static")
-        options = replace(options, mode=mode)
-        trace = original.trace if original is not None and mode != "static" else None
-        if mode != "static" and original is not None:
-            # traced: the run's files and their static closure; both: plus the entrypoint's
-            analyze_options = replace(analyze_options, static_roots=mode == "both")
-        work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
-        try:
-            outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work, say, start)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        return build_loaded(loaded, analyze_options, options, say)
+
+
+def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: BuildOptions,
+                 say: Say | None = None) -> BuildOutcome:
+    """`build` on an image already loaded (its destination checked). Raises SlimError."""
+    say = say or (lambda _msg: None)
+    start = time.monotonic()
+    out = parse_output(options.dest)
+    original, dropped, why_not = _trace_original(loaded, options, say)
+    mode = options.mode or ("both" if original is not None else "static")
+    options = replace(options, mode=mode)
+    trace = original.trace if original is not None and mode != "static" else None
+    if mode != "static" and original is not None:
+        # traced: the run's files and their static closure; both: plus the entrypoint's
+        analyze_options = replace(analyze_options, static_roots=mode == "both")
+    work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
+    try:
+        outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work, say, start)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return replace(outcome, dropped=dropped, unverified_why=why_not if outcome.verified is None else "")
 
 
@@ -301,12 +316,13 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
         staged = _stage(out, os.path.join(work, f"try{attempt}"))
         say(f"writing the minimal image ({len(keep)} paths)")
         built = build_image(loaded, keep, str(staged), keep_base=options.keep_base,
-                            compression=options.compression, tag=tag, sbom=options.sbom)
+                            compression=options.compression, tag=tag, sbom=options.sbom,
+                            layers=options.layers)
         if not (options.verify and original is not None):
             _publish(staged, out)
             return _outcome(analysis, built, None, fixes, None, options, start, original)
         say("verifying: running the same probes against the minimal image")
-        minimal, verification = _verify(staged, original, options)
+        minimal, verification = verify_image(staged, original, options)
         if verification.verified:
             _publish(staged, out)
             return _outcome(analysis, built, True, fixes, verification, options, start, original)
@@ -379,7 +395,8 @@ def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
     return BuildOutcome(result, built, verified, fixes,
                         verification.differences if verification else [],
                         time.monotonic() - start, original.trace if original is not None else None,
-                        verification)
+                        verification, original=original)
 
 
-__all__ = ["MODES", "BuildOptions", "BuildOutcome", "build", "check_destination"]
+__all__ = ["MODES", "BuildOptions", "BuildOutcome", "build", "build_loaded", "check_destination",
+           "verify_image"]

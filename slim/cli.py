@@ -332,6 +332,7 @@ def build(
     explain: Annotated[bool, typer.Option("--explain", help="Say how outputs are normalized before they are compared.")] = False,
     keep_unverified: Annotated[bool, typer.Option("--keep-unverified", help="Leave the output even when verification fails.")] = False,
     keep_base: Annotated[int, typer.Option("--keep-base", help="Keep the first N layers untouched and put one slimmed layer on top.")] = 0,
+    layers: Annotated[str, typer.Option("--layers", help="squash (one layer) or preserve (every original layer slimmed in place: same layer count, images sharing a base layer slimmed together with `slim fleet --layers preserve` share its slimmed version).")] = "squash",
     max_fixes: Annotated[int, typer.Option("--max-fixes", help="Repair rounds after a failed verification.")] = 3,
     runner: RunnerOpt = "auto",
     network: NetworkOpt = "none",
@@ -361,7 +362,7 @@ def build(
             dest=output, probes=_probes(probe), mode=mode, verify=verify, runner=runner,
             network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
             keep_unverified=keep_unverified, load=load_image, tag=tag,
-            strict_probes=strict_probes, sbom=sbom or ""), say=_say)
+            strict_probes=strict_probes, sbom=sbom or "", layers=layers), say=_say)
         if report:
             from slim.emitters.report_json import render_json
 
@@ -509,6 +510,68 @@ def manifest(
         typer.echo(f"  {reason}")
     for w in warnings:
         typer.echo(f"  warning: {w}")
+
+
+# -- fleet -----------------------------------------------------------------------------------
+@app.command()
+def fleet(
+    images: Annotated[list[str], typer.Argument(help="Image references, one per service.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory: one OCI layout per service (OUTPUT/NAME), report.md, report.html, fleet.json.")],
+    probe_file: Annotated[str | None, typer.Option("--probe-file", help="TOML: service name (or image reference) = \\[\"http:8080/\", …] (probe specs).")] = None,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="tcp://HOST:PORT of a Dask scheduler (default: a local cluster sized to the machine).")] = "",
+    workers: Annotated[int, typer.Option("--workers", help="Local cluster: worker processes (default: one per core, at most one per image).")] = 0,
+    layers: Annotated[str, typer.Option("--layers", help="The layout written: shared (a shared base + a top per service), preserve (the original layers slimmed together) or squash (one layer each). All three are measured.")] = "shared",
+    min_share: Annotated[int, typer.Option("--min-share", help="An entry joins the shared base when this many services keep it identically.")] = 2,
+    mode: Annotated[str, typer.Option("--mode", help="Keep-set roots, as for `slim build`.")] = "",
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run each service's probes against its original and its images and compare.")] = True,
+    max_fixes: Annotated[int, typer.Option("--max-fixes", help="Repair rounds after a failed verification (per service).")] = 3,
+    runner: RunnerOpt = "auto",
+    network: NetworkOpt = "none",
+    timeout: TimeoutOpt = 60.0,
+    rules: RulesOpt = None,
+    keep: KeepOpt = None,
+    drop: DropOpt = None,
+) -> None:
+    """Slim many images together: a shared slim base + a thin top per service, verified; the
+    footprint of every layout (as given, one layer, preserve, shared, unikernels)."""
+    from slim.build import BuildOptions
+    from slim.fleet import FleetOptions, read_probe_file, run_fleet, service_specs
+
+    try:
+        probes = read_probe_file(probe_file) if probe_file else {}
+        specs = service_specs(images, probes)
+        options = FleetOptions(
+            output=output, layers=layers, scheduler=scheduler, workers=workers,
+            min_share=min_share, analyze=_options(rules, keep, drop),
+            build=BuildOptions(dest="", mode=mode, verify=verify, runner=runner,
+                               network=network, timeout=timeout, max_fixes=max_fixes))
+        outcome = run_fleet(specs, options, say=_say)
+    except SlimError as exc:
+        fail(exc)
+    _print_fleet(outcome)
+
+
+def _print_fleet(outcome: Any) -> None:
+    """The fleet's table on stdout; exit 1 when a service failed verification."""
+    from slim.emitters.report_fleet import render_fleet_markdown
+    from slim.fleet import footprints
+
+    try:
+        feet = footprints(outcome) if outcome.stacks else []
+    except SlimError as exc:
+        fail(exc)
+    if feet:
+        typer.echo(render_fleet_markdown(outcome, feet))
+    failed = [p for p in outcome.services if p.verified is False]
+    failed += [p for p in outcome.published if p.verified is False]
+    if failed:
+        first = failed[0]
+        why = (getattr(first, "failures", ()) or getattr(first, "differences", ()) or ("?",))[0]
+        typer.echo(f"verification FAILED for {first.name}: {why}", err=True)
+        typer.echo("nothing was written", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{outcome.output}: {len(outcome.published)} images written "
+               f"({'verified' if all(p.verified for p in outcome.published) else 'NOT verified'})")
 
 
 # -- diff, check, hook (the workflow commands) ------------------------------------------------

@@ -35,5 +35,9 @@ class EmitError(SlimError):
     """An output (image, report, profile, manifest) could not be written."""
 
 
+class ClusterError(SlimError):
+    """The Dask cluster `slim fleet` runs on cannot be reached or lost a task."""
+
+
 class UsageError(SlimError):
     """The command line asks for something inconsistent (exit code 2)."""

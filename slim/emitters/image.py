@@ -42,6 +42,7 @@ from slim.emitters.imagewriter import (
 )
 from slim.errors import EmitError
 from slim.fs.tree import squash
+from slim.layout import KeptEntry, chain_ids, merge_parts, opened, preserve_parts, write_plan
 from slim.model import EntryKind, FileEntry, parent_dirs
 from slim.refs import parse_output
 from slim.result import PackageSummary
@@ -49,6 +50,7 @@ from slim.result import PackageSummary
 LABEL_SOURCE = "org.slim.source-digest"
 LABEL_VERSION = "org.slim.version"
 LABEL_PACKAGE_DB = "org.slim.package-db"  # "trimmed": the package databases list what is kept
+LAYER_MODES = ("squash", "preserve")
 CONFIG_KEYS = (
     "Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Volumes", "Labels",
     "StopSignal", "Healthcheck", "Shell", "OnBuild", "ArgsEscaped",
@@ -65,6 +67,7 @@ class BuiltImage:
     packages: tuple[PackageSummary, ...] = ()  # the removal report of the image as written
     sbom: bytes = b""  # the SBOM document (attached as a referrer to OCI layouts)
     sbom_format: str = ""  # its slim.emitters.sbom.SBOM_FORMATS key
+    rewritten: tuple[str, ...] = ()  # paths whose bytes were rewritten (package databases)
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ def build_image(
     docker_form: str = "oci",
     tag: str | None = "latest",
     sbom: str = "",
+    layers: str = "squash",
 ) -> BuiltImage:
     """Write the minimal image for `keep` to `dest` (oci:DIR | oci-archive:FILE | docker-archive:FILE),
     named `tag` (imagewriter.write_image; None: no name).
@@ -212,27 +216,20 @@ def build_image(
     `sbom` (a slim.emitters.sbom.SBOM_FORMATS key) also makes an SBOM of the minimal image:
     attached as an OCI referrer artifact to oci: and oci-archive: outputs, returned in
     BuiltImage.sbom for every output (a docker-archive's goes beside it: slim.build).
+    `layers`: "squash" (one layer over the `keep_base` untouched ones) or "preserve" (every
+    original layer slimmed in place: slim.layout).
     Raises EmitError. Nothing is left at `dest` when writing fails.
     """
     image = loaded.image
+    if layers not in LAYER_MODES:
+        raise EmitError(f"--layers {layers}: choose {', '.join(LAYER_MODES)}")
+    if layers == "preserve" and keep_base:
+        raise EmitError("--layers preserve keeps every layer already; --keep-base does not apply")
     if keep_base < 0 or keep_base > len(loaded.layers):
         raise EmitError(f"--keep-base {keep_base}: the image has {len(loaded.layers)} layers")
     if keep_base and not hasattr(image, "open_blob"):
         raise EmitError(f"{image.ref}: --keep-base needs an image with layer blobs")
-    fs = loaded.rootfs
-    base_view: dict[str, FileEntry] = {}
-    gone: set[str] = set()
-    if keep_base:
-        # the untouched base layers still hold every file they had: the image's filesystem is
-        # the base view, minus what the whiteouts hide, with the slimmed layer's entries on top
-        base = squash(r.tree for r in loaded.layers[:keep_base])
-        for path in sorted(base.entries):
-            if path == "/" or fs.get(path) is not None:
-                continue
-            if not any(d in gone for d in parent_dirs(path)):
-                gone.add(path)
-        base_view = {p: e for p, e in base.entries.items()
-                     if p != "/" and p not in gone and not any(d in gone for d in parent_dirs(p))}
+    base_view, gone = _base_view(loaded, keep_base)
     plan = plan_metadata(loaded, keep, base_view)
     entries = minimal_entries(loaded, plan.keep)
     sbom_doc = b""
@@ -256,14 +253,18 @@ def build_image(
             # entries the base layers already provide unchanged are not repeated
             entries = _with_parents([pe for pe in entries
                                      if pe[0].layer >= keep_base or pe[0].path in plan.written], loaded)
-        tar_path = os.path.join(work, "slim.tar")
-        write_layer(loaded, entries, tar_path, whiteouts, plan.written)
-        # level 6: gzip -6 is zlib's default; 9 costs ~5x the time for ~1 % on large layers
-        blobs.append(compress_layer(tar_path, work, compression, level=6 if compression == "gzip" else None))
-        config = minimal_config(
-            loaded, history_note=f"slim build from {image.digest}: {len(keep)} kept paths",
-            keep_base=keep_base, package_db=bool(plan.written),
-        )
+        note = f"slim build from {image.digest}: {len(keep)} kept paths"
+        if layers == "preserve":
+            blobs = _preserve_blobs(loaded, entries, plan.written, work, compression)
+            config = preserved_config(loaded, note, package_db=bool(plan.written))
+        else:
+            tar_path = os.path.join(work, "slim.tar")
+            write_layer(loaded, entries, tar_path, whiteouts, plan.written)
+            # level 6: gzip -6 is zlib's default; 9 costs ~5x the time for ~1 % on large layers
+            blobs.append(compress_layer(tar_path, work, compression,
+                                        level=6 if compression == "gzip" else None))
+            config = minimal_config(loaded, history_note=note, keep_base=keep_base,
+                                    package_db=bool(plan.written))
         referrers = []
         if sbom_doc and parse_output(dest).transport in ("oci", "oci-archive"):
             from slim.emitters.sbom import SBOM_FORMATS
@@ -284,7 +285,70 @@ def build_image(
         view.pop(p, None)
     files = [e for e in view.values() if e.kind is not EntryKind.DIR]
     size = sum(e.size for e in files if e.kind is EntryKind.FILE)
-    return BuiltImage(dest, digest, size, len(files), len(blobs), plan.packages, sbom_doc, sbom)
+    return BuiltImage(dest, digest, size, len(files), len(blobs), plan.packages, sbom_doc, sbom,
+                      tuple(sorted(plan.written)))
+
+
+def _base_view(loaded: Any, keep_base: int) -> tuple[dict[str, FileEntry], set[str]]:
+    """With --keep-base N: what the untouched base layers still show (every file they had,
+    minus what the slimmed layer must white out), and the paths to white out."""
+    if not keep_base:
+        return {}, set()
+    fs = loaded.rootfs
+    gone: set[str] = set()
+    base = squash(r.tree for r in loaded.layers[:keep_base])
+    for path in sorted(base.entries):
+        if path == "/" or fs.get(path) is not None:
+            continue
+        if not any(d in gone for d in parent_dirs(path)):
+            gone.add(path)
+    view = {p: e for p, e in base.entries.items()
+            if p != "/" and p not in gone and not any(d in gone for d in parent_dirs(p))}
+    return view, gone
+
+
+def kept_entries(loaded: Any, entries: list[Planned], written: dict[str, bytes]) -> list[KeptEntry]:
+    """The minimal image's entries for slim.layout: each with the original layer its path
+    lives in and the (layer, path) its bytes are read from."""
+    fs = loaded.rootfs
+    top = len(loaded.layers) - 1
+    out = []
+    for e, source in entries:
+        orig = fs.get(e.path)
+        kept = e
+        if e.path in written:
+            kept = dataclasses.replace(e, kind=EntryKind.FILE, size=len(written[e.path]), linkname="")
+        out.append(KeptEntry(kept, orig.layer if orig is not None else top, source, e.layer))
+    return out
+
+
+def _preserve_blobs(loaded: Any, entries: list[Planned], written: dict[str, bytes], work: str,
+                    compression: str) -> list[LayerBlob]:
+    """Every original layer slimmed in place (slim.layout.preserve_parts), base first."""
+    reads = loaded.layers
+    parts = preserve_parts(kept_entries(loaded, entries, written), [r.tree.entries for r in reads],
+                           chain_ids([r.diff_id for r in reads]), written,
+                           [r.tree.whiteouts for r in reads], [r.tree.opaque for r in reads])
+    plans = merge_parts([("image", parts)])
+    blobs = []
+    for part in parts:
+        plan = plans[part.key]
+        plan = dataclasses.replace(plan, data={p: written[p] for p in plan.paths if p in written})
+        blobs.append(write_plan(plan, lambda _name: opened(loaded.image), work, compression).blob)
+    return blobs
+
+
+def preserved_config(loaded: Any, note: str, *, package_db: bool) -> dict[str, Any]:
+    """The minimal config for an image whose layers are the original ones slimmed: the
+    original history (its non-empty entries describe those layers) plus slim's note as an
+    empty-layer entry; no history when the original's does not match its layers."""
+    n = len(loaded.layers)
+    config = minimal_config(loaded, history_note=note, keep_base=n, package_db=package_db)
+    history = config["history"]
+    history[-1]["empty_layer"] = True
+    if sum(1 for h in history if not h.get("empty_layer")) != n:
+        del config["history"]
+    return config
 
 
 def _with_parents(entries: list[Planned], loaded: Any) -> list[Planned]:
@@ -318,4 +382,5 @@ def _as_blob(raw_path: str, work: str, read: Any) -> LayerBlob:
     return LayerBlob(final, digest, read.diff_id, os.path.getsize(final), media)
 
 
-__all__ = ["BuiltImage", "MetadataPlan", "build_image", "minimal_config", "plan_metadata", "posixpath"]
+__all__ = ["LAYER_MODES", "BuiltImage", "MetadataPlan", "build_image", "kept_entries",
+           "minimal_config", "plan_metadata", "posixpath", "preserved_config"]

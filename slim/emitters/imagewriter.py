@@ -18,7 +18,9 @@ here, so the byte-level rules live in one place:
   JSON is written with sorted keys and no whitespace; outer tars are sorted with fixed metadata.
 * Atomicity and safety: an image is written into a temporary sibling of its destination and
   renamed into place (slim.outputs), so a failure never leaves a half-written image behind, and
-  an `oci:` directory replaces only a previous slim layout (`is_slim_layout`).
+  an `oci:` directory replaces only a previous slim layout (`is_slim_layout`). A layer blob
+  already on the same filesystem is hard-linked into an `oci:` layout, not copied (layouts
+  sharing a layer then store it once).
 """
 
 from __future__ import annotations
@@ -345,7 +347,10 @@ class _Sink:
             with open(host, "wb") as f:
                 f.write(data)
         else:
-            shutil.copyfile(path, host)
+            try:  # a blob is content-addressed and never changed: layouts may share its inode
+                os.link(path, host)
+            except OSError:
+                shutil.copyfile(path, host)
         os.chmod(host, 0o644)
 
 

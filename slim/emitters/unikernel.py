@@ -31,6 +31,7 @@ import os
 import posixpath
 import shlex
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,6 +232,40 @@ def render_unikraft(app: AppManifest, out: Path, fs: RootFS) -> list[str]:
 
 
 RENDERERS = {"ops": render_ops, "osv": render_osv, "unikraft": render_unikraft}
+
+
+@dataclass(frozen=True)
+class KernelSize:
+    """A target's kernel image size and where the number comes from."""
+
+    target: str
+    bytes: int
+    source: str
+
+
+def kernel_size(target: str) -> KernelSize:
+    """The `[kernel]` table of rules/unikernels/<target>.toml (nanos for ops). Raises RuleError."""
+    import tomllib
+
+    from slim.errors import RuleError
+    from slim.rules import rules_dir
+
+    name = _COMPAT_TARGET.get(target, target)
+    path = rules_dir() / "unikernels" / f"{name}.toml"
+    try:
+        kernel = tomllib.loads(path.read_text(encoding="utf-8")).get("kernel")
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RuleError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(kernel, dict) or not isinstance(kernel.get("bytes"), int) or kernel["bytes"] <= 0:
+        raise RuleError(f"{path}: [kernel] bytes must be a positive integer")
+    return KernelSize(name, kernel["bytes"], str(kernel.get("source", "")))
+
+
+def manifest_files(target: str, paths: Iterable[str]) -> list[str]:
+    """The image paths `target`'s manifest ships (OSv supplies some libraries itself)."""
+    if target == "osv":
+        return [p for p in paths if posixpath.basename(p) not in OSV_SUPPLIED]
+    return list(paths)
 
 
 def render_manifest(app: AppManifest, target: str, out_dir: str, fs: RootFS) -> list[str]:
