@@ -647,6 +647,11 @@ _EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
+def checked_tarinfo() -> type[tarfile.TarInfo]:
+    """The TarInfo class with the checks above, for readers of whole archives (`tarinfo=`)."""
+    return _CheckedTarInfo
+
+
 def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:
     """A forward-only tarfile reader with the checks of _CheckedTarInfo: the one way slim
     reads a layer tar (the model, extraction, re-reading files for a build)."""
