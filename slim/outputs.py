@@ -29,6 +29,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from slim.errors import EmitError
 
@@ -232,4 +233,15 @@ class SparseWriter:
             os.ftruncate(self.fd, self.pos)
 
 
-__all__ = ["HOLE_BLOCK", "STDOUT", "SparseWriter", "atomic_dir", "atomic_file", "check_output", "is_stdout", "write_file"]
+def copy_sparse(src: BinaryIO, fd: int) -> int:
+    """Copy the rest of `src` to the new file `fd` through a SparseWriter; returns the
+    bytes copied (holes included)."""
+    writer = SparseWriter(fd, os.lseek(fd, 0, os.SEEK_CUR))
+    while chunk := src.read(1 << 20):
+        writer.write(chunk)
+    writer.close()
+    os.lseek(fd, writer.pos, os.SEEK_SET)
+    return writer.written
+
+
+__all__ = ["HOLE_BLOCK", "STDOUT", "SparseWriter", "atomic_dir", "atomic_file", "check_output", "copy_sparse", "is_stdout", "write_file"]
