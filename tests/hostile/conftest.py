@@ -32,6 +32,18 @@ def record(request: pytest.FixtureRequest) -> Iterator:
     yield add
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "hostile: runs the real CLI on a hostile input "
+                            "(tests/hostile; about 2.5 minutes in all)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.hostile)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     path = os.environ.get("SLIM_HOSTILE_REPORT")
     if path and FIGURES:

@@ -208,7 +208,7 @@ def sha(data: bytes, alg: str = "sha256") -> str:
 def config_doc(tars: list[bytes], config: dict[str, Any] | None = None, *,
                alg: str = "sha256") -> dict[str, Any]:
     return {
-        "architecture": "amd64", "os": "linux", "config": config or {},
+        "architecture": "amd64", "os": "linux", "config": json.loads(json.dumps(config or {})),
         "rootfs": {"type": "layers", "diff_ids": [sha(t, alg) for t in tars]},
         "history": [{"created_by": f"layer {i}"} for i in range(len(tars))],
     }
