@@ -139,3 +139,14 @@ def test_pathological_python_is_an_unknown_that_keeps_the_file(box: Sandbox, rec
     doc = json.loads(report.read_text())
     assert any(k["path"] == "/app/app.py" for k in doc["keep"])
     assert run.maxrss_kb < 400 << 10, f"{run.maxrss_kb // 1024} MB RSS"
+
+
+@pytest.mark.xfail(strict=True, reason="analyzers/packages.py:220 (not in this branch's scope): "
+                   "int(value) if value.isdigit() crashes on '²'")
+def test_apk_database_with_a_unicode_digit_size(box: Sandbox) -> None:
+    db = b"C:Q1x=\nP:musl\nV:1.2\nI:\xc2\xb2\nR:libc.musl-x86_64.so.1\nF:lib\n\n"
+    ref = _image(box, bytes(elf_header()), [T("lib", "d"), T("lib/apk", "d"), T("lib/apk/db", "d"),
+                                              T("lib/apk/db/installed", data=db)],
+                 {"Entrypoint": ["/bin/app"], "WorkingDir": "/srv"})
+    run, before, report = _analyze(box, ref)
+    check(box, run, rc=0, outputs=(report,), before=before)
