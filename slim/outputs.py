@@ -58,6 +58,16 @@ def check_output(path: str, *, what: str = "output", directory: bool = False,
         if directory:
             raise EmitError(f"{what} '-': a directory output cannot go to standard output")
         return
+    if not path or "\x00" in path:
+        raise EmitError(f"{path!r}: not a usable path for the {what}")
+    try:
+        _check_output(path, what, directory, is_previous)
+    except OSError as exc:  # a listing or lookup that fails on the way (EACCES, ELOOP, EIO)
+        raise EmitError(f"{path}: cannot use as {what}: {exc.strerror or exc}") from None
+
+
+def _check_output(path: str, what: str, directory: bool,
+                  is_previous: Callable[[str], bool] | None) -> None:
     target = _target(path)
     try:
         st = os.stat(target)

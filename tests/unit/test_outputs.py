@@ -36,3 +36,21 @@ def test_sparse_writer_appends_at_an_offset(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == b"head" + bytes(100) + b"tail"
+
+
+def test_check_output_turns_every_failure_into_one_emit_error(tmp_path: Path) -> None:
+    import pytest
+
+    from slim.errors import EmitError
+    from slim.outputs import check_output
+
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    for bad in ("", "a\x00b", str(tmp_path / ("n" * 300)), str(loop / "x"),
+                str(tmp_path / "nofile" / "x")):
+        with pytest.raises(EmitError):
+            check_output(bad, what="report")
+    with pytest.raises(EmitError, match="not a previous slim"):
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "f").write_text("x")
+        check_output(str(tmp_path / "d"), what="layout", directory=True)
