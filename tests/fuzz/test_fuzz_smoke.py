@@ -34,7 +34,9 @@ def mutated(draw: st.DrawFn, name: str) -> bytes:
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))
-def test_fuzz_smoke(name: str) -> None:
+def test_fuzz_smoke(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")  # the fuzzer must not fill a cache
+
     @settings(max_examples=1000, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(mutated(name))
