@@ -660,9 +660,10 @@ def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:
 
 class LayerGuard:
     """Refuses, for one layer, what the two readers of a layer (this model and fs.extract)
-    would not agree on, as Docker refuses it: a member path seen twice, a member below a
-    symlink or a non-directory of the same layer (written through a link), and a
-    non-directory replacing a directory the layer already wrote into.
+    would not agree on, as Docker refuses it: a member path seen twice (a directory repeated
+    as a directory is harmless and allowed), a member below a symlink or a non-directory of
+    the same layer (written through a link), and a non-directory replacing a directory the
+    layer already wrote into.
 
     Parents are checked up to the nearest one already known to be a directory, so a layer
     in tar order (parents first) costs O(1) dictionary lookups per member.
@@ -678,6 +679,8 @@ class LayerGuard:
         if path == "/":
             return
         if path in self.members:
+            if kind == "dir" and self.members[path] == "dir":
+                return  # the same directory again: both readers keep it, with the last mode
             raise LayerError(f"{self.label}: {path}: appears twice in the layer")
         if kind != "dir" and path in self.dirs:
             raise LayerError(f"{self.label}: {path}: replaces a directory the same layer "

@@ -97,6 +97,11 @@ def test_one_layer_guard(members: list[M], message: str) -> None:
         _read(layer_tar(members))
 
 
+def test_a_directory_repeated_is_not_a_duplicate() -> None:
+    result = _read(layer_tar([M("d", "d"), M("d/x", data=b"1"), M("d", "d")]))
+    assert "/d/x" in result.tree.entries
+
+
 @pytest.mark.parametrize("name", [".wh.", ".wh..", ".wh...", ".wh..wh.x", ".wh..wh."])
 def test_invalid_whiteouts_do_not_wipe_the_tree(name: str) -> None:
     lower = _read(layer_tar([M("d", "d"), M("d/keep", data=b"k"), M("top", data=b"t")]))
