@@ -8,12 +8,15 @@ Layout of the cache ($SLIM_BENCH_CACHE or ~/.cache/slim-bench; never inside the 
 
 Each image has three layers like a typical Dockerfile: the base, the packages (the changes of
 `apt-get install` against the base: new or changed paths, OCI whiteouts for deleted ones), and
-the application files. Layers are written with slim.emitters.imagewriter. Needs root (chroot).
+the application files (plus what `post` steps such as `pip install` did, and the artifacts of a
+throwaway `builder` stage such as a Go binary). Layers are written with slim.emitters.imagewriter.
+Needs root (chroot).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.images import ImageSpec
+from bench.images import AppFile, Builder, ImageSpec
 from bench.mirror import find_mirror
 
 if TYPE_CHECKING:
@@ -52,6 +55,24 @@ class BuiltImage:
     oci_dir: str
     size_bytes: int  # bytes of the docker-archive file
     build_seconds: float
+    spec_sha: str = ""  # spec_digest() of what was built; a changed spec is rebuilt
+
+
+def spec_digest(spec: ImageSpec) -> str:
+    """A digest of everything the spec says (packages, files, steps, config), so a cached image
+    whose spec changed is rebuilt."""
+    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
+# Where the bench may find an existing debootstrap base to copy instead of running debootstrap
+# again: the acceptance tests' cache (tests/integration/conftest.py), built by ensure_base too.
+def _seed_bases() -> list[str]:
+    out = []
+    explicit = os.environ.get("SLIM_TEST_ROOTFS_CACHE")
+    if explicit:
+        out.append(os.path.join(explicit, "base"))
+    out.append(os.path.expanduser("~/.cache/slim-test/base"))
+    return out
 
 
 def cache_dir() -> str:
@@ -76,6 +97,7 @@ def _chroot_env(root: str) -> Iterator[None]:
     resolv = os.path.join(root, "etc/resolv.conf")
     saved = os.path.join(root, "etc/.resolv.conf.bench")
     had_resolv = os.path.lexists(resolv)
+    ca = os.path.join(root, CHROOT_CA.lstrip("/"))
     _run(["mount", "-t", "proc", "proc", proc], "mount /proc")
     try:
         with open(policy, "w") as f:
@@ -84,9 +106,14 @@ def _chroot_env(root: str) -> Iterator[None]:
         if had_resolv:
             os.replace(resolv, saved)  # restored as it was (same inode, same mtime)
         shutil.copyfile("/etc/resolv.conf", resolv)
+        host_ca = _host_ca_bundle()
+        if host_ca and os.path.isdir(os.path.dirname(ca)):
+            shutil.copyfile(host_ca, ca)  # under /tmp: never in a layer (SKIP_CONTENT)
         yield
     finally:
         subprocess.run(["umount", "-l", proc], check=False)
+        with contextlib.suppress(OSError):
+            os.unlink(ca)
         with contextlib.suppress(OSError):
             os.unlink(policy)
         with contextlib.suppress(OSError):
@@ -96,13 +123,32 @@ def _chroot_env(root: str) -> Iterator[None]:
                 os.replace(saved, resolv)
 
 
-def _chroot(root: str, argv: list[str], what: str) -> None:
+# The host's CA bundle, copied into the chroot for pip and npm: the host may reach the registries
+# through a TLS-inspecting proxy whose CA only the host's bundle has.
+CHROOT_CA = "/tmp/.bench-ca.pem"
+
+
+def _host_ca_bundle() -> str:
+    for path in (os.environ.get("PIP_CERT", ""), "/etc/ssl/certs/ca-certificates.crt"):
+        if path and os.path.isfile(path):
+            return path
+    return ""
+
+
+def _chroot(root: str, argv: list[str], what: str, extra_env: tuple[str, ...] = ()) -> None:
     env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "DEBIAN_FRONTEND": "noninteractive",
         "LANG": "C.UTF-8",
         "HOME": "/root",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_CACHE_DIR": "1",
     }
+    if os.path.isfile(os.path.join(root, CHROOT_CA.lstrip("/"))):
+        env["PIP_CERT"] = env["NPM_CONFIG_CAFILE"] = CHROOT_CA
+    for assignment in extra_env:
+        name, _, value = assignment.partition("=")
+        env[name] = value
     _run(["chroot", root, *argv], what, env=env)
 
 
@@ -137,10 +183,27 @@ def ensure_base(cache: str) -> str:
         return root
     if os.geteuid() != 0:
         raise BuildError("base: debootstrap needs root")
-    mirror = find_mirror(SUITE)
     os.makedirs(base, exist_ok=True)
     tmp = root + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    for seed in _seed_bases():
+        seed_root = os.path.join(seed, "rootfs")
+        if os.path.abspath(seed) == os.path.abspath(base) or not os.path.exists(os.path.join(seed, ".done")):
+            continue
+        if not os.path.isdir(seed_root):
+            continue
+        log.info("base: copying the debootstrap base of %s", seed)
+        try:
+            _run(["cp", "-a", seed_root, tmp], "base: copy an existing base")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _clean_apt(tmp)
+        os.replace(tmp, root)
+        open(done, "w").close()
+        open(os.path.join(base, ".cleaned"), "w").close()
+        return root
+    mirror = find_mirror(SUITE)
     t0 = time.monotonic()
     try:
         _run(["debootstrap", "--variant=minbase", SUITE, tmp, mirror], "base: debootstrap")
@@ -282,8 +345,8 @@ def _base_layer(cache: str, base_root: str) -> LayerBlob:
     return blob
 
 
-def _install_files(root: str, spec: ImageSpec) -> None:
-    for f in spec.files:
+def _install_files(root: str, files: tuple[AppFile, ...]) -> None:
+    for f in files:
         host = os.path.join(root, f.path.lstrip("/"))
         os.makedirs(os.path.dirname(host), exist_ok=True)
         with open(host, "w") as out:
@@ -302,6 +365,35 @@ def _remove_work(work: str, root: str) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def _run_builder(name: str, builder: Builder, base_root: str, work: str, root: str) -> None:
+    """A throwaway stage: a copy of the base, its packages, files and run steps; then its `copy`
+    artifacts go into `root` (modes kept) and the stage is deleted. Raises BuildError."""
+    stage_work = os.path.join(work, "builder")
+    stage = os.path.join(stage_work, "rootfs")
+    os.makedirs(stage_work)
+    try:
+        _run(["cp", "-a", base_root, stage], f"{name}: copy base for the build stage")
+        with _chroot_env(stage):
+            _chroot(stage, ["apt-get", "update", "-qq"], f"{name}: build stage apt-get update")
+            _chroot(
+                stage,
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *builder.packages],
+                f"{name}: build stage apt-get install",
+            )
+            _install_files(stage, builder.files)
+            for argv in builder.run:
+                _chroot(stage, list(argv), f"{name}: build stage run", builder.env)
+        for src, dest in builder.copy:
+            host_src = os.path.join(stage, src.lstrip("/"))
+            host_dest = os.path.join(root, dest.lstrip("/"))
+            if not os.path.isfile(host_src):
+                raise BuildError(f"{name}: the build stage made no {src}")
+            os.makedirs(os.path.dirname(host_dest), exist_ok=True)
+            shutil.copy2(host_src, host_dest)
+    finally:
+        _remove_work(stage_work, stage)
+
+
 def build_image(spec: ImageSpec, *, force: bool = False, cache: str | None = None) -> BuiltImage:
     """Build `spec` into the cache (or return the cached build). Raises BuildError."""
     cache = cache or cache_dir()
@@ -310,8 +402,11 @@ def build_image(spec: ImageSpec, *, force: bool = False, cache: str | None = Non
     if not force and os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-        if os.path.exists(meta["docker_archive"]) and os.path.isdir(meta["oci_dir"]):
+        fresh = meta.get("spec_sha", "") in ("", spec_digest(spec))  # older caches have none
+        if fresh and os.path.exists(meta["docker_archive"]) and os.path.isdir(meta["oci_dir"]):
             return BuiltImage(**meta)
+        if not fresh:
+            log.info("%s: the spec changed since the cached build; rebuilding", spec.name)
     if os.geteuid() != 0:
         raise BuildError(f"{spec.name}: building needs root (chroot)")
     t0 = time.monotonic()
@@ -334,7 +429,9 @@ def build_image(spec: ImageSpec, *, force: bool = False, cache: str | None = Non
             _clean_apt(root)
         pkg_state = _entries(root)
         pkg_blob = write_layer(root, work, below=below)
-        _install_files(root, spec)
+        _install_files(root, spec.files)
+        if spec.builder is not None:
+            _run_builder(spec.name, spec.builder, base_root, work, root)
         if spec.post:
             with _chroot_env(root):
                 for argv in spec.post:
@@ -348,7 +445,8 @@ def build_image(spec: ImageSpec, *, force: bool = False, cache: str | None = Non
         config["history"] = [
             {"created_by": f"debootstrap --variant=minbase {SUITE}"},
             {"created_by": "apt-get install -y --no-install-recommends " + " ".join(spec.packages)},
-        ] + ([{"created_by": "COPY app files"}] if app_blob else [])
+        ] + ([{"created_by": "COPY app files" + (" and build-stage artifacts" if spec.builder else "")
+               + "".join(f"; RUN {' '.join(a)}" for a in spec.post)}] if app_blob else [])
         os.makedirs(out_dir, exist_ok=True)
         archive, oci = save_image(spec.name, layers, config, out_dir)
     finally:
@@ -359,6 +457,7 @@ def build_image(spec: ImageSpec, *, force: bool = False, cache: str | None = Non
         oci_dir=oci,
         size_bytes=os.path.getsize(archive),
         build_seconds=round(time.monotonic() - t0, 1),
+        spec_sha=spec_digest(spec),
     )
     with open(meta_path, "w") as f:
         json.dump(built.__dict__, f, indent=1)

@@ -55,7 +55,7 @@ def find_mirror(suite: str = "bookworm", sources_dir: str = SOURCES_DIR, sources
                 continue
             if suite in st.get("suites", "").split() and st.get("uris"):
                 return st["uris"].split()[0]
-    if os.path.exists(sources_list):
+    if os.path.isfile(sources_list):
         with open(sources_list, encoding="utf-8", errors="replace") as f:
             for line in f:
                 words = line.split("#", 1)[0].split()

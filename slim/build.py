@@ -1,17 +1,21 @@
 """`slim build`: write the minimal image, prove it still works, repair it when it does not.
 
-Flow: check the destination → trace the original when probes are given (or verification is on)
-→ keep set = static closure plus traced paths (slim.pipeline) → write the image to a temp
-sibling of the destination → run the same probes against it and compare outcomes with the
-original's (exit code and output, HTTP status and body, TCP reply) → on a difference, add the
-paths the original used that the minimal image lacked (plus their static closure) as
-`verify-fix` edges, rebuild, retry (bounded) → move the image into place only when verified
-(or with keep_unverified). Nothing half-written remains.
+Flow: check the destination → run the original traced with its probes (the given ones, or the
+image's default probes: slim.tracers.probes) → keep set = static closure plus everything that
+run used (slim.pipeline; only `--mode static` leaves the run out) → refuse a hollow image (no
+entrypoint program) → write the image to a temp sibling of the destination → run the same
+concrete probes against it and compare, differentially, with the original (slim.verify: exit
+codes, normalized outputs, HTTP status, headers and bodies, TCP replies, missing-file events)
+→ on a difference, add the paths the original used that the minimal image lacked (plus their
+static closure) as `verify-fix` edges, rebuild, retry (bounded) → move the image into place
+only when verified (or with keep_unverified). Nothing half-written remains.
+
+A probe that fails on the ORIGINAL is reported and left out (the build goes on with the probes
+that pass; none passing is an error, as is any failure with `strict_probes`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -19,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slim.emitters.image import BuiltImage, build_image
 from slim.emitters.imagewriter import is_slim_layout
@@ -27,11 +31,13 @@ from slim.errors import EmitError, TraceError, UsageError
 from slim.image import LoadedImage
 from slim.outputs import check_output
 from slim.pipeline import Analysis, AnalyzeOptions, analyze, load_image, probe_outcomes
+from slim.programs import which
 from slim.refs import OutputRef, parse_output, split_name
-from slim.result import AnalysisResult
-from slim.tracers import RunOptions, RunResult, run_image
-from slim.tracers.probes import Probe, compare_observations
+from slim.result import AnalysisResult, ProbeOutcome
+from slim.tracers import RunOptions, RunResult, choose_runner, run_image
+from slim.tracers.probes import Probe
 from slim.tracers.trace import Trace
+from slim.verify import RUNTIME_PREFIXES, Verification, missing_files, verify
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +49,19 @@ MODES = ("static", "traced", "both")
 class BuildOptions:
     dest: str  # oci:DIR | oci-archive:FILE | docker-archive:FILE | docker://REF
     probes: tuple[Probe, ...] = ()
-    mode: str = "static"  # static | traced | both: where the keep set's roots come from
+    mode: str = ""  # static | traced | both; "": both when the original runs, else static
     verify: bool = True
     runner: str = "auto"
-    network: str = "host"
+    network: str = "none"  # the app's own network namespace; "host" shares the host's
     timeout: float = 60.0
     keep_base: int = 0
     max_fixes: int = 3
     keep_unverified: bool = False
-    load_tag: str = ""  # --load --tag NAME: load into the Docker daemon
+    load: bool = False  # load a docker-archive output into the Docker daemon
+    tag: str = ""  # NAME:TAG of the output (default: the source's repository with tag "slim")
+    strict_probes: bool = False  # a probe failing on the original is fatal
     compression: str = "gzip"
+    sbom: str = ""  # --sbom cyclonedx|spdx: an SBOM of the minimal image (slim.emitters.sbom)
 
     @property
     def run(self) -> RunOptions:
@@ -68,12 +77,15 @@ class BuildOutcome:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     trace: Trace | None = None  # the original's traced run (verification or --trace), if any
+    verification: Verification | None = None  # what was compared, when verified
+    dropped: list[ProbeOutcome] = field(default_factory=list)  # probes failing on the original
+    unverified_why: str = ""  # when verified is None: why nothing was compared
 
 
 def check_destination(dest: str, options: BuildOptions) -> OutputRef:
     """Parse and check the output before any work. Raises UsageError / EmitError."""
     out = parse_output(dest)
-    if options.mode not in MODES:
+    if options.mode and options.mode not in MODES:
         raise UsageError(f"--mode {options.mode}: choose {', '.join(MODES)}")
     if out.transport != "docker":  # an image output may name a directory still to be made
         parent = os.path.dirname(os.path.abspath(out.location))
@@ -85,7 +97,7 @@ def check_destination(dest: str, options: BuildOptions) -> OutputRef:
         check_output(out.location, what="OCI layout", directory=True, is_previous=is_slim_layout)
     elif out.transport != "docker":
         check_output(out.location, what="image archive")
-    if options.load_tag and out.transport != "docker-archive":
+    if options.load and out.transport != "docker-archive":
         raise UsageError("--load needs a docker-archive:FILE output")
     return out
 
@@ -107,18 +119,20 @@ def _fix_candidates(original: RunResult, minimal: RunResult | None, loaded: Load
     def in_image(path: str) -> bool:
         return fs.lexists(path) or fs.exists(path)
 
-    out: set[str] = set()
-    if minimal is not None:
-        for path, acc in minimal.trace.paths.items():
-            orig = original.trace.paths.get(path)
-            if (not acc.found and acc.errors and orig is not None and orig.found
-                    and in_image(path) and not kept(path)):
-                out.add(path)
+    out = set(missing_files(original, minimal)) if minimal is not None else set()
+    out = {p for p in out if in_image(p) and not kept(p)}
     for path in original.trace.used:
-        if (path != "/" and in_image(path) and not path.startswith(("/proc", "/sys", "/dev"))
+        if (path != "/" and in_image(path) and not path.startswith(RUNTIME_PREFIXES)
                 and not kept(path)):
             out.add(path)
     return sorted(out)
+
+
+def _fix_reason(path: str, failures: list[str]) -> str:
+    """Why `path` is added back: the differences that name it, else all of them."""
+    name = os.path.basename(path)
+    naming = [f for f in failures if name and name in f]
+    return "; ".join(naming or failures)[:400]
 
 
 def _stage(out: OutputRef, work: str) -> OutputRef:
@@ -171,40 +185,79 @@ def _load_into_daemon(archive: str, tag: str) -> None:
         images[0].tag(repo, short or "latest")
 
 
-def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say) -> RunResult | None:
-    """The original's traced run (None when verification is impossible and not needed)."""
-    traced_mode = options.mode != "static"
-    if not (options.verify or traced_mode):
-        return None
+def _trace_original(loaded: LoadedImage, options: BuildOptions,
+                    say: Say) -> tuple[RunResult | None, list[ProbeOutcome], str]:
+    """(the original's traced run, the probes dropped because they fail on it, why there is
+    no run); no run when verification is off or no runner works here (and the mode does not
+    need one). Raises TraceError when the original cannot run at all, or fails every probe."""
+    needs_run = options.mode in ("traced", "both")
+    if not (options.verify or needs_run):
+        return None, [], "--no-verify"
     try:
-        say("tracing the original image")
-        original = run_image(loaded, options.run)
+        choose_runner(options.runner)
     except TraceError as exc:
-        if traced_mode:
+        if needs_run:
             raise
         say(f"verification skipped: {exc}")
-        return None
-    if not original.passed:
-        failed = [p for p in original.probes if not p.passed]
-        detail = failed[0].detail if failed else f"exit code {original.exit_code}"
-        raise TraceError(f"{loaded.image.ref}: the ORIGINAL image fails its probes ({detail}); "
-                         "nothing to compare against")
-    return original
+        return None, [], f"no runner works on this host: {exc}"
+    say("running the original image traced")
+    original = run_image(loaded, options.run)
+    if not original.trace.executed:
+        why = original.stderr_tail.strip().splitlines()[-1:] or [f"exit code {original.exit_code}"]
+        raise TraceError(f"{loaded.image.ref}: the ORIGINAL image does not start ({why[0][:300]}); "
+                         "nothing to verify against")
+    failed = [p for p in original.probes if not p.passed]
+    if original.probes and len(failed) == len(original.probes):
+        raise TraceError(f"{loaded.image.ref}: the ORIGINAL image fails every probe ({failed[0].spec}: "
+                         f"{failed[0].detail}); nothing to verify against")
+    if failed and options.strict_probes:
+        raise TraceError(f"{loaded.image.ref}: the ORIGINAL image fails {failed[0].spec} "
+                         f"({failed[0].detail}) and --strict-probes is set")
+    for p in failed:
+        say(f"probe left out: it fails on the ORIGINAL image: {p.spec}: {p.detail}")
+    return original, failed, "" if options.verify else "--no-verify"
 
 
 def _verify(staged: OutputRef, original: RunResult,
-            options: BuildOptions) -> tuple[RunResult | None, list[str]]:
-    """Run the probes against the staged image; (its run, differences from the original)."""
+            options: BuildOptions) -> tuple[RunResult | None, Verification]:
+    """Run the original's concrete probes against the staged image and compare the runs."""
+    probes = tuple(original.resolved)
     with load_image(str(staged)) as slim_loaded:
         try:
-            minimal = run_image(slim_loaded, options.run)
+            minimal = run_image(slim_loaded, replace(options.run, probes=probes))
         except TraceError as exc:
-            return None, [f"minimal image did not start: {exc}"]
-    failures = [f"{p.spec}: {p.detail}" for p in minimal.probes if not p.passed]
-    if not minimal.probes and not minimal.passed:
-        failures.append(f"exit code {minimal.exit_code}: {minimal.stderr_tail[-300:]}")
-    failures += compare_observations(original.observations, minimal.observations)
-    return minimal, failures
+            return None, Verification((), failures=(f"the minimal image did not start: {exc}",))
+    specs = {o.spec for o in minimal.observations} | {"run"}
+    compared = replace(original, observations=[o for o in original.observations if o.spec in specs])
+    return minimal, verify(compared, minimal)
+
+
+def _check_not_hollow(loaded: LoadedImage, keep: set[str]) -> None:
+    """Refuse an image that could not start: no entrypoint, or its program not kept."""
+    config = loaded.image.config
+    if not config.argv:
+        raise EmitError(f"{loaded.image.ref}: the image has neither Entrypoint nor Cmd; "
+                        "refusing to write an image that runs nothing")
+    fs = loaded.rootfs
+    program = which(fs, config.argv[0], config.path_dirs, config.workdir or "/")
+    real = fs.realpath(program) if program else ""
+    if not program or real not in keep:
+        raise EmitError(f"{loaded.image.ref}: the minimal image would not hold the entrypoint program "
+                        f"{config.argv[0]!r}; refusing to write a hollow image")
+
+
+def output_tag(options: BuildOptions, loaded: LoadedImage, out: OutputRef) -> str | None:
+    """The output's name: --tag, else the source's repository with tag `slim`, else none
+    (never `latest:latest`, which `docker load` would take from another image)."""
+    if options.tag:
+        return options.tag
+    if out.tag:
+        return None  # the destination names it (oci:DIR:TAG, docker-archive:FILE:NAME)
+    for name in loaded.image.names:
+        repo, _ = split_name(name.split("@", 1)[0])
+        if repo and repo != "<none>":
+            return f"{repo}:slim"
+    return None
 
 
 def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions,
@@ -218,16 +271,19 @@ def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions
     start = time.monotonic()
     out = check_destination(options.dest, options)
     with load_image(reference) as loaded:
-        original = _trace_original(loaded, options, say)
-        if options.mode != "static" and original is not None:
+        original, dropped, why_not = _trace_original(loaded, options, say)
+        mode = options.mode or ("both" if original is not None else "static")
+        options = replace(options, mode=mode)
+        trace = original.trace if original is not None and mode != "static" else None
+        if mode != "static" and original is not None:
             # traced: the run's files and their static closure; both: plus the entrypoint's
-            analyze_options = dataclasses.replace(analyze_options, static_roots=options.mode == "both")
-        trace = original.trace if original is not None and options.mode != "static" else None
+            analyze_options = replace(analyze_options, static_roots=mode == "both")
         work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
         try:
-            return _build_loop(loaded, analyze_options, options, out, original, trace, work, say, start)
+            outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work, say, start)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    return replace(outcome, dropped=dropped, unverified_why=why_not if outcome.verified is None else "")
 
 
 def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: BuildOptions,
@@ -235,34 +291,54 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
                 say: Say, start: float) -> BuildOutcome:
     """Write → verify → repair, at most options.max_fixes + 1 times."""
     fixes: list[dict[str, str]] = []
+    tag = output_tag(options, loaded, out)
     for attempt in range(options.max_fixes + 1):
         analysis = analyze(loaded, analyze_options, trace=trace)
         assert analysis.closure is not None
         keep = analysis.closure.keep
+        _check_not_hollow(loaded, keep)
         os.makedirs(os.path.join(work, f"try{attempt}"))
         staged = _stage(out, os.path.join(work, f"try{attempt}"))
         say(f"writing the minimal image ({len(keep)} paths)")
         built = build_image(loaded, keep, str(staged), keep_base=options.keep_base,
-                            compression=options.compression)
+                            compression=options.compression, tag=tag, sbom=options.sbom)
         if not (options.verify and original is not None):
             _publish(staged, out)
-            return _outcome(analysis, built, None, fixes, [], options, start, original)
-        say("verifying: running the probes against the minimal image")
-        minimal, failures = _verify(staged, original, options)
-        if not failures:
+            return _outcome(analysis, built, None, fixes, None, options, start, original)
+        say("verifying: running the same probes against the minimal image")
+        minimal, verification = _verify(staged, original, options)
+        if verification.verified:
             _publish(staged, out)
-            return _outcome(analysis, built, True, fixes, [], options, start, original)
+            return _outcome(analysis, built, True, fixes, verification, options, start, original)
+        failures = verification.differences
         candidates = _fix_candidates(original, minimal, loaded, keep)
         if not candidates or attempt == options.max_fixes:
             if options.keep_unverified:
                 _publish(staged, out)
-            return _outcome(analysis, built, False, fixes, failures, options, start, original)
-        fixes += [{"path": p, "reason": failures[0][:200], "attempt": str(attempt + 1)}
+            return _outcome(analysis, built, False, fixes, verification, options, start, original)
+        fixes += [{"path": p, "reason": _fix_reason(p, failures), "attempt": str(attempt + 1)}
                   for p in candidates]
-        analyze_options = dataclasses.replace(
-            analyze_options, fixes=tuple(analyze_options.fixes) + tuple(candidates))
-        say(f"verification failed ({failures[0]}); adding {len(candidates)} paths and retrying")
+        analyze_options = replace(analyze_options, fixes=tuple(analyze_options.fixes) + tuple(candidates))
+        say(f"verification found {len(failures)} differences ({failures[0]}); "
+            f"adding {len(candidates)} paths and retrying")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _publish_sbom(built: BuiltImage, options: BuildOptions) -> dict[str, str] | None:
+    """Where the build's SBOM went: a referrer in an OCI layout (written with the image), or
+    beside a docker-archive (FILE.cdx.json / FILE.spdx.json, written here). Raises EmitError."""
+    if not built.sbom:
+        return None
+    from slim.emitters.sbom import SBOM_FORMATS, sbom_beside
+    from slim.outputs import write_file
+
+    out = parse_output(options.dest)
+    fmt = SBOM_FORMATS[built.sbom_format]
+    if out.transport == "docker-archive":
+        path = sbom_beside(out.location, fmt.name)
+        write_file(path, built.sbom, what="SBOM")
+        return {"format": fmt.name, "media_type": fmt.media_type, "path": path}
+    return {"format": fmt.name, "media_type": fmt.media_type, "attached_to": built.digest}
 
 
 def _work_parent(out: OutputRef) -> str | None:
@@ -274,26 +350,36 @@ def _work_parent(out: OutputRef) -> str | None:
 
 
 def _outcome(analysis: Analysis, built: BuiltImage, verified: bool | None,
-             fixes: list[dict[str, str]], failures: list[str], options: BuildOptions, start: float,
-             original: RunResult | None) -> BuildOutcome:
+             fixes: list[dict[str, str]], verification: Verification | None, options: BuildOptions,
+             start: float, original: RunResult | None) -> BuildOutcome:
     result = analysis.result
     if original is not None:
-        result = dataclasses.replace(result, syscalls_traced=original.trace.syscall_names,
-                                     probes=probe_outcomes(original))
+        result = replace(result, syscalls_traced=original.trace.syscall_names,
+                         probes=probe_outcomes(original))
     published = bool(verified) or verified is None or options.keep_unverified
-    if options.load_tag and published:
-        _load_into_daemon(parse_output(options.dest).location, options.load_tag)
+    if options.load and published:
+        _load_into_daemon(parse_output(options.dest).location, options.tag)
+    result = replace(result, packages=list(built.packages) or result.packages)
+    sbom = _publish_sbom(built, options) if published else None
     reduction = result.image.size_bytes / built.size_bytes if built.size_bytes else 0.0
-    result = dataclasses.replace(result, build={
+    result = replace(result, build={
         "output": options.dest if published else "",
         "digest": built.digest,
         "size_bytes": built.size_bytes,
         "reduction": round(reduction, 2),
         "verified": verified,
+        "mode": options.mode,
         "fixes": fixes,
+        "verification": [] if verification is None else [
+            {"spec": c.spec, "compared": c.compared, "differences": list(c.differences)}
+            for c in verification.comparisons],
+        "missing_files": list(verification.missing_files) if verification else [],
+        **({"sbom": sbom} if sbom else {}),
     })
-    return BuildOutcome(result, built, verified, fixes, failures, time.monotonic() - start,
-                        original.trace if original is not None else None)
+    return BuildOutcome(result, built, verified, fixes,
+                        verification.differences if verification else [],
+                        time.monotonic() - start, original.trace if original is not None else None,
+                        verification)
 
 
 __all__ = ["MODES", "BuildOptions", "BuildOutcome", "build", "check_destination"]

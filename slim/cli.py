@@ -17,6 +17,7 @@ from slim import __version__
 from slim.errors import AnalysisError, EmitError, SlimError, UsageError
 
 if TYPE_CHECKING:
+    from slim.build import BuildOutcome
     from slim.pipeline import Analysis, AnalyzeOptions, Tracing
     from slim.result import AnalysisResult
     from slim.tracers.probes import Probe
@@ -94,13 +95,35 @@ def _write_reports(result: AnalysisResult, formats: list[str], output: str | Non
         write_file(path, buf.getvalue(), what=f"{emitter.name} report")
 
 
+SbomOpt = Annotated[str | None, typer.Option("--sbom", help="Also make an SBOM: cyclonedx (CycloneDX 1.6 JSON) or spdx (SPDX 2.3 JSON).")]
+
+
+def _check_sbom_format(fmt: str | None) -> None:
+    from slim.emitters.sbom import SBOM_FORMATS
+
+    if fmt is not None and fmt not in SBOM_FORMATS:
+        raise UsageError(f"--sbom {fmt}: unknown SBOM format (choose from {', '.join(SBOM_FORMATS)})")
+
+
+def _write_sbom(analysis: Analysis, fmt: str, path: str | None) -> None:
+    """The analyzed image's SBOM to `path` (standard output for None or '-')."""
+    from slim.emitters.sbom import SbomSubject, render_sbom
+    from slim.outputs import is_stdout, write_file
+
+    doc = render_sbom(fmt, analysis.result.packages, SbomSubject.of(analysis.loaded, minimal=False))
+    if path is None or is_stdout(path):
+        sys.stdout.write(doc.decode())
+    else:
+        write_file(path, doc, what="SBOM")
+
+
 # Options shared by the commands that compute a keep set (analyze, build, why, graph, seccomp,
 # manifest). Typer has no option groups across commands; these aliases keep them identical.
 ImageArg = Annotated[str, typer.Argument(help="Image reference: docker-archive:FILE, oci:DIR[:TAG], oci-archive:FILE, rootfs:DIR, docker-daemon:NAME, docker://REF, NAME[:TAG].")]
 TraceOpt = Annotated[bool, typer.Option("--trace", help="Also run the image traced (strace) with probes and keep what it used.")]
 ProbeOpt = Annotated[list[str] | None, typer.Option("--probe", help="http:PORT\\[/PATH] · tcp:PORT\\[:SEND\\[:EXPECT]] · exec:CMD · cmd:ARGS · wait:SECONDS (repeatable).")]
 RunnerOpt = Annotated[str, typer.Option("--runner", help="auto, sandbox (bubblewrap) or docker.")]
-NetworkOpt = Annotated[str, typer.Option("--network", help="host or none for the traced run.")]
+NetworkOpt = Annotated[str, typer.Option("--network", help="none (default): the app gets its own network namespace and the probes enter it; host: the app shares the host's network (use only for images you trust).")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds a traced run may take.")]
 RulesOpt = Annotated[list[str] | None, typer.Option("--rules", help="Extra rule-pack directory (repeatable).")]
 KeepOpt = Annotated[list[str] | None, typer.Option("--keep", help="Always keep paths matching GLOB (repeatable; `*` stays in one directory, `**` crosses them).")]
@@ -128,7 +151,7 @@ def _probes(specs: list[str] | None) -> tuple[Probe, ...]:
 
 
 def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str = "auto",
-             network: str = "host", timeout: float = 60.0, trace_file: str | None = None,
+             network: str = "none", timeout: float = 60.0, trace_file: str | None = None,
              save_trace: str | None = None) -> Tracing | None:
     """The tracing options of a command (None: no trace). Raises UsageError."""
     from slim.pipeline import Tracing
@@ -177,7 +200,7 @@ def analyze(
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     trace_file: TraceFileOpt = None,
     save_trace: SaveTraceOpt = None,
@@ -186,12 +209,20 @@ def analyze(
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the analysis left unknowns.")] = False,
+    sbom: SbomOpt = None,
+    sbom_output: Annotated[str | None, typer.Option("--sbom-output", help="Write the SBOM here (default: standard output, instead of the report unless --format or --output is given).")] = None,
 ) -> None:
     """Where an image's bytes go, and what its app really needs (every kept file with its reasons)."""
     from slim.emitters import EMITTERS
 
+    sbom_to_stdout = bool(sbom) and (sbom_output is None or sbom_output == "-")
+    report_wanted = not sbom_to_stdout or bool(formats) or output is not None
     formats = list(dict.fromkeys(formats or ["text"]))
     try:
+        _check_sbom_format(sbom)
+        if sbom_to_stdout and report_wanted and (output is None or output == "-"):
+            raise UsageError("--sbom: the SBOM and the report cannot both go to standard output "
+                             "(give --sbom-output FILE or --output)")
         unknown = [f for f in formats if f not in EMITTERS]
         if unknown:
             raise UsageError(f"--format {unknown[0]}: unknown format (choose from {', '.join(sorted(EMITTERS))})")
@@ -199,10 +230,17 @@ def analyze(
             raise UsageError(f"--format {' '.join(formats)}: several formats need --output DIR")
         options = _options(rules, keep, drop, keep_app, static=static, syscalls=syscalls)
         tracing = _tracing(trace, probe, runner, network, timeout, trace_file, save_trace)
+        if sbom and not sbom_to_stdout:
+            from slim.outputs import check_output
+
+            check_output(sbom_output or "", what="SBOM")
         with _analyzed(image, options, tracing) as analysis:
             result = analysis.result
             why_fn = analysis.closure.graph.why if analysis.closure else None
-            _write_reports(result, formats, output, why=why_fn)
+            if report_wanted:
+                _write_reports(result, formats, output, why=why_fn)
+            if sbom:
+                _write_sbom(analysis, sbom, sbom_output)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]
@@ -284,44 +322,61 @@ def graph(
 def build(
     image: ImageArg,
     output: Annotated[str, typer.Option("--output", "-o", help="oci:DIR, oci-archive:FILE, docker-archive:FILE or docker://REF.")],
-    tag: Annotated[str, typer.Option("--tag", help="Name:tag for --load (and the archive's RepoTags).")] = "",
+    tag: Annotated[str, typer.Option("--tag", help="NAME:TAG of the output (default: the source's repository with tag `slim`; none when the source has no name).")] = "",
     load_image: Annotated[bool, typer.Option("--load", help="Load the verified image into the Docker daemon (docker-archive output).")] = False,
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
-    mode: Annotated[str, typer.Option("--mode", help="Keep-set roots: static (entrypoint analysis), traced (what the traced run used) or both. Default: both with --probe or --trace, else static.")] = "",
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run the probes against original and minimal image and compare.")] = True,
+    mode: Annotated[str, typer.Option("--mode", help="Keep-set roots: static (entrypoint analysis only), traced (what the run used) or both. Default: both whenever the original is run (verification, --trace), else static.")] = "",
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run the probes against original and minimal image and compare them.")] = True,
+    strict_probes: Annotated[bool, typer.Option("--strict-probes", help="Fail when a probe fails on the ORIGINAL image (default: report it and verify with the others).")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Say how outputs are normalized before they are compared.")] = False,
     keep_unverified: Annotated[bool, typer.Option("--keep-unverified", help="Leave the output even when verification fails.")] = False,
     keep_base: Annotated[int, typer.Option("--keep-base", help="Keep the first N layers untouched and put one slimmed layer on top.")] = 0,
     max_fixes: Annotated[int, typer.Option("--max-fixes", help="Repair rounds after a failed verification.")] = 3,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     rules: RulesOpt = None,
     keep: KeepOpt = None,
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
     report: Annotated[str | None, typer.Option("--report", help="Also write the JSON report (with build{}) here.")] = None,
+    sbom: Annotated[str | None, typer.Option("--sbom", help="Also make an SBOM of the minimal image: cyclonedx or spdx. Attached as an OCI referrer to oci:/oci-archive: outputs; written beside a docker-archive (FILE.cdx.json, FILE.spdx.json).")] = None,
 ) -> None:
-    """Write the minimal image, verify it still works, repair it when it does not."""
+    """Write the minimal image, verify it behaves as the original, repair it when it does not."""
     from slim.build import BuildOptions
     from slim.build import build as run_build
     from slim.outputs import check_output, write_file
-    from slim.units import format_bytes, ratio
 
     try:
+        _check_sbom_format(sbom)
+        if sbom and output.startswith("docker://"):
+            raise UsageError(f"--sbom: {output}: a pushed image gets no SBOM referrer yet; "
+                             "write to oci:, oci-archive: or docker-archive: and push it yourself")
         if report:
             check_output(report, what="report")
+        if trace and mode == "static":
+            raise UsageError("--trace with --mode static: the trace would not be used")
         outcome = run_build(image, _options(rules, keep, drop, keep_app), BuildOptions(
-            dest=output, probes=_probes(probe), mode=mode or ("both" if trace or probe else "static"),
-            verify=verify, runner=runner,
+            dest=output, probes=_probes(probe), mode=mode, verify=verify, runner=runner,
             network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
-            keep_unverified=keep_unverified, load_tag=tag if load_image else ""), say=_say)
+            keep_unverified=keep_unverified, load=load_image, tag=tag,
+            strict_probes=strict_probes, sbom=sbom or ""), say=_say)
         if report:
             from slim.emitters.report_json import render_json
 
             write_file(report, render_json(outcome.result), what="report")
     except SlimError as exc:
         fail(exc)
+    _print_build(image, output, outcome, explain, keep_unverified)
+
+
+def _print_build(image: str, output: str, outcome: BuildOutcome, explain: bool,
+                 keep_unverified: bool) -> None:
+    """The build's result: sizes, what verification compared, the verdict."""
+    from slim.units import format_bytes, ratio
+    from slim.verify import NORMALIZATION
+
     res, built = outcome.result, outcome.built
     before = res.image.size_bytes
     typer.echo(f"{image}: {format_bytes(before)} -> {format_bytes(built.size_bytes)} "
@@ -329,13 +384,30 @@ def build(
                f"in {outcome.seconds:.1f} s")
     for fix in outcome.fixes:
         typer.echo(f"  verify-fix: kept {fix['path']} ({fix['reason']})")
+    for dropped in outcome.dropped:
+        typer.echo(f"  not compared (fails on the original): {dropped.spec}: {dropped.detail}")
+    if outcome.verification is not None:
+        typer.echo("compared with the original:")
+        for line in outcome.verification.summary():
+            typer.echo(f"  {line}")
+        if explain:
+            typer.echo(NORMALIZATION)
     if outcome.verified is False:
         typer.echo(f"verification FAILED: {outcome.failures[0]}", err=True)
         if not keep_unverified:
             typer.echo("no image was written (use --keep-unverified to keep it anyway)", err=True)
         raise typer.Exit(1)
-    state = "verified" if outcome.verified else "NOT verified (no runner or --no-verify)"
+    if outcome.verified and outcome.verification is not None:
+        n = len(outcome.verification.comparisons)
+        state = (f"verified: {n} observation{'s' if n != 1 else ''} the same as the original's "
+                 "and no missing-file events, as listed above")
+    else:
+        state = f"NOT verified: nothing was compared ({outcome.unverified_why or 'no run'})"
     typer.echo(f"{output}: {built.digest} ({state})")
+    sbom_info = (res.build or {}).get("sbom")
+    if isinstance(sbom_info, dict):
+        where = sbom_info.get("path") or f"an OCI referrer of {output}"
+        typer.echo(f"SBOM ({sbom_info['format']}): {where}")
 
 
 @app.command()
@@ -346,7 +418,7 @@ def seccomp(
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     trace_file: TraceFileOpt = None,
     rules: RulesOpt = None,
@@ -389,7 +461,7 @@ def manifest(
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
-    network: NetworkOpt = "host",
+    network: NetworkOpt = "none",
     timeout: TimeoutOpt = 60.0,
     trace_file: TraceFileOpt = None,
     rules: RulesOpt = None,

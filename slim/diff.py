@@ -1,6 +1,11 @@
 """`slim diff BASE HEAD`: what a change did to an image — bytes added and removed per layer,
 package and directory, new and removed packages, and the efficiency change.
 
+Packages (dpkg, apk and language packages, slim.analyzers.packages) are compared by the files
+each image really has, not only by what its database lists: a package is "removed" only when
+none of its files is left, "partly-kept" when the head keeps some of the base's files of the
+same version (what `slim build` does), "changed" for another version or other content.
+
 Both images are compared as squashed filesystems (what a container sees). A regular file counts as
 changed when its size differs (slim reads only candidates' contents, so equal-size rewrites are
 not detected); a changed file's old size is "removed" and its new size "added". Directory rows
@@ -62,13 +67,16 @@ class LayerChange:
 
 @dataclass(frozen=True)
 class PackageChange:
-    status: str  # added | removed | changed | unchanged
+    status: str  # added | removed | partly-kept | changed | unchanged
     manager: str
     name: str
     base_version: str
     head_version: str
     base_bytes: int
     head_bytes: int
+    base_files: int = 0
+    head_files: int = 0
+    arch: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ def snapshot(reference: str) -> ImageSnapshot:
 
     with load_image(reference) as loaded:
         result = summarize(loaded)
-        packages = package_summaries(read_packages(loaded.rootfs), loaded.rootfs, set())
+        packages = package_summaries(read_packages(loaded.rootfs), loaded.rootfs, None)
         return ImageSnapshot(dataclasses.replace(result, packages=packages), file_sizes(loaded.rootfs))
 
 
@@ -174,23 +182,41 @@ def _layers(base: AnalysisResult, head: AnalysisResult) -> list[LayerChange]:
     return out
 
 
+def _by_key(result: AnalysisResult) -> dict[tuple[str, str, str], tuple[str, int, int]]:
+    """(manager, name, arch) -> (version, bytes, files); one package found in several places
+    (a distribution in two virtualenvs) is summed."""
+    out: dict[tuple[str, str, str], tuple[str, int, int]] = {}
+    for p in result.packages:
+        key = (p.manager, p.name, p.arch)
+        version, size, files = out.get(key, (p.version, 0, 0))
+        out[key] = (version, size + p.size_bytes, files + p.file_count)
+    return out
+
+
+def package_change(base: tuple[str, int, int] | None, head: tuple[str, int, int] | None) -> str:
+    """added, removed (no file left), partly-kept (same version, a subset of its files and
+    bytes), changed, or unchanged; each side is (version, bytes, files)."""
+    if base is None:
+        return "added"
+    if head is None or (head[2] == 0 and base[2] > 0):
+        return "removed"
+    if base[0] != head[0]:
+        return "changed"
+    if base[1:] == head[1:]:
+        return "unchanged"
+    if head[1] <= base[1] and head[2] <= base[2]:
+        return "partly-kept"
+    return "changed"
+
+
 def _packages(base: AnalysisResult, head: AnalysisResult) -> list[PackageChange]:
-    before = {(p.manager, p.name): p for p in base.packages}
-    after = {(p.manager, p.name): p for p in head.packages}
+    before, after = _by_key(base), _by_key(head)
     out = []
     for key in sorted(set(before) | set(after)):
         b, a = before.get(key), after.get(key)
-        if b is None and a is not None:
-            status = "added"
-        elif a is None:
-            status = "removed"
-        elif b is not None and (b.version, b.size_bytes) != (a.version, a.size_bytes):
-            status = "changed"
-        else:
-            status = "unchanged"
         out.append(PackageChange(
-            status, key[0], key[1], b.version if b else "", a.version if a else "",
-            b.size_bytes if b else 0, a.size_bytes if a else 0,
+            package_change(b, a), key[0], key[1], b[0] if b else "", a[0] if a else "",
+            b[1] if b else 0, a[1] if a else 0, b[2] if b else 0, a[2] if a else 0, key[2],
         ))
     return out
 
@@ -284,10 +310,18 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
 
 def _package_rows(d: ImageDiff) -> list[list[str]]:
     return [
-        [p.status, p.name, p.manager, p.base_version or "-", p.head_version or "-", _signed(p.head_bytes - p.base_bytes)]
-        for p in sorted(d.packages, key=lambda p: (p.status, p.manager, p.name))
+        [p.status, p.name, p.manager, p.base_version or "-", p.head_version or "-",
+         f"{p.base_files} → {p.head_files}", _signed(p.head_bytes - p.base_bytes)]
+        for p in sorted(d.packages, key=lambda p: (p.status, p.manager, p.name, p.arch))
         if p.status != "unchanged"
     ]
+
+
+def _package_counts(d: ImageDiff) -> str:
+    """'2 removed, 3 partly-kept, 40 unchanged' in a fixed order."""
+    order = ("added", "removed", "partly-kept", "changed", "unchanged")
+    counts = {s: sum(1 for p in d.packages if p.status == s) for s in order}
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts[s]) or "none"
 
 
 def _layer_rows(d: ImageDiff) -> list[list[str]]:
@@ -315,10 +349,9 @@ def render_diff_text(d: ImageDiff) -> str:
     lines += ["", "Layers"]
     lines += _table(["status", "base#", "head#", "size", "created by"], _layer_rows(d), {1, 2, 3})
     rows = _package_rows(d)
-    unchanged = sum(1 for p in d.packages if p.status == "unchanged")
-    lines += ["", f"Packages ({len(rows)} changed, {unchanged} unchanged)"]
+    lines += ["", f"Packages ({_package_counts(d)})"]
     if rows:
-        lines += _table(["status", "package", "manager", "base", "head", "bytes"], rows, {5})
+        lines += _table(["status", "package", "manager", "base", "head", "files", "bytes"], rows, {6})
     lines += ["", f"Directories ({len(d.directories)} changed)"]
     if d.directories:
         lines += _table(["added", "removed", "net", "files", "directory"], _dir_rows(d), {0, 1, 2, 3})
@@ -352,7 +385,7 @@ def render_diff_markdown(d: ImageDiff) -> str:
     rows = _package_rows(d)
     if rows:
         lines += ["", "### Packages", ""]
-        lines += _md_table(["status", "package", "manager", "base", "head", "bytes"], rows[:MAX_ROWS])
+        lines += _md_table(["status", "package", "manager", "base", "head", "files", "bytes"], rows[:MAX_ROWS])
     if d.directories:
         lines += ["", "### Directories", ""]
         lines += _md_table(["added", "removed", "net", "files", "directory"], _dir_rows(d))

@@ -64,17 +64,48 @@ def check_glob(pattern: str) -> str:
 
 
 class GlobSet:
-    """Several patterns matched at once (any-of)."""
+    """Several patterns matched at once (any-of).
+
+    `match` is on the hot path of reading a layer (every member is tested against what the
+    analyzers capture), so the common shapes skip the regex engine: a literal path is a set
+    lookup, `**/NAME` and `**/*.EXT` are suffix tests, `/DIR/**` a prefix test — each exactly
+    what the regex would answer (tests/unit/test_globs_refs.py compares them); the rest are
+    one combined regex.
+    """
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(dict.fromkeys(patterns))
         self._regexes = [compile_glob(p) for p in self.patterns]
+        self._exact: set[str] = set()
+        names: list[str] = []  # `**/NAME`: the path is NAME or ends with /NAME
+        suffixes: list[str] = []  # `**/*.EXT` (and `**/*TAIL`): the last component ends so
+        prefixes: list[str] = []  # `/DIR/**`: below DIR
+        rest: list[str] = []
+        for pattern in self.patterns:
+            if not has_magic(pattern):
+                self._exact.add(pattern)
+            elif pattern.startswith("**/*") and pattern[4:] and not has_magic(pattern[4:]) and "/" not in pattern[4:]:
+                suffixes.append(pattern[4:])
+            elif pattern.startswith("**/") and not has_magic(pattern[3:]):
+                names.append(pattern[3:])
+            elif pattern.endswith("/**") and not has_magic(pattern[:-3]) and pattern.startswith("/"):
+                prefixes.append(pattern[:-2])
+            else:
+                rest.append(compile_glob(pattern).pattern)
+        self._names = tuple(names)
+        self._name_suffixes = tuple("/" + n for n in names)
+        self._suffixes = tuple(suffixes)
+        self._prefixes = tuple(prefixes)
+        self._rest = re.compile("|".join(f"(?:{r})" for r in rest)) if rest else None
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
     def match(self, path: str) -> bool:
-        return any(r.match(path) for r in self._regexes)
+        return (path in self._exact or path.endswith(self._suffixes)
+                or path.endswith(self._name_suffixes) or path in self._names
+                or path.startswith(self._prefixes)
+                or (self._rest is not None and self._rest.match(path) is not None))
 
     def first(self, path: str) -> str | None:
         """The first pattern matching `path`, or None."""

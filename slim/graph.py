@@ -31,6 +31,12 @@ def _rank(reason: tuple[str, str]) -> tuple[int, str, str]:
     return (KIND_PRIORITY.index(kind) if kind in KIND_PRIORITY else len(KIND_PRIORITY), kind, reason[1])
 
 
+def best_reason(graph: DependencyGraph, src: str, dst: str) -> tuple[str, str]:
+    """The most specific (kind, evidence) of the edge src → dst (KIND_PRIORITY)."""
+    reason: tuple[str, str] = min(graph.g.edges[src, dst]["reasons"], key=_rank)
+    return reason
+
+
 @dataclass(frozen=True)
 class Step:
     """One link of a `why` chain."""

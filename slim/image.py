@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -79,14 +81,21 @@ def load(reference: str | ImageRef | Image, *, capture: Capture | None = None,
                        deleted=deleted)
 
 
-def prepare_root(image: Image, workdir: str, on_bytes: ByteProgress | None = None) -> str:
+def prepare_root(image: Image, workdir: str, on_bytes: ByteProgress | None = None,
+                 *, private: bool = False) -> str:
     """A host directory holding the image's root filesystem; returns its path.
 
-    A `rootfs:DIR` image is used in place (its root); any other image is extracted into
-    `workdir/rootfs`, which the caller owns and removes. Raises LayerError / SourceError.
+    An image with layers is extracted into `workdir/rootfs`, which the caller owns and removes.
+    A `rootfs:DIR` image is used in place, or with `private` copied there (owners, modes,
+    links and FIFOs kept; devices and sockets skipped), so a run may write it and change
+    its owners. Raises LayerError / SourceError.
     """
     if isinstance(image, DirectoryImage):
-        return image.root
+        if not private:
+            return image.root
+        dest = os.path.join(workdir, "rootfs")
+        _copy_tree(image.root, dest)
+        return dest
     if not isinstance(image, BlobImage):
         raise SourceError(f"{image.ref}: cannot extract layers of a {type(image).__name__}")
     dest = os.path.join(workdir, "rootfs")
@@ -96,6 +105,44 @@ def prepare_root(image: Image, workdir: str, on_bytes: ByteProgress | None = Non
     for item in sorted(report.skipped, key=lambda s: (s.layer, s.path)):
         log.info("%s: layer %d: %s: not extracted: %s", image.ref, item.layer, item.path, item.reason)
     return dest
+
+
+def _copy_tree(src: str, dest: str) -> None:
+    """Copy a root filesystem without following a single link; keep owners when root."""
+    as_root = os.geteuid() == 0
+    dir_modes: list[tuple[str, int]] = []  # applied last, deepest first: 0555 dirs still fill
+
+    def copy_one(path: str, target: str, st: os.stat_result) -> None:
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(path), target)
+        elif stat.S_ISDIR(st.st_mode):
+            os.mkdir(target, 0o700)
+        elif stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as fi, open(target, "xb") as fo:
+                shutil.copyfileobj(fi, fo, 1 << 20)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(target, mode)
+        else:
+            return  # devices and sockets never reach a sandbox
+        if as_root:
+            os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            dir_modes.append((target, mode))
+        elif not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, mode)
+
+    copy_one(src, dest, os.lstat(src))
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        rel = os.path.relpath(dirpath, src)
+        for name in sorted(dirnames) + sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                copy_one(path, os.path.join(dest, rel, name), os.lstat(path))
+            except OSError as exc:
+                log.info("%s: not copied: %s", path, exc.strerror)
+    for target, mode in reversed(dir_modes):
+        os.chmod(target, mode)
 
 
 __all__ = ["LoadedImage", "load", "prepare_root"]

@@ -137,6 +137,10 @@ def analyze(loaded: LoadedImage, options: AnalyzeOptions = AnalyzeOptions(), *,
         return Analysis(loaded, result, None, run, trace)
     closure = reachability(loaded, options, trace)
     result = with_keep(result, loaded, closure)
+    if trace is not None:
+        from slim.excess import excess_report
+
+        result = dataclasses.replace(result, excess=excess_report(closure.graph, closure.keep, loaded.rootfs))
     if options.syscalls:
         result = dataclasses.replace(result, syscalls_static=static_syscalls(loaded, closure).names)
     return Analysis(loaded, result, closure, run, trace)

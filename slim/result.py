@@ -79,6 +79,11 @@ class KeptFile:
 
 @dataclass(frozen=True)
 class PackageSummary:
+    """One package (dpkg, apk, or a language package: python, npm, gem, jar) and what of it a
+    minimal image keeps. size_bytes/file_count: its non-directory entries in the image;
+    kept_bytes/kept_files: those the minimal image keeps; status: kept, partly-kept or removed
+    ("" when no keep set was computed)."""
+
     name: str
     version: str
     manager: str
@@ -86,6 +91,11 @@ class PackageSummary:
     kept_bytes: int
     unused: bool
     file_count: int = 0
+    kept_files: int = 0
+    status: str = ""
+    arch: str = ""
+    source: str = ""  # the source package (dpkg Source, apk origin)
+    purl: str = ""  # package URL, "" when it cannot be named
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,41 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class ExcessReason:
+    """Kept bytes no traced run touched, entered through one kind of reason."""
+
+    reason: str  # an edge kind ("import", "needed" …), "rule NAME" for a rule
+    size_bytes: int
+    file_count: int
+
+
+@dataclass(frozen=True)
+class ExcessChain:
+    """Entries into the untouched part of the keep set through one source and reason, and
+    everything kept only through them."""
+
+    path: str  # the entry (first untouched node: a file, or pkg:NAME) above the largest file
+    src: str  # the touched file (or <root>) whose edges enter
+    kind: str
+    evidence: str
+    size_bytes: int
+    file_count: int
+    heaviest: tuple[PathBytes, ...] = ()  # its largest files
+    chain: tuple[str, ...] = ()  # path → … → the largest file, as the graph links them
+
+
+@dataclass(frozen=True)
+class Excess:
+    """The static closure against a traced run: what the run touched (the floor) and what is kept
+    besides, attributed to where the untouched part of the graph is entered (slim.excess)."""
+
+    traced: Totals
+    untouched: Totals
+    by_reason: tuple[ExcessReason, ...] = ()
+    chains: tuple[ExcessChain, ...] = ()
+
+
+@dataclass(frozen=True)
 class AnalysisResult:
     """Everything one analysis found. Lists are sorted before emitters see them. Frozen: a
     step that adds to a result (a build, budget verdicts) makes a new one with `replace`."""
@@ -136,6 +181,7 @@ class AnalysisResult:
     unknowns: list[UnknownItem] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     build: dict[str, object] | None = None
+    excess: Excess | None = None  # with a trace: what the static analysis keeps beyond it
 
 
 # -- the one serializer: AnalysisResult <-> plain JSON data ------------------------------------

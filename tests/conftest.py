@@ -6,7 +6,9 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +62,15 @@ def processes_mentioning(marker: str) -> list[str]:
         if marker in cmd and state != b"Z":
             out.append(f"{pid}: {cmd}")
     return out
+
+
+@pytest.fixture
+def slim_work() -> Iterator[Path]:
+    """A work directory where slim itself would put an image it runs: a `slim-*` temp
+    directory (the sandbox's shifted ids must be able to reach the root below it)."""
+    work = Path(tempfile.mkdtemp(prefix="slim-test-"))
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

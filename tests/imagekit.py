@@ -97,7 +97,8 @@ def write_oci(dest: str, tars: list[bytes], config: dict | None = None, *, compr
 
 
 def write_docker_archive(dest: str, tars: list[bytes], config: dict | None = None,
-                         *, compress: bool = False, corrupt: dict | None = None) -> str:
+                         *, compress: bool = False, corrupt: dict | None = None,
+                         repo_tags: list[str] | None = None) -> str:
     """Write a legacy `docker save` tar; returns the config digest."""
     cfg = _config(tars, config)
     cfg_name = sha(cfg).split(":")[1] + ".json"
@@ -116,6 +117,7 @@ def write_docker_archive(dest: str, tars: list[bytes], config: dict | None = Non
                 blob = corrupt[i](blob)
             add(name, blob)
             names.append(name)
-        manifest = [{"Config": cfg_name, "RepoTags": ["test:latest"], "Layers": names}]
+        manifest = [{"Config": cfg_name, "RepoTags": repo_tags if repo_tags is not None else ["test:latest"],
+                     "Layers": names}]
         add("manifest.json", json.dumps(manifest).encode())
     return sha(cfg)

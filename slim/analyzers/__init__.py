@@ -11,6 +11,7 @@ from slim.analyzers.app import AppConfigAnalyzer
 from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
 from slim.analyzers.config import ConfigAnalyzer
 from slim.analyzers.elf import ElfAnalyzer
+from slim.analyzers.gconv import GconvAnalyzer
 from slim.analyzers.java import JavaAnalyzer
 from slim.analyzers.node import NodeAnalyzer
 from slim.analyzers.packages import PackageAnalyzer
@@ -32,6 +33,7 @@ ANALYZERS: tuple[type[Analyzer], ...] = (
     RubyAnalyzer,
     AppConfigAnalyzer,
     PackageAnalyzer,
+    GconvAnalyzer,
 )
 
 

@@ -34,6 +34,9 @@ SYSTEM_PREFIXES = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin
                    "/proc", "/sys", "/dev", "/var/lib/dpkg", "/var/lib/apt", "/var/cache")
 # Pseudo filesystems and scratch space: never a reason to keep anything.
 IGNORED_LITERAL_PREFIXES = ("/dev", "/proc", "/sys", "/tmp")
+# files whose path literals describe the machine a program was built on, never what it opens:
+# CPython's build variables (Lib/sysconfig.py reads them as a dict: INSTALL = /usr/bin/install …)
+BUILD_RECORD_NAMES = re.compile(r"_sysconfigdata_.*\.py$")
 # The account databases name login shells and home directories: login(1), su(1) and sshd use
 # those, an application looking up a user (getpwnam) does not execute them.
 ACCOUNT_FILES = frozenset({"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/shells"})
@@ -133,24 +136,28 @@ def _orphaned_bytecode(ctx: AnalysisContext, path: str) -> bool:
 
 
 # -- document roots ------------------------------------------------------------------------
-_DOCROOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+# (label, a word every match contains, lower-cased — a cheap test before the regex — , regex)
+_DOCROOT_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     # nginx http_core_module: `root path;` and `alias path;` (https://nginx.org/en/docs/http/ngx_http_core_module.html#root)
     # (a directive starts a line or follows `{`, `}` or `;`)
-    ("nginx root", re.compile(r"(?:^|[{};])\s*root\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
-    ("nginx alias", re.compile(r"(?:^|[{};])\s*alias\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
+    ("nginx root", "root", re.compile(r"(?:^|[{};])\s*root\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
+    ("nginx alias", "alias", re.compile(r"(?:^|[{};])\s*alias\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
     # Apache core DocumentRoot and mod_alias Alias URL-path directory-path
-    ("Apache DocumentRoot", re.compile(r"^\s*DocumentRoot\s+[\"']?([^\"'\s]+)", re.M | re.I)),
-    ("Apache Alias", re.compile(r"^\s*Alias\s+\S+\s+[\"']?([^\"'\s]+)", re.M | re.I)),
+    ("Apache DocumentRoot", "documentroot", re.compile(r"^\s*DocumentRoot\s+[\"']?([^\"'\s]+)", re.M | re.I)),
+    ("Apache Alias", "alias", re.compile(r"^\s*Alias\s+\S+\s+[\"']?([^\"'\s]+)", re.M | re.I)),
     # lighttpd mod core: server.document-root = "/var/www"
-    ("lighttpd server.document-root", re.compile(r"server\.document-root\s*=\s*\"([^\"]+)\"")),
-    ("--docroot", re.compile(r"--(?:docroot|document-root)(?:=|\s+)[\"']?([^\"'\s]+)")),
+    ("lighttpd server.document-root", "document-root", re.compile(r"server\.document-root\s*=\s*\"([^\"]+)\"")),
+    ("--docroot", "--d", re.compile(r"--(?:docroot|document-root)(?:=|\s+)[\"']?([^\"'\s]+)")),
 )
 
 
 def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
     """Edges from config `path` to every file of each existing document root it names."""
     out: set[Edge] = set()
-    for label, pat in _DOCROOT_PATTERNS:
+    lowered = text.lower()
+    for label, word, pat in _DOCROOT_PATTERNS:
+        if word not in lowered:
+            continue
         for m in pat.finditer(text):
             d = m.group(1)
             if "$" in d or not d.startswith("/"):
@@ -180,6 +187,8 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
     """
     out: set[Edge] = set()
     seen: set[str] = set()
+    if BUILD_RECORD_NAMES.search(posixpath.basename(path)):
+        return []
     for m in _LITERAL_RE.finditer(text):
         lit = m.group(1)
         if lit in seen:

@@ -6,11 +6,19 @@ untouched and one slimmed layer on top holding the kept entries of the upper lay
 whiteouts that make the squashed view equal to the source's. The image config is carried over
 (Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, Volumes, Labels, StopSignal, Healthcheck)
 with labels naming the source digest and slim's version, and a history entry.
+
+The minimal image tells the truth about its packages (slim.analyzers.packages): its dpkg/apk
+databases and Python RECORDs are rewritten to list only what is kept (`rewrite_databases`),
+os-release and kept language packages' metadata are added (`metadata_paths`), and the image
+is labelled `org.slim.package-db=trimmed`. With `sbom=` an SBOM of the minimal image is made
+(slim.emitters.sbom) and attached to OCI layouts as a referrer artifact.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import io
 import os
 import posixpath
 import shutil
@@ -19,14 +27,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from slim import __version__
-from slim.emitters.imagewriter import LayerBlob, LayerTarWriter, compress_layer, write_image
+from slim.analyzers.packages import (
+    metadata_paths,
+    package_summaries,
+    read_packages,
+    rewrite_databases,
+)
+from slim.emitters.imagewriter import (
+    LayerBlob,
+    LayerTarWriter,
+    Referrer,
+    compress_layer,
+    write_image,
+)
 from slim.errors import EmitError
 from slim.fs.tree import squash
 from slim.model import EntryKind, FileEntry, parent_dirs
 from slim.outputs import SparseWriter, copy_sparse
+from slim.refs import parse_output
+from slim.result import PackageSummary
 
 LABEL_SOURCE = "org.slim.source-digest"
 LABEL_VERSION = "org.slim.version"
+LABEL_PACKAGE_DB = "org.slim.package-db"  # "trimmed": the package databases list what is kept
 CONFIG_KEYS = (
     "Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Volumes", "Labels",
     "StopSignal", "Healthcheck", "Shell", "OnBuild", "ArgsEscaped",
@@ -40,6 +63,20 @@ class BuiltImage:
     size_bytes: int  # regular-file bytes of the minimal filesystem
     file_count: int
     layers: int
+    packages: tuple[PackageSummary, ...] = ()  # the removal report of the image as written
+    sbom: bytes = b""  # the SBOM document (attached as a referrer to OCI layouts)
+    sbom_format: str = ""  # its slim.emitters.sbom.SBOM_FORMATS key
+
+
+@dataclass(frozen=True)
+class MetadataPlan:
+    """The minimal image's package metadata: every path to write (keep set plus metadata),
+    the rewritten database files' contents, and the report of what each package keeps."""
+
+    keep: set[str]
+    written: dict[str, bytes]
+    absent: set[str]
+    packages: tuple[PackageSummary, ...]
 
 
 Planned = tuple[FileEntry, str]  # an entry and the source path its bytes are read from
@@ -71,22 +108,45 @@ def minimal_entries(loaded: Any, keep: set[str]) -> list[Planned]:
     return out
 
 
-def write_layer(loaded: Any, entries: list[Planned], tar_path: str, whiteouts: list[str]) -> None:
-    """Write `entries` (file data streamed from the source image) as one layer tar."""
+def plan_metadata(loaded: Any, keep: set[str], base_view: dict[str, FileEntry] | None = None) -> MetadataPlan:
+    """What the minimal image for `keep` holds of package metadata (slim.analyzers.packages):
+    the keep set plus `metadata_paths`, with the databases rewritten for exactly the paths the
+    image will have (`base_view`: what untouched base layers still show, with --keep-base)."""
+    fs = loaded.rootfs
+    db = read_packages(fs)
+    keep_all = set(keep) | metadata_paths(db, {db.normalize(p) for p in keep})
+    present = {e.path for e, _ in minimal_entries(loaded, keep_all)} | set(base_view or {})
+    rewrite = rewrite_databases(db, present)
+    written = rewrite.written
+    final = (keep_all - rewrite.absent) | set(written) | rewrite.unchanged
+    image_paths = present - rewrite.absent
+    packages = tuple(package_summaries(db, fs, image_paths))
+    return MetadataPlan(final, written, rewrite.absent, packages)
+
+
+def write_layer(loaded: Any, entries: list[Planned], tar_path: str, whiteouts: list[str],
+                overrides: dict[str, bytes] | None = None) -> None:
+    """Write `entries` (file data streamed from the source image, or the bytes `overrides`
+    gives for a path) as one layer tar."""
     with open(tar_path, "wb") as raw:
         out = SparseWriter(raw.fileno())  # a sparse file's zeros stay holes in the tar
         with LayerTarWriter(out, keep_mtime=True) as writer:  # type: ignore[arg-type]
-            _write_entries(loaded, entries, whiteouts, writer)
+            _write_entries(loaded, entries, whiteouts, writer, overrides or {})
         out.close()
 
 
 def _write_entries(loaded: Any, entries: list[Planned], whiteouts: list[str],
-                   writer: LayerTarWriter) -> None:
-    """Add `entries` and `whiteouts` to `writer`, file data re-read from the source layers."""
+                   writer: LayerTarWriter, overrides: dict[str, bytes]) -> None:
+    """Add `entries` and `whiteouts` to `writer`, file data re-read from the source layers
+    (or taken from `overrides`)."""
     wanted: dict[int, set[str]] = {}
     by_source: dict[tuple[int, str], list[FileEntry]] = {}
     for entry, source in entries:
-        if entry.kind is EntryKind.FILE and entry.size > 0:
+        data = overrides.get(entry.path)
+        if data is not None:
+            writer.add(dataclasses.replace(entry, kind=EntryKind.FILE, size=len(data), linkname=""),
+                       io.BytesIO(data))
+        elif entry.kind is EntryKind.FILE and entry.size > 0:
             wanted.setdefault(entry.layer, set()).add(source)
             by_source.setdefault((entry.layer, source), []).append(entry)
         else:
@@ -110,13 +170,16 @@ def _write_entries(loaded: Any, entries: list[Planned], whiteouts: list[str],
         raise EmitError(f"{loaded.image.ref}: could not re-read {len(missing)} kept files, e.g. {missing[0]}")
 
 
-def minimal_config(loaded: Any, *, history_note: str, keep_base: int = 0) -> dict[str, Any]:
+def minimal_config(loaded: Any, *, history_note: str, keep_base: int = 0,
+                   package_db: bool = False) -> dict[str, Any]:
     raw = copy.deepcopy(loaded.image.raw_config or {})
     cfg = raw.get("config") or {}
     kept = {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
     labels = dict(kept.get("Labels") or {})
     labels[LABEL_SOURCE] = loaded.image.digest
     labels[LABEL_VERSION] = __version__
+    if package_db:
+        labels[LABEL_PACKAGE_DB] = "trimmed"
     kept["Labels"] = dict(sorted(labels.items()))
     out: dict[str, Any] = {
         "architecture": raw.get("architecture", loaded.image.config.architecture),
@@ -150,9 +213,15 @@ def build_image(
     keep_base: int = 0,
     compression: str = "gzip",
     docker_form: str = "oci",
+    tag: str | None = "latest",
+    sbom: str = "",
 ) -> BuiltImage:
-    """Write the minimal image for `keep` to `dest` (oci:DIR | oci-archive:FILE | docker-archive:FILE).
+    """Write the minimal image for `keep` to `dest` (oci:DIR | oci-archive:FILE | docker-archive:FILE),
+    named `tag` (imagewriter.write_image; None: no name).
 
+    `sbom` (a slim.emitters.sbom.SBOM_FORMATS key) also makes an SBOM of the minimal image:
+    attached as an OCI referrer artifact to oci: and oci-archive: outputs, returned in
+    BuiltImage.sbom for every output (a docker-archive's goes beside it: slim.build).
     Raises EmitError. Nothing is left at `dest` when writing fails.
     """
     image = loaded.image
@@ -160,7 +229,27 @@ def build_image(
         raise EmitError(f"--keep-base {keep_base}: the image has {len(loaded.layers)} layers")
     if keep_base and not hasattr(image, "open_blob"):
         raise EmitError(f"{image.ref}: --keep-base needs an image with layer blobs")
-    entries = minimal_entries(loaded, keep)
+    fs = loaded.rootfs
+    base_view: dict[str, FileEntry] = {}
+    gone: set[str] = set()
+    if keep_base:
+        # the untouched base layers still hold every file they had: the image's filesystem is
+        # the base view, minus what the whiteouts hide, with the slimmed layer's entries on top
+        base = squash(r.tree for r in loaded.layers[:keep_base])
+        for path in sorted(base.entries):
+            if path == "/" or fs.get(path) is not None:
+                continue
+            if not any(d in gone for d in parent_dirs(path)):
+                gone.add(path)
+        base_view = {p: e for p, e in base.entries.items()
+                     if p != "/" and p not in gone and not any(d in gone for d in parent_dirs(p))}
+    plan = plan_metadata(loaded, keep, base_view)
+    entries = minimal_entries(loaded, plan.keep)
+    sbom_doc = b""
+    if sbom:
+        from slim.emitters.sbom import SbomSubject, render_sbom
+
+        sbom_doc = render_sbom(sbom, plan.packages, SbomSubject.of(loaded, minimal=True))
     work = tempfile.mkdtemp(prefix="slim-build-")
     try:
         blobs: list[LayerBlob] = []
@@ -171,40 +260,41 @@ def build_image(
                 with image.open_blob(i) as src, open(raw, "wb") as dst:
                     copy_sparse(src, dst.fileno())
                 blobs.append(_as_blob(raw, work, loaded.layers[i]))
-            base = squash(r.tree for r in loaded.layers[:keep_base])
-            fs = loaded.rootfs
-            gone: set[str] = set()
-            for path in sorted(base.entries):
-                if path == "/" or fs.get(path) is not None:
-                    continue
-                if not any(d in gone for d in parent_dirs(path)):
-                    gone.add(path)
-            whiteouts = sorted(gone)
+            # a removed package's database files in the base layers are whited out too
+            hidden = gone | {p for p in plan.absent if p in base_view}
+            whiteouts = sorted(p for p in hidden if not any(d in hidden for d in parent_dirs(p)))
             # entries the base layers already provide unchanged are not repeated
-            entries = _with_parents([pe for pe in entries if pe[0].layer >= keep_base], loaded)
+            entries = _with_parents([pe for pe in entries
+                                     if pe[0].layer >= keep_base or pe[0].path in plan.written], loaded)
         tar_path = os.path.join(work, "slim.tar")
-        write_layer(loaded, entries, tar_path, whiteouts)
+        write_layer(loaded, entries, tar_path, whiteouts, plan.written)
         # level 6: gzip -6 is zlib's default; 9 costs ~5x the time for ~1 % on large layers
         blobs.append(compress_layer(tar_path, work, compression, level=6 if compression == "gzip" else None))
         config = minimal_config(
             loaded, history_note=f"slim build from {image.digest}: {len(keep)} kept paths",
-            keep_base=keep_base,
+            keep_base=keep_base, package_db=bool(plan.written),
         )
-        digest = write_image(dest, blobs, config, docker_form=docker_form, mark_slim=True)
+        referrers = []
+        if sbom_doc and parse_output(dest).transport in ("oci", "oci-archive"):
+            from slim.emitters.sbom import SBOM_FORMATS
+
+            fmt = SBOM_FORMATS[sbom]
+            referrers.append(Referrer(fmt.media_type, sbom_doc, f"sbom{fmt.suffix}"))
+        digest = write_image(dest, blobs, config, docker_form=docker_form, mark_slim=True,
+                             referrers=referrers, tag=tag)
     except OSError as exc:
         raise EmitError(f"{dest}: {exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    files = [e for e, _ in minimal_entries(loaded, keep) if e.kind is not EntryKind.DIR]
-    if keep_base:
-        # the untouched base layers still hold every file they had: the image's filesystem is
-        # the base view, minus what the whiteouts hide, with the slimmed layer's entries on top
-        view = {p: e for p, e in base.entries.items()
-                if p not in gone and not any(d in gone for d in parent_dirs(p))}
-        view.update((e.path, e) for e in files)
-        files = [e for e in view.values() if e.kind is not EntryKind.DIR]
+    view = dict(base_view) if keep_base else {}
+    for e, _ in entries if not keep_base else minimal_entries(loaded, plan.keep):
+        data = plan.written.get(e.path)
+        view[e.path] = e if data is None else dataclasses.replace(e, kind=EntryKind.FILE, size=len(data))
+    for p in plan.absent:
+        view.pop(p, None)
+    files = [e for e in view.values() if e.kind is not EntryKind.DIR]
     size = sum(e.size for e in files if e.kind is EntryKind.FILE)
-    return BuiltImage(dest, digest, size, len(files), len(blobs))
+    return BuiltImage(dest, digest, size, len(files), len(blobs), plan.packages, sbom_doc, sbom)
 
 
 def _with_parents(entries: list[Planned], loaded: Any) -> list[Planned]:
@@ -238,4 +328,4 @@ def _as_blob(raw_path: str, work: str, read: Any) -> LayerBlob:
     return LayerBlob(final, digest, read.diff_id, os.path.getsize(final), media)
 
 
-__all__ = ["BuiltImage", "build_image", "minimal_config", "posixpath"]
+__all__ = ["BuiltImage", "MetadataPlan", "build_image", "minimal_config", "plan_metadata", "posixpath"]

@@ -11,7 +11,9 @@ here, so the byte-level rules live in one place:
 * Blobs: gzip with mtime 0 and no file name (RFC 1952 header fields that would otherwise vary),
   zstd, or uncompressed; stored as `<dir>/<sha256 hex>`.
 * Layouts: OCI image-layout (`oci-layout`, `index.json`, `blobs/sha256/…`), as a directory or an
-  uncompressed tar; `docker save` archives in both the Docker 25+ OCI-in-archive form and the
+  uncompressed tar, optionally with referrer artifacts (image-spec 1.1 manifest.md "Guidelines
+  for Artifact Usage": an empty config, the artifact as the one layer, `artifactType`, and a
+  `subject` naming the image manifest; listed in index.json after the image); `docker save` archives in both the Docker 25+ OCI-in-archive form and the
   legacy form (`<id>/layer.tar`, `<config hex>.json`, `manifest.json`, `repositories`).
   JSON is written with sorted keys and no whitespace; outer tars are sorted with fixed metadata.
 * Atomicity and safety: an image is written into a temporary sibling of its destination and
@@ -35,6 +37,7 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -53,6 +56,8 @@ CHUNK = 1 << 20
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_OCI_EMPTY = "application/vnd.oci.empty.v1+json"  # image-spec 1.1 "the empty descriptor"
+EMPTY_JSON = b"{}"
 MEDIA_LAYER = {
     "none": "application/vnd.oci.image.layer.v1.tar",
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -60,6 +65,7 @@ MEDIA_LAYER = {
 }
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
+TITLE = "org.opencontainers.image.title"
 SLIM_ANNOTATION = "org.slim.version"  # on index entries slim wrote (see is_slim_layout)
 
 _KIND_TYPE = {
@@ -82,6 +88,16 @@ class LayerBlob:
     diff_id: str
     size: int
     media_type: str
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """An artifact that refers to the image (an SBOM): its artifactType (= the blob's media
+    type), its bytes and the file name recorded as the blob's title."""
+
+    artifact_type: str
+    data: bytes
+    title: str
 
 
 def canonical_json(doc: Any) -> bytes:
@@ -221,6 +237,10 @@ class LayerTarWriter:
                         tf.addfile(pending.info, self._spool)
         finally:
             self._spool.close()
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _sha256_file(path: str) -> tuple[str, int]:
@@ -385,30 +405,36 @@ def write_image(
     layers: list[LayerBlob],
     config: dict[str, Any],
     *,
-    tag: str = "latest",
+    tag: str | None = "latest",
     docker_form: str = "oci",
     mark_slim: bool = False,
+    referrers: Sequence[Referrer] = (),
 ) -> str:
     """Write an image with these layers (base first) and OCI image `config` to `dest`.
 
     dest: "oci:DIR[:TAG]" | "oci-archive:FILE" | "docker-archive:FILE". `rootfs.diff_ids` is
     filled from the layers. `tag` is "NAME:TAG" or a bare "TAG": the OCI ref.name annotation gets
-    the TAG part; a docker archive's RepoTags get "NAME:TAG" ("TAG:latest" for a bare tag).
+    the TAG part; a docker archive's RepoTags get "NAME:TAG" ("TAG:latest" for a bare tag). With
+    `tag=None` (and no tag in `dest`) the image is written without a name: no RepoTags, so
+    `docker load` never takes over a name another image has.
     docker_form: "oci" (Docker 25+ OCI-in-archive) or "legacy" (`<id>/layer.tar`).
-    `mark_slim` annotates the index entry as slim's output (`is_slim_layout`).
+    `mark_slim` annotates the index entry as slim's output (`is_slim_layout`). `referrers` are
+    written as artifact manifests whose `subject` is the image (OCI layouts only).
     An existing destination is replaced as a whole (an OCI directory is not merged into).
     Returns the config digest ("sha256:…", the image ID). Raises EmitError.
     """
     out = parse_output(dest)
     if out.transport == "docker":
         raise EmitError(f"{dest}: write to oci:, oci-archive: or docker-archive:, then push")
+    if referrers and out.transport == "docker-archive":
+        raise EmitError(f"{dest}: a docker-archive cannot carry referrer artifacts")
     transport, location = out.transport, out.location
     if docker_form not in ("oci", "legacy"):
         raise EmitError(f"{dest}: docker_form must be 'oci' or 'legacy', not {docker_form!r}")
-    repo, short = split_name(out.tag or tag or "latest")
-    if not short:  # a bare "TAG" names the tag; a bare "repo/name" takes "latest"
+    repo, short = split_name(out.tag or tag or "")
+    if not short and repo:  # a bare "TAG" names the tag; a bare "repo/name" takes "latest"
         repo, short = ("", repo) if "/" not in repo else (repo, "latest")
-    repo_tag = f"{repo}:{short}" if repo else f"{short}:latest"
+    repo_tag = (f"{repo}:{short}" if repo else f"{short}:latest") if short else ""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
     except OSError as exc:
@@ -421,7 +447,7 @@ def write_image(
                 files = _legacy_files(layers, cfg_bytes, cfg_digest, repo_tag, scratch)
             else:
                 files = _oci_files(layers, cfg_bytes, cfg_digest, short, repo_tag,
-                                   transport == "docker-archive", mark_slim)
+                                   transport == "docker-archive", mark_slim, referrers)
             if transport == "oci":
                 with atomic_dir(location, what="OCI layout", is_previous=is_slim_layout) as tmp:
                     sink = _Sink(tmp, None)
@@ -447,7 +473,7 @@ _File = tuple[str, bytes | None, str]  # (name in the layout, bytes or None, hos
 
 def _oci_files(
     layers: list[LayerBlob], cfg_bytes: bytes, cfg_digest: str, short: str, repo_tag: str,
-    docker: bool, mark_slim: bool = False,
+    docker: bool, mark_slim: bool = False, referrers: Sequence[Referrer] = (),
 ) -> list[_File]:
     """Files of an OCI image layout (image-spec image-layout.md), plus Docker's manifest.json."""
     manifest = {
@@ -458,13 +484,12 @@ def _oci_files(
     }
     man_bytes = canonical_json(manifest)
     man_digest = "sha256:" + hashlib.sha256(man_bytes).hexdigest()
-    annotations = {REF_NAME: short}
+    annotations = {REF_NAME: short} if short else {}
     if mark_slim:
         annotations[SLIM_ANNOTATION] = __version__
-    if docker:
-        # Docker 25+ `docker save` also names the image for containerd
+    if docker and repo_tag:  # Docker 25+ `docker save` also names the image for containerd
         annotations["io.containerd.image.name"] = repo_tag
-    index = {
+    index: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_INDEX,
         "manifests": [
@@ -476,12 +501,32 @@ def _oci_files(
         blobs.setdefault(b.digest, _Blob(b.digest, path=b.path))
     blobs[cfg_digest] = _Blob(cfg_digest, data=cfg_bytes)
     blobs[man_digest] = _Blob(man_digest, data=man_bytes)
+    subject = {"mediaType": MEDIA_OCI_MANIFEST, "digest": man_digest, "size": len(man_bytes)}
+    for ref in referrers:
+        empty_digest = _sha256(EMPTY_JSON)
+        data_digest = _sha256(ref.data)
+        artifact = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "artifactType": ref.artifact_type,
+            "config": {"mediaType": MEDIA_OCI_EMPTY, "digest": empty_digest, "size": len(EMPTY_JSON)},
+            "layers": [{"mediaType": ref.artifact_type, "digest": data_digest, "size": len(ref.data),
+                        "annotations": {TITLE: ref.title}}],
+            "subject": subject,
+        }
+        art_bytes = canonical_json(artifact)
+        art_digest = _sha256(art_bytes)
+        blobs[empty_digest] = _Blob(empty_digest, data=EMPTY_JSON)
+        blobs[data_digest] = _Blob(data_digest, data=ref.data)
+        blobs[art_digest] = _Blob(art_digest, data=art_bytes)
+        index["manifests"].append({"mediaType": MEDIA_OCI_MANIFEST, "digest": art_digest,
+                                   "size": len(art_bytes), "artifactType": ref.artifact_type})
     files: list[_File] = [("oci-layout", OCI_LAYOUT, ""), ("index.json", canonical_json(index), "")]
     files += [(blob.name, blob.data, blob.path) for blob in blobs.values()]
     if docker:
         entry = {
             "Config": _Blob(cfg_digest).name,
-            "RepoTags": [repo_tag],
+            "RepoTags": [repo_tag] if repo_tag else [],
             "Layers": [_Blob(b.digest).name for b in layers],
         }
         files.append(("manifest.json", canonical_json([entry]), ""))
@@ -509,9 +554,9 @@ def _legacy_files(
         files.append((f"{layer_id}/layer.tar", None, tar_path))
     cfg_name = cfg_digest.split(":", 1)[1] + ".json"
     files.append((cfg_name, cfg_bytes, ""))
-    entry = {"Config": cfg_name, "RepoTags": [repo_tag], "Layers": layer_names}
+    entry = {"Config": cfg_name, "RepoTags": [repo_tag] if repo_tag else [], "Layers": layer_names}
     files.append(("manifest.json", canonical_json([entry]), ""))
     repo, _, short = repo_tag.rpartition(":")
-    if parent:
+    if parent and repo_tag:
         files.append(("repositories", canonical_json({repo: {short: parent}}), ""))
     return files

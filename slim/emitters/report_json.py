@@ -71,6 +71,7 @@ def report_dict(result: AnalysisResult) -> dict[str, Any]:
         "unknowns": _plain(sorted(set(result.unknowns), key=lambda u: (u.path, u.reason))),
         "verdicts": _plain(sorted(result.verdicts, key=lambda v: (v.rule, v.status))),
         "build": _plain(result.build),
+        "excess": _plain(result.excess),
     }
 
 

@@ -148,6 +148,13 @@ def _sections(result: AnalysisResult, limit: int) -> list[str]:
         kept = sorted(result.keep, key=lambda k: (-k.size_bytes, k.path))
         rows = [[md_text(k.path), format_bytes(k.size_bytes), md_text(", ".join(k.reasons))] for k in kept]
         out += [f"<details><summary>Kept files ({len(kept)})</summary>", "", *_table(["path", "size§", "why"], rows, limit, "kept files"), "", "</details>", ""]
+    ex = result.excess
+    if ex is not None and ex.untouched.file_count:
+        rows = [[md_text(f"{c.kind} {c.evidence}".strip() + f" from {c.src}"), md_text(c.path),
+                 format_bytes(c.size_bytes), str(c.file_count)] for c in ex.chains]
+        out += [f"<details><summary>Kept but untouched by the traced run: {format_bytes(ex.untouched.size_bytes)} "
+                f"in {ex.untouched.file_count} files (touched: {format_bytes(ex.traced.size_bytes)})</summary>", "",
+                *_table(["kept by", "entry", "size§", "files§"], rows, limit, "chains"), "", "</details>", ""]
     if result.unknowns:
         rows = [[md_text(u.path), md_text(u.reason)] for u in sorted(result.unknowns, key=lambda u: (u.path, u.reason))]
         out += [f"<details><summary>Unknowns ({len(rows)}; kept to be safe)</summary>", "", *_table(["path", "reason"], rows, limit, "unknowns"), "", "</details>", ""]

@@ -160,14 +160,46 @@ def _keep_section(result: AnalysisResult, console: Console) -> None:
         console.print(table)
 
 
+def _excess_section(result: AnalysisResult, console: Console) -> None:
+    """With a trace: the kept bytes no traced run touched, by reason and by chain (slim.excess)."""
+    ex = result.excess
+    if ex is None or not ex.untouched.file_count:
+        return
+    console.print(Text(
+        f"Kept but untouched by the traced run: {format_bytes(ex.untouched.size_bytes)} in "
+        f"{ex.untouched.file_count} files (the run touched {format_bytes(ex.traced.size_bytes)} in "
+        f"{ex.traced.file_count}). Candidates for --drop, or for a deeper probe if the app needs them.",
+        style="bold"))
+    table = Table(title="Untouched bytes by the reason that keeps them", title_justify="left")
+    for col in ("reason", "size", "files"):
+        table.add_column(col, justify="left" if col == "reason" else "right")
+    for r in ex.by_reason[:MAX_ROWS]:
+        table.add_row(Text(r.reason), format_bytes(r.size_bytes), str(r.file_count))
+    console.print(table)
+    chains = Table(title="Heaviest untouched chains (slim why PATH shows the rest)", title_justify="left")
+    for col in ("size", "files", "entry", "kept by", "largest file"):
+        chains.add_column(col, justify="right" if col in ("size", "files") else "left", overflow="fold")
+    for c in ex.chains:
+        by = f"{c.kind} {c.evidence}".strip() + f" from {c.src}"
+        largest = c.heaviest[0].path if c.heaviest else ""
+        chains.add_row(format_bytes(c.size_bytes), str(c.file_count), Text(c.path), Text(by), Text(largest))
+    console.print(chains)
+
+
 def _packages_section(result: AnalysisResult, console: Console) -> None:
-    """The largest installed packages, their kept bytes and whether they look unused."""
+    """The largest installed packages, what the minimal image keeps of each (bytes, files) and
+    their status: kept, partly-kept or removed."""
     if result.packages:
-        table = Table(title=f"Packages ({len(result.packages)})", title_justify="left")
-        for col in ("package", "version", "manager", "size", "kept", "unused"):
-            table.add_column(col, justify="right" if col in ("size", "kept") else "left")
+        counts = {s: sum(1 for p in result.packages if p.status == s) for s in ("kept", "partly-kept", "removed")}
+        detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        title = f"Packages ({len(result.packages)}{'; ' + detail if detail else ''})"
+        table = Table(title=title, title_justify="left")
+        for col in ("package", "version", "manager", "size", "kept", "files kept", "status"):
+            table.add_column(col, justify="right" if col in ("size", "kept", "files kept") else "left")
         for p in sorted(result.packages, key=lambda p: (-p.size_bytes, p.manager, p.name))[:MAX_ROWS]:
-            table.add_row(Text(p.name), Text(p.version), p.manager, format_bytes(p.size_bytes), format_bytes(p.kept_bytes), "yes" if p.unused else "")
+            status = p.status or ("unused" if p.unused else "")
+            table.add_row(Text(p.name), Text(p.version), p.manager, format_bytes(p.size_bytes),
+                          format_bytes(p.kept_bytes), f"{p.kept_files}/{p.file_count}", status)
         console.print(table)
 
 
@@ -199,5 +231,5 @@ def _gates_section(result: AnalysisResult, console: Console) -> None:
 # The sections after the headline, in the order they are printed.
 SECTIONS: tuple[Callable[[AnalysisResult, Console], None], ...] = (
     _metadata_section, _layers_section, _efficiency_section, _largest_section, _waste_section,
-    _reachability_section, _keep_section, _packages_section, _unknowns_section, _gates_section,
+    _reachability_section, _keep_section, _excess_section, _packages_section, _unknowns_section, _gates_section,
 )

@@ -34,7 +34,6 @@ import math
 import os
 import posixpath
 import queue
-import re
 import tarfile
 import tempfile
 import threading
@@ -45,7 +44,7 @@ from typing import Any, BinaryIO, Self
 
 from slim.errors import LayerError
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, FileTree
-from slim.globs import compile_glob
+from slim.globs import GlobSet
 from slim.model import EntryKind, FileEntry, Issue, LayerInfo, normpath
 from slim.outputs import SparseWriter
 
@@ -84,12 +83,11 @@ class Capture:
 
     def matcher(self) -> Callable[[str, bytes], bool]:
         """A fast `(path, head) -> bool` test for this policy."""
-        regex = (re.compile("|".join(f"(?:{compile_glob(g).pattern})" for g in self.globs))
-                 if self.globs else None)
+        globs = GlobSet(self.globs)
         magics = self.magics
 
         def wants(path: str, head: bytes) -> bool:
-            return head.startswith(magics) or (regex is not None and regex.match(path) is not None)
+            return head.startswith(magics) or globs.match(path)
 
         return wants
 

@@ -239,6 +239,11 @@ def open_oci(ref: ImageRef, store: Store) -> StoreImage:
     manifest = json_object(load_json(manifest_bytes, what), what)
     image = StoreImage(ref, store)
     image.manifest_digest = digest
+    annotations = json_object(desc.get("annotations"), f"{label}: manifest descriptor annotations",
+                              optional=True)
+    full = annotations.get("io.containerd.image.name") or annotations.get("org.opencontainers.image.ref.name")
+    if isinstance(full, str) and ("/" in full or ":" in full):  # a ref.name may be only a tag
+        image.names = (full,)
     cfg_desc = json_object(manifest.get("config"), f"{what}: config", optional=True)
     if "digest" not in cfg_desc:
         raise SourceError(f"{what}: has no config")
@@ -333,6 +338,7 @@ def open_docker_archive(ref: ImageRef, store: Store) -> StoreImage:
     cfg_name = json_string(entry["Config"], f"{what}: Config")
     cfg_bytes = store.read(cfg_name)
     image = StoreImage(ref, store)
+    image.names = json_strings(entry.get("RepoTags"), f"{what}: RepoTags")
     image.digest = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
     if cfg_name.startswith("blobs/sha256/") and image.digest.split(":")[1] != cfg_name.rsplit("/", 1)[1]:
         raise SourceError(f"{label}: config {cfg_name}: digest mismatch")

@@ -180,6 +180,7 @@ class Image(AbstractContextManager["Image"], ABC):
     config: ImageConfig
     layers: list[LayerInfo]
     digest: str = ""  # the image ID: sha256 of the config blob, whatever the source
+    names: tuple[str, ...] = ()  # the NAME:TAG references the source knows it by (RepoTags …)
     diff_ids: list[str]
     raw_config: dict[str, Any]
 

@@ -89,5 +89,6 @@ class DaemonSource(Source):
             store.close()
             raise
         image.ref = ref
+        image.names = (ref.location,)
         image.digest = str(info.get("Id") or image.digest)  # the image ID = config digest
         return image

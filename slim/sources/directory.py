@@ -53,10 +53,10 @@ class DirectoryImage(Image):
                     continue
                 try:
                     st = os.lstat(host)
-                except OSError as exc:
-                    issues.append(Issue(path, f"cannot stat: {exc.strerror}", 0))
+                    entry = _entry(path, host, st)
+                except OSError as exc:  # unreadable (a link in /proc, a permission): reported
+                    issues.append(Issue(path, f"cannot read: {exc.strerror}", 0))
                     continue
-                entry = _entry(path, host, st)
                 if entry is None:
                     issues.append(Issue(path, "socket or unknown file type; skipped", 0))
                     continue

@@ -54,4 +54,5 @@ class RegistrySource(Source):
             raise SourceError(f"{ref}: {msg}")
         image = open_oci(ImageRef("oci", dest, "slim"), DirStore(dest))
         image.ref = ref
+        image.names = (ref.location,)
         return image

@@ -10,7 +10,6 @@ import tempfile
 
 from slim.errors import TraceError
 from slim.image import LoadedImage, prepare_root
-from slim.sources import DirectoryImage
 from slim.tracers.base import Runner, RunOptions, RunResult
 from slim.tracers.docker import DockerRunner
 from slim.tracers.probes import default_probes
@@ -45,11 +44,10 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     """
     config = loaded.image.config
     with tempfile.TemporaryDirectory(prefix="slim-run-") as work:
-        root = prepare_root(loaded.image, work)
+        root = prepare_root(loaded.image, work, private=True)
         return choose_runner(options.runner).run(
             root, config, list(options.probes) or default_probes(config), network=options.network,
-            timeout=options.timeout, writable=not isinstance(loaded.image, DirectoryImage),
-        )
+            timeout=options.timeout)
 
 
 __all__ = ["RUNNERS", "PathAccess", "RunOptions", "RunResult", "Runner", "SandboxRunner", "Trace",

@@ -15,21 +15,24 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slim.errors import TraceError
 from slim.model import ImageConfig
 from slim.result import ProbeOutcome
+from slim.tracers.probehelper import run_isolated
 from slim.tracers.probes import (
     CmdProbe,
     ExecProbe,
     HttpProbe,
+    NetworkProbe,
     Observation,
     Probe,
+    SniffProbe,
     TcpProbe,
     WaitProbe,
-    run_http,
-    run_tcp,
+    listening_ports,
+    run_network,
 )
 from slim.tracers.trace import Trace
 
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 TAIL_LINES = 20
 TAIL_BYTES = 8192
 POLL = 0.05  # seconds between liveness checks while waiting
+PORT_GRACE = 10.0  # seconds a further port gets once the app listens on another
+PROBE_TIME = 30.0  # seconds each probe gets for its own work, however long start-up took
+NETWORK = (HttpProbe, TcpProbe, SniffProbe)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class RunOptions:
 
     probes: tuple[Probe, ...] = ()  # empty: the image's default probes (slim.tracers.probes)
     runner: str = "auto"
-    network: str = "host"
+    network: str = "none"  # none: its own network namespace (probes enter it); host: shared
     timeout: float = 60.0
 
 
@@ -60,6 +66,9 @@ class RunResult:
     stdout_tail: str = ""
     stderr_tail: str = ""
     observations: list[Observation] = field(default_factory=list)
+    # the concrete probes of the probes that passed (an auto: probe resolves into several):
+    # what a second image must be run with to be compared with this run
+    resolved: list[Probe] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -113,6 +122,29 @@ class Process(ABC):
     def exec(self, command: tuple[str, ...], deadline: float, index: int) -> ExecResult:
         """Run `command` traced inside the live app's namespaces, as `docker exec` would."""
 
+    def network_pid(self) -> int | None:
+        """A host pid in the app's network namespace (this process's own under host
+        networking); None when there is none yet."""
+        return None
+
+    def listening_ports(self) -> set[int] | None:
+        """The TCP ports the app's network namespace listens on; None when unknown."""
+        pid = self.network_pid()
+        return listening_ports(pid) if pid is not None else None
+
+    def network_prefix(self) -> list[str] | None:
+        """The command prefix that enters the app's network namespace (`nsenter …`), or None
+        when the app shares the host's network and probes can connect from here."""
+        return None
+
+    def network_probe(self, probe: NetworkProbe, deadline: float
+                      ) -> tuple[ProbeOutcome, list[Observation], list[Probe]]:
+        """Run a network probe against the app's 127.0.0.1, from inside its network."""
+        prefix = self.network_prefix()
+        if prefix is not None:
+            return run_isolated(prefix, probe, deadline, self.alive)
+        return run_network(probe, deadline, self.alive)
+
 
 class Session(AbstractContextManager["Session"], ABC):
     """A root prepared for running (a private copy bound by bwrap, an imported Docker image);
@@ -139,9 +171,9 @@ class Runner(ABC):
         """Whether this runner can work on this host (tools, daemon)."""
 
     @abstractmethod
-    def session(self, image_root: str, config: ImageConfig, *, network: str,
-                writable: bool) -> Session:
-        """Prepare `image_root` (slim.image.prepare_root) for runs. Raises TraceError."""
+    def session(self, image_root: str, config: ImageConfig, *, network: str) -> Session:
+        """Prepare `image_root`, a private copy of the image's root (slim.image.prepare_root
+        with `private`), for runs; the runner may change it. Raises TraceError."""
 
     def program(self, session: Session, config: ImageConfig, args: tuple[str, ...] | None) -> list[str]:
         """Entrypoint + Cmd (or Entrypoint + `args`) with the program found as execvp finds it.
@@ -160,25 +192,28 @@ class Runner(ABC):
         """The image path execvp would run for `name` in this session's root."""
 
     def run(self, image_root: str, config: ImageConfig, probes: list[Probe], *,
-            network: str = "host", timeout: float = 60.0, writable: bool = True) -> RunResult:
+            network: str = "none", timeout: float = 60.0) -> RunResult:
         """Run the entrypoint traced, exercise it with `probes`, stop it, parse.
 
         Without probes the entrypoint runs to completion (stopped at `timeout`). `cmd:` probes
-        each run the image again with their arguments. `writable=False` for a root that is not
-        a private copy. Raises TraceError when a run cannot start.
+        each run the image again with their arguments. `network` is "none" (the app's own
+        network namespace; probes enter it) or "host". Raises TraceError when a run cannot
+        start.
         """
         live = [p for p in probes if not isinstance(p, CmdProbe)]
         cmds = [p for p in probes if isinstance(p, CmdProbe)]
         trace = Trace()
         outcomes: list[ProbeOutcome] = []
         observations: list[Observation] = []
+        resolved: list[Probe] = []
         main: RunResult | None = None
-        with self.session(image_root, config, network=network, writable=writable) as session:
+        with self.session(image_root, config, network=network) as session:
             if live or not cmds:
                 main = self._run_one(session, self.program(session, config, None), live, timeout, "main")
                 trace.merge(main.trace)
                 outcomes += main.probes
                 observations += main.observations
+                resolved += main.resolved
             for i, probe in enumerate(cmds):
                 res = self._run_one(session, self.program(session, config, probe.args), [], timeout, f"cmd{i}")
                 trace.merge(res.trace)
@@ -186,13 +221,15 @@ class Runner(ABC):
                 if res.exit_code != 0 and res.stderr_tail:
                     detail += ": " + res.stderr_tail.splitlines()[-1][:300]
                 outcomes.append(ProbeOutcome(probe.spec, res.exit_code == 0, detail))
-                observations.append(Observation(probe.spec, body=res.stdout_tail.encode(),
-                                                exit_code=res.exit_code))
+                run_obs = res.observations[0]  # the "run" observation of that process
+                observations.append(replace(run_obs, spec=probe.spec))
+                if res.exit_code == 0:
+                    resolved.append(probe)
         return RunResult(trace=trace, probes=outcomes,
                          exit_code=main.exit_code if main else None,
                          stdout_tail=main.stdout_tail if main else "",
                          stderr_tail=main.stderr_tail if main else "",
-                         observations=observations)
+                         observations=observations, resolved=resolved)
 
     def _run_one(self, session: Session, argv: list[str], live: Sequence[Probe], timeout: float,
                  tag: str) -> RunResult:
@@ -202,16 +239,22 @@ class Runner(ABC):
         proc = session.start(argv, tag)
         outcomes: list[ProbeOutcome] = []
         observations: list[Observation] = []
+        resolved: list[Probe] = []
         extra: list[Trace] = []
         try:
             if not live:
                 proc.wait(timeout)
                 if proc.alive():
                     log.info("%s: still running after %ss; stopped", argv[0], timeout)
+            ready: set[int] | None = None
             for i, probe in enumerate(live):
-                outcome, obs, sub = _drive(proc, probe, deadline, i)
+                if ready is None and isinstance(probe, NETWORK):
+                    ready = _await_ports(proc, live, deadline)
+                outcome, obs, ran, sub = _drive(proc, probe, _probe_deadline(probe, ready, deadline), i)
                 outcomes.append(outcome)
-                observations.append(obs)
+                observations += obs
+                if outcome.passed:
+                    resolved += ran
                 if sub is not None:
                     extra.append(sub)
         finally:
@@ -219,6 +262,8 @@ class Runner(ABC):
             proc.stop()
         stdout, stderr = proc.outputs()
         out_tail, err_tail = tail_text(stdout), tail_text(stderr)
+        if not live:  # a run to completion is observed by what it printed and its exit code
+            observations.append(Observation("run", body=stdout, stderr=stderr, exit_code=status))
         if live and status is not None:
             why = (f"the app exited with code {status}"
                    + (" (did it daemonize? run it in the foreground)" if status == 0 else "")
@@ -231,35 +276,59 @@ class Runner(ABC):
         log.debug("%s: traced %d paths, %d syscalls in %.1fs", argv[0], len(trace.paths),
                   len(trace.syscalls), time.monotonic() - start)
         return RunResult(trace=trace, probes=outcomes, exit_code=status, stdout_tail=out_tail,
-                         stderr_tail=err_tail, observations=observations)
+                         stderr_tail=err_tail, observations=observations, resolved=resolved)
 
 
-def _drive(proc: Process, probe: Probe, deadline: float,
-           index: int) -> tuple[ProbeOutcome, Observation, Trace | None]:
-    """Run one live probe against a running process."""
-    if isinstance(probe, HttpProbe):
-        return (*run_http(probe, deadline, proc.alive), None)
-    if isinstance(probe, TcpProbe):
-        return (*run_tcp(probe, deadline, proc.alive), None)
+def _await_ports(proc: Process, probes: Sequence[Probe], deadline: float) -> set[int]:
+    """Wait until the app listens on any port a probe wants (or exits, or the start-up
+    deadline passes); the probed ports it listens on (empty when that is unknown)."""
+    wanted = {p.port for p in probes if isinstance(p, NETWORK)}
+    while True:
+        ports = proc.listening_ports()
+        if ports is None:
+            return set()
+        if ports & wanted or not proc.alive() or time.monotonic() >= deadline:
+            return ports & wanted
+        time.sleep(POLL)
+
+
+def _probe_deadline(probe: Probe, ready: set[int] | None, deadline: float) -> float:
+    """When `probe` must be done. Start-up (the app opening its first port) may take until
+    `deadline`; after it every probe has PROBE_TIME for its own work, and a port still closed
+    once the app listens on another gets PORT_GRACE — it is reported, not waited for."""
+    now = time.monotonic()
+    if not ready:  # nothing known to listen: the start-up deadline holds
+        return deadline if isinstance(probe, NETWORK) else max(deadline, now + PROBE_TIME)
+    if isinstance(probe, NETWORK) and probe.port not in ready:
+        return now + PORT_GRACE
+    return max(deadline, now + PROBE_TIME)
+
+
+def _drive(proc: Process, probe: Probe, deadline: float, index: int
+           ) -> tuple[ProbeOutcome, list[Observation], list[Probe], Trace | None]:
+    """Run one live probe against a running process: (outcome, observations, the concrete
+    probes it ran, the trace of an exec: probe)."""
+    if isinstance(probe, NETWORK):
+        return (*proc.network_probe(probe, deadline), None)
     if isinstance(probe, WaitProbe):
         end = min(deadline, time.monotonic() + probe.seconds)
         while proc.alive() and time.monotonic() < end:
             time.sleep(POLL)
         ok = proc.alive()
         detail = "still running" if ok else "the app exited during the wait"
-        return ProbeOutcome(probe.spec, ok, detail), Observation(probe.spec), None
+        return ProbeOutcome(probe.spec, ok, detail), [], [probe], None
     assert isinstance(probe, ExecProbe)
     if not proc.alive():
-        return ProbeOutcome(probe.spec, False, "the app is not running"), Observation(probe.spec), None
+        return ProbeOutcome(probe.spec, False, "the app is not running"), [], [], None
     res = proc.exec(probe.command, deadline, index)
     if res.timed_out:
-        return ProbeOutcome(probe.spec, False, "timed out"), Observation(probe.spec), res.trace
+        return ProbeOutcome(probe.spec, False, "timed out"), [], [], res.trace
     detail = f"exit code {res.exit_code}"
     if res.exit_code:
         detail += ": " + (res.stdout + res.stderr).decode("utf-8", "replace").strip()[-300:]
-    return (ProbeOutcome(probe.spec, res.exit_code == 0, detail),
-            Observation(probe.spec, body=res.stdout[-TAIL_BYTES:], exit_code=res.exit_code),
-            res.trace)
+    obs = Observation(probe.spec, body=res.stdout[-TAIL_BYTES:], stderr=res.stderr[-TAIL_BYTES:],
+                      exit_code=res.exit_code)
+    return ProbeOutcome(probe.spec, res.exit_code == 0, detail), [obs], [probe], res.trace
 
 
 def read_tail(path: str) -> bytes:

@@ -1,15 +1,19 @@
 """DockerRunner: run the image's root in a Docker container, traced by the host's strace.
 
-The prepared root is imported as a throwaway image (`docker import` of a tar of the root; the
-runtime config — Entrypoint, Env, WorkingDir, User — is given at container creation, so Docker
-applies it exactly as it would for the real image). The host's strace, its shared libraries and
-the host's dynamic loader are copied into a bundle directory bind-mounted read-only at
-/.slim-strace, and strace is started through that loader
-(`/.slim-strace/ld-linux-x86-64.so.2 --library-path /.slim-strace/lib /.slim-strace/strace …`),
-so it runs whatever libc the image has (or none). The log goes to a writable bind mount.
-`--cap-add SYS_PTRACE` lets strace trace (Docker's default seccomp profile allows ptrace then);
-never `--privileged`. strace's own startup is not traced, so the first execve in the log is the
-app's (`skip_execs=0`).
+The prepared root is imported as a throwaway image (`docker import` of a tar of the root; Env
+and WorkingDir are given at container creation, so Docker applies them as it would for the real
+image). The host's strace and setpriv, their shared libraries and the host's dynamic loader are
+copied into a bundle directory bind-mounted read-only at /.slim-strace, and run through that
+loader, so they work whatever libc the image has (or none). The log goes to a writable mount.
+
+Isolation: Docker's defaults and no more. For a root app strace needs CAP_SYS_PTRACE
+(`--cap-add SYS_PTRACE`, never `--privileged`), but the app must not have it: strace starts the
+bundled setpriv, which removes it from the bounding and inheritable sets before it execs the
+app. A non-root app runs as its User (Docker resolves it) with no capability added: strace
+traces its own children as the same user. The container has no network but
+its loopback (`--network none`, the default); probes reach the app from inside its network
+namespace (`nsenter --target PID --net`, slim.tracers.probehelper). The first traced execve is
+setpriv's (`skip_execs=1`); strace's own start is not traced.
 
 Everything made — image, container, bundle and log directory — is removed in `finally`.
 """
@@ -30,7 +34,7 @@ from typing import Any
 from slim.errors import TraceError
 from slim.model import ImageConfig
 from slim.tracers.base import TAIL_BYTES, ExecResult, Process, Runner, Session
-from slim.tracers.hostroot import find_program
+from slim.tracers.hostroot import ResolvedUser, find_program, resolve_user
 from slim.tracers.strace import STRACE_OPTIONS, parse_strace
 from slim.tracers.trace import Trace
 
@@ -55,34 +59,34 @@ def _client() -> Any:
     return client
 
 
-def strace_bundle(dest: str, strace: str) -> tuple[str, list[str]]:
-    """Copy strace, its libraries (per ldd) and the loader into `dest`.
-
-    Returns the loader's name and the in-container command prefix. Raises TraceError.
-    """
-    try:
-        out = subprocess.run(["ldd", strace], capture_output=True, text=True, check=True,
-                             timeout=30).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise TraceError(f"{strace}: cannot list its libraries with ldd: {exc}") from None
+def tool_bundle(dest: str, tools: dict[str, str]) -> dict[str, list[str]]:
+    """Copy host programs (name → path), their libraries (per ldd) and the host loader into
+    `dest`, bind-mounted read-only at BUNDLE. Returns each tool's in-container command prefix:
+    the loader runs the tool with the bundle's libraries, so it works whatever libc the image
+    has (or none). Raises TraceError."""
     libdir = os.path.join(dest, "lib")
-    os.makedirs(libdir)
+    os.makedirs(libdir, exist_ok=True)
     loader = ""
-    for line in out.splitlines():
-        m = _LDD_LINE.match(line)
-        if not m:
-            continue
-        path = m.group(1)
-        if "=>" not in line:  # the PT_INTERP line: /lib64/ld-linux-x86-64.so.2 (0x…)
-            loader = os.path.basename(path)
-            shutil.copy(path, os.path.join(dest, loader))
-        else:
-            shutil.copy(path, os.path.join(libdir, os.path.basename(path)))
+    for name, path in tools.items():
+        try:
+            out = subprocess.run(["ldd", path], capture_output=True, text=True, check=True,
+                                 timeout=30).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise TraceError(f"{path}: cannot list its libraries with ldd: {exc}") from None
+        for line in out.splitlines():
+            m = _LDD_LINE.match(line)
+            if not m:
+                continue
+            if "=>" not in line:  # the PT_INTERP line: /lib64/ld-linux-x86-64.so.2 (0x…)
+                loader = os.path.basename(m.group(1))
+                shutil.copy(m.group(1), os.path.join(dest, loader))
+            else:
+                shutil.copy(m.group(1), os.path.join(libdir, os.path.basename(m.group(1))))
+        shutil.copy(path, os.path.join(dest, name))
     if not loader:
-        raise TraceError(f"{strace}: no dynamic loader found (a static strace needs no bundle)")
-    shutil.copy(strace, os.path.join(dest, "strace"))
-    prefix = [f"{BUNDLE}/{loader}", "--library-path", f"{BUNDLE}/lib", f"{BUNDLE}/strace"]
-    return loader, prefix
+        raise TraceError(f"{', '.join(tools.values())}: no dynamic loader found")
+    return {name: [f"{BUNDLE}/{loader}", "--library-path", f"{BUNDLE}/lib", f"{BUNDLE}/{name}"]
+            for name in tools}
 
 
 def _tar_root(root: str, path: str) -> None:
@@ -133,6 +137,19 @@ class _DockerProcess(Process):
         finally:
             container.remove(force=True)
 
+    def network_pid(self) -> int | None:
+        if self.session.network == "host":
+            return os.getpid()
+        self.container.reload()
+        pid = int(self.container.attrs["State"].get("Pid") or 0)
+        return pid if pid > 0 else None
+
+    def network_prefix(self) -> list[str] | None:
+        pid = self.network_pid() if self.session.network != "host" else None
+        if pid is None:
+            return None
+        return [shutil.which("nsenter") or "nsenter", "--target", str(pid), "--net", "--"]
+
     def outputs(self) -> tuple[bytes, bytes]:
         return self._logs
 
@@ -140,7 +157,7 @@ class _DockerProcess(Process):
         host_log = os.path.join(self.session.outdir, f"{self.tag}.strace")
         try:
             with open(host_log, encoding="utf-8", errors="surrogateescape") as f:
-                return parse_strace(f, skip_execs=0, app_cwd=self.session.config.workdir or "/").trace
+                return parse_strace(f, skip_execs=1, app_cwd=self.session.config.workdir or "/").trace
         except OSError as exc:
             err = self._logs[1].decode("utf-8", "replace")[-300:]
             raise TraceError(f"{self.argv[0]}: strace wrote no log in the container ({exc}); "
@@ -148,13 +165,13 @@ class _DockerProcess(Process):
 
     def exec(self, command: tuple[str, ...], deadline: float, index: int) -> ExecResult:
         name = f"exec{index}.strace"
-        cmd = [*self.session.prefix, *STRACE_OPTIONS, "-o", f"{OUTPUT}/{name}", "--", *command]
+        cmd = self.session.traced(command, f"{OUTPUT}/{name}")
         result = self.container.exec_run(cmd, demux=True)
         stdout, stderr = result.output if result.output else (b"", b"")
         try:
             with open(os.path.join(self.session.outdir, name), encoding="utf-8",
                       errors="surrogateescape") as f:
-                trace = parse_strace(f, skip_execs=0).trace
+                trace = parse_strace(f, skip_execs=1).trace
         except OSError as exc:
             raise TraceError(f"{command[0]}: strace wrote no log for the exec probe: {exc}") from None
         code = int(result.exit_code) if result.exit_code is not None else None
@@ -175,12 +192,16 @@ class _DockerSession(Session):
         self.image_id: str | None = None
         self.bundle = os.path.join(self.tmp, "bundle")
         self.outdir = os.path.join(self.tmp, "out")
-        self.prefix: list[str] = []
+        self.prefix: dict[str, list[str]] = {}
+        self.user = ResolvedUser(0, 0, "/root")
 
     def __enter__(self) -> _DockerSession:
         try:
             os.mkdir(self.bundle)
-            _, self.prefix = strace_bundle(self.bundle, self.runner.strace)
+            self.prefix = tool_bundle(self.bundle, {"strace": self.runner.strace,
+                                                    "setpriv": self.runner.setpriv})
+            if self.config.user:
+                self.user = resolve_user(self.root, self.config.user)
             os.mkdir(self.outdir)
             os.chmod(self.outdir, 0o777)  # the app's user writes the log
             tar_path = os.path.join(self.tmp, "root.tar")
@@ -206,17 +227,33 @@ class _DockerSession(Session):
             self.image_id = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    @property
+    def as_root(self) -> bool:
+        return self.user.uid == 0
+
+    def traced(self, argv: list[str] | tuple[str, ...], log_file: str) -> list[str]:
+        """strace → setpriv → argv. For a root app the container has CAP_SYS_PTRACE (strace
+        needs it to follow processes that change ids) and setpriv removes it from the app's
+        bounding and inheritable sets; a non-root app runs as its User from the start (Docker
+        resolves it and hands it the stdio) and no capability is added at all."""
+        setpriv = ([*self.prefix["setpriv"], "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace", "--"]
+                   if self.as_root else [*self.prefix["setpriv"], "--"])
+        return [*self.prefix["strace"], *STRACE_OPTIONS, "-o", log_file, "--", *setpriv, *argv]
+
     def start(self, argv: list[str], tag: str) -> Process:
         config = self.config
-        command = [*self.prefix, *STRACE_OPTIONS, "-o", f"{OUTPUT}/{tag}.strace", "--", *argv]
+        command = self.traced(argv, f"{OUTPUT}/{tag}.strace")
         env = list(config.env)
         if not any(e.startswith("PATH=") for e in env):
             env.append("PATH=" + ":".join(config.path_dirs))
+        if not any(e.startswith("HOME=") for e in env):
+            env.append(f"HOME={self.user.home}")
         try:
             container = self.client.containers.create(
                 self.tag, entrypoint=command, command=[], environment=env,
                 working_dir=config.workdir or "/", user=config.user or "",
-                network_mode=self.network, cap_add=["SYS_PTRACE"], detach=True,
+                network_mode=self.network, cap_add=["SYS_PTRACE"] if self.as_root else [],
+                detach=True,
                 volumes={self.bundle: {"bind": BUNDLE, "mode": "ro"},
                          self.outdir: {"bind": OUTPUT, "mode": "rw"}},
             )
@@ -237,10 +274,11 @@ class DockerRunner(Runner):
 
     def __init__(self, strace: str | None = None) -> None:
         self.strace = strace or shutil.which("strace") or ""
+        self.setpriv = shutil.which("setpriv") or ""
 
     @classmethod
     def available(cls) -> bool:
-        if not shutil.which("strace"):
+        if not (shutil.which("strace") and shutil.which("setpriv") and shutil.which("nsenter")):
             return False
         try:
             _client()
@@ -248,12 +286,11 @@ class DockerRunner(Runner):
             return False
         return True
 
-    def session(self, image_root: str, config: ImageConfig, *, network: str,
-                writable: bool) -> Session:
+    def session(self, image_root: str, config: ImageConfig, *, network: str) -> Session:
         if network not in ("host", "none"):
             raise TraceError(f"{network}: unknown network mode (host or none)")
-        if not self.strace:
-            raise TraceError("docker runner: strace is not installed on the host")
+        if not self.strace or not self.setpriv:
+            raise TraceError("docker runner: strace and setpriv (util-linux) are needed on the host")
         return _DockerSession(self, os.path.realpath(image_root), config, network)
 
     def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:

@@ -73,6 +73,27 @@ def find_program(root: str, name: str, config: ImageConfig) -> str | None:
     return which(HostRoot(root), name, config.path_dirs, config.workdir or "/")
 
 
+def shift_ownership(root: str, base: int, count: int) -> None:
+    """Add `base` to the owner and group of every entry of the private root copy `root` (links
+    not followed), so container uid N is host uid base+N as the user namespace maps it. Ids at
+    or beyond `count` are left unmapped (they show as the overflow id inside, as under Docker's
+    userns-remap)."""
+    def shift(path: str) -> None:
+        st = os.lstat(path)
+        uid = st.st_uid + base if st.st_uid < count else st.st_uid
+        gid = st.st_gid + base if st.st_gid < count else st.st_gid
+        if (uid, gid) != (st.st_uid, st.st_gid):
+            mode = stat.S_IMODE(st.st_mode)
+            os.chown(path, uid, gid, follow_symlinks=False)
+            if not stat.S_ISLNK(st.st_mode) and mode & 0o6000:
+                os.chmod(path, mode)  # chown clears setuid/setgid bits; the image asked for them
+
+    shift(root)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            shift(os.path.join(dirpath, name))
+
+
 def mkdirs_in_root(root: str, path: str, mode: int) -> None:
     """Create the missing directories of image `path` in a private root copy, stopping (and
     leaving it to the runner) at anything that is not a plain directory, so a symlink in the
@@ -99,9 +120,12 @@ def mkdirs_in_root(root: str, path: str, mode: int) -> None:
 
 @dataclass(frozen=True)
 class ResolvedUser:
+    """The ids an image's USER runs with."""
+
     uid: int
     gid: int
     home: str
+    groups: tuple[int, ...] = ()  # supplementary groups: /etc/group entries naming the user
 
 
 def _table(root: str, path: str) -> list[list[str]]:
@@ -118,7 +142,8 @@ def _number(text: str) -> int | None:
 
 
 def resolve_user(root: str, user: str) -> ResolvedUser:
-    """Docker's USER semantics: name or uid, optional `:group`, looked up in the image.
+    """Docker's USER semantics: name or uid, optional `:group`, looked up in the image; the
+    supplementary groups are the /etc/group entries that list the user by name.
 
     Raises TraceError naming the user when a name is not in the image's /etc/passwd or
     /etc/group, or an entry is malformed.
@@ -149,8 +174,15 @@ def resolve_user(root: str, user: str) -> ResolvedUser:
             if gid_number is None:
                 raise TraceError(f"{user}: group {group!r} not found in the image's /etc/group")
         gid = gid_number
-    return ResolvedUser(uid, gid, home)
+    groups: set[int] = set()
+    if name and _number(name) is None:
+        for row in _table(root, "/etc/group"):
+            members = row[3].split(",") if len(row) > 3 else []
+            number = _number(row[2])
+            if name in members and number is not None and number != gid:
+                groups.add(number)
+    return ResolvedUser(uid, gid, home, tuple(sorted(groups)))
 
 
 __all__ = ["HostRoot", "ResolvedUser", "find_program", "mkdirs_in_root", "resolve_in_root",
-           "resolve_user"]
+           "resolve_user", "shift_ownership"]

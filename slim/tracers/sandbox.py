@@ -1,19 +1,36 @@
 """SandboxRunner: run an image's root filesystem under bubblewrap, traced by strace from outside.
 
-No daemon needed. The prepared root (a private extracted copy, see slim.image.prepare_root)
-is bound at `/` in new mount, pid, ipc and uts namespaces (network shared with the host or none);
-/proc, /dev and /tmp are provided by bwrap; the image's Env, WorkingDir and User are applied.
-strace runs bwrap (`strace -f … -- bwrap … -- ARGV`), so the first traced execve is bwrap's and
-the second the app's: the parser skips exactly one (`skip_execs=1`; two when root starts bwrap
-through setpriv to run as the image's User). Paths in the trace are the
-app's paths, i.e. image paths, because the root is bound at `/`.
+No daemon needed. The isolation model — what the traced app may touch — is Docker's defaults,
+never more:
+
+* **Its own user namespace** (when slim runs as root): the root is a private copy whose owners
+  are shifted by ID_BASE, and the app runs in a user namespace mapping container ids 0..65535 to
+  host ids ID_BASE.. (slim.tracers.userns), as Docker's userns-remap does. Root in the sandbox
+  is not root on the host: capabilities hold only inside the namespace, so open_by_handle_at
+  (CAP_DAC_READ_SEARCH in the initial namespace) and host-owned files are out of reach.
+* **Docker's default capabilities at most**: a root app gets the bounding set Docker gives
+  (`--cap-drop ALL` plus DEFAULT_CAPS); an app whose image User is not root gets none.
+* **Its own network namespace** (`--network none`, the default): loopback only. Probes reach
+  the app from inside that namespace (slim.tracers.probehelper through `nsenter --net`).
+  `--network host` shares the host's network and must be asked for.
+* **Docker's masked and read-only paths**: /proc/sys, /proc/sysrq-trigger, /proc/irq, /proc/bus,
+  /proc/fs and /proc/asound read-only; /proc/kcore, /proc/keys, /proc/timer_list,
+  /proc/sched_debug and friends masked; a minimal /dev; a private /tmp; new pid, ipc and uts
+  namespaces. No host path but the private root copy is mounted.
+
+When slim is not root, bubblewrap runs unprivileged (`--unshare-user`): the app has no
+capabilities at all, and the same network, /proc and /dev rules apply.
+
+strace runs the launcher (`strace -f … -- python -m slim.tracers.userns … -- bwrap … -- ARGV`):
+the execs before the app's (the launcher's, bwrap's) are skipped by the parser (`skip_execs`).
+Paths in the trace are the app's paths, i.e. image paths, because the root is bound at `/`.
 
 Lifetime, as in Docker: the app is the sandbox's main process; when it exits, bwrap's pid-1
 reaper exits and the kernel kills the rest of the pid namespace (pid_namespaces(7)) — so an app
 that daemonizes and exits is stopped, and reported as such. Stopping kills the namespace's init
 (its pid comes from `--json-status-fd`), then waits for strace to see every tracee die and flush
-its log; `--die-with-parent` and the process group are the fallbacks. Mounts live only in the
-sandbox's mount namespace. Afterwards we check that no process of the namespace remains.
+its log; `--die-with-parent` and the process group are the fallbacks. Afterwards we check that
+no process of the namespace remains.
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -46,6 +64,7 @@ from slim.tracers.hostroot import (
     mkdirs_in_root,
     resolve_in_root,
     resolve_user,
+    shift_ownership,
 )
 from slim.tracers.strace import parse_strace, strace_argv
 from slim.tracers.trace import Trace
@@ -53,6 +72,18 @@ from slim.tracers.trace import Trace
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 10.0
+ID_BASE = 1 << 30  # container uid N is host uid ID_BASE + N (far from any real account)
+ID_COUNT = 65536
+# Docker's default capability set (moby oci/caps/defaults.go), the most a root app gets
+DEFAULT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+                "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+                "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE")
+# Docker's read-only and masked /proc paths (moby oci/defaults.go)
+READONLY_PROC = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                 "/proc/sysrq-trigger")
+MASKED_PROC_FILES = ("/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                     "/proc/timer_stats", "/proc/sched_debug")
+MASKED_PROC_DIRS = ("/proc/acpi", "/proc/scsi")
 
 
 def pidns_members(ns_inode: int) -> list[int]:
@@ -172,6 +203,21 @@ class _SandboxProcess(Process):
             if left:
                 raise TraceError(f"sandbox: processes {left} survived the stop")
 
+    def network_pid(self) -> int | None:
+        if self.session.network == "host":
+            return os.getpid()
+        self.status.started.wait(timeout=5)
+        return self.status.child_pid
+
+    def network_prefix(self) -> list[str] | None:
+        pid = self.network_pid() if self.session.network != "host" else None
+        if pid is None:
+            return None
+        prefix = [shutil.which("nsenter") or "nsenter", "--target", str(pid)]
+        if os.geteuid() != 0:  # enter the (unprivileged) user namespace first
+            prefix += ["--user", "--preserve-credentials"]
+        return [*prefix, "--net", "--"]
+
     def outputs(self) -> tuple[bytes, bytes]:
         return read_tail(self.files["out"]), read_tail(self.files["err"])
 
@@ -195,8 +241,12 @@ class _SandboxProcess(Process):
         config = self.session.config
         env = dict(config.env_dict)
         env.setdefault("PATH", ":".join(config.path_dirs))
-        nsenter = [shutil.which("nsenter") or "nsenter", "--target", str(pid), "--mount", "--pid",
-                   "--uts", "--ipc", "--root", "--wd", "--", *command]
+        user = self.session.user
+        # the app's namespaces, its user namespace included: the command is the sandbox's root
+        # (or the image's User), never the host's
+        nsenter = [shutil.which("nsenter") or "nsenter", "--target", str(pid), "--user",
+                   "--mount", "--pid", "--uts", "--ipc", "--net", "--root", "--wd",
+                   f"--setuid={user.uid}", f"--setgid={user.gid}", "--", *command]
         try:
             done = subprocess.run(strace_argv(self.session.runner.strace, log_file, nsenter), env=env,
                                   stdin=subprocess.DEVNULL, capture_output=True,
@@ -213,49 +263,94 @@ class _SandboxProcess(Process):
 
 
 class _SandboxSession(Session):
-    """A root bound by bwrap; per-run logs live in a private temp directory."""
+    """A private root bound by bwrap; per-run logs live in a private temp directory."""
 
-    def __init__(self, runner: SandboxRunner, root: str, config: ImageConfig, network: str,
-                 writable: bool) -> None:
+    def __init__(self, runner: SandboxRunner, root: str, config: ImageConfig, network: str) -> None:
         self.runner = runner
         self.root = root
         self.config = config
         self.network = network
-        self.writable = writable
+        self.as_root = os.geteuid() == 0
+        self.user = resolve_user(root, config.user) if config.user else ResolvedUser(0, 0, "/root")
         self.tmp = tempfile.mkdtemp(prefix="slim-trace-")
+
+    def __enter__(self) -> _SandboxSession:
+        try:
+            for mount, mode in (("/proc", 0o755), ("/dev", 0o755), ("/tmp", 0o1777)):
+                # Docker makes its mount points in the rw layer; bwrap in a user namespace
+                # cannot, so the private copy gets them first (a minimal image often has none)
+                mkdirs_in_root(self.root, mount, mode)
+            workdir = self.config.workdir or "/"
+            if resolve_in_root(self.root, workdir) is None:
+                mkdirs_in_root(self.root, workdir, 0o755)  # Docker creates a missing WorkingDir
+            if self.as_root:
+                shift_ownership(self.root, ID_BASE, ID_COUNT)
+                _traversable(self.root)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def host_id(self, uid: int) -> int:
+        """The host id of container id `uid` (shifted when slim runs as root)."""
+        return uid + ID_BASE if self.as_root and uid < ID_COUNT else uid
+
+    def launcher(self) -> list[str]:
+        """What starts bwrap: the user-namespace launcher when root (module doc), else nothing."""
+        if not self.as_root:
+            return []
+        uid, gid = (0, 0) if self.user.uid == 0 else (self.user.uid, self.user.gid)
+        return [sys.executable, "-m", "slim.tracers.userns", str(ID_BASE), str(ID_COUNT),
+                str(uid), str(gid), "--"]
+
     def start(self, argv: list[str], tag: str) -> Process:
-        runner, config, root = self.runner, self.config, self.root
+        runner = self.runner
         rfd, wfd = os.pipe()
         status = _Status()
         files = {"log": os.path.join(self.tmp, f"{tag}.strace"),
                  "out": os.path.join(self.tmp, f"{tag}.out"),
                  "err": os.path.join(self.tmp, f"{tag}.err")}
+        launcher = self.launcher()
         try:
-            launcher = runner.bwrap_argv(root, config, argv, network=self.network,
-                                         status_fd=wfd, writable=self.writable)
-            cmd = strace_argv(runner.strace, files["log"], launcher)
+            bwrap = runner.bwrap_argv(self, argv, status_fd=wfd)
+            cmd = strace_argv(runner.strace, files["log"], [*launcher, *bwrap])
             log.debug("sandbox: %s", cmd)
             with open(files["out"], "wb") as out, open(files["err"], "wb") as err:
-                if launcher[0] != runner.bwrap and config.user:
+                if self.as_root:
                     # the app reopens them as /dev/stdout, /dev/stderr (lighttpd's errorlog) as
                     # its own uid, as it can reopen Docker's log pipes
-                    user = resolve_user(root, config.user)
                     for f in (out, err):
-                        os.fchown(f.fileno(), user.uid, user.gid)
+                        os.fchown(f.fileno(), self.host_id(self.user.uid), self.host_id(self.user.gid))
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        pass_fds=(wfd,), start_new_session=True)
+                                        pass_fds=(wfd,), start_new_session=True,
+                                        extra_groups=[] if self.as_root else None)
         except OSError as exc:
             os.close(rfd)
             raise TraceError(f"{runner.strace}: cannot start the sandbox: {exc}") from None
         finally:
             os.close(wfd)
         threading.Thread(target=_read_status, args=(rfd, status), daemon=True).start()
-        return _SandboxProcess(proc, status, files, self,
-                               skip_execs=1 if launcher[0] == runner.bwrap else 2)
+        # launcher execs before the app's: the python launcher and bwrap, or bwrap alone
+        return _SandboxProcess(proc, status, files, self, skip_execs=2 if launcher else 1)
+
+
+def _traversable(root: str) -> None:
+    """The shifted ids must reach the private copy (bwrap mounts it by path from inside the
+    user namespace): slim's own `slim-*` temp parents get o+x; any other closed parent is an
+    error naming it. Nothing below them is exposed: the copy is the image's own files."""
+    parent = os.path.dirname(root)
+    while parent not in ("/", ""):
+        st = os.stat(parent)
+        if not st.st_mode & 0o001:
+            if not os.path.basename(parent).startswith("slim-") or st.st_uid != os.geteuid():
+                raise TraceError(f"{parent}: the sandbox's ids cannot reach the image root "
+                                 "below it; run the image from slim's own temp directory "
+                                 "(slim.image.prepare_root under a slim-* directory)")
+            os.chmod(parent, stat.S_IMODE(st.st_mode) | 0o011)
+        parent = os.path.dirname(parent)
 
 
 class SandboxRunner(Runner):
@@ -269,79 +364,46 @@ class SandboxRunner(Runner):
 
     @classmethod
     def available(cls) -> bool:
-        return bool(shutil.which("bwrap") and shutil.which("strace"))
+        return bool(shutil.which("bwrap") and shutil.which("strace") and shutil.which("nsenter"))
 
-    def session(self, image_root: str, config: ImageConfig, *, network: str,
-                writable: bool) -> Session:
+    def session(self, image_root: str, config: ImageConfig, *, network: str) -> Session:
         if not self.bwrap or not self.strace:
             raise TraceError("sandbox runner: needs bwrap (bubblewrap) and strace on the host")
         if network not in ("host", "none"):
-            raise TraceError(f"{network}: unknown network mode (host or none)")
-        return _SandboxSession(self, os.path.realpath(image_root), config, network, writable)
+            raise TraceError(f"{network}: unknown network mode (none or host)")
+        return _SandboxSession(self, os.path.realpath(image_root), config, network)
 
     def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
         assert isinstance(session, _SandboxSession)
         return find_program(session.root, name, config)
 
-    # --- command lines ----------------------------------------------------------------------
-    @staticmethod
-    def _drop_privileges(root: str, user: ResolvedUser) -> list[str]:
-        """The setpriv prefix that starts bwrap as the image's uid/gid, or [] to keep the old way.
-
-        Run by root, `bwrap --unshare-user --uid U` maps U to host root: every file owned by
-        another uid (postgres' 0700 data directory) looks foreign and root's files look like
-        the app's own. Dropping to U before bwrap (util-linux setpriv(1)) makes the new user
-        namespace map U to host U, so the image's owners and modes decide access, as in Docker.
-        The extracted root's slim-* temp parents are made traversable for that uid.
-        """
-        setpriv = shutil.which("setpriv")
-        if os.geteuid() != 0 or setpriv is None:
-            return []
-        parent = os.path.dirname(root)
-        while parent not in ("/", ""):
-            st = os.stat(parent)
-            if not st.st_mode & 0o001:
-                if not os.path.basename(parent).startswith("slim-") or st.st_uid != os.geteuid():
-                    log.info("%s: not traversable by uid %d; the app runs as mapped root",
-                             parent, user.uid)
-                    return []
-                os.chmod(parent, stat.S_IMODE(st.st_mode) | 0o011)
-            parent = os.path.dirname(parent)
-        return [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
-
-    def bwrap_argv(self, root: str, config: ImageConfig, argv: list[str], *, network: str,
-                   status_fd: int, writable: bool = True) -> list[str]:
-        user = resolve_user(root, config.user) if config.user else ResolvedUser(0, 0, "/root")
+    def bwrap_argv(self, session: _SandboxSession, argv: list[str], *, status_fd: int) -> list[str]:
+        """The bwrap command line for one run (module doc: the isolation model)."""
+        config, user = session.config, session.user
         workdir = config.workdir or "/"
-        cmd = [self.bwrap, "--die-with-parent", "--new-session",
-               "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "slim"]
-        if network == "none":
+        cmd = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+               "--unshare-uts", "--hostname", "slim"]
+        if session.network != "host":
             cmd.append("--unshare-net")
-        elif network != "host":
-            raise TraceError(f"{network}: unknown network mode (host or none)")
-        # the extracted root is a private temp copy, so the app may write it (Docker's rw layer)
-        cmd += ["--bind" if writable else "--ro-bind", root, "/"]
-        for mount, opt in (("/proc", "--proc"), ("/dev", "--dev"), ("/tmp", "--tmpfs")):
-            if writable:
-                # Docker makes its mount points in the rw layer; an unprivileged bwrap (see
-                # _drop_privileges) cannot, so the private copy gets them first (a minimal
-                # image often has no /proc)
-                mkdirs_in_root(root, mount, 0o1777 if mount == "/tmp" else 0o755)
-            if writable or resolve_in_root(root, mount) is not None:
-                cmd += [opt, mount]
-        if resolve_in_root(root, workdir) is None:
-            if writable:
-                mkdirs_in_root(root, workdir, 0o755)
-            if resolve_in_root(root, workdir) is None:
-                cmd += ["--dir", workdir]  # Docker creates a missing WorkingDir
-        cmd += ["--chdir", workdir]
-        if user.uid != 0 or user.gid != 0:
+        if user.uid != 0 or not session.as_root:
+            # unprivileged bwrap in (another) user namespace: the app has no capabilities
             cmd += ["--unshare-user", "--uid", str(user.uid), "--gid", str(user.gid)]
-            drop = self._drop_privileges(root, user)
-            if drop:
-                # as Docker does, the app runs as that uid on the host too, so the image's
-                # owners and modes decide access (a 0700 directory owned by postgres)
-                cmd = [*drop, *cmd]
+        else:
+            cmd += ["--cap-drop", "ALL"]
+            for cap in DEFAULT_CAPS:
+                cmd += ["--cap-add", cap]
+        cmd += ["--bind", session.root, "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for path in READONLY_PROC:
+            cmd += ["--ro-bind-try", path, path]
+        for path in MASKED_PROC_FILES:
+            if os.path.exists(path):
+                cmd += ["--ro-bind", "/dev/null", path]
+        for path in MASKED_PROC_DIRS:
+            if os.path.isdir(path):
+                cmd += ["--tmpfs", path, "--remount-ro", path]
+        if resolve_in_root(session.root, workdir) is None:
+            cmd += ["--dir", workdir]
+        cmd += ["--chdir", workdir]
         env = dict(config.env_dict)
         env.setdefault("PATH", ":".join(config.path_dirs))
         env.setdefault("HOME", user.home)
@@ -349,8 +411,7 @@ class SandboxRunner(Runner):
         cmd.append("--clearenv")
         for key in sorted(env):
             cmd += ["--setenv", key, env[key]]
-        cmd += ["--json-status-fd", str(status_fd), "--", *argv]
-        return cmd
+        return [*cmd, "--json-status-fd", str(status_fd), "--", *argv]
 
 
 def with_suppress_kill(pid: int, pgroup: bool = True) -> None:

@@ -51,8 +51,8 @@ def runner(client):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def work(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
+def work(slim_work: Path) -> Iterator[Path]:
+    yield slim_work
 
 
 def sample_root(name: str, work: Path):  # type: ignore[no-untyped-def]

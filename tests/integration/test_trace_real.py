@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -49,8 +50,11 @@ def no_leftovers(tmp_path: Path, docker_client, monkeypatch: pytest.MonkeyPatch)
     test remains. Other slim runs may share the host, so only what this test made is checked:
     the runners' temp dirs go to a private TMPDIR (tempfile.tempdir), and the docker runner's
     client records the images it imports."""
-    private_tmp = tmp_path / "tmp"
+    base = Path(tempfile.mkdtemp(prefix="slim-test-"))  # reachable by the sandbox's shifted ids
+    private_tmp = base / "tmp"
     private_tmp.mkdir()
+    work = base / "work"
+    work.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     imported: list[str] = []
     real_client = docker_runner._client
@@ -67,8 +71,8 @@ def no_leftovers(tmp_path: Path, docker_client, monkeypatch: pytest.MonkeyPatch)
         return client
 
     monkeypatch.setattr(docker_runner, "_client", recording_client)
-    yield tmp_path
-    marker = str(tmp_path)
+    yield work
+    marker = str(base)
     deadline = time.monotonic() + 10  # a stopped process may take a moment to be reaped
     while processes_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -82,6 +86,7 @@ def no_leftovers(tmp_path: Path, docker_client, monkeypatch: pytest.MonkeyPatch)
     containers = [c.name for c in docker_client.containers.list(all=True)
                   if any(m.get("Source", "").startswith(marker) for m in c.attrs.get("Mounts", []))]
     assert containers == []
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def runner(name: str):  # type: ignore[no-untyped-def]

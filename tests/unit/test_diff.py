@@ -14,6 +14,7 @@ from slim.diff import (
     ImageSnapshot,
     diff_dict,
     diff_snapshots,
+    package_change,
     render_diff_json,
     render_diff_markdown,
     render_diff_text,
@@ -126,3 +127,39 @@ def test_cli_diff(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--format yaml" in res.output
     res = CliRunner().invoke(app, ["diff", GLIBC, f"docker-archive:{tmp_path}/missing.tar"])
     assert res.exit_code == 3
+
+
+def test_package_change_statuses() -> None:
+    assert package_change(None, ("1", 10, 1)) == "added"
+    assert package_change(("1", 10, 1), None) == "removed"
+    assert package_change(("1", 10, 2), ("1", 0, 0)) == "removed"  # listed, but no file left
+    assert package_change(("1", 10, 2), ("1", 4, 1)) == "partly-kept"
+    assert package_change(("1", 10, 2), ("2", 4, 1)) == "changed"
+    assert package_change(("1", 10, 2), ("1", 12, 2)) == "changed"
+    assert package_change(("1", 10, 2), ("1", 10, 2)) == "unchanged"
+
+
+def test_slim_build_diffs_as_partly_kept(tmp_path: Path) -> None:
+    """Acceptance (issue 19): a package whose files a slim build keeps is never "removed"."""
+    from slim.emitters.image import build_image
+    from slim.pipeline import load_image
+    from tests.unit.analyzers.test_package_report import make_root
+
+    root = make_root(tmp_path / "root")
+    site = "/app/venv/lib/python3.11/site-packages"
+    with load_image(f"rootfs:{root}") as loaded:
+        build_image(loaded, {"/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/sbin/nginx",
+                             f"{site}/flask/__init__.py", "/app/lib/guava-32.1.jar"}, f"oci:{tmp_path / 'out'}")
+    base, head = snapshot(f"rootfs:{root}"), snapshot(f"oci:{tmp_path / 'out'}")
+    d = diff_snapshots(base, head)
+    status = {(p.manager, p.name): p.status for p in d.packages}
+    assert status == {
+        ("dpkg", "libc6"): "partly-kept", ("dpkg", "nginx"): "partly-kept", ("dpkg", "docs"): "removed",
+        ("python", "Flask"): "partly-kept", ("jar", "guava"): "unchanged", ("jar", "app"): "removed",
+        ("gem", "nio4r"): "removed", ("npm", "util"): "removed", ("npm", "left-pad"): "removed",
+    }
+    for p in d.packages:
+        if p.status == "removed":
+            assert p.head_files == 0, p
+    text = render_diff_text(d)
+    assert "partly-kept  libc6" in text and "4 → 2" in text  # libc.so.6 and its copyright

@@ -263,6 +263,22 @@ def test_rootfs_source_walks_without_following_links(tmp_path):
         assert li.rootfs.read("/bin/app") == b"#!/bin/sh\n"
 
 
+def test_rootfs_source_reports_what_it_cannot_read(tmp_path, monkeypatch):
+    (tmp_path / "ok").write_bytes(b"x")
+    os.symlink("elsewhere", tmp_path / "link")
+    real = os.readlink
+
+    def denied(path, *a, **kw):  # a /proc/1/cwd-like link: lstat works, readlink is refused
+        if str(path).endswith("/link"):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "readlink", denied)
+    with load_image(f"rootfs:{tmp_path}") as li:
+        assert paths(li) == ["/ok"]
+        assert any(i.path == "/link" and "Permission denied" in i.reason for i in li.issues)
+
+
 def test_parse_ref_forms(tmp_path):
     assert parse_ref("docker://reg.example/app:1").transport == "docker"
     assert parse_ref("oci:/x/y:v1").tag == "v1"

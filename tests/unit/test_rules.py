@@ -82,12 +82,12 @@ def test_missing_rules_dir(tmp_path: Path) -> None:
 
 def test_shipped_packs_load_and_user_rules_override(tmp_path: Path) -> None:
     shipped = load_rules()
-    for name in ("nss", "gconv", "libgcc-s", "locale", "zoneinfo-tz", "ca-certificates",
+    for name in ("nss", "libgcc-s", "locale", "zoneinfo-tz", "ca-certificates",
                  "ld-so-cache", "os-release", "nginx", "python3", "lighttpd"):
         assert shipped.get(name) is not None, name
-    (tmp_path / "mine.toml").write_text('[rule.gconv]\nwhen = "**/libc.so.6"\nkeep = ["/only/this"]\n')
+    (tmp_path / "mine.toml").write_text('[rule.nss]\nwhen = "**/libc.so.6"\nkeep = ["/only/this"]\n')
     merged = load_rules([tmp_path])
-    rule = merged.get("gconv")
+    rule = merged.get("nss")
     assert rule is not None and rule.keep == ("/only/this",) and rule.file.endswith("mine.toml")
     assert len(merged.rules) == len(shipped.rules)
 

@@ -18,7 +18,7 @@ from tests.unit.test_summary import sample_image
 
 TOP_LEVEL = {
     "schema_version", "image", "efficiency", "largest_dirs", "largest_files", "waste", "reachable",
-    "removable", "keep", "packages", "syscalls", "probes", "unknowns", "verdicts", "build",
+    "removable", "keep", "packages", "syscalls", "probes", "unknowns", "verdicts", "build", "excess",
 }
 
 

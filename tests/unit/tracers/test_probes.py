@@ -16,11 +16,11 @@ from slim.tracers.probes import (
     CmdProbe,
     ExecProbe,
     HttpProbe,
-    Observation,
+    SniffProbe,
     TcpProbe,
     WaitProbe,
-    compare_observations,
     default_probes,
+    listening_ports,
     parse_probe,
     run_http,
     run_tcp,
@@ -50,18 +50,12 @@ def test_bad_specs_name_the_spec(spec: str) -> None:
 
 
 def test_default_probes() -> None:
-    config = ImageConfig(exposed_ports=("53/udp", "80/tcp", "8080/tcp"))
-    assert default_probes(config) == [HttpProbe(80), HttpProbe(8080)]
+    config = ImageConfig(exposed_ports=("53/udp", "80/tcp", "8080/tcp", "²/tcp"))
+    assert default_probes(config) == [SniffProbe(80), SniffProbe(8080)]
     assert default_probes(ImageConfig()) == []
-
-
-def test_compare_observations() -> None:
-    a = [Observation("http:80", status=200, body=b"ok"), Observation("cmd:", exit_code=0)]
-    assert compare_observations(a, list(a)) == []
-    b = [Observation("http:80", status=500, body=b"ok"), Observation("cmd:", exit_code=1)]
-    diffs = compare_observations(a, b)
-    assert diffs == ["cmd:: exit code 0 became 1", "http:80: HTTP status 200 became 500"]
-    assert compare_observations(a, a[:1]) == ["cmd:: only in the original run"]
+    assert parse_probe("auto:80") == SniffProbe(80) and SniffProbe(80).spec == "auto:80"
+    with pytest.raises(UsageError):
+        parse_probe("http:²")
 
 
 @pytest.fixture
@@ -125,3 +119,15 @@ def test_tcp_probe_send_expect() -> None:
     out, obs = run_tcp(TcpProbe(port, "ping\n", "PING"), time.monotonic() + 5, lambda: True)
     srv.close()
     assert out.passed and obs.body == b"+PING\n"
+
+
+def test_listening_ports_reads_the_namespace_of_a_pid() -> None:
+    import os
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert port not in (listening_ports(os.getpid()) or set())  # bound, not listening
+        s.listen(1)
+        assert port in (listening_ports(os.getpid()) or set())
+    assert listening_ports(2**22 + 12345) is None  # no such process

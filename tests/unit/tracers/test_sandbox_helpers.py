@@ -13,8 +13,8 @@ from slim.tracers.sandbox import SandboxRunner, find_program, resolve_in_root, r
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> str:
-    r = tmp_path / "root"
+def root(slim_work: Path) -> str:
+    r = slim_work / "root"
     (r / "usr/bin").mkdir(parents=True)
     (r / "etc").mkdir()
     (r / "app").mkdir()
@@ -60,19 +60,30 @@ def test_resolve_user(root: str) -> None:
 def test_bwrap_command_line(root: str) -> None:
     runner = SandboxRunner(bwrap="/usr/bin/bwrap", strace="/usr/bin/strace")
     config = ImageConfig(env=("A=1", "PATH=/bin"), workdir="/srv", user="web")
-    argv = runner.bwrap_argv(root, config, ["/bin/tool", "x"], network="none", status_fd=9)
+    with runner.session(root, config, network="none") as session:
+        argv = runner.bwrap_argv(session, ["/bin/tool", "x"], status_fd=9)  # type: ignore[arg-type]
     joined = " ".join(argv)
     assert f"--bind {root} /" in joined
     assert "--unshare-pid" in argv and "--unshare-net" in argv and "--die-with-parent" in argv
     # a missing WorkingDir (and the mount points) are created in the private copy, as Docker does
     assert os.path.isdir(os.path.join(root, "srv")) and "--chdir /srv" in joined
     assert os.path.isdir(os.path.join(root, "proc")) and os.stat(os.path.join(root, "tmp")).st_mode & 0o1777 == 0o1777
-    assert "--unshare-user --uid 33 --gid 34" in joined
+    # a non-root User: unprivileged bubblewrap, no capability at all
+    assert "--unshare-user --uid 33 --gid 34" in joined and "--cap-add" not in argv
     assert "--clearenv --setenv A 1 --setenv HOME /var/www" in joined
+    assert "--ro-bind-try /proc/sys /proc/sys" in joined
+    assert "--ro-bind /dev/null /proc/keys" in joined or not os.path.exists("/proc/keys")
     assert argv[-3:] == ["--", "/bin/tool", "x"]
-    host = runner.bwrap_argv(root, ImageConfig(), ["/bin/tool"], network="host", status_fd=9,
-                             writable=False)
+    with runner.session(root, ImageConfig(), network="host") as session:
+        host = runner.bwrap_argv(session, ["/bin/tool"], status_fd=9)  # type: ignore[arg-type]
+        launcher = session.launcher()  # type: ignore[attr-defined]
     assert "--unshare-net" not in host and "--uid" not in host
-    assert f"--ro-bind {root} /" in " ".join(host)
+    if os.geteuid() == 0:
+        # a root app in slim's shifted user namespace, with Docker's default capabilities only
+        caps = [host[i + 1] for i, a in enumerate(host) if a == "--cap-add"]
+        assert "--cap-drop" in host and "CAP_SYS_ADMIN" not in caps and "CAP_CHOWN" in caps
+        assert "CAP_DAC_READ_SEARCH" not in caps
+        assert launcher[1:3] == ["-m", "slim.tracers.userns"] and launcher[-1] == "--"
+        assert os.stat(os.path.join(root, "usr/bin/tool")).st_uid == 1 << 30  # owners shifted
     with pytest.raises(TraceError, match="bridge: unknown network"):
-        runner.bwrap_argv(root, ImageConfig(), ["/bin/tool"], network="bridge", status_fd=9)
+        runner.session(root, ImageConfig(), network="bridge")
