@@ -198,6 +198,11 @@ class PackReader(io.RawIOBase):
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _store_error(path: str, exc: OSError) -> LayerError:
+    return LayerError(f"{path}: cannot be stored for analysis in {tempfile.gettempdir()}: "
+                      f"{exc.strerror or exc}")
+
+
 class ContentStore:
     """File contents copied out of layers, keyed by layer + path.
 
@@ -218,13 +223,21 @@ class ContentStore:
         self._size = 0
 
     def put_stream(self, layer: int, path: str, head: bytes, stream: BinaryIO) -> None:
-        if self._pack is None:
-            self._pack = tempfile.TemporaryFile(prefix="slim-content-")  # noqa: SIM115 - closed in close()
-        start = self._size
-        writer = SparseWriter(self._pack.fileno(), start)
-        writer.write(head)
+        """Copy `head` and the rest of `stream` into the pack. Raises LayerError when the
+        pack cannot be written (a full disk is not a corrupt layer)."""
+        try:
+            if self._pack is None:
+                self._pack = tempfile.TemporaryFile(prefix="slim-content-")  # noqa: SIM115 - closed in close()
+            start = self._size
+            writer = SparseWriter(self._pack.fileno(), start)
+            writer.write(head)
+        except OSError as exc:
+            raise _store_error(path, exc) from None
         while chunk := stream.read(CHUNK):
-            writer.write(chunk)
+            try:
+                writer.write(chunk)
+            except OSError as exc:
+                raise _store_error(path, exc) from None
         writer.close()
         self._size = writer.pos
         self.index[(layer, path)] = (start, writer.written)
