@@ -100,6 +100,11 @@ def metadata(data: bytes) -> None:
         files[f"blobs/sha256/{hashlib.sha256(doc).hexdigest()}"] = doc
     files["manifest.json"] = index
     files["config.json"] = config
+    # the config on its own too: through a layout, digests must match first
+    from slim.sources.base import config_from_oci, load_json
+
+    with contextlib.suppress(SlimError):
+        config_from_oci(load_json(config, "fuzz config"), "fuzz")
     for opener in (open_oci, open_docker_archive):
         with contextlib.suppress(SlimError):
             opener(ImageRef("oci", "fuzz", "latest" if len(data) % 2 else ""),
