@@ -64,6 +64,7 @@ def test_sparse_member_is_analyzed_without_expanding_it(box: Sandbox, record, fm
     tree = box.inputs / "tree"
     forge.sparse_tree(tree, "app/huge.img", 8 << 30)
     (tree / "app/run.sh").write_text("#!/bin/sh\n")
+    (tree / "app/run.sh").chmod(0o755)
     layer = forge.gnu_tar(tree, ["app"], fmt)
     assert len(layer) < 64 << 10
     ref = forge.docker_archive(box.inputs / "img.tar", [layer],
@@ -79,6 +80,7 @@ def test_sparse_member_build_writes_holes_not_gigabytes(box: Sandbox, record) ->
     tree = box.inputs / "tree"
     forge.sparse_tree(tree, "app/huge.img", 1 << 30)
     (tree / "app/run.sh").write_text("#!/bin/sh\n")
+    (tree / "app/run.sh").chmod(0o755)
     layer = forge.gnu_tar(tree, ["app"])
     ref = forge.docker_archive(box.inputs / "img.tar", [layer],
                                {"Entrypoint": ["/app/run.sh"], "WorkingDir": "/app"})
