@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "signal": 0}
 
 
 def fail(exc: SlimError) -> NoReturn:
@@ -676,8 +676,44 @@ def hook_install(
     typer.echo(f"slim: pre-push hook written to {path}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, as SIGINT raises KeyboardInterrupt:
+    every `finally` and context manager on the way out runs (temp dirs, staging dirs next to
+    the output, the reader thread), so a terminated run cleans up as an interrupted one."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_CLEANUP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    import signal
+
+    _state["signal"] = signum
+    for name in _CLEANUP_SIGNALS:  # a second one must not cut the cleanup short
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Terminated(signum)
+
+
 def main() -> None:
-    app()
+    """Run the CLI. SIGTERM and SIGHUP unwind like SIGINT (KeyboardInterrupt) and exit with
+    128 + the signal number after one line on stderr; SIGINT exits 130 the same way."""
+    import signal
+
+    for name in _CLEANUP_SIGNALS:
+        signal.signal(getattr(signal, name), _on_signal)
+    try:
+        app()
+    except SystemExit as exc:
+        signum = _state.get("signal") or (signal.SIGINT if exc.code == 130 else 0)
+        if signum:
+            typer.echo(f"slim: interrupted by {signal.Signals(signum).name}; "
+                       "temporary files removed", err=True)
+            raise SystemExit(128 + signum) from None
+        raise
 
 
 if __name__ == "__main__":

@@ -28,9 +28,16 @@ def normpath(path: str) -> str:
     """Normalize an image path lexically: absolute, no '.', '..' clamped at the root.
 
     `normpath("a/../../etc")` is "/etc": a member can never name something above the root.
+    Linear in the length of `path` (the common case, no '.' or '..' component and no '//',
+    runs in C: deep paths are read once per member).
     """
+    split = path.split("/")
+    if "." not in split and ".." not in split:
+        stripped = path.strip("/")
+        if "//" not in stripped:
+            return "/" + stripped
     parts: list[str] = []
-    for part in path.split("/"):
+    for part in split:
         if part in ("", "."):
             continue
         if part == "..":

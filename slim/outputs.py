@@ -15,6 +15,10 @@ through here. The rules, so a typo in `--output` never destroys anything:
   same kind (`replaceable_dir`); anything else is refused with one line naming it.
 * `check_output` runs before any work, so a bad destination fails in a second, not after a
   traced run.
+
+`SparseWriter` is how slim writes what an image's files expand to (extracted roots, the content
+store, layer spools): runs of zero bytes become holes, so a file of 20 GB of zeros (a sparse
+tar member, a compression bomb) costs no disk, and reads back the same.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from slim.errors import EmitError
 
 STDOUT = "-"
+HOLE_BLOCK = 64 << 10  # zero runs this long (aligned to it) become holes
+_ZEROS = bytes(HOLE_BLOCK)
 
 
 def is_stdout(path: str) -> bool:
@@ -51,6 +58,16 @@ def check_output(path: str, *, what: str = "output", directory: bool = False,
         if directory:
             raise EmitError(f"{what} '-': a directory output cannot go to standard output")
         return
+    if not path or "\x00" in path:
+        raise EmitError(f"{path!r}: not a usable path for the {what}")
+    try:
+        _check_output(path, what, directory, is_previous)
+    except OSError as exc:  # a listing or lookup that fails on the way (EACCES, ELOOP, EIO)
+        raise EmitError(f"{path}: cannot use as {what}: {exc.strerror or exc}") from None
+
+
+def _check_output(path: str, what: str, directory: bool,
+                  is_previous: Callable[[str], bool] | None) -> None:
     target = _target(path)
     try:
         st = os.stat(target)
@@ -171,4 +188,70 @@ def atomic_dir(path: str, *, what: str = "output",
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["STDOUT", "atomic_dir", "atomic_file", "check_output", "is_stdout", "write_file"]
+class SparseWriter:
+    """Writes a file sequentially through a descriptor with pwrite, leaving every all-zero
+    block (blocks aligned to HOLE_BLOCK of the file offset) as a hole (lseek(2) semantics: a
+    hole reads as zeros). Only for regions never written before (a new file, or appending);
+    `close` sets the final size, so a file that ends in zeros still has its full length.
+    Does not own `fd`."""
+
+    def __init__(self, fd: int, offset: int = 0) -> None:
+        self.fd = fd
+        self.start = offset
+        self.pos = offset
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if not isinstance(data, bytes):
+            data = bytes(data)  # bytes compare with memcmp; a memoryview compares per item
+        total = len(data)
+        run_start = -1  # start of pending non-zero data
+        i = 0
+        while i < total:
+            step = min(HOLE_BLOCK - (self.pos + i) % HOLE_BLOCK, total - i)
+            if data[i : i + step] == _ZEROS[:step]:
+                if run_start >= 0:
+                    self._pwrite(memoryview(data)[run_start:i], self.pos + run_start)
+                    run_start = -1
+            elif run_start < 0:
+                run_start = i
+            i += step
+        if run_start >= 0:
+            self._pwrite(memoryview(data)[run_start:], self.pos + run_start)
+        self.pos += total
+        return total
+
+    def tell(self) -> int:
+        return self.pos
+
+    def flush(self) -> None:
+        """Nothing is buffered (file-object protocol, for tarfile)."""
+
+    def _pwrite(self, view: memoryview, offset: int) -> None:
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    @property
+    def written(self) -> int:
+        """Bytes written so far (holes included)."""
+        return self.pos - self.start
+
+    def close(self) -> None:
+        """Extend the file to the last byte written when it ended in a hole."""
+        if os.fstat(self.fd).st_size < self.pos:
+            os.ftruncate(self.fd, self.pos)
+
+
+def copy_sparse(src: BinaryIO, fd: int) -> int:
+    """Copy the rest of `src` to the new file `fd` through a SparseWriter; returns the
+    bytes copied (holes included)."""
+    writer = SparseWriter(fd, os.lseek(fd, 0, os.SEEK_CUR))
+    while chunk := src.read(1 << 20):
+        writer.write(chunk)
+    writer.close()
+    os.lseek(fd, writer.pos, os.SEEK_SET)
+    return writer.written
+
+
+__all__ = ["HOLE_BLOCK", "STDOUT", "SparseWriter", "atomic_dir", "atomic_file", "check_output", "copy_sparse", "is_stdout", "write_file"]

@@ -12,6 +12,13 @@ builtins plus bash's, BUILTINS below) and functions the script defines are not p
 What is deliberately not modelled: aliases, `eval` of variables, functions from sourced files
 (their names still report as Unknown when not on PATH), arithmetic, and `case` patterns that
 span lines oddly. Heredoc bodies are skipped (`<<` and `<<-`).
+
+The cost is bounded on hostile scripts: a logical line longer than MAX_LINE_CHARS is not
+tokenized, lines joined to close a quote are re-read at most JOIN_CHARS characters in all,
+and command substitutions nested deeper than MAX_SUBST_DEPTH are not scanned (a 1 MiB line
+with an open quote took over 100 s, 250k nested `$(` ran out of stack after 31 s). What is not
+scanned becomes a "dynamic" command, which the script resolver reports as an Unknown: the
+script is kept, nothing is silently dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MAX_JOINED_LINES = 200  # a quote or continuation spanning more lines is given up on
 JOIN_BUDGET = 20_000  # total line joins per scanned text (open quotes re-tried line by line)
+JOIN_CHARS = 1 << 20  # total characters re-tokenized by those retries, per scanned text
+MAX_LINE_CHARS = 64 << 10  # a longer logical line is not tokenized (shlex: ~6 us a character)
+MAX_SUBST_DEPTH = 8  # $( $( … ) ) nesting scanned
 
 # POSIX special built-ins (XCU 2.14), POSIX regular built-ins that shells implement in-process
 # (XCU 1.7 "intrinsic utilities" plus echo/printf/test/[ true/false that dash and bash build in),
@@ -200,7 +210,9 @@ def tokenize(line: str) -> list[str]:
 
 @dataclass
 class Command:
-    """One program (or sourced file) a shell text names."""
+    """One program (or sourced file) a shell text names. A "dynamic" command stands for text
+    that was not read (a long line, deep nesting); its word holds a `$`, so resolvers treat it
+    as a command they cannot name."""
 
     line: int
     word: str
@@ -217,6 +229,8 @@ class ShellScanner:
     state: str = "cmd"  # cmd | args | for | case_word | case_pat | dbl
     join_budget: int = JOIN_BUDGET  # line joins left: bounds the work on hostile scripts
     case_depth: int = 0
+    depth: int = 0  # command substitutions around this text
+    join_chars: int = JOIN_CHARS  # characters the join retries may still re-read
 
     def scan(self, text: str) -> Iterator[Command]:
         self.functions |= defined_functions(text)
@@ -230,20 +244,29 @@ class ShellScanner:
             # join backslash continuations and lines with an open quote
             tokens: list[str] | None = None
             joined = 0
+            too_long = False
             while True:
                 stripped = logical.rstrip()
                 if stripped.endswith("\\") and not stripped.endswith("\\\\") and i < len(lines):
                     logical = stripped[:-1] + " " + lines[i]
                     i += 1
                     joined += 1
+                    if len(logical) > MAX_LINE_CHARS:
+                        too_long = True
+                        break
                     continue
+                if len(logical) > MAX_LINE_CHARS:
+                    too_long = True
+                    break
                 try:
                     body, subs = _extract_substitutions(logical)
                     tokens = tokenize(body)
                     break
                 except ValueError:
                     self.join_budget -= 1
-                    if i >= len(lines) or joined >= MAX_JOINED_LINES or self.join_budget <= 0:
+                    self.join_chars -= len(logical)
+                    if (i >= len(lines) or joined >= MAX_JOINED_LINES or self.join_budget <= 0
+                            or self.join_chars <= 0 or len(logical) + len(lines[i]) > MAX_LINE_CHARS):
                         # give up joining: read the first line alone, leniently
                         i = lineno
                         try:
@@ -255,11 +278,18 @@ class ShellScanner:
                     logical = logical + "\n" + lines[i]
                     i += 1
                     joined += 1
+            if too_long:
+                log.debug("line %d: %d characters; not scanned", lineno, len(logical))
+                yield Command(lineno, f"$(a line of {len(logical)} characters, not scanned)", "dynamic")
+                continue
             if tokens is None:
                 log.debug("line %d: unbalanced quotes; skipped", lineno)
                 continue
             for sub in subs:
-                yield from ShellScanner(self.functions).scan_tokens_text(sub, lineno)
+                if self.depth >= MAX_SUBST_DEPTH:
+                    yield Command(lineno, "$__SUBST__", "dynamic")  # shown as $(…)
+                    continue
+                yield from ShellScanner(self.functions, depth=self.depth + 1).scan_tokens_text(sub, lineno)
             yield from self._commands(tokens, lineno, heredocs)
             # skip heredoc bodies opened on this line
             while heredocs:

@@ -44,6 +44,7 @@ from slim.errors import EmitError
 from slim.fs.tree import squash
 from slim.layout import KeptEntry, chain_ids, merge_parts, opened, preserve_parts, write_plan
 from slim.model import EntryKind, FileEntry, parent_dirs
+from slim.outputs import SparseWriter, copy_sparse
 from slim.refs import parse_output
 from slim.result import PackageSummary
 
@@ -130,37 +131,46 @@ def write_layer(loaded: Any, entries: list[Planned], tar_path: str, whiteouts: l
                 overrides: dict[str, bytes] | None = None) -> None:
     """Write `entries` (file data streamed from the source image, or the bytes `overrides`
     gives for a path) as one layer tar."""
+    with open(tar_path, "wb") as raw:
+        out = SparseWriter(raw.fileno())  # a sparse file's zeros stay holes in the tar
+        with LayerTarWriter(out, keep_mtime=True) as writer:  # type: ignore[arg-type]
+            _write_entries(loaded, entries, whiteouts, writer, overrides or {})
+        out.close()
+
+
+def _write_entries(loaded: Any, entries: list[Planned], whiteouts: list[str],
+                   writer: LayerTarWriter, overrides: dict[str, bytes]) -> None:
+    """Add `entries` and `whiteouts` to `writer`, file data re-read from the source layers
+    (or taken from `overrides`)."""
     wanted: dict[int, set[str]] = {}
     by_source: dict[tuple[int, str], list[FileEntry]] = {}
-    overrides = overrides or {}
-    with open(tar_path, "wb") as out, LayerTarWriter(out, keep_mtime=True) as writer:
-        for entry, source in entries:
-            data = overrides.get(entry.path)
-            if data is not None:
-                writer.add(dataclasses.replace(entry, kind=EntryKind.FILE, size=len(data), linkname=""),
-                           io.BytesIO(data))
-            elif entry.kind is EntryKind.FILE and entry.size > 0:
-                wanted.setdefault(entry.layer, set()).add(source)
-                by_source.setdefault((entry.layer, source), []).append(entry)
-            else:
-                writer.add(entry)
-        for w in whiteouts:
-            writer.add_whiteout(w)
-        for layer, path, stream in loaded.image.read_files(wanted):
-            targets = by_source.pop((layer, path), [])
-            if not targets:
-                continue
-            if len(targets) == 1:
-                writer.add(targets[0], stream)
-                continue
-            with tempfile.TemporaryFile() as spool:
-                shutil.copyfileobj(stream, spool)
-                for t in targets:
-                    spool.seek(0)
-                    writer.add(t, spool)
-        if by_source:
-            missing = sorted(p for _, p in by_source)
-            raise EmitError(f"{loaded.image.ref}: could not re-read {len(missing)} kept files, e.g. {missing[0]}")
+    for entry, source in entries:
+        data = overrides.get(entry.path)
+        if data is not None:
+            writer.add(dataclasses.replace(entry, kind=EntryKind.FILE, size=len(data), linkname=""),
+                       io.BytesIO(data))
+        elif entry.kind is EntryKind.FILE and entry.size > 0:
+            wanted.setdefault(entry.layer, set()).add(source)
+            by_source.setdefault((entry.layer, source), []).append(entry)
+        else:
+            writer.add(entry)
+    for w in whiteouts:
+        writer.add_whiteout(w)
+    for layer, path, stream in loaded.image.read_files(wanted):
+        targets = by_source.pop((layer, path), [])
+        if not targets:
+            continue
+        if len(targets) == 1:
+            writer.add(targets[0], stream)
+            continue
+        with tempfile.TemporaryFile(prefix="slim-spool-") as spool:
+            copy_sparse(stream, spool.fileno())
+            for t in targets:
+                spool.seek(0)
+                writer.add(t, spool)
+    if by_source:
+        missing = sorted(p for _, p in by_source)
+        raise EmitError(f"{loaded.image.ref}: could not re-read {len(missing)} kept files, e.g. {missing[0]}")
 
 
 def minimal_config(loaded: Any, *, history_note: str, keep_base: int = 0,
@@ -245,7 +255,7 @@ def build_image(
             for i in range(keep_base):
                 raw = os.path.join(work, f"base{i}.tar")
                 with image.open_blob(i) as src, open(raw, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    copy_sparse(src, dst.fileno())
                 blobs.append(_as_blob(raw, work, loaded.layers[i]))
             # a removed package's database files in the base layers are whited out too
             hidden = gone | {p for p in plan.absent if p in base_view}

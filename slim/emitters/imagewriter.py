@@ -21,6 +21,9 @@ here, so the byte-level rules live in one place:
   an `oci:` directory replaces only a previous slim layout (`is_slim_layout`). A layer blob
   already on the same filesystem is hard-linked into an `oci:` layout, not copied (layouts
   sharing a layer then store it once).
+* Sparse: file data, layer tars and archives go through slim.outputs.SparseWriter, so the
+  zeros of a sparse file (or of a zero-filled bomb) are holes in every file slim writes, never
+  disk; only the compressed blob holds them, compressed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from slim.errors import EmitError
 from slim.fs.layer import decompressed
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
 from slim.model import EntryKind, FileEntry, normpath
-from slim.outputs import atomic_dir, atomic_file
+from slim.outputs import SparseWriter, atomic_dir, atomic_file, copy_sparse
 from slim.refs import parse_output, split_name
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,7 @@ class LayerTarWriter:
         self.keep_mtime = keep_mtime
         self._members: dict[str, _Pending] = {}
         self._spool: BinaryIO = tempfile.TemporaryFile(prefix="slim-layer-")  # noqa: SIM115 (closed in close())
+        self._spool_size = 0  # written with SparseWriter (pwrite), not through the file object
         self._closed = False
 
     def __enter__(self) -> LayerTarWriter:
@@ -179,12 +183,13 @@ class LayerTarWriter:
                 if entry.size:
                     raise EmitError(f"{entry.path}: regular file of {entry.size} bytes added without data")
                 data = io.BytesIO()
-            self._spool.seek(0, os.SEEK_END)
-            offset = self._spool.tell()
-            copied = 0
+            offset = self._spool_size
+            writer = SparseWriter(self._spool.fileno(), offset)
             while chunk := data.read(CHUNK):
-                self._spool.write(chunk)
-                copied += len(chunk)
+                writer.write(chunk)
+            writer.close()
+            copied = writer.written
+            self._spool_size = writer.pos
             if entry.size and entry.size != copied:
                 raise EmitError(f"{entry.path}: entry says {entry.size} bytes, data has {copied}")
             info.size = copied
@@ -273,7 +278,7 @@ def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, le
                     cctx = zstandard.ZstdCompressor(level=19 if level is None else level, write_checksum=True)
                     cctx.copy_stream(src, raw, write_size=CHUNK)
                 else:
-                    shutil.copyfileobj(src, raw, CHUNK)
+                    copy_sparse(src, raw.fileno())
             digest, size = _sha256_file(tmp)
             path = os.path.join(out_dir, digest.split(":", 1)[1])
             os.replace(tmp, path)
@@ -350,7 +355,8 @@ class _Sink:
             try:  # a blob is content-addressed and never changed: layouts may share its inode
                 os.link(path, host)
             except OSError:
-                shutil.copyfile(path, host)
+                with open(path, "rb") as src, open(host, "wb") as dst:
+                    copy_sparse(src, dst.fileno())
         os.chmod(host, 0o644)
 
 
@@ -362,7 +368,7 @@ def _uncompressed(blob: LayerBlob, tmpdir: str) -> tuple[str, str]:
     if not os.path.exists(out):
         with open(blob.path, "rb") as f, open(out, "wb") as dst:
             stream, _ = decompressed(f)
-            shutil.copyfileobj(stream, dst, CHUNK)
+            copy_sparse(stream, dst.fileno())
     diff_id, _ = _sha256_file(out)
     if diff_id != blob.diff_id:
         raise EmitError(f"{blob.path}: uncompressed tar is {diff_id}, LayerBlob says {blob.diff_id}")
@@ -454,10 +460,12 @@ def write_image(
                         sink.put(name, data, path)
             else:
                 with atomic_file(location, what="image archive") as tmp, open(tmp, "wb") as raw:
-                    with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                    sparse = SparseWriter(raw.fileno())
+                    with tarfile.open(fileobj=sparse, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
                         sink = _Sink(None, tf)
                         for name, data, path in sorted(files, key=lambda f: _sort_key(f[0])):
                             sink.put(name, data, path)
+                    sparse.close()
                     os.chmod(tmp, 0o644)
     except OSError as exc:
         raise EmitError(f"{dest}: cannot write image: {exc.strerror or exc}") from None

@@ -21,6 +21,15 @@ Constraints are checked and returned as warnings: Nanos/OSv/Unikraft are single-
 fork/vfork/execve of other programs), the Unikraft elfloader loads only PIE ELFs
 (app-elfloader elf_load.c rejects e_type != ET_DYN), OSv must not get its supplied libraries.
 The syscall compatibility verdict (slim.syscalls.compat) is added as a warning line too.
+
+The output directory is written as a whole (slim.outputs.atomic_dir): it is checked before any
+filesystem call, built in a temporary sibling and renamed into place, and replaces only an
+absent path, an empty directory or a previous manifest directory. Inside it nothing is ever
+written through a symlink (every parent is created with mkdir and checked with lstat; files
+are created O_EXCL|O_NOFOLLOW), and an image symlink is written as the relative path to where
+it leads inside the image (resolved with chroot semantics, its last component kept), never
+verbatim: `/lib -> /usr/lib` becomes `lib -> usr/lib`, and no link in the output leads out of
+it, on the host or in the guest.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import logging
 import os
 import posixpath
 import shlex
-import shutil
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +47,7 @@ from pathlib import Path
 from slim.errors import AnalysisError, EmitError
 from slim.fs.rootfs import RootFS
 from slim.model import EntryKind, normpath
+from slim.outputs import SparseWriter, atomic_dir
 from slim.syscalls.compat import check_compat
 
 log = logging.getLogger(__name__)
@@ -82,40 +92,78 @@ def _guest(path: str) -> str:
     return p
 
 
-def _safe_dest(root: Path, guest: str) -> Path:
-    """`root`/guest, refusing anything that would resolve outside `root` (symlinked parents)."""
-    dest = root / guest.lstrip("/")
-    parent = dest.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([real_root, os.path.realpath(parent)]) != real_root:
-        raise EmitError(f"{guest}: would be written outside {root}")
-    return dest
+MANIFEST_FILES = frozenset({"config.json", "usr.manifest", "cmdline", "Kraftfile", "Dockerfile"})
+
+
+def is_manifest_dir(path: str) -> bool:
+    """Whether directory `path` is a manifest directory slim wrote (only its files and
+    `rootfs/`): the only kind of non-empty directory a manifest output may replace."""
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return False
+    return bool(names & MANIFEST_FILES) and names <= MANIFEST_FILES | {"rootfs"}
+
+
+def _parent_in(root: Path, guest: str) -> Path | None:
+    """The directory `root`/dirname(guest), made with mkdir one component at a time; None
+    when a component exists and is not a plain directory (a symlink is never followed)."""
+    parent = root
+    for name in guest.strip("/").split("/")[:-1]:
+        parent = parent / name
+        try:
+            st = os.lstat(parent)
+        except FileNotFoundError:
+            os.mkdir(parent, 0o755)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+    return parent
+
+
+def _link_target(fs: RootFS, image_path: str, linkname: str) -> str | None:
+    """Where the image symlink `image_path` (-> `linkname`) leads, as a path relative to its
+    directory: the target resolved inside the image with chroot semantics, its last
+    component not followed. None for a loop."""
+    where = posixpath.dirname(image_path)
+    res = fs.resolve(posixpath.join(where, linkname), follow=False)
+    if res.error == "symlink loop":
+        return None
+    return posixpath.relpath(res.path, where)
 
 
 def _lay_out(app: AppManifest, fs: RootFS, root: Path, skip: set[str]) -> tuple[list[str], list[str]]:
     """Copy app.files from the image into `root`. Returns (guest paths written, warnings)."""
     written: list[str] = []
     warnings: list[str] = []
+    root.mkdir(exist_ok=True)
     for image_path, guest_path in sorted(set(app.files), key=lambda p: p[1]):
         guest = _guest(guest_path)
-        if guest in skip:
+        if guest in skip or guest == "/":
             continue
         entry = fs.get(image_path)
         if entry is None:
             warnings.append(f"{image_path}: not in the image, not copied")
             continue
-        dest = _safe_dest(root, guest)
-        if dest.exists() or dest.is_symlink():
+        parent = _parent_in(root, guest)
+        if parent is None:
+            warnings.append(f"{image_path}: a parent directory of {guest} is a symlink or a "
+                            "file in the output; not copied")
+            continue
+        dest = parent / posixpath.basename(guest)
+        if os.path.lexists(dest):
             continue
         if entry.kind is EntryKind.SYMLINK:
-            os.symlink(entry.linkname, dest)
+            target = _link_target(fs, image_path, entry.linkname)
+            if target is None:
+                warnings.append(f"{image_path}: symlink loop, not copied")
+                continue
+            os.symlink(target, dest)
         elif entry.kind is EntryKind.DIR:
-            dest.mkdir(exist_ok=True)
+            os.mkdir(dest, 0o755)
         elif entry.kind in (EntryKind.FILE, EntryKind.HARDLINK):
             try:
-                with fs.open(image_path) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, _COPY_CHUNK)
+                _copy_file(fs, image_path, dest)
             except AnalysisError as exc:
                 warnings.append(f"{image_path}: contents not available, not copied ({exc})")
                 continue
@@ -125,6 +173,19 @@ def _lay_out(app: AppManifest, fs: RootFS, root: Path, skip: set[str]) -> tuple[
             continue
         written.append(guest)
     return written, warnings
+
+
+def _copy_file(fs: RootFS, image_path: str, dest: Path) -> None:
+    """Copy an image file to a new host file (never through a link; zero runs as holes)."""
+    with fs.open(image_path) as src:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            writer = SparseWriter(fd)
+            while chunk := src.read(_COPY_CHUNK):
+                writer.write(chunk)
+            writer.close()
+        finally:
+            os.close(fd)
 
 
 def _is_pie(fs: RootFS, path: str) -> bool | None:
@@ -167,19 +228,22 @@ def _constraints(app: AppManifest, target: str, fs: RootFS) -> list[str]:
 
 
 def _write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(text)
 
 
-def render_ops(app: AppManifest, out: Path, fs: RootFS) -> list[str]:
+def render_ops(app: AppManifest, out: Path, fs: RootFS, final: str = "") -> list[str]:
+    """`final`: where `out` will be once published (the paths config.json names)."""
     root = out / "rootfs"
     written, warnings = _lay_out(app, fs, root, set())
+    final_root = os.path.join(final or os.path.realpath(out), "rootfs")
     config: dict[str, object] = {
         "Program": app.program,
         "Args": app.argv,
         "Env": dict(sorted(app.env)),
         "Files": sorted(g.lstrip("/") for g in written if not (root / g.lstrip("/")).is_dir()),
-        "LocalFilesParentDirectory": str(root.resolve()),
-        "TargetRoot": str(root.resolve()),
+        "LocalFilesParentDirectory": final_root,
+        "TargetRoot": final_root,
     }
     if app.cwd not in ("", "/"):
         config["ManifestPassthrough"] = {"cwd": app.cwd}
@@ -187,7 +251,7 @@ def render_ops(app: AppManifest, out: Path, fs: RootFS) -> list[str]:
     return warnings
 
 
-def render_osv(app: AppManifest, out: Path, fs: RootFS) -> list[str]:
+def render_osv(app: AppManifest, out: Path, fs: RootFS, final: str = "") -> list[str]:
     skip = {g for _, g in app.files if posixpath.basename(g) in OSV_SUPPLIED}
     written, warnings = _lay_out(app, fs, out / "rootfs", skip)
     lines = ["[manifest]"]
@@ -217,7 +281,7 @@ def _yaml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid YAML double-quoted scalar
 
 
-def render_unikraft(app: AppManifest, out: Path, fs: RootFS) -> list[str]:
+def render_unikraft(app: AppManifest, out: Path, fs: RootFS, final: str = "") -> list[str]:
     _, warnings = _lay_out(app, fs, out / "rootfs", set())
     cmd = app.argv
     cmd[0] = app.program
@@ -269,20 +333,25 @@ def manifest_files(target: str, paths: Iterable[str]) -> list[str]:
 
 
 def render_manifest(app: AppManifest, target: str, out_dir: str, fs: RootFS) -> list[str]:
-    """Write `target`'s manifest and rootfs for `app` into `out_dir`; return warnings (sorted
-    by kind: constraint checks first, then per-file problems).
+    """Write `target`'s manifest and rootfs for `app` as the directory `out_dir`, replacing
+    it as a whole (see the module doc); return warnings (sorted by kind: constraint checks
+    first, then per-file problems).
 
-    Raises EmitError for an unknown target or when the output cannot be written.
+    Raises EmitError for an unknown target, a bad guest path, or when the output cannot be
+    written (nothing is left at `out_dir` then).
     """
     if target not in RENDERERS:
         raise EmitError(f"{target}: unknown manifest target (choose from {', '.join(TARGETS)})")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        warnings = _constraints(app, target, fs)
-        warnings += RENDERERS[target](app, out, fs)
-    except OSError as exc:
-        raise EmitError(f"{out_dir}: cannot write {target} manifest: {exc}") from exc
+    for _, guest in app.files:
+        _guest(guest)  # before any filesystem call
+    final = os.path.realpath(out_dir)
+    with atomic_dir(out_dir, what=f"{target} manifest", is_previous=is_manifest_dir) as tmp:
+        try:
+            warnings = _constraints(app, target, fs)
+            warnings += RENDERERS[target](app, Path(tmp), fs, final)
+        except OSError as exc:
+            raise EmitError(f"{out_dir}: cannot write {target} manifest: "
+                            f"{exc.strerror or exc}") from None
     for w in warnings:
         log.info("%s", w)
     return warnings

@@ -19,6 +19,15 @@ The image is untrusted, so nothing is ever written outside `dest`:
 * modes are kept (directory modes applied last, so a 0555 directory can still be filled), and
   uid/gid when running as root. Symlinks are written as-is (absolute targets are resolved inside
   the sandbox, whose root is dest).
+
+Costs are bounded for hostile layers: the tar is read with slim.fs.layer's checks
+(`open_tar_stream`, `LayerGuard`: duplicate members and members written through a symlink of
+the same layer are refused as the layer reader refuses them); file data goes through
+slim.outputs.SparseWriter, so sparse members and zero runs become holes, not disk; the parent
+directory of the previous member is kept open, so a layer in tar order costs O(1) directory
+opens per member (5000 nested directories used to cost O(depth^2) opens each); and members more
+than MAX_DEPTH directories deep are not extracted (skipped and reported: Python's recursive
+`shutil.rmtree`, which cleans extracted roots up, fails beyond ~900 levels).
 """
 
 from __future__ import annotations
@@ -34,12 +43,20 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from slim.errors import LayerError
-from slim.fs.layer import decompressed
+from slim.fs.layer import (
+    LayerGuard,
+    corrupt_errors,
+    decompressed,
+    open_tar_stream,
+    whiteout_target,
+)
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
+from slim.outputs import SparseWriter
 
 log = logging.getLogger(__name__)
 
 MAX_SYMLINK_HOPS = 40  # Linux's MAXSYMLINKS (fs/namei.c)
+MAX_DEPTH = 512  # directory levels below the root
 CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -66,9 +83,16 @@ class _Unsafe(Exception):
 
 
 def member_parts(name: str) -> list[str] | None:
-    """Components of a tar member name relative to the root; None when it climbs above it."""
+    """Components of a tar member name relative to the root; None when it climbs above it.
+    Only '/' separates components (a backslash is a name character on Linux, as in the
+    layer reader's model)."""
+    if "\x00" in name:
+        return None
+    split = name.split("/")
+    if "." not in split and ".." not in split:
+        return [p for p in split if p]
     parts: list[str] = []
-    for part in name.replace("\\", "/").split("/") if "\x00" not in name else [".."]:
+    for part in split:
         if part in ("", "."):
             continue
         if part == "..":
@@ -81,53 +105,102 @@ def member_parts(name: str) -> list[str] | None:
 
 
 class _Root:
-    """Directory-descriptor based writer confined to one root directory."""
+    """Directory-descriptor based writer confined to one root directory.
+
+    `parent()` resolves a member's parent directory and returns an open descriptor for it.
+    The last resolution is remembered (its descriptor stays open), so the next member in the
+    same directory, or one level below it, costs one `openat`. `forget()` drops it; callers
+    do so whenever an existing entry is removed or a symlink is made, which could change what
+    a remembered name resolves to.
+    """
 
     def __init__(self, dest: str) -> None:
         self.fd = os.open(dest, _DIR_FLAGS)
         self.as_root = os.geteuid() == 0
+        self._last: tuple[tuple[str, ...], list[str], int] | None = None  # parts, real, fd
 
     def close(self) -> None:
+        self.forget()
         os.close(self.fd)
+
+    def forget(self) -> None:
+        if self._last is not None:
+            os.close(self._last[2])
+            self._last = None
+
+    def parent(self, parts: list[str], create: bool) -> tuple[list[str], int]:
+        """(real components, open descriptor) of directory `parts`, symlinks resolved in
+        scope; the caller closes the descriptor. Raises _Unsafe, OSError."""
+        key = tuple(parts)
+        last = self._last
+        if last is not None and last[0] == key:
+            return list(last[1]), os.dup(last[2])
+        if last is not None and key[:-1] == last[0]:
+            real, fd = self._walk(list(last[1]), os.dup(last[2]), [key[-1]], parts, create)
+        else:
+            real, fd = self._walk([], os.dup(self.fd), list(parts), parts, create)
+        self.forget()
+        self._last = (key, real, fd)
+        return list(real), os.dup(fd)
 
     def resolve_dir(self, parts: list[str], create: bool) -> list[str]:
         """The real (symlink-free) component list of directory `parts`, resolved in scope."""
-        real: list[str] = []
-        todo = list(parts)
+        real, fd = self.parent(parts, create)
+        os.close(fd)
+        return real
+
+    def _walk(self, real: list[str], fd: int, todo: list[str], parts: list[str],
+              create: bool) -> tuple[list[str], int]:
+        """Resolve `todo` from directory `real` (open as `fd`, which this consumes), one
+        `openat(O_NOFOLLOW)` per component."""
         hops = 0
-        while todo:
-            name = todo.pop(0)
-            if name in ("", "."):
-                continue
-            if name == "..":
-                if real:
-                    real.pop()
-                continue
-            fd = self.open_dir(real)
-            try:
+        try:
+            while todo:
+                name = todo.pop(0)
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    if real:
+                        real.pop()
+                        os.close(fd)
+                        fd = -1
+                        fd = self.open_dir(real)
+                        fd = fd if fd != self.fd else os.dup(fd)
+                    continue
                 try:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
                         raise _Unsafe(f"{'/'.join(parts)}: parent does not exist") from None
                     os.mkdir(name, 0o755, dir_fd=fd)
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
+                    if not stat.S_ISLNK(st.st_mode):
+                        raise _Unsafe(f"{'/'.join(parts)}: a parent is not a directory") from None
                     hops += 1
                     if hops > MAX_SYMLINK_HOPS:
-                        raise _Unsafe(f"{'/'.join(parts)}: too many symlinks in parent path")
+                        raise _Unsafe(f"{'/'.join(parts)}: too many symlinks in parent path") from None
                     target = os.readlink(name, dir_fd=fd)
                     if target.startswith("/"):
                         real = []
+                        os.close(fd)
+                        fd = -1
+                        fd = os.dup(self.fd)
                     todo = [p for p in target.split("/") if p] + todo
                     continue
-                if not stat.S_ISDIR(st.st_mode):
-                    raise _Unsafe(f"{'/'.join(parts)}: a parent is not a directory")
+                os.close(fd)
+                fd = nfd
                 real.append(name)
-            finally:
-                if fd != self.fd:
-                    os.close(fd)
-        return real
+                if len(real) > MAX_DEPTH:
+                    raise _Unsafe(f"{'/'.join(parts)}: more than {MAX_DEPTH} directories deep")
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        return real, fd
 
     def open_dir(self, real: list[str]) -> int:
         """Open an already resolved directory with O_NOFOLLOW at every step (caller closes)."""
@@ -183,7 +256,7 @@ def extract_layers(
             with opener() as blob:
                 stream, _ = decompressed(blob)
                 extract_tar(stream, dest, index, report, on_bytes=on_bytes, what=what)
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except corrupt_errors() as exc:
             raise LayerError(f"{what}: cannot extract: {exc}") from None
     return report
 
@@ -202,8 +275,9 @@ def extract_tar(
     root = _Root(dest)
     written: set[str] = set()  # paths (and their parents) this layer wrote, for opaque dirs
     dir_modes: list[tuple[list[str], tarfile.TarInfo]] = []
+    guard = LayerGuard(what)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with open_tar_stream(stream) as tar:
             for member in tar:
                 parts = member_parts(member.name)
                 shown = "/" + "/".join(parts or [])
@@ -212,6 +286,11 @@ def extract_tar(
                     continue
                 if not parts:
                     continue  # the root itself ("./")
+                guard.check(shown, "dir" if member.isdir() else "symlink" if member.issym() else "other")
+                if len(parts) > MAX_DEPTH + 1:
+                    report.skipped.append(Skipped(layer, shown[:200] + "…",
+                                                  f"more than {MAX_DEPTH} directories deep"))
+                    continue
                 try:
                     _apply(root, tar, member, parts, written, dir_modes, report, layer, on_bytes)
                 except _Unsafe as exc:
@@ -220,6 +299,7 @@ def extract_tar(
                     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise
                     report.skipped.append(Skipped(layer, shown, exc.strerror or str(exc)))
+        root.forget()
         # directory modes last, deepest first, so read-only directories could still be filled
         for real, member in sorted(dir_modes, key=lambda item: -len(item[0])):
             try:
@@ -255,35 +335,43 @@ def _apply(
     on_bytes: Callable[[int], None] | None,
 ) -> None:
     name = parts[-1]
-    parent_real = root.resolve_dir(parts[:-1], create=True)
+    parent_real, pfd = root.parent(parts[:-1], create=True)
     # opaque handling needs the paths this layer wrote, in real (resolved) terms
-    real_rel = "/".join([*parent_real, name])
-    pfd = root.open_dir(parent_real)
     try:
         if name == OPAQUE_MARKER:
+            root.forget()
             _empty_except(root, parent_real, written, "/".join(parent_real))
             return
         if name.startswith(WHITEOUT_PREFIX):
-            victim = name[len(WHITEOUT_PREFIX):]
-            if victim not in ("", ".", ".."):
-                _remove(victim, pfd)
+            victim = whiteout_target(name)
+            if victim is None:
+                raise _Unsafe("not a valid whiteout name; ignored")
+            root.forget()
+            _remove(victim, pfd)
             return
-        for i in range(1, len(parent_real) + 1):
-            written.add("/".join(parent_real[:i]))
-        written.add(real_rel)
+        # the parents first, longest first, stopping at one already recorded: linear in the
+        # length of the path, however deep
+        for i in range(len(parent_real), 0, -1):
+            prefix = "/".join(parent_real[:i])
+            if prefix in written:
+                break
+            written.add(prefix)
+        written.add("/".join([*parent_real, name]))
         try:
             existing = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             existing = None
         if member.isdir():
-            _apply_dir(name, pfd, existing, member, parent_real, dir_modes)
+            _apply_dir(root, name, pfd, existing, member, parent_real, dir_modes)
             return
         if existing is not None:
+            root.forget()
             _remove(name, pfd)
         if member.isreg():
             _apply_regular(root, tar, member, name, pfd, on_bytes)
             report.files += 1
         elif member.issym():
+            root.forget()
             _apply_symlink(root, member, name, pfd)
         elif member.islnk():
             _apply_hardlink(root, member, name, pfd)
@@ -295,16 +383,17 @@ def _apply(
         else:
             raise _Unsafe(f"unsupported tar member type {member.type!r}")
     finally:
-        if pfd != root.fd:
-            os.close(pfd)
+        os.close(pfd)
 
 
 def _apply_dir(
-    name: str, pfd: int, existing: os.stat_result | None, member: tarfile.TarInfo,
-    parent_real: list[str], dir_modes: list[tuple[list[str], tarfile.TarInfo]],
+    root: _Root, name: str, pfd: int, existing: os.stat_result | None,
+    member: tarfile.TarInfo, parent_real: list[str],
+    dir_modes: list[tuple[list[str], tarfile.TarInfo]],
 ) -> None:
     """A directory member: replace a non-directory, create it private; its mode comes last."""
     if existing is not None and not stat.S_ISDIR(existing.st_mode):
+        root.forget()
         _remove(name, pfd)
         existing = None
     if existing is None:
@@ -317,16 +406,18 @@ def _apply_regular(
     on_bytes: Callable[[int], None] | None,
 ) -> None:
     """A regular file member: created exclusively (O_EXCL|O_NOFOLLOW), then owner, xattrs,
-    mode and mtime."""
+    mode and mtime. Zero runs (a sparse member's holes too) are left as holes."""
     src = tar.extractfile(member)
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=pfd)
     try:
         if src is not None:
+            writer = SparseWriter(fd)
             while chunk := src.read(CHUNK):
-                _write_all(fd, chunk)
+                writer.write(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
+            writer.close()
         if root.as_root:
             os.fchown(fd, member.uid, member.gid)
             _set_xattrs(fd, member)
@@ -349,8 +440,7 @@ def _apply_hardlink(root: _Root, member: tarfile.TarInfo, name: str, pfd: int) -
     target = member_parts(member.linkname)
     if not target:
         raise _Unsafe(f"hard link target {member.linkname!r} is outside the root")
-    tparent = root.resolve_dir(target[:-1], create=False)
-    tfd = root.open_dir(tparent)
+    _, tfd = root.parent(target[:-1], create=False)
     try:
         tst = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
         if stat.S_ISDIR(tst.st_mode):
@@ -359,8 +449,7 @@ def _apply_hardlink(root: _Root, member: tarfile.TarInfo, name: str, pfd: int) -
     except FileNotFoundError:
         raise _Unsafe(f"hard link target {member.linkname!r} does not exist") from None
     finally:
-        if tfd != root.fd:
-            os.close(tfd)
+        os.close(tfd)
 
 
 def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
@@ -376,10 +465,3 @@ def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
             os.setxattr(fd, name, value.encode("utf-8", "surrogateescape"))
         except OSError as exc:
             log.debug("%s: xattr %s not restored: %s", member.name, name, exc)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]

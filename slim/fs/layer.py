@@ -6,6 +6,22 @@ becomes a FileEntry; contents are read only for analysis candidates (ELF, script
 sources, package databases, configs), which are copied into a ContentStore on disk so later reads
 need no second decompression. Unsafe members (names climbing above the root, hardlinks to
 outside) are skipped and reported as Issues; they never reach the host filesystem.
+
+The blob is untrusted, so every cost is bounded by its size or by a constant:
+
+* decompression hands out at most CHUNK bytes per step (zlib `max_length`; zstd is fed at
+  most ZSTD_BLOCKS_PER_STEP blocks of at most 128 KiB each, RFC 8878 §3.1.1.2.4), so a
+  1 MB frame that expands to 4 GiB never sits in memory;
+* extended headers (PAX, GNU long names) larger than MAX_EXTENDED_HEADER are refused, and
+  so is a corrupt header in the middle of the archive (tarfile would end the layer there
+  without a word) or a negative size;
+* sparse members may expand to at most SPARSE_HOLES_MAX bytes of holes per layer;
+* a member path seen twice in one layer, a member written through a symlink of the same
+  layer, or a non-directory over a directory the layer already wrote into is refused
+  (LayerError naming the member): the two readers of a layer (this model, fs.extract) would
+  otherwise disagree about what the image holds;
+* whiteouts must name one entry (`.wh.NAME`, NAME not empty, `.` or `..`; `.wh..wh.*` other
+  than the opaque marker is reserved by the OCI image-spec) or they are ignored with an Issue.
 """
 
 from __future__ import annotations
@@ -14,21 +30,23 @@ import gzip
 import hashlib
 import io
 import logging
+import math
 import os
+import posixpath
 import queue
-import shutil
 import tarfile
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 from slim.errors import LayerError
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, FileTree
 from slim.globs import GlobSet
 from slim.model import EntryKind, FileEntry, Issue, LayerInfo, normpath
+from slim.outputs import SparseWriter
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +57,11 @@ CHUNK = 1 << 20
 # Contents larger than this are not copied for analysis; the file is kept and reported.
 MAX_STORED_FILE = 1 << 30
 HEAD_BYTES = 4
-
-
+MAX_EXTENDED_HEADER = 8 << 20  # a PAX or GNU long-name header is read into memory whole
+SPARSE_HOLES_MAX = 1 << 30  # per layer: what sparse members may add to the tar's own bytes
+ZSTD_BLOCKS_PER_STEP = 8  # x 128 KiB of output at most per decompress() call
+READ_BUFFER = 16 << 10  # readers of stored contents: small reads must stay small
+DIGEST_ALGORITHMS = ("sha256", "sha384", "sha512")  # OCI image-spec descriptor.md "Digests"
 
 @dataclass(frozen=True)
 class Capture:
@@ -122,8 +143,21 @@ def decompressed(blob: BinaryIO) -> tuple[BinaryIO, str]:
     return peek, "none"
 
 
+def corrupt_errors() -> tuple[type[BaseException], ...]:
+    """What reading a corrupt, truncated or hostile layer stream raises (tarfile, zlib,
+    zstandard, gzip and the file layer), for callers that turn it into a LayerError."""
+    import zstandard
+
+    return (EOFError, zlib.error, tarfile.TarError, OSError, zstandard.ZstdError)
+
+
 class PackReader(io.RawIOBase):
-    """A read-only window of the pack file, read with pread (no per-file open or seek state)."""
+    """A read-only window of the pack file, read with pread (no per-file open or seek state).
+
+    Every read asks the kernel for exactly what was asked (or what is left): a 2-byte read of a
+    large file is a 2-byte pread, not a buffer refill (50k hard links to one big file were
+    50k 1 MiB copies), and `read()` of the whole window is one allocation.
+    """
 
     def __init__(self, fd: int, start: int, size: int) -> None:
         self.fd = fd
@@ -149,40 +183,64 @@ class PackReader(io.RawIOBase):
         n = min(len(b), self.end - self.pos)
         if n <= 0:
             return 0
-        data = os.pread(self.fd, n, self.pos)
-        b[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
+        n = os.preadv(self.fd, [memoryview(b)[:n]], self.pos)
+        self.pos += n
+        return n
+
+    def readall(self) -> bytes:
+        parts: list[bytes] = []
+        while self.pos < self.end:
+            data = os.pread(self.fd, self.end - self.pos, self.pos)  # one allocation, usually
+            if not data:
+                break
+            parts.append(data)
+            self.pos += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _store_error(path: str, exc: OSError) -> LayerError:
+    return LayerError(f"{path}: cannot be stored for analysis in {tempfile.gettempdir()}: "
+                      f"{exc.strerror or exc}")
 
 
 class ContentStore:
     """File contents copied out of layers, keyed by layer + path.
 
-    Contents are appended to one pack file in a private temp directory (one file per store: on
-    images with thousands of candidates, creating a file each cost more than decompressing).
+    Contents are appended to one pack file (one file per store: on images with thousands of
+    candidates, creating a file each cost more than decompressing). The pack is an unnamed
+    temporary file: nothing is left behind however the process ends, even on SIGKILL. Zero
+    runs become holes (slim.outputs.SparseWriter), so a zero-filled bomb costs no disk.
     A rootfs: source references host files instead of copying them. `capture` says which files
     are copied (None: every regular file, for tools and tests).
     """
 
     def __init__(self, capture: Capture | None = None) -> None:
-        self.root = tempfile.mkdtemp(prefix="slim-content-")
         self.wants: Callable[[str, bytes], bool] = (
             capture.matcher() if capture is not None else (lambda _path, _head: True))
         self.index: dict[tuple[int, str], tuple[int, int]] = {}  # → (offset, size) in the pack
         self.host: dict[tuple[int, str], str] = {}
         self._pack: BinaryIO | None = None
-        self._fd = -1
+        self._size = 0
 
     def put_stream(self, layer: int, path: str, head: bytes, stream: BinaryIO) -> None:
-        if self._pack is None:
-            self._pack = open(os.path.join(self.root, "pack"), "w+b")  # noqa: SIM115 - closed in close()
-            self._fd = self._pack.fileno()
-        pack = self._pack
-        pack.seek(0, os.SEEK_END)
-        start = pack.tell()
-        pack.write(head)
-        shutil.copyfileobj(stream, pack, CHUNK)
-        self.index[(layer, path)] = (start, pack.tell() - start)
+        """Copy `head` and the rest of `stream` into the pack. Raises LayerError when the
+        pack cannot be written (a full disk is not a corrupt layer)."""
+        try:
+            if self._pack is None:
+                self._pack = tempfile.TemporaryFile(prefix="slim-content-")  # noqa: SIM115 - closed in close()
+            start = self._size
+            writer = SparseWriter(self._pack.fileno(), start)
+            writer.write(head)
+        except OSError as exc:
+            raise _store_error(path, exc) from None
+        while chunk := stream.read(CHUNK):
+            try:
+                writer.write(chunk)
+            except OSError as exc:
+                raise _store_error(path, exc) from None
+        writer.close()
+        self._size = writer.pos
+        self.index[(layer, path)] = (start, writer.written)
 
     def put_host_file(self, layer: int, path: str, host_path: str) -> None:
         """Reference a file that already lives on the host (rootfs: sources); no copy."""
@@ -191,25 +249,37 @@ class ContentStore:
     def has(self, layer: int, path: str) -> bool:
         return (layer, path) in self.index or (layer, path) in self.host
 
+    def read(self, layer: int, path: str, limit: int | None = None) -> bytes | None:
+        """Up to `limit` bytes of a stored file in one pread (None when not stored): a 2-byte
+        `#!` check of a large file reads 2 bytes."""
+        key = (layer, path)
+        if key in self.index:
+            assert self._pack is not None
+            start, size = self.index[key]
+            return PackReader(self._pack.fileno(), start, min(size, size if limit is None else limit)).readall()
+        stream = self.open(layer, path)
+        if stream is None:
+            return None
+        with stream:
+            return stream.read() if limit is None else stream.read(limit)
+
     def open(self, layer: int, path: str) -> BinaryIO | None:
         key = (layer, path)
         if key in self.index:
             assert self._pack is not None
-            self._pack.flush()
             start, size = self.index[key]
-            return io.BufferedReader(PackReader(self._fd, start, size), CHUNK)
+            return io.BufferedReader(PackReader(self._pack.fileno(), start, size), READ_BUFFER)
         name = self.host.get(key)
         if name is None:
             return None
         # O_NOFOLLOW: the walk saw no symlink at this path; refuse one that appeared since.
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        return os.fdopen(fd, "rb")
+        return os.fdopen(fd, "rb", READ_BUFFER)
 
     def close(self) -> None:
         if self._pack is not None:
             self._pack.close()
             self._pack = None
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
@@ -248,16 +318,18 @@ def _member_path(name: str) -> tuple[str | None, str | None]:
     if raw.startswith("/"):
         problem = "absolute member name, taken relative to the image root"
         raw = raw.lstrip("/")
-    depth = 0
-    for part in raw.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return None, "member name climbs above the image root; skipped"
-        else:
-            depth += 1
+    split = raw.split("/")
+    if ".." in split:
+        depth = 0
+        for part in split:
+            if part in ("", "."):
+                continue
+            if part == "..":
+                depth -= 1
+                if depth < 0:
+                    return None, "member name climbs above the image root; skipped"
+            else:
+                depth += 1
     return normpath(raw), problem
 
 
@@ -269,8 +341,106 @@ def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+class _ZstdFrames:
+    """Walks the frame and block headers of a zstd stream (RFC 8878 §3.1) without decoding,
+    to tell the decoder where it may stop: after at most ZSTD_BLOCKS_PER_STEP blocks (each
+    decodes to at most 128 KiB, §3.1.1.2.4) and at every frame end. `complete` says whether
+    the input so far ends between frames (else it was truncated). Skippable frames (§3.1.2)
+    are walked over too."""
+
+    def __init__(self) -> None:
+        self.state = "magic"
+        self.need = 4  # bytes the current state still wants
+        self.buf = bytearray()  # a header being collected
+        self.checksum = False
+        self.blocks = 0  # block ends since the last cut
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "magic" and not self.buf
+
+    def cuts(self, data: bytes) -> Iterator[tuple[int, bool]]:
+        """Offsets into `data` after which the decoder should be called, each with whether a
+        frame ends there. Raises ValueError on a malformed header."""
+        i, n = 0, len(data)
+        while i < n:
+            if self.state in ("payload", "skip"):
+                take = min(self.need, n - i)
+                i += take
+                self.need -= take
+                if self.need == 0:
+                    yield from self._after_payload(i)
+                continue
+            take = min(self.need - len(self.buf), n - i)
+            self.buf += data[i : i + take]
+            i += take
+            if len(self.buf) == self.need:
+                header = bytes(self.buf)
+                self.buf.clear()
+                yield from self._header(header, i)
+
+    def _header(self, h: bytes, at: int) -> Iterator[tuple[int, bool]]:
+        if self.state == "magic":
+            magic = int.from_bytes(h, "little")
+            if h == ZSTD_MAGIC:
+                self.state, self.need = "descriptor", 1
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:
+                self.state, self.need = "skip_size", 4
+            else:
+                raise ValueError("not a zstd frame")
+        elif self.state == "descriptor":
+            fhd = h[0]
+            fcs_flag, single, dict_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+            if fhd & 0x08:
+                raise ValueError("reserved bit set in a zstd frame header")
+            self.checksum = bool(fhd & 0x04)
+            rest = (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+            rest += (1 if single else 0, 2, 4, 8)[fcs_flag]
+            self.state, self.need = ("frame_rest", rest) if rest else ("block", 3)
+        elif self.state == "frame_rest":
+            self.state, self.need = "block", 3
+        elif self.state == "block":
+            header = int.from_bytes(h, "little")
+            last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+            if kind == 3:
+                raise ValueError("reserved zstd block type")
+            self.last = bool(last)
+            payload = 1 if kind == 1 else size
+            self.state, self.need = "payload", payload
+            if payload == 0:
+                yield from self._after_payload(at)
+        elif self.state == "checksum":
+            yield from self._frame_end(at)
+        elif self.state == "skip_size":
+            size = int.from_bytes(h, "little")
+            self.state, self.need = "skip", size
+            if size == 0:
+                yield from self._frame_end(at)
+
+    def _after_payload(self, at: int) -> Iterator[tuple[int, bool]]:
+        if self.state == "skip":
+            yield from self._frame_end(at)
+            return
+        self.blocks += 1
+        if self.last:
+            if self.checksum:
+                self.state, self.need = "checksum", 4
+            else:
+                yield from self._frame_end(at)
+            return
+        self.state, self.need = "block", 3
+        if self.blocks >= ZSTD_BLOCKS_PER_STEP:
+            self.blocks = 0
+            yield at, False
+
+    def _frame_end(self, at: int) -> Iterator[tuple[int, bool]]:
+        self.state, self.need, self.blocks = "magic", 4, 0
+        yield at, True
+
+
 class _Decoder:
-    """Incremental decompression of gzip (multi-member), zstd (multi-frame) or plain data.
+    """Incremental decompression of gzip (multi-member), zstd (multi-frame) or plain data,
+    handing out at most CHUNK bytes per piece whatever the compression ratio.
 
     zlib and zstandard release the GIL on large buffers, so running this in a thread lets the
     tar parsing in the caller's thread use the second core. `truncated` tells, at the end of
@@ -280,6 +450,7 @@ class _Decoder:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.in_member = False
+        self._frames = _ZstdFrames() if kind == "zstd" else None
         self._obj: Any = self._new() if kind != "none" else None
 
     def _new(self) -> Any:
@@ -289,22 +460,56 @@ class _Decoder:
 
         return zstandard.ZstdDecompressor().decompressobj()
 
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._obj is None:
-            return [data]
-        out: list[bytes] = []
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self.kind == "none":
+            yield data
+        elif self.kind == "gzip":
+            yield from self._gzip(data)
+        else:
+            yield from self._zstd(data)
+
+    def _gzip(self, data: bytes) -> Iterator[bytes]:
         while data:
             self.in_member = True
-            out.append(self._obj.decompress(data))
-            if not self._obj.eof:
-                break
-            # member/frame complete: what follows is the next one (or padding)
-            data = self._obj.unused_data
-            self._obj = self._new()
-            self.in_member = False
-            if self.kind == "gzip" and not data.strip(b"\x00"):
-                break  # zero padding after the last gzip member
-        return out
+            out = self._obj.decompress(data, CHUNK)
+            if out:
+                yield out
+            if self._obj.eof:
+                # member complete: what follows is the next one (or padding)
+                data = self._obj.unused_data
+                self._obj = self._new()
+                self.in_member = False
+                if not data.strip(b"\x00"):
+                    return  # zero padding after the last gzip member
+                continue
+            data = self._obj.unconsumed_tail
+            while not data and len(out) == CHUNK:
+                out = self._obj.decompress(b"", CHUNK)  # output still held back by zlib
+                if out:
+                    yield out
+                data = self._obj.unconsumed_tail
+
+    def _zstd(self, data: bytes) -> Iterator[bytes]:
+        assert self._frames is not None
+        view = memoryview(data)
+        done = 0
+        try:
+            cuts = list(self._frames.cuts(data))
+        except ValueError as exc:
+            raise EOFError(f"corrupt zstd stream: {exc}") from None
+        for at, frame_end in [*cuts, (len(data), False)]:
+            if at > done:
+                self.in_member = True
+                out = self._obj.decompress(view[done:at])
+                if out:
+                    yield out
+                done = at
+            if frame_end:
+                if not self._obj.eof:
+                    raise EOFError("zstd frame ended before its last block decoded")
+                self._obj = self._new()
+                self.in_member = False
+        self.in_member = not self._frames.complete
 
     @property
     def truncated(self) -> bool:
@@ -315,9 +520,13 @@ class _Pipe(io.RawIOBase):
     """Reads a blob in a background thread: hash the stored bytes, decompress, hash the tar,
     hand the tar bytes over through a bounded queue. Errors re-raise in the reader."""
 
-    def __init__(self, blob: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(self, blob: BinaryIO, on_bytes: Callable[[int], None] | None,
+                 blob_alg: str = "sha256", tar_alg: str = "sha256") -> None:
         self.blob_sha = hashlib.sha256()
         self.tar_sha = hashlib.sha256()
+        # the manifest or config may name another algorithm: verify with that one too
+        self.blob_other = hashlib.new(blob_alg) if blob_alg != "sha256" else None
+        self.tar_other = hashlib.new(tar_alg) if tar_alg != "sha256" else None
         self.blob_count = 0
         self.tar_count = 0
         self.compression = "none"
@@ -348,10 +557,14 @@ class _Pipe(io.RawIOBase):
             decoder = _Decoder(self.compression)
             while chunk and not self._stop.is_set():
                 self.blob_sha.update(chunk)
+                if self.blob_other is not None:
+                    self.blob_other.update(chunk)
                 self.blob_count += len(chunk)
                 for piece in decoder.feed(chunk):
                     if piece:
                         self.tar_sha.update(piece)
+                        if self.tar_other is not None:
+                            self.tar_other.update(piece)
                         self.tar_count += len(piece)
                         self._put(piece)
                 if self._on_bytes is not None:
@@ -391,6 +604,126 @@ class _Pipe(io.RawIOBase):
         self._thread.join()
 
 
+def _digest_alg(digest: str, what: str, label: str) -> str:
+    """The algorithm of `digest` ("" when there is none). Raises LayerError for one slim
+    cannot verify or a malformed value."""
+    if not digest:
+        return ""
+    alg, sep, hexpart = digest.partition(":")
+    if not sep or alg not in DIGEST_ALGORITHMS:
+        raise LayerError(f"{label}: {what} {digest!r}: unsupported digest algorithm "
+                         f"(expected one of {', '.join(DIGEST_ALGORITHMS)})")
+    if len(hexpart) != hashlib.new(alg).digest_size * 2 or not all(c in "0123456789abcdef" for c in hexpart):
+        raise LayerError(f"{label}: {what} {digest!r}: not a valid {alg} digest")
+    return alg
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """tarfile.TarInfo that refuses what tarfile would accept silently or at any cost.
+
+    tarfile ends an archive without a word at a corrupt header found after the first member
+    (TarFile.next treats InvalidHeaderError there as the end); reads a PAX or GNU long-name
+    header into memory whatever its size; and takes negative sizes, out-of-range ids and
+    non-finite mtimes from base-256 fields or PAX records. Each becomes a HeaderError, which
+    TarFile.next raises as ReadError.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:  # type: ignore[attr-defined]
+            raise tarfile.ReadError(f"corrupt member header at byte {tar.offset}: {exc}") from None
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_TYPES and not 0 <= self.size <= MAX_EXTENDED_HEADER:
+            raise tarfile.ReadError(f"extended header of {self.size} bytes "
+                                    f"(at most {MAX_EXTENDED_HEADER})")
+        member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+        name = member.name
+        if member.size < 0:
+            raise tarfile.ReadError(f"{name}: negative size {member.size}")
+        for what in ("uid", "gid"):
+            value = getattr(member, what)
+            if not 0 <= value < 1 << 32:
+                raise tarfile.ReadError(f"{name}: {what} {value} out of range")
+        if not math.isfinite(member.mtime) or abs(member.mtime) >= 1 << 62:
+            raise tarfile.ReadError(f"{name}: mtime {member.mtime} out of range")
+        if "\x00" in member.linkname:
+            raise tarfile.ReadError(f"{name}: link target contains a NUL byte")
+        return member
+
+
+_EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                   tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+def checked_tarinfo() -> type[tarfile.TarInfo]:
+    """The TarInfo class with the checks above, for readers of whole archives (`tarinfo=`)."""
+    return _CheckedTarInfo
+
+
+def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:
+    """A forward-only tarfile reader with the checks of _CheckedTarInfo: the one way slim
+    reads a layer tar (the model, extraction, re-reading files for a build)."""
+    return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedTarInfo)
+
+
+class LayerGuard:
+    """Refuses, for one layer, what the two readers of a layer (this model and fs.extract)
+    would not agree on, as Docker refuses it: a member path seen twice (a directory repeated
+    as a directory is harmless and allowed), a member below a symlink or a non-directory of
+    the same layer (written through a link), and a non-directory replacing a directory the
+    layer already wrote into.
+
+    Parents are checked up to the nearest one already known to be a directory, so a layer
+    in tar order (parents first) costs O(1) dictionary lookups per member.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.members: dict[str, str] = {}  # path → "dir" | "symlink" | "other"
+        self.dirs: set[str] = set()  # directories members were written into
+
+    def check(self, path: str, kind: str) -> None:
+        """Record member `path` of `kind` ("dir", "symlink" or "other"). Raises LayerError."""
+        if path == "/":
+            return
+        if path in self.members:
+            if kind == "dir" and self.members[path] == "dir":
+                return  # the same directory again: both readers keep it, with the last mode
+            raise LayerError(f"{self.label}: {path}: appears twice in the layer")
+        if kind != "dir" and path in self.dirs:
+            raise LayerError(f"{self.label}: {path}: replaces a directory the same layer "
+                             "already wrote into")
+        d = posixpath.dirname(path)
+        walked: list[str] = []
+        while d != "/" and d not in self.dirs:
+            seen = self.members.get(d)
+            if seen == "symlink":
+                raise LayerError(f"{self.label}: {path}: written through the symlink {d} of "
+                                 "the same layer")
+            if seen == "other":
+                raise LayerError(f"{self.label}: {path}: below {d}, which the same layer "
+                                 "made a non-directory")
+            walked.append(d)
+            d = posixpath.dirname(d)
+        self.dirs.update(walked)
+        self.members[path] = kind
+        if kind == "dir":
+            self.dirs.add(path)
+
+
+def whiteout_target(name: str) -> str | None:
+    """What a `.wh.NAME` member deletes (NAME), or None when the name is no valid whiteout:
+    empty, `.`, `..`, or reserved (`.wh..wh.*` other than the opaque marker; OCI image-spec
+    layer.md "Whiteouts")."""
+    victim = name[len(WHITEOUT_PREFIX):]
+    if victim in ("", ".", "..") or victim.startswith(WHITEOUT_PREFIX):
+        return None
+    return victim
+
+
 def read_layer(
     blob: BinaryIO,
     info: LayerInfo,
@@ -403,25 +736,35 @@ def read_layer(
 ) -> LayerReadResult:
     """Read one layer blob in one pass (decompression and hashing in a second thread).
 
-    Raises LayerError when the stream is truncated or corrupt, or when its digest or diff_id
-    does not match (with `verify`).
+    Raises LayerError when the stream is truncated or corrupt, when a member is refused (see
+    the module doc), or when its digest or diff_id does not match (with `verify`; sha256,
+    sha384 and sha512 digests are checked).
     """
     label = name or info.digest or f"layer {info.index}"
+    blob_alg = _digest_alg(info.digest, "digest", label) if verify else ""
+    tar_alg = _digest_alg(expected_diff_id, "diff_id", label) if verify else ""
     result = LayerReadResult(tree=FileTree())
-    pipe = _Pipe(blob, on_bytes)
+    guard = LayerGuard(label)
+    pipe = _Pipe(blob, on_bytes, blob_alg or "sha256", tar_alg or "sha256")
     try:
         stream = io.BufferedReader(pipe, CHUNK)
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=1) as tf:
+        with open_tar_stream(stream) as tf:
             for member in tf:
-                _add_member(tf, member, info.index, store, result)
+                _add_member(tf, member, info.index, store, result, guard)
         pipe.drain()  # tar padding after the end-of-archive blocks, and the gzip trailer
     except (EOFError, zlib.error, tarfile.TarError, OSError) as exc:
         pipe.stop()
         raise LayerError(f"{label}: corrupt or truncated layer ({pipe.compression}): {exc}") from None
+    except LayerError:
+        pipe.stop()
+        raise
     except Exception as exc:  # zstandard raises its own ZstdError
         pipe.stop()
         if type(exc).__name__ == "ZstdError":
             raise LayerError(f"{label}: corrupt zstd layer: {exc}") from None
+        raise
+    except BaseException:  # an interrupt: end the reader thread before unwinding
+        pipe.stop()
         raise
     result.compression = pipe.compression
     result.blob_digest = "sha256:" + pipe.blob_sha.hexdigest()
@@ -429,10 +772,14 @@ def read_layer(
     result.blob_bytes = pipe.blob_count
     result.tar_bytes = pipe.tar_count
     if verify:
-        if info.digest and info.digest.startswith("sha256:") and info.digest != result.blob_digest:
-            raise LayerError(f"{label}: digest mismatch: manifest says {info.digest}, blob is {result.blob_digest}")
-        if expected_diff_id and expected_diff_id.startswith("sha256:") and expected_diff_id != result.diff_id:
-            raise LayerError(f"{label}: diff_id mismatch: config says {expected_diff_id}, tar is {result.diff_id}")
+        blob_digest = (f"{blob_alg}:{pipe.blob_other.hexdigest()}" if pipe.blob_other is not None
+                       else result.blob_digest)
+        if blob_alg and info.digest != blob_digest:
+            raise LayerError(f"{label}: digest mismatch: manifest says {info.digest}, blob is {blob_digest}")
+        diff_id = (f"{tar_alg}:{pipe.tar_other.hexdigest()}" if pipe.tar_other is not None
+                   else result.diff_id)
+        if tar_alg and expected_diff_id != diff_id:
+            raise LayerError(f"{label}: diff_id mismatch: config says {expected_diff_id}, tar is {diff_id}")
     return result
 
 
@@ -442,6 +789,7 @@ def _add_member(
     layer: int,
     store: ContentStore | None,
     result: LayerReadResult,
+    guard: LayerGuard,
 ) -> None:
     path, problem = _member_path(member.name)
     if path is None:
@@ -449,14 +797,18 @@ def _add_member(
         return
     if problem:
         result.issues.append(Issue(path, problem, layer))
+    guard.check(path, "dir" if member.isdir() else "symlink" if member.issym() else "other")
     base = path.rsplit("/", 1)[-1]
     parent = path.rsplit("/", 1)[0] or "/"
     if base == OPAQUE_MARKER:
         result.tree.opaque.add(parent)
         return
     if base.startswith(WHITEOUT_PREFIX):
-        target = normpath(parent + "/" + base[len(WHITEOUT_PREFIX) :])
-        result.tree.whiteouts.add(target)
+        victim = whiteout_target(base)
+        if victim is None:
+            result.issues.append(Issue(path, "not a valid whiteout name; ignored", layer))
+            return
+        result.tree.whiteouts.add(normpath(parent + "/" + victim))
         return
     kind = _TYPE_KIND.get(member.type)
     if kind is None:

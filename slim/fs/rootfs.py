@@ -227,9 +227,15 @@ class RootFS:
         return fobj
 
     def read(self, path: str, limit: int | None = None) -> bytes:
-        """Read (up to `limit` bytes of) a regular file. Raises AnalysisError."""
-        with self.open(path) as f:
-            return f.read() if limit is None else f.read(limit)
+        """Read (up to `limit` bytes of) a regular file, in one read of exactly that much.
+        Raises AnalysisError."""
+        entry = self._content_entry(path)
+        if entry.size == 0 or limit == 0:
+            return b""
+        data = self.store.read(entry.layer, entry.path, limit) if self.store else None
+        if data is None:
+            raise AnalysisError(f"{path}: contents were not captured for analysis")
+        return data
 
     def read_text(self, path: str, limit: int | None = 4 << 20) -> str:
         return self.read(path, limit).decode("utf-8", errors="replace")

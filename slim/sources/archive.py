@@ -22,9 +22,20 @@ from abc import ABC, abstractmethod
 from typing import Any, BinaryIO
 
 from slim.errors import SourceError
+from slim.fs.layer import checked_tarinfo
 from slim.model import LayerInfo
 from slim.refs import ImageRef
-from slim.sources.base import BlobImage, Source, config_from_oci, load_json
+from slim.sources.base import (
+    BlobImage,
+    Source,
+    config_from_oci,
+    json_array,
+    json_object,
+    json_size,
+    json_string,
+    json_strings,
+    load_json,
+)
 
 MAX_METADATA = 16 << 20  # manifests and configs larger than this are refused
 INDEX_TYPES = (
@@ -121,12 +132,13 @@ class DirStore(Store):
 class TarStore(Store):
     """Members of an uncompressed tar, read in place by offset."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, label: str = "") -> None:
         self.path = path
-        self.label = path
+        self.label = label or path
+        path_shown = self.label
         self.members: dict[str, tarfile.TarInfo] = {}
         try:
-            with tarfile.open(path, "r:") as tf:
+            with tarfile.open(path, "r:", tarinfo=checked_tarinfo()) as tf:
                 for m in tf:
                     name = posixpath.normpath(m.name).lstrip("/")
                     if m.islnk():
@@ -136,9 +148,11 @@ class TarStore(Store):
                     elif m.isreg():
                         self.members[name] = m
         except FileNotFoundError:
-            raise SourceError(f"{path}: no such file") from None
+            raise SourceError(f"{path_shown}: no such file") from None
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise SourceError(f"{path}: not a readable uncompressed tar archive: {exc}") from None
+            raise SourceError(f"{path_shown}: not a readable uncompressed tar archive: {exc}") from None
+        except ValueError as exc:  # a NUL in the path
+            raise SourceError(f"{path_shown!r}: {exc}") from None
 
     def exists(self, name: str) -> bool:
         return posixpath.normpath(name).lstrip("/") in self.members
@@ -154,16 +168,21 @@ class TarStore(Store):
         return io.BufferedReader(RangeReader(f, m.offset_data, m.size), 1 << 20)
 
 
-def blob_name(digest: str) -> str:
+def blob_name(digest: Any, what: str = "descriptor") -> str:
+    """`blobs/ALG/HEX` of a descriptor digest (image-spec descriptor.md). Raises SourceError
+    for anything else: another type, another algorithm, a malformed encoded part."""
+    digest = json_string(digest, f"{what} digest")
     alg, sep, hexpart = digest.partition(":")
-    if not sep or alg not in ("sha256", "sha512") or not hexpart.isalnum():
-        raise SourceError(f"invalid digest {digest!r}")
+    lengths = {"sha256": 64, "sha384": 96, "sha512": 128}
+    if (not sep or alg not in lengths or len(hexpart) != lengths[alg]
+            or hexpart.strip("0123456789abcdef")):
+        raise SourceError(f"{what}: invalid digest {digest[:200]!r}")
     return f"blobs/{alg}/{hexpart}"
 
 
-def read_verified(store: Store, digest: str, what: str) -> bytes:
-    """Read a small blob and check its sha256."""
-    data = store.read(blob_name(digest))
+def read_verified(store: Store, digest: Any, what: str) -> bytes:
+    """Read a small blob and check it against its digest (sha256, sha384 or sha512)."""
+    data = store.read(blob_name(digest, f"{store.label}: {what}"))
     alg, _, hexpart = digest.partition(":")
     actual = hashlib.new(alg, data).hexdigest()
     if actual != hexpart:
@@ -205,65 +224,87 @@ def _layer_infos(names_digests: list[tuple[str, str, int, str]], created_by: lis
 
 
 def open_oci(ref: ImageRef, store: Store) -> StoreImage:
-    """Open an OCI layout held in `store`; pick the manifest by tag or host platform."""
+    """Open an OCI layout held in `store`; pick the manifest by tag or host platform.
+
+    Every field read from index.json and the manifest is type-checked; a wrong type is a
+    SourceError naming the document and the field."""
     label = str(ref)
     if not store.exists("oci-layout"):
         raise SourceError(f"{label}: not an OCI image layout (no oci-layout file)")
     index = load_json(store.read("index.json"), f"{label}: index.json")
     desc = _choose(store, index, ref.tag, label)
-    manifest_bytes = read_verified(store, desc["digest"], "manifest")
-    manifest = load_json(manifest_bytes, f"{label}: manifest {desc['digest']}")
+    digest = json_string(desc.get("digest"), f"{label}: manifest descriptor digest")
+    manifest_bytes = read_verified(store, digest, "manifest")
+    what = f"{label}: manifest {digest}"
+    manifest = json_object(load_json(manifest_bytes, what), what)
     image = StoreImage(ref, store)
-    image.manifest_digest = desc["digest"]
-    annotations = desc.get("annotations")
-    if not isinstance(annotations, dict):
-        annotations = {}
+    image.manifest_digest = digest
+    annotations = json_object(desc.get("annotations"), f"{label}: manifest descriptor annotations",
+                              optional=True)
     full = annotations.get("io.containerd.image.name") or annotations.get("org.opencontainers.image.ref.name")
     if isinstance(full, str) and ("/" in full or ":" in full):  # a ref.name may be only a tag
         image.names = (full,)
-    cfg_desc = manifest.get("config") or {}
+    cfg_desc = json_object(manifest.get("config"), f"{what}: config", optional=True)
     if "digest" not in cfg_desc:
-        raise SourceError(f"{label}: manifest {desc['digest']} has no config")
-    raw = load_json(read_verified(store, cfg_desc["digest"], "config"), f"{label}: config")
-    image.digest = str(cfg_desc["digest"])  # the image ID, the same whatever the source
+        raise SourceError(f"{what}: has no config")
+    cfg_digest = json_string(cfg_desc["digest"], f"{what}: config.digest")
+    raw = load_json(read_verified(store, cfg_digest, "config"), f"{label}: config")
+    image.digest = cfg_digest  # the image ID, the same whatever the source
     created_by = image._set_config(raw, label)
-    layers = manifest.get("layers") or []
     rows = []
-    for layer in layers:
-        if not isinstance(layer, dict) or "digest" not in layer:
-            raise SourceError(f"{label}: manifest layer entry without a digest")
-        name = blob_name(layer["digest"])
+    for i, layer in enumerate(json_array(manifest.get("layers"), f"{what}: layers", optional=True)):
+        where = f"{what}: layers[{i}]"
+        layer = json_object(layer, where)
+        if "digest" not in layer:
+            raise SourceError(f"{where}: no digest")
+        name = blob_name(layer["digest"], where)
         if not store.exists(name):
             raise SourceError(f"{label}: missing layer blob {layer['digest']}")
-        rows.append((name, layer["digest"], int(layer.get("size", store.size(name))), str(layer.get("mediaType", ""))))
+        size = json_size(layer["size"], f"{where}.size") if "size" in layer else store.size(name)
+        media = json_string(layer.get("mediaType"), f"{where}.mediaType", optional=True)
+        rows.append((name, layer["digest"], size, media))
     image.blob_names = [r[0] for r in rows]
     image.layers = _layer_infos(rows, created_by)
     return image
 
 
-def _choose(store: Store, index: dict[str, Any], tag: str, label: str, depth: int = 0) -> dict[str, Any]:
+def _platform(m: dict[str, Any], where: str) -> tuple[str, str] | None:
+    """(os, architecture) of an index entry, None when it names no platform."""
+    plat = json_object(m.get("platform"), f"{where}.platform", optional=True)
+    if not plat:
+        return None
+    return (json_string(plat.get("os"), f"{where}.platform.os", optional=True),
+            json_string(plat.get("architecture"), f"{where}.platform.architecture", optional=True))
+
+
+def _choose(store: Store, index: Any, tag: str, label: str, depth: int = 0) -> dict[str, Any]:
     if depth > 4:
         raise SourceError(f"{label}: image index nesting too deep")
-    manifests = [m for m in index.get("manifests") or [] if isinstance(m, dict) and "digest" in m]
+    what = f"{label}: {'index.json' if depth == 0 else 'nested index'}"
+    index = json_object(index, what)
+    manifests: list[dict[str, Any]] = []
+    for i, m in enumerate(json_array(index.get("manifests"), f"{what}: manifests", optional=True)):
+        m = json_object(m, f"{what}: manifests[{i}]")
+        if "digest" in m:
+            json_string(m["digest"], f"{what}: manifests[{i}].digest")
+            _platform(m, f"{what}: manifests[{i}]")
+            manifests.append(m)
     if not manifests:
         raise SourceError(f"{label}: index lists no manifests")
     if tag and depth == 0:
         tagged = [
-            m for m in manifests
-            if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag
+            m for i, m in enumerate(manifests)
+            if json_object(m.get("annotations"), f"{what}: manifests[{i}].annotations",
+                           optional=True).get("org.opencontainers.image.ref.name") == tag
         ]
         if not tagged:
             raise SourceError(f"{label}: no manifest tagged {tag!r}")
         manifests = tagged
-    want_os, want_arch = host_platform()
-    matching = [
-        m for m in manifests
-        if not m.get("platform")
-        or (m["platform"].get("os") == want_os and m["platform"].get("architecture") == want_arch)
-    ]
+    want = host_platform()
+    matching = [m for m in manifests if _platform(m, what) in (None, want)]
     if not matching:
-        plats = sorted(f"{m['platform'].get('os')}/{m['platform'].get('architecture')}" for m in manifests if m.get("platform"))
-        raise SourceError(f"{label}: no manifest for {want_os}/{want_arch} (has {', '.join(plats)})")
+        plats = sorted({"/".join(p) for m in manifests if (p := _platform(m, what)) is not None})
+        raise SourceError(f"{label}: no manifest for {want[0]}/{want[1]} (has {', '.join(plats)})")
     chosen = matching[0]
     if chosen.get("mediaType") in INDEX_TYPES:
         nested = load_json(read_verified(store, chosen["digest"], "index"), f"{label}: index")
@@ -278,35 +319,38 @@ def open_docker_archive(ref: ImageRef, store: Store) -> StoreImage:
         if store.exists("oci-layout"):
             return open_oci(ref, store)
         raise SourceError(f"{label}: missing manifest.json (not a docker-archive)")
-    entries = load_json(store.read("manifest.json"), f"{label}: manifest.json")
-    if not isinstance(entries, list) or not entries:
+    what = f"{label}: manifest.json"
+    entries = json_array(load_json(store.read("manifest.json"), what), what)
+    if not entries:
         raise SourceError(f"{label}: manifest.json lists no images")
+    for i, e in enumerate(entries):
+        e = json_object(e, f"{what}[{i}]")
+        json_strings(e.get("RepoTags"), f"{what}[{i}].RepoTags")
     entry = entries[0]
     if ref.tag:
         want = ref.tag if ":" in ref.tag.rsplit("/", 1)[-1] else ref.tag + ":latest"
-        found = [e for e in entries if isinstance(e, dict) and want in (e.get("RepoTags") or [])]
+        found = [e for e in entries if want in json_strings(e.get("RepoTags"), what)]
         if not found:
             raise SourceError(f"{label}: no image tagged {ref.tag!r} in the archive")
         entry = found[0]
-    if not isinstance(entry, dict) or "Config" not in entry:
+    if "Config" not in entry:
         raise SourceError(f"{label}: manifest.json entry has no Config")
-    cfg_name = str(entry["Config"])
+    cfg_name = json_string(entry["Config"], f"{what}: Config")
     cfg_bytes = store.read(cfg_name)
     image = StoreImage(ref, store)
-    tags = entry.get("RepoTags")
-    image.names = tuple(str(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+    image.names = json_strings(entry.get("RepoTags"), f"{what}: RepoTags")
     image.digest = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
     if cfg_name.startswith("blobs/sha256/") and image.digest.split(":")[1] != cfg_name.rsplit("/", 1)[1]:
         raise SourceError(f"{label}: config {cfg_name}: digest mismatch")
     created_by = image._set_config(load_json(cfg_bytes, f"{label}: {cfg_name}"), label)
     rows = []
-    for name in entry.get("Layers") or []:
-        name = str(name)
+    for name in json_strings(entry.get("Layers"), f"{what}: Layers"):
         if not store.exists(name):
             raise SourceError(f"{label}: missing layer {name}")
         digest = ""
-        if name.startswith("blobs/sha256/"):
-            digest = "sha256:" + name.rsplit("/", 1)[1]
+        alg_dir = name.rsplit("/", 2)
+        if len(alg_dir) == 3 and alg_dir[0].endswith("blobs") and alg_dir[1] in ("sha256", "sha384", "sha512"):
+            digest = f"{alg_dir[1]}:{alg_dir[2]}"  # verified when the layer is read
         rows.append((name, digest, store.size(name), ""))
     image.blob_names = [r[0] for r in rows]
     image.layers = _layer_infos(rows, created_by)

@@ -13,8 +13,10 @@ roots.
 from __future__ import annotations
 
 import ast
+import io
 import logging
 import posixpath
+import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -182,6 +184,23 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     return out
 
 
+MAX_PARSE_TOKENS = 200_000  # the largest real modules measured have ~65k (mypy/checker.py)
+
+
+def _more_tokens_than(source: str, limit: int) -> bool:
+    """Whether `source` has more than `limit` tokens (the tokenize module: linear, constant
+    memory, stops at the limit). A source it cannot tokenize is left to ast.parse."""
+    count = 0
+    try:
+        for _ in tokenize.generate_tokens(io.StringIO(source).readline):
+            count += 1
+            if count > limit:
+                return True
+    except (tokenize.TokenError, SyntaxError, ValueError, RecursionError):
+        return False
+    return False
+
+
 # -- edges ---------------------------------------------------------------------------------
 def _pycache_edges(ctx: AnalysisContext, env: PythonEnv | None, src: str) -> list[Edge]:
     """`dir/mod.py` → `dir/__pycache__/mod.<tag>.pyc` (PEP 3147), kept with its source."""
@@ -301,11 +320,25 @@ def startup_edges(ctx: AnalysisContext, env: PythonEnv) -> list[Edge]:
 
 def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
                  extra_dirs: Iterable[str] = ()) -> list[Edge | Unknown]:
-    """Edges from one Python source file to the modules it imports (and Unknowns)."""
+    """Edges from one Python source file to the modules it imports (and Unknowns).
+
+    A source with more than MAX_PARSE_TOKENS tokens, or nested deeper than the parser or
+    the scan can recurse, is not parsed: an Unknown keeps it (its imports are not followed).
+    ast.parse holds about 1 KB per token, so 1 MB of `a\n` lines cost 930 MB of RSS.
+    """
+    calls = "import_module" in source or "__import__" in source
+    if len(source) > MAX_PARSE_TOKENS and _more_tokens_than(source, MAX_PARSE_TOKENS):
+        return [Unknown(path, f"more than {MAX_PARSE_TOKENS} Python tokens: not parsed (a "
+                              "parse would cost about 1 KB of memory per token); its imports "
+                              "are not analyzed")]
     try:
         tree = ast.parse(source, filename=path)
+        refs = scan_imports(tree, calls=calls)
     except (SyntaxError, ValueError) as exc:
         return [Unknown(path, f"not parseable as Python {env.version[0]}.{env.version[1]}: {exc}")]
+    except (RecursionError, MemoryError):
+        return [Unknown(path, "nested too deeply to parse; its imports are not analyzed")]
+    del tree
     in_stdlib = under(path, env.stdlib)
     search = list(dict.fromkeys([*extra_dirs, *env.sys_path]))
     out: list[Edge | Unknown] = []
@@ -313,8 +346,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
     # A file outside sys.path (the application's) may be the __main__ script even when the
     # roots were computed in another context: its `if __name__ == "__main__":` imports count.
     outside_sys_path = _package_dir_of(env, path) is None
-    calls = "import_module" in source or "__import__" in source
-    for ref in scan_imports(tree, calls=calls):
+    for ref in refs:
         where = f"{path}:{ref.line}"
         if ref.main_only and path not in main_scripts and path != "<root>" and not outside_sys_path:
             continue  # an imported module is never __main__ (its self-test block does not run)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -122,3 +123,54 @@ def test_missing_file_is_a_warning(image, tmp_path: Path) -> None:
     app = AppManifest(program=paths["static"], files=(("/nope", "/nope"),))
     warnings = render_manifest(app, "unikraft", str(tmp_path), fs)
     assert any(w.startswith("/nope: not in the image") for w in warnings)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.lstat().st_mode, p.lstat().st_size) for p in root.rglob("*")}
+
+
+def test_links_never_lead_out_of_the_output(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/libx.so").write_bytes(b"x")
+    (root / "lib").symlink_to("/usr/lib")  # absolute: the image root, not the host's
+    (root / "usr/lib/up").symlink_to("../../../../../../etc")  # `..` stops at the image root
+    (root / "loop").symlink_to("loop/x")  # resolving it never ends
+    (root / "abs").symlink_to("/etc/passwd")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    files = tuple((p, p) for p in ("/lib", "/usr/lib/libx.so", "/usr/lib/up", "/loop", "/abs"))
+    files += (("/usr/lib/libx.so", "/lib/libx.so"),)  # a guest path below a link
+    with load_image(f"rootfs:{root}") as li:
+        before = _snapshot(tmp_path / "outside")
+        out = tmp_path / "out"
+        warnings = render_manifest(AppManifest(program="/usr/lib/libx.so", files=files), "ops",
+                                   str(out), li.rootfs)
+    assert _snapshot(outside) == before
+    rootfs = out / "rootfs"
+    assert os.readlink(rootfs / "lib") == "usr/lib"
+    assert os.readlink(rootfs / "usr/lib/up") == "../../etc"
+    assert os.readlink(rootfs / "abs") == "etc/passwd"
+    real = os.path.realpath(rootfs)
+    for link in (rootfs / "lib", rootfs / "usr/lib/up", rootfs / "abs"):
+        assert os.path.realpath(link).startswith(real + os.sep)
+    assert any("/loop: symlink loop" in w for w in warnings)
+    # /lib/libx.so is below a link in the output: not written through it
+    assert any(w.startswith("/usr/lib/libx.so: a parent directory of /lib/libx.so is a symlink")
+               for w in warnings)
+    assert (rootfs / "usr/lib/libx.so").read_bytes() == b"x"
+
+
+def test_output_is_replaced_whole_and_only_when_it_is_a_manifest(image, tmp_path: Path) -> None:
+    fs, paths = image
+    out = tmp_path / "out"
+    render_manifest(_app(paths, paths["static"]), "unikraft", str(out), fs)
+    render_manifest(_app(paths, paths["static"]), "osv", str(out), fs)  # a previous manifest
+    assert (out / "usr.manifest").exists() and not (out / "Kraftfile").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(EmitError, match="not a previous slim"):
+        render_manifest(_app(paths, paths["static"]), "ops", str(mine), fs)
+    assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from slim.errors import LayerError
 from slim.fs.extract import extract_tar, member_parts
 
 
@@ -109,17 +110,32 @@ def test_names_climbing_above_root_are_skipped(box: tuple[Path, Path]) -> None:
 def test_symlink_then_write_through_it_stays_inside(box: tuple[Path, Path]) -> None:
     dest, outside = box
     before = snapshot(outside)
-    # absolute and relative links pointing out of dest, then writes through them
-    extract_tar(layer(("evil", "sym", str(outside)), ("evil/victim", "file", b"pwned"),
-                      ("rel", "sym", "../../outside"), ("rel/new", "file", b"pwned"),
-                      ("f", "sym", str(outside / "victim")), ("f", "file", b"replaced")),
-                str(dest))
+    # absolute and relative links pointing out of dest (a lower layer), then writes through
+    # them (the layer above)
+    extract_tar(layer(("evil", "sym", str(outside)), ("rel", "sym", "../../outside"),
+                      ("f", "sym", str(outside / "victim"))), str(dest))
+    extract_tar(layer(("evil/victim", "file", b"pwned"), ("rel/new", "file", b"pwned"),
+                      ("f", "file", b"replaced")), str(dest), 1)
     assert snapshot(outside) == before
     # the escaping links were resolved inside dest: absolute = dest + path, `..` stops at dest
     assert (dest / str(outside).lstrip("/") / "victim").read_text() == "pwned"
     assert (dest / "outside/new").read_text() == "pwned"
     # the final component is replaced, never written through
     assert (dest / "f").read_text() == "replaced" and not (dest / "f").is_symlink()
+
+
+@pytest.mark.parametrize("members, message", [
+    ((("evil", "sym", "/tmp"), ("evil/victim", "file", b"x")), "written through the symlink /evil"),
+    ((("f", "sym", "/etc/passwd"), ("f", "file", b"x")), "/f: appears twice"),
+    ((("a", "file", b""), ("a/b", "file", b"x")), "below /a, which the same layer made a non-directory"),
+    ((("d/x", "file", b""), ("d", "file", b"x")), "/d: replaces a directory"),
+])
+def test_same_layer_tricks_are_refused(box: tuple[Path, Path], members, message) -> None:
+    dest, outside = box
+    before = snapshot(outside)
+    with pytest.raises(LayerError, match=message):
+        extract_tar(layer(*members), str(dest), what="img: layer 0")
+    assert snapshot(outside) == before
 
 
 def test_hardlinks_must_stay_inside(box: tuple[Path, Path]) -> None:
