@@ -89,12 +89,8 @@ def check_destination(dest: str, options: BuildOptions) -> OutputRef:
     out = parse_output(dest)
     if options.mode and options.mode not in MODES:
         raise UsageError(f"--mode {options.mode}: choose {', '.join(MODES)}")
-    if out.transport != "docker":  # an image output may name a directory still to be made
-        parent = os.path.dirname(os.path.abspath(out.location))
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            raise EmitError(f"{out}: cannot create {parent}: {exc.strerror}") from None
+    # the output's directory must exist (as for `docker save -o`): slim writes nothing outside
+    # the output it was given, parents included
     if out.transport == "oci":
         check_output(out.location, what="OCI layout", directory=True, is_previous=is_slim_layout)
     elif out.transport != "docker":
@@ -105,6 +101,10 @@ def check_destination(dest: str, options: BuildOptions) -> OutputRef:
         raise UsageError("--layers preserve keeps every layer already; drop --keep-base")
     if options.load and out.transport != "docker-archive":
         raise UsageError("--load needs a docker-archive:FILE output")
+    try:  # the image is staged next to its destination: prove that works before any work
+        os.rmdir(tempfile.mkdtemp(prefix=".slim-check-", dir=_work_parent(out)))
+    except OSError as exc:
+        raise EmitError(f"{out}: cannot stage the image next to it: {exc.strerror}") from None
     return out
 
 
@@ -166,7 +166,6 @@ def _publish(staged: OutputRef, out: OutputRef) -> None:
     target = os.path.realpath(out.location) if os.path.islink(out.location) else out.location
     old = ""
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         if os.path.isdir(target):  # a previous slim layout (checked before any work)
             old = tempfile.mkdtemp(prefix=".slim-old-", dir=os.path.dirname(os.path.abspath(target)))
             os.rmdir(old)
@@ -293,7 +292,10 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
     if mode != "static" and original is not None:
         # traced: the run's files and their static closure; both: plus the entrypoint's
         analyze_options = replace(analyze_options, static_roots=mode == "both")
-    work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
+    try:
+        work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
+    except OSError as exc:
+        raise EmitError(f"{out}: cannot stage the image next to it: {exc.strerror}") from None
     try:
         outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work, say, start)
     finally:

@@ -18,11 +18,11 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from slim.errors import SlimError
-from slim.outputs import write_file
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,23 @@ class JsonStore:
         if disabled():
             return
         path = self._path(key)
+        tmp = ""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_file(str(path), json.dumps({"format": self.fmt, "data": data}, sort_keys=True))
+            # a new file renamed over the entry: an entry that is a link (planted, or left by
+            # anything) is replaced, never written through
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"format": self.fmt, "data": data}, sort_keys=True))
+            os.replace(tmp, path)
+            tmp = ""
             self._prune()
         except (OSError, ValueError, SlimError) as exc:
             log.debug("%s cache: %s not written: %s", self.kind, path, exc)
+        finally:
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def _prune(self) -> None:
         entries = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)

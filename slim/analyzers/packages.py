@@ -285,7 +285,7 @@ def _read_apk(fs: RootFS) -> list[Package]:
             elif tag == "o":
                 origin = value
             elif tag == "I":
-                size = int(value) if value.isdigit() else 0
+                size = int(value) if value.isascii() and value.isdigit() else 0
             elif tag == "F":
                 folder = value.strip("/")
             elif tag == "R":

@@ -58,7 +58,7 @@ class SbomSubject:
     @property
     def timestamp(self) -> datetime.datetime:
         epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-        if epoch.isdigit():
+        if epoch.isascii() and epoch.isdigit() and len(epoch) < 12:
             return datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
         try:
             when = datetime.datetime.fromisoformat(self.created.replace("Z", "+00:00"))

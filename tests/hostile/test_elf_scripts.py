@@ -141,8 +141,6 @@ def test_pathological_python_is_an_unknown_that_keeps_the_file(box: Sandbox, rec
     assert run.maxrss_kb < 400 << 10, f"{run.maxrss_kb // 1024} MB RSS"
 
 
-@pytest.mark.xfail(strict=True, reason="analyzers/packages.py:220 (not in this branch's scope): "
-                   "int(value) if value.isdigit() crashes on '²'")
 def test_apk_database_with_a_unicode_digit_size(box: Sandbox) -> None:
     db = b"C:Q1x=\nP:musl\nV:1.2\nI:\xc2\xb2\nR:libc.musl-x86_64.so.1\nF:lib\n\n"
     ref = _image(box, bytes(elf_header()), [T("lib", "d"), T("lib/apk", "d"), T("lib/apk/db", "d"),

@@ -64,8 +64,6 @@ def test_manifest_to_an_impossible_path(box: Sandbox, where: str) -> None:
     check(box, run, rc=3, error=r"^/\S*: ", before=before)
 
 
-@pytest.mark.xfail(strict=True, reason="build.py (lead's rewrite) makes its staging dir with an "
-                   "unguarded mkdtemp next to the output: a traceback for oci:/proc/x")
 def test_build_to_procfs(box: Sandbox) -> None:
     ref = _sample(box)
     before = baseline(box)
@@ -73,8 +71,6 @@ def test_build_to_procfs(box: Sandbox) -> None:
     check(box, run, rc=3, error=r"/proc/slim-hostile", before=before)
 
 
-@pytest.mark.xfail(strict=True, reason="build.py and imagewriter.write_image create missing "
-                   "parent directories of the output (lead's part)")
 def test_build_to_a_missing_parent_is_refused(box: Sandbox) -> None:
     ref = _sample(box)
     target = box.root / "missing" / "img.tar"
@@ -171,8 +167,6 @@ def test_cache_that_cannot_be_used_is_ignored(box: Sandbox, kind: str) -> None:
     assert json.loads(report.read_text())["syscalls"]
 
 
-@pytest.mark.xfail(strict=True, reason="cache.py writes entries with write_file, which follows a "
-                   "symlink deliberately: an entry linked to another file overwrites that file")
 def test_cache_entry_that_is_a_link_is_not_written_through(box: Sandbox) -> None:
     ref = _elf_image(box)
     report = box.out / "r.json"

@@ -82,6 +82,7 @@ def test_publish_replaces_an_archive(tmp_path: Path) -> None:
     staged = tmp_path / "image.tar"
     staged.write_bytes(b"new")
     dest = tmp_path / "sub" / "final.tar"
+    dest.parent.mkdir()  # check_destination refuses a missing parent before any work
     _publish(OutputRef("docker-archive", str(staged)), OutputRef("docker-archive", str(dest)))
     assert dest.read_bytes() == b"new"
     staged.write_bytes(b"newer")
