@@ -181,6 +181,11 @@ class ClosureBuilder:
             self.add_all(self.rules.apply(path, self.fs, self.config))
         if not real.is_file:
             return
+        if real.kind is EntryKind.HARDLINK and posixpath.dirname(real.linkname) == posixpath.dirname(path):
+            # another name of a file in the same directory: the analyzers find for it what they
+            # find for the file itself (kept through the edge above); each inode is analyzed
+            # once per directory ($ORIGIN and relative names depend on the directory)
+            return
         file_entry = self.fs.stat(path) or real
         for analyzer in self.analyzers:
             try:
