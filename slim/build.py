@@ -32,6 +32,7 @@ from slim.image import LoadedImage
 from slim.outputs import check_output
 from slim.pipeline import Analysis, AnalyzeOptions, analyze, load_image, probe_outcomes
 from slim.programs import which
+from slim.progress import SILENT, Phases
 from slim.refs import OutputRef, parse_output, split_name
 from slim.result import AnalysisResult, ProbeOutcome
 from slim.tracers import RunOptions, RunResult, choose_runner, run_image
@@ -190,8 +191,8 @@ def _load_into_daemon(archive: str, tag: str) -> None:
         images[0].tag(repo, short or "latest")
 
 
-def _trace_original(loaded: LoadedImage, options: BuildOptions,
-                    say: Say) -> tuple[RunResult | None, list[ProbeOutcome], str]:
+def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say,
+                    progress: Phases) -> tuple[RunResult | None, list[ProbeOutcome], str]:
     """(the original's traced run, the probes dropped because they fail on it, why there is
     no run); no run when verification is off or no runner works here (and the mode does not
     need one). Raises TraceError when the original cannot run at all, or fails every probe."""
@@ -205,7 +206,7 @@ def _trace_original(loaded: LoadedImage, options: BuildOptions,
             raise
         say(f"verification skipped: {exc}")
         return None, [], f"no runner works on this host: {exc}"
-    say("running the original image traced")
+    progress.phase("running the original image traced")
     original = run_image(loaded, options.run)
     if not original.trace.executed:
         why = original.stderr_tail.strip().splitlines()[-1:] or [f"exit code {original.exit_code}"]
@@ -267,25 +268,27 @@ def output_tag(options: BuildOptions, loaded: LoadedImage, out: OutputRef) -> st
 
 
 def build(reference: str, analyze_options: AnalyzeOptions, options: BuildOptions,
-          say: Say | None = None) -> BuildOutcome:
+          say: Say | None = None, progress: Phases = SILENT) -> BuildOutcome:
     """Analyze, write, verify and repair. Raises SlimError subclasses; returns the outcome.
+    `say` gets one-line notes (a probe left out, a repair), `progress` the phases.
 
     The output appears at options.dest only when verified, or when verification was off or
     impossible, or with keep_unverified.
     """
     say = say or (lambda _msg: None)
     check_destination(options.dest, options)
-    with load_image(reference) as loaded:
-        return build_loaded(loaded, analyze_options, options, say)
+    progress.phase("reading layers", unit="bytes")
+    with load_image(reference, on_bytes=progress.advance) as loaded:
+        return build_loaded(loaded, analyze_options, options, say, progress)
 
 
 def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: BuildOptions,
-                 say: Say | None = None) -> BuildOutcome:
+                 say: Say | None = None, progress: Phases = SILENT) -> BuildOutcome:
     """`build` on an image already loaded (its destination checked). Raises SlimError."""
     say = say or (lambda _msg: None)
     start = time.monotonic()
     out = parse_output(options.dest)
-    original, dropped, why_not = _trace_original(loaded, options, say)
+    original, dropped, why_not = _trace_original(loaded, options, say, progress)
     mode = options.mode or ("both" if original is not None else "static")
     options = replace(options, mode=mode)
     trace = original.trace if original is not None and mode != "static" else None
@@ -297,7 +300,8 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
     except OSError as exc:
         raise EmitError(f"{out}: cannot stage the image next to it: {exc.strerror}") from None
     try:
-        outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work, say, start)
+        outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work,
+                              (say, progress), start)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return replace(outcome, dropped=dropped, unverified_why=why_not if outcome.verified is None else "")
@@ -305,25 +309,26 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
 
 def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: BuildOptions,
                 out: OutputRef, original: RunResult | None, trace: Trace | None, work: str,
-                say: Say, start: float) -> BuildOutcome:
+                report: tuple[Say, Phases], start: float) -> BuildOutcome:
     """Write → verify → repair, at most options.max_fixes + 1 times."""
+    say, progress = report
     fixes: list[dict[str, str]] = []
     tag = output_tag(options, loaded, out)
     for attempt in range(options.max_fixes + 1):
-        analysis = analyze(loaded, analyze_options, trace=trace)
+        analysis = analyze(loaded, analyze_options, trace=trace, progress=progress)
         assert analysis.closure is not None
         keep = analysis.closure.keep
         _check_not_hollow(loaded, keep)
         os.makedirs(os.path.join(work, f"try{attempt}"))
         staged = _stage(out, os.path.join(work, f"try{attempt}"))
-        say(f"writing the minimal image ({len(keep)} paths)")
+        progress.phase(f"writing the minimal image ({len(keep)} paths)")
         built = build_image(loaded, keep, str(staged), keep_base=options.keep_base,
                             compression=options.compression, tag=tag, sbom=options.sbom,
                             layers=options.layers)
         if not (options.verify and original is not None):
             _publish(staged, out)
             return _outcome(analysis, built, None, fixes, None, options, start, original)
-        say("verifying: running the same probes against the minimal image")
+        progress.phase("verifying: the same probes against the minimal image")
         minimal, verification = verify_image(staged, original, options)
         if verification.verified:
             _publish(staged, out)

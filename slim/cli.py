@@ -19,6 +19,7 @@ from slim.errors import AnalysisError, EmitError, SlimError, UsageError
 if TYPE_CHECKING:
     from slim.build import BuildOutcome
     from slim.pipeline import Analysis, AnalyzeOptions, Tracing
+    from slim.progress import Phases
     from slim.result import AnalysisResult
     from slim.tracers.probes import Probe
 
@@ -169,24 +170,34 @@ def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str =
 
 @contextmanager
 def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = None) -> Iterator[Analysis]:
-    """pipeline.analyzed with a progress bar on stderr when it is a terminal."""
+    """pipeline.analyzed with its phases shown on stderr when it is a terminal."""
     from slim.pipeline import analyzed
 
-    if tracing is not None and tracing.run is not None:
+    if tracing is not None and tracing.run is not None and not sys.stderr.isatty():
         _say("running the image traced")
+    with _phases() as progress, analyzed(image, options, tracing, progress=progress) as analysis:
+        progress.stop()  # the report goes to the terminal next: no live display over it
+        yield analysis
+
+
+@contextmanager
+def _phases(lines: bool = False) -> Iterator[Phases]:
+    """Progress on stderr (slim.progress): live phase lines on a terminal; otherwise one
+    `slim: …` line per phase and note with `lines`, else nothing."""
+    from slim.progress import SILENT, RichPhases, SayPhases
+
     if not sys.stderr.isatty():
-        with analyzed(image, options, tracing) as analysis:
-            yield analysis
+        yield SayPhases(_say) if lines else SILENT
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+    from rich.progress import Progress
 
-    with Progress(TextColumn("reading layers"), BarColumn(), DownloadColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("read", total=None)
-        with analyzed(image, options, tracing, on_bytes=lambda n: progress.advance(task, n)) as analysis:
-            progress.stop()
-            yield analysis
+    with Progress(*RichPhases.columns(), console=Console(stderr=True), transient=True) as bar:
+        phases = RichPhases(bar)
+        try:
+            yield phases
+        finally:
+            phases.stop()
 
 
 # -- analyze ---------------------------------------------------------------------------------
@@ -358,11 +369,14 @@ def build(
             check_output(report, what="report")
         if trace and mode == "static":
             raise UsageError("--trace with --mode static: the trace would not be used")
-        outcome = run_build(image, _options(rules, keep, drop, keep_app), BuildOptions(
+        build_options = BuildOptions(
             dest=output, probes=_probes(probe), mode=mode, verify=verify, runner=runner,
             network=network, timeout=timeout, keep_base=keep_base, max_fixes=max_fixes,
             keep_unverified=keep_unverified, load=load_image, tag=tag,
-            strict_probes=strict_probes, sbom=sbom or "", layers=layers), say=_say)
+            strict_probes=strict_probes, sbom=sbom or "", layers=layers)
+        with _phases(lines=True) as progress:
+            outcome = run_build(image, _options(rules, keep, drop, keep_app), build_options,
+                                say=progress.note, progress=progress)
         if report:
             from slim.emitters.report_json import render_json
 

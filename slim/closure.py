@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from slim.analyzers import ANALYZERS
@@ -135,12 +135,15 @@ class ClosureBuilder:
                 self._queue.append(link)
         return Edge(edge.src, canon, edge.kind, edge.evidence or f"as {dst}")
 
-    def run(self) -> Closure:
+    def run(self, on_visit: Callable[[int], None] | None = None) -> Closure:
+        """Visit until nothing new is reachable; `on_visit(1)` after each visited path."""
         while self._queue:
             if len(self._done) > MAX_NODES:
                 self.unknowns.add(Unknown("<image>", f"more than {MAX_NODES} reachable paths; stopped"))
                 break
             self._visit(self._queue.popleft())
+            if on_visit is not None:
+                on_visit(1)
         keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
         return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped,
                        self.ctx.service(Packages).present, self.ctx)

@@ -22,6 +22,7 @@ from slim.analyzers import analyzer_capture
 from slim.fs.layer import Capture
 from slim.image import LoadedImage, load
 from slim.model import ROOT, Edge, EntryKind, normpath
+from slim.progress import SILENT, Phases
 from slim.result import AnalysisResult, KeptFile, ProbeOutcome, Totals, UnknownItem
 from slim.rules import CAPTURE as RULES_CAPTURE
 
@@ -92,14 +93,24 @@ def load_image(reference: str | ImageRef, *, on_bytes: Progress | None = None,
 @contextmanager
 def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions(),
              tracing: Tracing | None = None, *, on_bytes: Progress | None = None,
-             pull: bool = False) -> Iterator[Analysis]:
+             pull: bool = False, progress: Phases = SILENT) -> Iterator[Analysis]:
     """Load `reference`, get a trace when asked, analyze; the image stays open in the block.
+    Each step is a phase of `progress` (reading layers, running traced, analyzing).
 
     Raises SlimError subclasses (SourceError, LayerError, TraceError, RuleError …).
     """
-    with load_image(reference, on_bytes=on_bytes, pull=pull) as loaded:
+    progress.phase("reading layers", unit="bytes")
+
+    def read(n: int) -> None:
+        progress.advance(n)
+        if on_bytes is not None:
+            on_bytes(n)
+
+    with load_image(reference, on_bytes=read, pull=pull) as loaded:
+        if tracing is not None and (tracing.run is not None or tracing.trace_file):
+            progress.phase("running the image traced" if tracing.run else "reading the trace")
         trace, run = obtain_trace(loaded, tracing)
-        yield analyze(loaded, options, trace=trace, run=run)
+        yield analyze(loaded, options, trace=trace, run=run, progress=progress)
 
 
 def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | None, RunResult | None]:
@@ -124,10 +135,12 @@ def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | 
 
 
 def analyze(loaded: LoadedImage, options: AnalyzeOptions = AnalyzeOptions(), *,
-            trace: Trace | None = None, run: RunResult | None = None) -> Analysis:
+            trace: Trace | None = None, run: RunResult | None = None,
+            progress: Phases = SILENT) -> Analysis:
     """Summarize the image and, unless options.static is off, compute what the app needs."""
     from slim.summary import summarize
 
+    progress.phase("summarizing")
     result = summarize(loaded)
     if trace is not None:
         result = dataclasses.replace(result, syscalls_traced=trace.syscall_names)
@@ -135,13 +148,15 @@ def analyze(loaded: LoadedImage, options: AnalyzeOptions = AnalyzeOptions(), *,
         result = dataclasses.replace(result, probes=probe_outcomes(run))
     if not options.static:
         return Analysis(loaded, result, None, run, trace)
-    closure = reachability(loaded, options, trace)
+    progress.phase("analyzing", unit="files")
+    closure = reachability(loaded, options, trace, on_visit=progress.advance)
     result = with_keep(result, loaded, closure)
     if trace is not None:
         from slim.excess import excess_report
 
         result = dataclasses.replace(result, excess=excess_report(closure.graph, closure.keep, loaded.rootfs))
     if options.syscalls:
+        progress.phase("extracting syscalls")
         result = dataclasses.replace(result, syscalls_static=static_syscalls(loaded, closure).names)
     return Analysis(loaded, result, closure, run, trace)
 
@@ -153,9 +168,10 @@ def probe_outcomes(run: RunResult) -> list[ProbeOutcome]:
     return [ProbeOutcome("run", run.passed, f"exit code {run.exit_code}")]
 
 
-def reachability(loaded: LoadedImage, options: AnalyzeOptions, trace: Trace | None = None) -> Closure:
+def reachability(loaded: LoadedImage, options: AnalyzeOptions, trace: Trace | None = None,
+                 on_visit: Callable[[int], None] | None = None) -> Closure:
     """The keep set: static closure from the entrypoint, the app's files, rules, user globs and
-    a trace."""
+    a trace. `on_visit(1)` is called for every path the worklist visits."""
     # imported here: the graph library is only needed when a keep set is computed
     from slim.analyzers.base import AnalysisOptions
     from slim.closure import ClosureBuilder, trace_edges
@@ -177,7 +193,7 @@ def reachability(loaded: LoadedImage, options: AnalyzeOptions, trace: Trace | No
     builder.add_all(builder.always_roots())
     if trace is not None:
         builder.add_all(trace_edges(trace, fs))
-    return builder.run()
+    return builder.run(on_visit)
 
 
 def keep_source(reasons: tuple[str, ...]) -> str:
