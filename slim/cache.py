@@ -2,7 +2,8 @@
 
 Location: `$SLIM_CACHE_DIR/<kind>` when set, else `$XDG_CACHE_HOME/slim/<kind>`, else
 `~/.cache/slim/<kind>`. Kinds: `syscalls` (per-libc syscall maps), `check` (`slim check`
-results), `registry` (skopeo pulls).
+results), `registry` (skopeo pulls), `parse` (one SQLite file: what each source file's parse
+found, keyed by the sha256 of its bytes — `ParseStore`).
 
 A cache key is always a digest slim computed itself over the content the entry stands for
 (never a name or an ID the image chose), so a hostile image cannot plant an entry that another
@@ -108,4 +109,98 @@ class JsonStore:
                 old.unlink()
 
 
-__all__ = ["JsonStore", "cache_dir", "cache_root", "digest_key", "disabled"]
+
+
+class ParseStore:
+    """Results of pure functions of a file's bytes (the imports a Python source names …),
+    keyed by (kind, sha256 of the bytes): a file shared by many images — a distribution's
+    stdlib, a pinned package — is parsed once per machine.
+
+    One SQLite file (`parse/parse.sqlite3`), written in one transaction per analysis
+    (`flush`); values are JSON. At most `max_rows` rows: the least recently used go first.
+    Every failure (a locked, full or corrupt database) is logged and the store turns itself off
+    for the rest of the run — the parse is simply done again.
+    """
+
+    def __init__(self, max_rows: int = 200_000) -> None:
+        self.max_rows = max_rows
+        self._db: Any = None
+        self._off = disabled()
+        self._pending: list[tuple[str, str, str]] = []
+        self._used: list[tuple[str, str]] = []
+
+    def _open(self) -> Any:
+        if self._db is None and not self._off:
+            import sqlite3
+
+            try:
+                directory = cache_dir("parse")
+                directory.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(directory / "parse.sqlite3", timeout=2.0, isolation_level=None)
+                db.execute("CREATE TABLE IF NOT EXISTS parse (kind TEXT, digest TEXT, value TEXT, "
+                           "used INTEGER, PRIMARY KEY (kind, digest))")
+                self._db = db
+            except (OSError, sqlite3.Error) as exc:
+                self._fail(exc)
+        return self._db
+
+    def _fail(self, exc: Exception) -> None:
+        log.debug("parse cache off for this run: %s", exc)
+        self._off = True
+        self._db = None
+
+    def get(self, kind: str, digest: str) -> Any | None:
+        db = self._open()
+        if db is None:
+            return None
+        import sqlite3
+
+        try:
+            row = db.execute("SELECT value FROM parse WHERE kind = ? AND digest = ?", (kind, digest)).fetchone()
+            value = json.loads(row[0]) if row else None
+        except (sqlite3.Error, ValueError) as exc:
+            self._fail(exc)
+            return None
+        if row:
+            self._used.append((kind, digest))
+        return value
+
+    def put(self, kind: str, digest: str, value: Any) -> None:
+        if not self._off:
+            self._pending.append((kind, digest, json.dumps(value, separators=(",", ":"))))
+
+    def flush(self) -> None:
+        """Write what this run parsed and mark what it reused, in one transaction."""
+        db = self._open()
+        if db is None or not (self._pending or self._used):
+            return
+        import sqlite3
+        import time
+
+        now = int(time.time())
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO parse VALUES (?, ?, ?, ?)",
+                           [(k, d, v, now) for k, d, v in self._pending])
+            db.executemany("UPDATE parse SET used = ? WHERE kind = ? AND digest = ?",
+                           [(now, k, d) for k, d in self._used])
+            (rows,) = db.execute("SELECT COUNT(*) FROM parse").fetchone()
+            if rows > self.max_rows:
+                db.execute("DELETE FROM parse WHERE rowid IN (SELECT rowid FROM parse ORDER BY used, rowid "
+                           "LIMIT ?)", (rows - self.max_rows,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._fail(exc)
+        self._pending.clear()
+        self._used.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+__all__ = ["JsonStore", "ParseStore", "cache_dir", "cache_root", "digest_key", "disabled"]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from slim.analyzers import ANALYZERS
-from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
+from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer, Parses
 from slim.analyzers.elf import Loader
 from slim.analyzers.packages import PackageDB, Packages
 from slim.entrypoint import entry_roots
@@ -144,6 +144,7 @@ class ClosureBuilder:
             self._visit(self._queue.popleft())
             if on_visit is not None:
                 on_visit(1)
+        self.ctx.service(Parses).flush()
         keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
         return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped,
                        self.ctx.service(Packages).present, self.ctx)

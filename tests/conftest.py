@@ -17,6 +17,18 @@ from slim.image import LoadedImage
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never read or write the user's slim cache (~/.cache/slim): one per session."""
+    old = os.environ.get("SLIM_CACHE_DIR")
+    os.environ["SLIM_CACHE_DIR"] = str(tmp_path_factory.mktemp("slim-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SLIM_CACHE_DIR", None)
+    else:
+        os.environ["SLIM_CACHE_DIR"] = old
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip the test when `condition` is false — except in CI, where it fails instead."""
     if condition:

@@ -31,6 +31,7 @@ from slim.model import Edge, EntryKind, FileEntry, ImageConfig, Unknown
 from slim.programs import which
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,35 @@ class AnalysisContext:
         for e in self._files:
             if e.path.startswith(prefix):
                 yield e
+
+
+class Parses:
+    """The parse cache of a run (slim.cache.ParseStore) as a context service: `memo` returns
+    what `compute()` returns for these bytes, from the cache when the same bytes were parsed
+    before (by this run or an earlier one). The closure flushes it when the run ends."""
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        from slim.cache import ParseStore
+
+        self.store = ParseStore()
+
+    def memo(self, kind: str, data: bytes, compute: Callable[[], T],
+             encode: Callable[[T], Any], decode: Callable[[Any], T]) -> T:
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        cached = self.store.get(kind, digest)
+        if cached is not None:
+            try:
+                return decode(cached)
+            except (TypeError, ValueError, KeyError):
+                pass  # an entry of another shape: parse again and replace it
+        value = compute()
+        self.store.put(kind, digest, encode(value))
+        return value
+
+    def flush(self) -> None:
+        self.store.flush()
 
 
 class Analyzer(ABC):

@@ -79,3 +79,29 @@ def test_check_cache_hit_needs_the_blobs_to_match(tmp_path: Path, monkeypatch: p
         check_image(f"oci:{tmp_path / 'evil'}", config)
     with pytest.raises(LayerError, match="digest mismatch"), load_image(f"oci:{tmp_path / 'evil'}"):
         pass
+
+
+def test_parse_store_round_trip_prune_and_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slim.cache import ParseStore
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path))
+    store = ParseStore(max_rows=3)
+    assert store.get("k", "a" * 64) is None
+    for i in range(5):
+        store.put("k", f"{i:064x}", {"n": i})
+    store.flush()
+    again = ParseStore(max_rows=3)
+    kept = [i for i in range(5) if again.get("k", f"{i:064x}") is not None]
+    assert kept == [2, 3, 4] and again.get("k", f"{4:064x}") == {"n": 4}  # the oldest went
+    again.close()
+    # a database that is not one turns the store off for the run; the work is done again
+    (tmp_path / "parse" / "parse.sqlite3").write_bytes(b"not a database" * 100)
+    broken = ParseStore()
+    assert broken.get("k", f"{4:064x}") is None
+    broken.put("k", "b" * 64, 1)
+    broken.flush()
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    off = ParseStore()
+    off.put("k", "c" * 64, 1)
+    off.flush()
+    assert off.get("k", "c" * 64) is None
