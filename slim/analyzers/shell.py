@@ -217,6 +217,7 @@ class ShellScanner:
     state: str = "cmd"  # cmd | args | for | case_word | case_pat | dbl
     join_budget: int = JOIN_BUDGET  # line joins left: bounds the work on hostile scripts
     case_depth: int = 0
+    loops: list[tuple[int, list[str]]] = field(default_factory=list)  # `for NAME in WORDS`
 
     def scan(self, text: str) -> Iterator[Command]:
         self.functions |= defined_functions(text)
@@ -305,6 +306,8 @@ class ShellScanner:
                 continue
             # command position
             if self._keyword(tok):
+                if tok in ("for", "select"):
+                    self.loops.append((lineno, []))
                 continue
             after = self._definition(tokens, k, tok, nxt, lineno)
             if after is not None:
@@ -367,7 +370,8 @@ class ShellScanner:
                 self.case_depth = max(0, self.case_depth - 1)
                 self.state = "args"
         elif self.state == "for":
-            pass  # `for NAME in WORDS` up to the separator
+            if self.loops:  # `for NAME in WORDS` up to the separator
+                self.loops[-1][1].append(tok)
         elif current is not None:  # "args"
             current.args.append(tok)
 
