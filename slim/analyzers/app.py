@@ -71,7 +71,10 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
         dirs.append((ctx.fs.realpath(wd), f"under WorkingDir {wd}"))
     if entry_script:
         sd = posixpath.dirname(normpath(entry_script))
-        if not _is_system(sd) and ctx.fs.is_dir(sd):
+        # a virtual environment's bin/ holds the console scripts of what pip installed, not
+        # the application (PEP 405: pyvenv.cfg one level up)
+        venv_bin = ctx.fs.is_file(posixpath.join(posixpath.dirname(sd), "pyvenv.cfg"))
+        if not _is_system(sd) and ctx.fs.is_dir(sd) and not venv_bin:
             dirs.append((ctx.fs.realpath(sd), f"beside entrypoint script {entry_script}"))
     db = _owner_db(ctx)
     out: dict[str, Edge] = {}
