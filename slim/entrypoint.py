@@ -149,5 +149,9 @@ class CommandRoots:
             return []
         return command_roots(self.ctx, self.analyzers, argv, src, label, cwd)
 
+    def language(self, argv: Sequence[str], src: str) -> list[Edge | Unknown]:
+        """What the language analyzers find for `argv` (argv[0] resolved), from `src`."""
+        return _retarget(language_roots(self.analyzers, list(argv)), src)
+
 
 __all__ = ["CommandRoots", "command_roots", "entry_roots", "language_roots"]

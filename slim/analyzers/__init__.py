@@ -15,6 +15,7 @@ from slim.analyzers.java import JavaAnalyzer
 from slim.analyzers.node import NodeAnalyzer
 from slim.analyzers.packages import PackageAnalyzer
 from slim.analyzers.perl import PerlAnalyzer
+from slim.analyzers.procman import ProcessManagerAnalyzer
 from slim.analyzers.python import PythonAnalyzer
 from slim.analyzers.ruby import RubyAnalyzer
 from slim.analyzers.script import ScriptAnalyzer
@@ -30,6 +31,7 @@ ANALYZERS: tuple[type[Analyzer], ...] = (
     JavaAnalyzer,
     PerlAnalyzer,
     RubyAnalyzer,
+    ProcessManagerAnalyzer,
     AppConfigAnalyzer,
     PackageAnalyzer,
 )

@@ -184,16 +184,25 @@ class _Resolver:
                     yield from self._command(sub, depth + 1)
             return
         if resolved is not None:
-            yield from self._arguments(cmd, base, real_base)
+            yield from self._arguments(cmd, resolved, base, real_base)
 
-    def _arguments(self, cmd: Command, base: str, real_base: str) -> Iterator[tuple[Command, str | None, Edge | Unknown]]:
-        """Words in argument position that name image files (`sort -r /etc/shells`), and the
+    def _arguments(self, cmd: Command, resolved: str | None, base: str,
+                   real_base: str) -> Iterator[tuple[Command, str | None, Edge | Unknown]]:
+        """Words in argument position that name image files (`sort -r /etc/shells`), what the
+        language analyzers find in the command line (`exec python3 -m app`), and the
         hook directories `run-parts DIR` / `find DIR … -exec {} \\;` run (slim.analyzers.commands)."""
         n = cmd.line
         evidence = f"line {n}: {cmd.word}"
         for item in argument_edges(self.ctx, self.script, cmd.args, self.cwd, "config", evidence,
                                    relative=False):
             yield cmd, None, item
+        if resolved is not None:
+            from slim.entrypoint import CommandRoots  # it imports this module
+
+            for item in self.ctx.service(CommandRoots).language([resolved, *cmd.args], self.script):
+                if isinstance(item, Edge):
+                    item = Edge(item.src, item.dst, item.kind, f"{evidence}: {item.evidence}")
+                yield cmd, None, item
         if DIR_RUNNERS & {base, real_base}:
             directory = run_parts_dir(cmd.args)
             if directory and "$" not in directory:

@@ -12,7 +12,15 @@ from slim.analyzers.python.imports import literal_prefix
 from slim.analyzers.script import ScriptAnalyzer
 from slim.entrypoint import entry_roots
 from slim.model import ROOT, Edge, Unknown
-from tests.unit.analyzers.test_python import ELF, PY_FILES, PY_LINKS, STD, closure, context, write_tree
+from tests.unit.analyzers.test_python import (
+    ELF,
+    PY_FILES,
+    PY_LINKS,
+    STD,
+    closure,
+    context,
+    write_tree,
+)
 
 VENV = "/opt/venv"
 VSITE = f"{VENV}/lib/python3.11/site-packages"
@@ -112,7 +120,7 @@ def test_console_script_of_a_venv(tmp_path: Path) -> None:
         roots = entry_roots(ctx, [PythonAnalyzer(ctx), ScriptAnalyzer(ctx)])
         assert Edge(ROOT, f"{VENV}/bin/gunicorn", "entrypoint", f"argv[0] {VENV}/bin/gunicorn") in roots
         app = [Edge(ROOT, f"/app/mysite/{n}", "app", "") for n in ("settings.py", "urls.py")]
-        keep, edges, unknowns = closure(ctx, [*roots, *app], [PythonAnalyzer, ScriptAnalyzer])
+        keep, _edges, unknowns = closure(ctx, [*roots, *app], [PythonAnalyzer, ScriptAnalyzer])
     assert {f"{VENV}/pyvenv.cfg", f"{VSITE}/gunicorn/app/wsgiapp.py", f"{VSITE}/gunicorn/util.py",
             f"{VSITE}/numpy/__init__.py"} <= keep
     # strings naming modules: a library's own plugin table, the application's settings
@@ -140,7 +148,7 @@ def test_setuptools_entry_point_shim_and_egg_info(tmp_path: Path) -> None:
     write_tree(tmp_path, FILES, LINKS, {**CONFIG, "Entrypoint": ["/usr/bin/supervisord"], "Cmd": ["-n"]})
     with context(tmp_path) as ctx:
         roots = entry_roots(ctx, [PythonAnalyzer(ctx), ScriptAnalyzer(ctx)])
-        keep, edges, unknowns = closure(ctx, roots, [PythonAnalyzer, ScriptAnalyzer])
+        keep, _edges, unknowns = closure(ctx, roots, [PythonAnalyzer, ScriptAnalyzer])
     assert {f"{DEB}/supervisor/supervisord.py", f"{DEB}/supervisor/options.py",
             f"{DEB}/supervisor/__init__.py", f"{DEB}/supervisor-4.2.5.egg-info/entry_points.txt",
             f"{DEB}/supervisor-4.2.5.egg-info/PKG-INFO",  # importlib.metadata reads it
