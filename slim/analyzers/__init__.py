@@ -11,6 +11,7 @@ from slim.analyzers.app import AppConfigAnalyzer
 from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
 from slim.analyzers.config import ConfigAnalyzer
 from slim.analyzers.elf import ElfAnalyzer
+from slim.analyzers.elfdata import ElfDataAnalyzer
 from slim.analyzers.java import JavaAnalyzer
 from slim.analyzers.node import NodeAnalyzer
 from slim.analyzers.packages import PackageAnalyzer
@@ -24,6 +25,7 @@ from slim.fs.layer import Capture
 # Order is the order files are offered to analyzers (it only decides the order of edges).
 ANALYZERS: tuple[type[Analyzer], ...] = (
     ElfAnalyzer,
+    ElfDataAnalyzer,
     ScriptAnalyzer,
     ConfigAnalyzer,
     PythonAnalyzer,
