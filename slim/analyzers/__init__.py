@@ -16,6 +16,7 @@ from slim.analyzers.java import JavaAnalyzer
 from slim.analyzers.node import NodeAnalyzer
 from slim.analyzers.packages import PackageAnalyzer
 from slim.analyzers.perl import PerlAnalyzer
+from slim.analyzers.php import PhpAnalyzer
 from slim.analyzers.procman import ProcessManagerAnalyzer
 from slim.analyzers.python import PythonAnalyzer
 from slim.analyzers.ruby import RubyAnalyzer
@@ -33,6 +34,7 @@ ANALYZERS: tuple[type[Analyzer], ...] = (
     JavaAnalyzer,
     PerlAnalyzer,
     RubyAnalyzer,
+    PhpAnalyzer,
     ProcessManagerAnalyzer,
     AppConfigAnalyzer,
     PackageAnalyzer,
