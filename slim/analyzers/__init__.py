@@ -12,6 +12,7 @@ from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
 from slim.analyzers.config import ConfigAnalyzer
 from slim.analyzers.elf import ElfAnalyzer
 from slim.analyzers.elfdata import ElfDataAnalyzer
+from slim.analyzers.fallback import FallbackInterpreterAnalyzer
 from slim.analyzers.java import JavaAnalyzer
 from slim.analyzers.node import NodeAnalyzer
 from slim.analyzers.packages import PackageAnalyzer
@@ -36,6 +37,7 @@ ANALYZERS: tuple[type[Analyzer], ...] = (
     RubyAnalyzer,
     PhpAnalyzer,
     ProcessManagerAnalyzer,
+    FallbackInterpreterAnalyzer,
     AppConfigAnalyzer,
     PackageAnalyzer,
 )
