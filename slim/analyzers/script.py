@@ -49,6 +49,7 @@ MAX_SCRIPT_BYTES = 4 << 20
 SHEBANG_MAX = 256  # BINPRM_BUF_SIZE since Linux 5.1: the kernel reads no more of the #! line
 MAX_SH_C_DEPTH = 4
 _VARIABLE = re.compile(r"^\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})$")
+_PARAMETER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-=])([^${}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _POSITIONAL = re.compile(r"^\$(?:([@*1-9])|\{([@*1-9])\})$")
 
 def parse_shebang(head: bytes) -> tuple[str, str] | None:
@@ -78,6 +79,8 @@ class _Resolver:
         self.variable_runs: list[int] = []  # lines running or sourcing a plain "$VAR"
         self.dynamic_words: list[tuple[int, str]] = []  # (line, word) of dynamic commands
         self.set_programs: list[str] = []  # PROG of `set -- PROG … "$@"`
+        self.vars: dict[str, str] = dict(ctx.config.env_dict)  # known shell variables
+        self.unknown_vars: set[str] = set()  # assigned something slim cannot compute
         self._cache: dict[tuple[str, tuple[str, ...]], str | None] = {}
 
     def which(self, name: str) -> str | None:
@@ -101,7 +104,7 @@ class _Resolver:
 
     def run(self, text: str, depth: int = 0) -> Iterator[tuple[Command, str | None, Edge | Unknown]]:
         """(command, resolved path, edge-or-unknown) for every command of `text`."""
-        updates_seen = 0
+        updates_seen = assigned = 0
         for cmd in self.scanner.scan(text):
             while updates_seen < len(self.scanner.path_updates):
                 line, value = self.scanner.path_updates[updates_seen]
@@ -110,7 +113,47 @@ class _Resolver:
                     updates_seen += 1
                 else:
                     break
+            while assigned < len(self.scanner.assignments) and self.scanner.assignments[assigned][0] <= cmd.line:
+                _line, name, value = self.scanner.assignments[assigned]
+                self._assign(name, value, only_unset="")
+                assigned += 1
+            # a loop variable takes values slim does not follow here (hooks() does)
+            self.unknown_vars.update(words[0] for line, words in self.scanner.loops if words and line <= cmd.line)
             yield from self._command(cmd, depth)
+
+    def _assign(self, name: str, value: str, only_unset: str) -> None:
+        """Record `name=value` in text order; an unexpandable value makes the name unknown.
+        `only_unset` is "=" or ":=" for `${NAME=value}` / `${NAME:=value}` (XCU 2.6.2)."""
+        if only_unset and name in self.vars and (self.vars[name] or only_unset == "="):
+            return
+        expanded = self.expand(value)
+        if expanded is None:
+            self.vars.pop(name, None)
+            self.unknown_vars.add(name)
+        else:
+            self.vars[name] = expanded
+            self.unknown_vars.discard(name)
+
+    def expand(self, word: str) -> str | None:
+        """`word` with `$NAME`, `${NAME}`, `${NAME-x}`, `${NAME:-x}`, `${NAME=x}` and
+        `${NAME:=x}` expanded from the image Env and the assignments read so far; None when a
+        name is unknown or other expansions remain (XCU 2.6.2, simple cases only)."""
+        def sub(m: re.Match[str]) -> str:
+            name, op, default = m.group(1) or m.group(4), m.group(2) or "", m.group(3) or ""
+            value = self.vars.get(name)
+            if value is not None and name not in self.unknown_vars and (value or ":" not in op):
+                return value
+            if op and name not in self.unknown_vars:
+                if "=" in op:
+                    self.vars[name] = default
+                return default
+            raise KeyError(name)
+
+        try:
+            out = _PARAMETER.sub(sub, word)
+        except KeyError:
+            return None
+        return None if "$" in out or "`" in out else out
 
     def hooks(self) -> list[Edge | Unknown]:
         """Hook directories this text runs file by file: a `find DIR` or `for VAR in DIR/*`
@@ -150,6 +193,12 @@ class _Resolver:
                 yield from self._command(Command(n, args[0], "exec", args[1:]), depth)
             return
         if word in BUILTINS:
+            if word in ("read", "getopts", "mapfile", "readarray"):
+                self.unknown_vars.update(a for a in cmd.args if re.match(r"^[A-Za-z_]\w*$", a))
+            if word == ":":
+                for arg in cmd.args:  # `: "${APACHE_ENVVARS:=$APACHE_CONFDIR/envvars}"`
+                    for m in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?=)([^{}]*)\}", arg):
+                        self._assign(m.group(1), m.group(3), only_unset=m.group(2))
             if word == "set" and cmd.args[:1] == ["--"] and len(cmd.args) > 2 and \
                     _POSITIONAL.match(cmd.args[-1]) and "$" not in cmd.args[1]:
                 self.set_programs.append(cmd.args[1])  # `set -- PROG "$@"`: PROG runs the args
@@ -220,6 +269,8 @@ class _Resolver:
 
     def _program(self, cmd: Command) -> Iterator[tuple[Command, str | None, Edge | Unknown]]:
         word, n = cmd.word, cmd.line
+        if "$" in word and not _POSITIONAL.match(word) and self.expand(word):
+            word = self.expand(word) or word
         if "$" in word:
             shown = word.replace("$__SUBST__", "$(…)").replace("$__ARITH__", "$((…))")
             if _VARIABLE.match(word):
@@ -241,6 +292,8 @@ class _Resolver:
         if not cmd.args:
             return
         target = cmd.args[0]
+        if "$" in target and self.expand(target):
+            target = self.expand(target) or target
         if "$" in target:
             if _VARIABLE.match(target):
                 self.variable_runs.append(n)

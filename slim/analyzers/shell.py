@@ -214,6 +214,7 @@ class ShellScanner:
 
     functions: set[str] = field(default_factory=set)
     path_updates: list[tuple[int, str]] = field(default_factory=list)  # (line, PATH value)
+    assignments: list[tuple[int, str, str]] = field(default_factory=list)  # (line, NAME, value)
     state: str = "cmd"  # cmd | args | for | case_word | case_pat | dbl
     join_budget: int = JOIN_BUDGET  # line joins left: bounds the work on hostile scripts
     case_depth: int = 0
@@ -412,6 +413,7 @@ class ShellScanner:
             name, _, value = tok.partition("=")
             if name == "PATH":
                 self.path_updates.append((lineno, value))
+            self.assignments.append((lineno, name.rstrip("+"), value))
             return k
         if nxt == "(" and k + 1 < len(tokens) and tokens[k + 1] == ")":
             self.functions.add(tok)  # name() { …; }
@@ -422,6 +424,8 @@ class ShellScanner:
                 name, eq, value = tokens[k].partition("=")
                 if eq and name == "PATH":
                     self.path_updates.append((lineno, value))
+                if eq and ASSIGNMENT.match(tokens[k]):
+                    self.assignments.append((lineno, name.rstrip("+"), value))
                 k += 1
             return k
         return None

@@ -166,3 +166,21 @@ def test_variable_runs_without_a_hook_directory_stay_unknown(tmp_path: Path) -> 
         assert entry is not None
         unknowns = [u for u in ScriptAnalyzer(ctx).analyze(entry) if isinstance(u, Unknown)]
         assert [u.reason for u in unknowns] == ["line 3: dynamic command '$prog'"]
+
+
+def test_shell_variables_with_literal_values_are_followed(tmp_path: Path) -> None:
+    """apache2-foreground: `: "${APACHE_ENVVARS:=$APACHE_CONFDIR/envvars}"; . "$APACHE_ENVVARS"`."""
+    script = ('#!/bin/bash\n: "${APACHE_CONFDIR:=/etc/apache2}"\n: "${APACHE_ENVVARS:=$APACHE_CONFDIR/envvars}"\n'
+              '. "$APACHE_ENVVARS"\nTOOL=/usr/bin/sed\n"$TOOL" -n p\nf=/usr/bin/sort\n'
+              'for f in /etc/x/*; do "$f"; done\nread -r line\n"$line"\n"${RUNNER:-/usr/bin/find}" .\n')
+    files = {"/entry.sh": script, "/etc/apache2/envvars": "export A=1\n"}
+    write_tree(tmp_path, {**BASE, **files}, LINKS, {"Env": PATH, "Entrypoint": ["/entry.sh"]})
+    with context(tmp_path) as ctx:
+        entry = ctx.fs.stat("/entry.sh")
+        assert entry is not None
+        items = list(ScriptAnalyzer(ctx).analyze(entry))
+    got = {e.dst for e in items if isinstance(e, Edge)}
+    assert {"/etc/apache2/envvars", "/usr/bin/sed", "/usr/bin/find"} <= got
+    assert "/usr/bin/sort" not in got  # $f is the loop's variable, not the earlier value
+    reasons = sorted(u.reason for u in items if isinstance(u, Unknown))
+    assert reasons == ["line 10: dynamic command '$line'", "line 8: dynamic command '$f'"]
