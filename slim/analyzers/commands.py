@@ -161,12 +161,9 @@ def argument_edges(ctx: AnalysisContext, src: str, args: Sequence[str], cwd: str
             if path == "/" or path == src or not ctx.fs.exists(path):
                 continue
             why = f"{evidence}: argument {arg}"
-            if ctx.fs.is_dir(path):
-                if is_data_dir(ctx.fs.realpath(path)):
-                    out.extend(tree_edges(ctx, src, path, kind, why))
-                else:
-                    out.extend(link_edges(ctx, src, path, kind, why))
-            elif ctx.fs.is_file(path) or ctx.fs.stat(path) is not None:
+            if ctx.fs.is_dir(path) and is_data_dir(ctx.fs.realpath(path)):
+                out.extend(tree_edges(ctx, src, path, kind, why))
+            else:
                 out.extend(link_edges(ctx, src, path, kind, why))
     return out
 
