@@ -7,7 +7,9 @@
   `[eventlistener:x]` section's `command=` is a command line (slim.entrypoint.command_roots:
   its program, wrappers, `sh -c`, argument files and data directories, what the language
   analyzers find), run in the section's `directory=`. `[include] files=` globs (relative to the
-  including file's directory) are followed. `%(here)s`, `%(program_name)s` and `%(ENV_X)s` are
+  including file's directory) are followed. Only the files supervisord reads count: those a
+  supervisord command line names, and what they include (a package's test fixtures start
+  nothing). `%(here)s`, `%(program_name)s` and `%(ENV_X)s` are
   expanded from the image; other expansions make the command an Unknown.
 * **runit and s6**: `runsvdir [-P] DIR`, `runsv DIR`, `s6-svscan [DIR]` and `s6-supervise DIR`
   run each service directory's `run` (and `finish`, `log/run`) scripts; the scripts are kept as
@@ -25,7 +27,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
-from slim.analyzers.base import Analyzer, link_edges, tidy
+from slim.analyzers.base import AnalysisContext, Analyzer, link_edges, tidy
 from slim.errors import SlimError
 from slim.fs.layer import Capture
 from slim.model import ROOT, Edge, FileEntry, Unknown, normpath, under
@@ -43,6 +45,52 @@ _EXPANSION = re.compile(r"%\(([A-Za-z0-9_]+)\)[sd]")
 SERVICE_FILES = ("run", "finish", "log/run", "log/finish", "check")
 SCANNERS = {"runsvdir": "dir-of-services", "s6-svscan": "dir-of-services",
             "runsv": "service", "s6-supervise": "service"}
+
+
+class SupervisorConfigs:
+    """The configuration files supervisord reads in this image: those its command lines name
+    (`-c FILE`, else the first of its search path) and what their `[include]` sections reach.
+    Another file that looks like one (a package's test fixtures) starts nothing."""
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.ctx = ctx
+        self.roots: set[str] = set()
+
+    def add(self, path: str) -> None:
+        self.roots.add(self.ctx.fs.realpath(path))
+
+    def is_active(self, path: str) -> bool:
+        """Whether `path` is a root or included, transitively, by one (computed on each call:
+        roots arrive while the worklist runs; configurations are few and small)."""
+        real = self.ctx.fs.realpath(path)
+        seen: set[str] = set()
+        todo = sorted(self.roots)
+        while todo:
+            cur = todo.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            if cur == real:
+                return True
+            todo.extend(self.ctx.fs.realpath(f) for f in _include_targets(self.ctx, cur))
+        return False
+
+
+def _include_targets(ctx: AnalysisContext, path: str) -> list[str]:
+    """The files `[include] files=` of configuration `path` names (globs relative to it)."""
+    try:
+        parser = _parser()
+        parser.read_string(ctx.fs.read(path, MAX_CONFIG_BYTES).decode("utf-8", "replace"), source=path)
+    except (SlimError, configparser.Error):
+        return []
+    if not parser.has_option("include", "files"):
+        return []
+    here = posixpath.dirname(path)
+    out: list[str] = []
+    for raw in parser.get("include", "files").split():
+        pattern = raw.replace("%(here)s", here)
+        out.extend(ctx.fs.glob3(normpath(posixpath.join(here, pattern))))
+    return out
 
 
 def _parser() -> configparser.RawConfigParser:
@@ -74,6 +122,8 @@ class ProcessManagerAnalyzer(Analyzer):
 
     def analyze(self, entry: FileEntry) -> list[Edge | Unknown]:
         path = entry.path
+        if not self.ctx.service(SupervisorConfigs).is_active(path):
+            return []  # no supervisord command line reads it
         try:
             text = self.ctx.fs.read(path, MAX_CONFIG_BYTES).decode("utf-8", "replace")
         except SlimError as exc:
@@ -162,14 +212,26 @@ class ProcessManagerAnalyzer(Analyzer):
         return []
 
     def _supervisord_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
-        """The configuration supervisord reads when no `-c` is given (module doc)."""
-        if any(a in ("-c", "--configuration") or a.startswith(("--configuration=", "-c")) for a in argv[1:]):
-            return []  # the file is an argument: kept with the command line's arguments
+        """The configuration supervisord reads: `-c FILE`, else its search path (module doc)."""
         wd = self.ctx.config.workdir or "/"
+        configs = self.ctx.service(SupervisorConfigs)
+        for i, a in enumerate(argv[1:], start=1):
+            value = ""
+            if a in ("-c", "--configuration") and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif a.startswith("--configuration="):
+                value = a.partition("=")[2]
+            elif a.startswith("-c") and len(a) > 2:
+                value = a[2:]
+            if value:
+                full = normpath(posixpath.join(wd, value))
+                configs.add(full)
+                return []  # the file itself is kept with the command line's arguments
         here = posixpath.dirname(argv[0])
         for cand in SUPERVISORD_DEFAULTS:
             full = normpath(posixpath.join(here if cand.startswith("..") else wd, cand))
             if self.ctx.fs.is_file(full):
+                configs.add(full)
                 return list(link_edges(self.ctx, ROOT, full, "entrypoint", f"supervisord reads {cand}"))
         return [Unknown(argv[0], "supervisord: no configuration file found where supervisord looks")]
 
@@ -196,4 +258,4 @@ class ProcessManagerAnalyzer(Analyzer):
         return out
 
 
-__all__ = ["ProcessManagerAnalyzer"]
+__all__ = ["ProcessManagerAnalyzer", "SupervisorConfigs"]

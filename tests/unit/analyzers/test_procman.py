@@ -48,6 +48,8 @@ FILES: dict[str, str | bytes] = {
     "/opt/echo/echo.yml": "port: 1\n",
     "/srv/data/reports/2024.txt": "q4=42\n",
     "/var/log/supervisor/.keep": "",
+    # a package's test fixture: looks like a configuration, no supervisord reads it
+    "/usr/lib/python3/dist-packages/supervisor/tests/fixtures/x.conf": "[program:x]\ncommand=/usr/bin/python3 -m http.server\n",
 }
 CONFIG = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "ECHO_CONF=/opt/echo/echo.yml"],
           "Entrypoint": ["/usr/bin/supervisord"], "Cmd": ["-n"]}
@@ -75,6 +77,12 @@ def test_supervisord_programs_are_roots(tmp_path: Path) -> None:
     assert "[program:http] command" in http[0].evidence
     assert [u.reason for u in unknowns if u.path == "/etc/supervisor/extra/echo.ini"] == [
         "[program:broken] command '/usr/bin/%(ENV_NOPE)s': an expansion slim cannot make"]
+    with context(tmp_path) as ctx:
+        entry_roots(ctx, [cls(ctx) for cls in ANALYZERS])
+        fixture = ctx.fs.stat("/usr/lib/python3/dist-packages/supervisor/tests/fixtures/x.conf")
+        assert fixture is not None
+        analyzer = ProcessManagerAnalyzer(ctx)
+        assert analyzer.wants(fixture) and analyzer.analyze(fixture) == []
 
 
 def test_explicit_configuration_and_wants(tmp_path: Path) -> None:
