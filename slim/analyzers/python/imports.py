@@ -159,7 +159,13 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
             g = _is_import_guard(node)  # type: ignore[arg-type]
             for child in node.body:  # type: ignore[attr-defined]
                 visit(child, guarded or g, main_only)
-            for part in (node.handlers, node.orelse, node.finalbody):  # type: ignore[attr-defined]
+            # an `except ImportError:` handler is the fallback of the try's imports (Python 2
+            # names, optional accelerators): it runs only when they fail, so its own imports
+            # are optional too
+            for handler in node.handlers:  # type: ignore[attr-defined]
+                for child in handler.body:
+                    visit(child, guarded or g, main_only)
+            for part in (node.orelse, node.finalbody):  # type: ignore[attr-defined]
                 for child in part:
                     visit(child, guarded, main_only)
             return

@@ -181,3 +181,17 @@ def test_builtin_modules_come_from_the_interpreter(tmp_path: Path) -> None:
         assert [u.reason for u in items if isinstance(u, Unknown)] == [
             "line 3: import cmath: not found on sys.path"]
         assert STD in env.sys_path
+
+
+def test_python2_fallbacks_in_import_error_handlers_are_optional(tmp_path: Path) -> None:
+    write_tree(tmp_path, FILES, LINKS, CONFIG)
+    source = ("try:\n    import xmlrpc.client as xmlrpclib\nexcept ImportError:\n    import xmlrpclib\n"
+              "try:\n    import json\nexcept Exception:\n    import simplejson as json\n")
+    with context(tmp_path) as ctx:
+        env = python_env(ctx, "/usr/bin/python3")
+        assert env is not None
+        from slim.analyzers.python import import_edges
+
+        items = import_edges(ctx, env, "/app/compat.py", source)
+    assert not [u for u in items if isinstance(u, Unknown)], items
+    assert f"{STD}/json/__init__.py" in {e.dst for e in items if isinstance(e, Edge)}
