@@ -3,8 +3,8 @@
 * **Dotted names in strings.** Frameworks import what their settings name (`INSTALLED_APPS =
   ["django.contrib.humanize"]`, gunicorn's `"gunicorn.workers.sync.SyncWorker"`,
   `importlib.import_module(settings.ROOT_URLCONF)`). A quoted string that names a module (or
-  an attribute of one: the module is the name without its last part) is an import edge. In the
-  application's files any such name counts; in a library, only names inside its own top-level
+  an attribute of one: the module is the name without its last part) is an import edge
+  (docstrings and comments are prose, not read). In the application's files any such name counts; in a library, only names inside its own top-level
   package (its plugin tables), so that a docstring mentioning another library keeps nothing.
 * **Extension modules** import Python modules through the C API by literal name
   (`PyImport_ImportModule("numpy._core._exceptions")` in numpy's `_multiarray_umath`): the
@@ -42,6 +42,7 @@ CHUNK = 1 << 20
 SKIPPED_DIRS = ("tests", "test")
 
 _QUOTED_DOTTED = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?::[A-Za-z_]\w*)?['"]""")
+_PROSE = re.compile(r'''"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|#[^\n]*''')
 _ENTRY_POINT = re.compile(
     r"""load_entry_point\(\s*['"]([A-Za-z0-9_.\-]+)(?:[=<>!~][^'"]*)?['"]\s*,\s*['"]([^'"]+)['"]\s*,"""
     r"""\s*['"]([^'"]+)['"]""")
@@ -65,6 +66,15 @@ def module_file(ctx: AnalysisContext, env: PythonEnv, name: str, search: list[st
     return memo[key]
 
 
+def _prose_blanked(source: str) -> str:
+    """`source` with triple-quoted strings (docstrings) and comments blanked, lines kept:
+    prose mentions modules it does not import."""
+    def blank(m: re.Match[str]) -> str:
+        return "\n" * m.group(0).count("\n")
+
+    return _PROSE.sub(blank, source)
+
+
 def dotted_string_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
                         search: list[str]) -> list[Edge]:
     """Import edges for the module names quoted strings of `source` spell (module doc)."""
@@ -72,6 +82,7 @@ def dotted_string_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source:
     own = loc[1] if loc is not None else ""
     out: list[Edge] = []
     seen: set[str] = set()
+    source = _prose_blanked(source)
     for m in _QUOTED_DOTTED.finditer(source):
         name = m.group(1)
         if name in seen:

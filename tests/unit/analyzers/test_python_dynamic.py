@@ -195,3 +195,17 @@ def test_python2_fallbacks_in_import_error_handlers_are_optional(tmp_path: Path)
         items = import_edges(ctx, env, "/app/compat.py", source)
     assert not [u for u in items if isinstance(u, Unknown)], items
     assert f"{STD}/json/__init__.py" in {e.dst for e in items if isinstance(e, Edge)}
+
+
+def test_dotted_names_in_prose_are_not_imports(tmp_path: Path) -> None:
+    from slim.analyzers.python.dynamic import dotted_string_edges
+
+    write_tree(tmp_path, FILES, LINKS, CONFIG)
+    source = ('"""Workers: see \'gunicorn.workers.gthread\'."""\n'
+              "# or 'gunicorn.workers.sync'\nDEFAULT = 'gunicorn.app.wsgiapp'\n")
+    with context(tmp_path) as ctx:
+        env = env_for_file(ctx, f"{VSITE}/gunicorn/config.py")
+        assert env is not None
+        edges = dotted_string_edges(ctx, env, f"{VSITE}/gunicorn/config.py", source, list(env.sys_path))
+    assert {e.dst for e in edges} == {f"{VSITE}/gunicorn/app/wsgiapp.py"}
+    assert edges[0].evidence.endswith(":3: module named by string 'gunicorn.app.wsgiapp'")
