@@ -149,3 +149,16 @@ def test_php_includes(tmp_path: Path) -> None:
     assert got == {"/usr/share/php/Net/Util.php", "/var/www/html/lib/helpers.inc", "/etc/app/settings.php"}
     assert sorted(u.reason for u in items if isinstance(u, Unknown)) == [
         "line 6: include of a computed path", "line 7: include 'missing.php': not found"]
+
+
+def test_php_command_lines(tmp_path: Path) -> None:
+    files = {**FILES, "/usr/bin/php8.2": ELF, "/srv/site/index.php": "<?php\n", "/srv/site/css/a.css": "",
+             "/app/cli.php": "<?php\n"}
+    write_tree(tmp_path, files, {**LINKS, "/usr/bin/php": "php8.2"}, {**CONFIG, "WorkingDir": "/app"})
+    with context(tmp_path) as ctx:
+        analyzer = PhpAnalyzer(ctx)
+        served = analyzer.entry_roots(["/usr/bin/php", "-S", "0.0.0.0:80", "-t", "/srv/site"])
+        assert {"/srv/site/index.php", "/srv/site/css/a.css"} <= {e.dst for e in served if isinstance(e, Edge)}
+        script = analyzer.entry_roots(["/usr/bin/php", "-d", "memory_limit=1G", "cli.php"])
+        assert [e.dst for e in script if isinstance(e, Edge)] == ["/app/cli.php"]
+        assert analyzer.entry_roots(["/usr/bin/sed", "x"]) == []
