@@ -13,7 +13,8 @@ executable (read-only and initialized data, where C string literals live), strea
   files chosen at run time inside that directory, which is then kept whole when it is at
   least three levels deep and holds at most MAX_FORMAT_DIR_FILES entries. The kernel's and
   scratch filesystems (/proc, /sys, /dev, /tmp, /run) are never kept for a literal. At most
-  MAX_LITERALS literals are looked at per file.
+  MAX_LITERALS literals and MAX_SCAN_BYTES bytes are looked at per file (an Unknown says when
+  a file had more).
 * **Go programs** (the buildinfo magic `\\xff Go buildinf:` of `debug/buildinfo`) keep Go
   string data unterminated, so their literals cannot be read this way; the standard library
   packages they contain are found by their function names (the runtime's function table
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 OVERLAP = 4096  # a literal split across chunks is seen whole in the next one
 MAX_LITERALS = 4096
+MAX_SCAN_BYTES = 512 << 20  # data read per file; the rest of a larger one is reported
 MAX_FORMAT_DIR_FILES = 5000
 IGNORED = ("/proc", "/sys", "/dev", "/tmp", "/run", "/var/run")
 GO_BUILDINFO_MAGIC = b"\xff Go buildinf:"
@@ -114,14 +116,15 @@ class ElfDataCache:
         return self.memo[path]
 
 
-def _chunks(ctx: AnalysisContext, path: str) -> Iterator[bytes]:
-    """The non-executable loadable segments of `path`, chunk by chunk, each chunk starting with
-    the last OVERLAP bytes of the one before (and a NUL before the first)."""
-    segments = data_segments(ctx.fs, path)
+def _chunks(ctx: AnalysisContext, path: str, segments: list[tuple[int, int]]) -> Iterator[bytes]:
+    """`segments` of `path` (offset, size), chunk by chunk up to MAX_SCAN_BYTES, each chunk
+    starting with the last OVERLAP bytes of the one before (and a NUL before the first)."""
+    budget = MAX_SCAN_BYTES
     with ctx.fs.open(path) as f:
         for offset, size in segments:
             f.seek(offset)
-            left, tail = size, b"\x00"
+            left, tail = min(size, budget), b"\x00"
+            budget -= left
             while left > 0:
                 chunk = f.read(min(CHUNK, left))
                 if not chunk:
@@ -132,13 +135,14 @@ def _chunks(ctx: AnalysisContext, path: str) -> Iterator[bytes]:
 
 
 def read_elf_data(ctx: AnalysisContext, path: str) -> ElfData:
-    """Scan `path`'s data (module doc). Raises AnalysisError."""
+    """Scan the non-executable loadable segments of `path` (module doc). Raises AnalysisError."""
     literals: dict[str, None] = {}
     markers: set[bytes] = set()
     is_go = truncated = False
     wanted = [row.marker for row in GO_STDLIB]
+    segments = data_segments(ctx.fs, path)
     try:
-        for data in _chunks(ctx, path):
+        for data in _chunks(ctx, path, segments):
             is_go = is_go or GO_BUILDINFO_MAGIC in data
             markers.update(m for m in wanted if m not in markers and m in data)
             if truncated:
@@ -151,7 +155,8 @@ def read_elf_data(ctx: AnalysisContext, path: str) -> ElfData:
     except (OSError, ValueError) as exc:
         raise AnalysisError(f"{path}: data not read: {exc}") from exc
     rows = tuple(row for row in GO_STDLIB if row.marker in markers) if is_go else ()
-    return ElfData(tuple(literals), is_go, rows, truncated)
+    scanned = sum(size for _o, size in segments)
+    return ElfData(tuple(literals), is_go, rows, truncated or scanned > MAX_SCAN_BYTES)
 
 
 def literal_edges(ctx: AnalysisContext, path: str, literal: str) -> list[Edge]:
@@ -230,7 +235,8 @@ class ElfDataAnalyzer(Analyzer):
         for literal in data.literals:
             out.extend(literal_edges(self.ctx, path, literal))
         if data.truncated:
-            out.append(Unknown(path, f"more than {MAX_LITERALS} path literals in its data; the rest not followed"))
+            out.append(Unknown(path, f"more than {MAX_LITERALS} path literals or {MAX_SCAN_BYTES} bytes of "
+                                     "data; the rest not read"))
         if data.is_go:
             out.extend(go_edges(self.ctx, path, data))
         return tidy(out)
