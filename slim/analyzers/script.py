@@ -16,6 +16,7 @@ alias, or a missing program: conservative either way).
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
 import shlex
@@ -248,7 +249,9 @@ class _Resolver:
         if resolved is not None:
             from slim.entrypoint import CommandRoots  # it imports this module
 
-            for item in self.ctx.service(CommandRoots).language([resolved, *cmd.args], self.script):
+            # the words up to the first one the shell computes (`python3 app.py "$@"`)
+            args = list(itertools.takewhile(lambda a: "$" not in a and "`" not in a, cmd.args))
+            for item in self.ctx.service(CommandRoots).language([resolved, *args], self.script):
                 if isinstance(item, Edge):
                     item = Edge(item.src, item.dst, item.kind, f"{evidence}: {item.evidence}")
                 yield cmd, None, item

@@ -184,3 +184,19 @@ def test_shell_variables_with_literal_values_are_followed(tmp_path: Path) -> Non
     assert "/usr/bin/sort" not in got  # $f is the loop's variable, not the earlier value
     reasons = sorted(u.reason for u in items if isinstance(u, Unknown))
     assert reasons == ["line 10: dynamic command '$line'", "line 8: dynamic command '$f'"]
+
+
+def test_command_lines_in_scripts_stop_at_computed_words(tmp_path: Path) -> None:
+    """`python3 app.py "$@"` in a script: app.py is the Python analyzer's; "$@" is not a script."""
+    from tests.unit.analyzers.test_python import PY_FILES, PY_LINKS, STD
+
+    files = {**PY_FILES, "/run.sh": '#!/usr/bin/sh\nexec python3 /app/app.py "$@"\npython3 "$T"\n',
+             "/usr/bin/sh": ELF}
+    write_tree(tmp_path, files, PY_LINKS, {"Env": ["PATH=/usr/bin"]})
+    with context(tmp_path) as ctx:
+        entry = ctx.fs.stat("/run.sh")
+        assert entry is not None
+        items = list(ScriptAnalyzer(ctx).analyze(entry))
+    got = {e.dst for e in items if isinstance(e, Edge)}
+    assert {"/app/app.py", f"{STD}/site.py"} <= got
+    assert not [u for u in items if isinstance(u, Unknown) and "not found" in u.reason], items
