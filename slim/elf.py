@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 ELF_MAGIC = b"\x7fELF"
 
+PF_X = 0x1  # segment flag: executable (glibc elf/elf.h)
+
 # DT_FLAGS_1 bits (glibc elf/elf.h).
 DF_1_NODEFLIB = 0x00000800
 DF_1_PIE = 0x08000000
@@ -236,6 +238,20 @@ def read_elf(fs: RootFS, path: str) -> ElfInfo:
     """Parse the ELF object at image path `path` (links followed). Raises AnalysisError."""
     with fs.open(path) as stream:
         return parse_elf(stream, path)
+
+
+def data_segments(fs: RootFS, path: str) -> list[tuple[int, int]]:
+    """(file offset, size) of the loadable segments that are not executable (PT_LOAD without
+    PF_X): read-only data and initialized data, where string literals live. Raises
+    AnalysisError."""
+    with fs.open(path) as stream:
+        elf = open_elf(stream, path)
+        with elf_errors(path):
+            if elf.num_segments() > MAX_SEGMENTS:
+                raise AnalysisError(f"{path}: not a valid ELF: {elf.num_segments()} program headers")
+            return [(int(seg["p_offset"]), int(seg["p_filesz"])) for seg in elf.iter_segments()
+                    if seg["p_type"] == "PT_LOAD" and not int(seg["p_flags"]) & PF_X
+                    and int(seg["p_filesz"]) > 0]
 
 
 def imported_symbols(fs: RootFS, path: str) -> set[str]:

@@ -11,11 +11,15 @@ from slim.analyzers.app import AppConfigAnalyzer
 from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
 from slim.analyzers.config import ConfigAnalyzer
 from slim.analyzers.elf import ElfAnalyzer
+from slim.analyzers.elfdata import ElfDataAnalyzer
+from slim.analyzers.fallback import FallbackInterpreterAnalyzer
 from slim.analyzers.gconv import GconvAnalyzer
 from slim.analyzers.java import JavaAnalyzer
 from slim.analyzers.node import NodeAnalyzer
 from slim.analyzers.packages import PackageAnalyzer
 from slim.analyzers.perl import PerlAnalyzer
+from slim.analyzers.php import PhpAnalyzer
+from slim.analyzers.procman import ProcessManagerAnalyzer
 from slim.analyzers.python import PythonAnalyzer
 from slim.analyzers.ruby import RubyAnalyzer
 from slim.analyzers.script import ScriptAnalyzer
@@ -24,6 +28,7 @@ from slim.fs.layer import Capture
 # Order is the order files are offered to analyzers (it only decides the order of edges).
 ANALYZERS: tuple[type[Analyzer], ...] = (
     ElfAnalyzer,
+    ElfDataAnalyzer,
     ScriptAnalyzer,
     ConfigAnalyzer,
     PythonAnalyzer,
@@ -31,6 +36,9 @@ ANALYZERS: tuple[type[Analyzer], ...] = (
     JavaAnalyzer,
     PerlAnalyzer,
     RubyAnalyzer,
+    PhpAnalyzer,
+    ProcessManagerAnalyzer,
+    FallbackInterpreterAnalyzer,
     AppConfigAnalyzer,
     PackageAnalyzer,
     GconvAnalyzer,

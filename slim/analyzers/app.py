@@ -40,6 +40,8 @@ BUILD_RECORD_NAMES = re.compile(r"_sysconfigdata_.*\.py$")
 # The account databases name login shells and home directories: login(1), su(1) and sshd use
 # those, an application looking up a user (getpwnam) does not execute them.
 ACCOUNT_FILES = frozenset({"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/shells"})
+# Data tables that quote paths as data: file(1)'s magic patterns (`0 string #!/bin/perl`).
+DATA_TABLES = frozenset({"magic", "mime.types"})
 MAX_LITERALS = 4096  # per file; a huge generated file must not explode the graph
 MAX_TEXT = 4 << 20
 
@@ -74,7 +76,10 @@ def app_roots(ctx: AnalysisContext, entry_script: str | None) -> list[Edge]:
         dirs.append((ctx.fs.realpath(wd), f"under WorkingDir {wd}"))
     if entry_script:
         sd = posixpath.dirname(normpath(entry_script))
-        if not _is_system(sd) and ctx.fs.is_dir(sd):
+        # a virtual environment's bin/ holds the console scripts of what pip installed, not
+        # the application (PEP 405: pyvenv.cfg one level up)
+        venv_bin = ctx.fs.is_file(posixpath.join(posixpath.dirname(sd), "pyvenv.cfg"))
+        if not _is_system(sd) and ctx.fs.is_dir(sd) and not venv_bin:
             dirs.append((ctx.fs.realpath(sd), f"beside entrypoint script {entry_script}"))
     db = _owner_db(ctx)
     out: dict[str, Edge] = {}
@@ -180,16 +185,24 @@ def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
 _LITERAL_RE = re.compile(r"(?<![\w.$/~-])(/(?:[A-Za-z0-9_.+@-]+/)*[A-Za-z0-9_.+@-]+)")
 
 
+_HASH_COMMENT = re.compile(r"^[ \t]*#(?!!).*$", re.M)
+_INI_COMMENT = re.compile(r"^[ \t]*[#;](?!!).*$", re.M)
+
+
 def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
     """Edges from `path` to the existing regular files its absolute path literals name.
 
     Directories, /dev, /proc, /sys and /tmp are ignored (directories are kept only as docroots).
+    Comment lines are skipped: a line starting with `#` (shell, Python, Ruby, Perl, Apache,
+    nginx, YAML, TOML) or, in INI-style files, `;` (php.ini, supervisord) names what the
+    program does not read (Debian's apache2.conf mentions /etc/init.d/apache2).
     """
     out: set[Edge] = set()
     seen: set[str] = set()
     if BUILD_RECORD_NAMES.search(posixpath.basename(path)):
         return []
-    for m in _LITERAL_RE.finditer(text):
+    comments = _INI_COMMENT if path.endswith((".ini", ".conf", ".cfg")) else _HASH_COMMENT
+    for m in _LITERAL_RE.finditer(comments.sub("", text)):
         lit = m.group(1)
         if lit in seen:
             continue
@@ -226,7 +239,7 @@ class AppConfigAnalyzer(Analyzer):
         if not entry.is_file or entry.size > MAX_TEXT:
             return False
         p = entry.path
-        if p in ACCOUNT_FILES:
+        if p in ACCOUNT_FILES or posixpath.basename(p) in DATA_TABLES:
             return False
         if under(p, "/etc") or p.endswith(_TEXT_SUFFIXES):
             return self.ctx.fs.has_content(p)

@@ -12,6 +12,8 @@ The config files themselves are kept by rules (rules/programs.toml keeps /etc/ng
   directory, then /etc/lighttpd), `include_shell "CMD"` — its output is configuration we cannot
   see statically: the command's program is kept and an Unknown is reported.
   `server.document-root = "DIR"` keeps the served tree.
+* Apache httpd: slim.analyzers.apache (Include, LoadModule, DocumentRoot … from the main
+  configuration file).
 
 Every edge is `Edge(conf, path, "config", "<directive> …")`.
 """
@@ -24,6 +26,7 @@ import re
 import shlex
 from collections.abc import Iterable
 
+from slim.analyzers.apache import apache_edges, is_apache_config
 from slim.analyzers.base import Analyzer
 from slim.errors import AnalysisError
 from slim.fs.layer import Capture
@@ -99,10 +102,11 @@ def nginx_directives(text: str) -> list[tuple[int, str, list[str]]]:
 
 
 class ConfigAnalyzer(Analyzer):
-    """Follows include lines (and file-valued directives) of nginx and lighttpd configs."""
+    """Follows include lines (and file-valued directives) of nginx, lighttpd and Apache configs."""
 
     name = "config"
     capture = Capture(globs=("/etc/**", "/usr/local/nginx/conf/**", "/usr/local/etc/nginx/**",
+                             "/usr/local/apache2/conf/**", "/usr/local/apache2/bin/envvars",
                              "**/*.conf"))
 
     def wants(self, entry: FileEntry) -> bool:
@@ -116,6 +120,8 @@ class ConfigAnalyzer(Analyzer):
             return "nginx"
         if path.startswith(LIGHTTPD_PREFIX + "/") or (base.endswith(".conf") and "lighttpd" in path):
             return "lighttpd"
+        if is_apache_config(path):
+            return "apache"
         return ""
 
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
@@ -127,7 +133,11 @@ class ConfigAnalyzer(Analyzer):
         if b"\0" in data[:4096]:
             return []  # binary (a module or cache under /etc/nginx): nothing to follow
         text = data.decode("utf-8", errors="replace")
-        items = self._nginx(path, text) if self._flavor(path) == "nginx" else self._lighttpd(path, text)
+        flavor = self._flavor(path)
+        if flavor == "apache":
+            items = apache_edges(self.ctx, path, text)
+        else:
+            items = self._nginx(path, text) if flavor == "nginx" else self._lighttpd(path, text)
         return sorted(set(items), key=lambda x: (type(x).__name__, x))
 
     # -- nginx ------------------------------------------------------------------------------

@@ -541,11 +541,18 @@ def node_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
     return out
 
 
+JS_RUNTIMES = ("node", "nodejs", "bun", "deno")
+
+
 class NodeAnalyzer(Analyzer):
     """JavaScript sources (`.js`, `.mjs`, `.cjs`, `#!…node`) → required modules and JSON data."""
 
     name = "node"
     capture = Capture(globs=("**/*.js", "**/*.mjs", "**/*.cjs", "**/package.json"))
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        super().__init__(ctx)
+        self._runtime: bool | None = None
 
     def entry_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
         return node_roots(self.ctx, list(argv))
@@ -554,9 +561,18 @@ class NodeAnalyzer(Analyzer):
         if not entry.is_file:
             return False
         if entry.path.endswith((".js", ".mjs", ".cjs")):
-            return True
+            # without a JavaScript runtime in the image a .js file is a browser asset (Django
+            # admin's static/ tree), which loads nothing from the image by require
+            return self._has_runtime()
         return self.ctx.fs.has_content(entry.path) and not under(entry.path, "/etc") \
             and _shebang_node(self.ctx, entry.path)
+
+    def _has_runtime(self) -> bool:
+        if self._runtime is None:
+            self._runtime = any(self.ctx.which(n) for n in JS_RUNTIMES) or any(
+                self.ctx.fs.exists(f"{d}/{n}") for d in ("/usr/bin", "/usr/local/bin", "/opt/nodejs/bin")
+                for n in JS_RUNTIMES)
+        return self._runtime
 
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
         try:

@@ -330,7 +330,8 @@ def perl_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
             preamble.append(f"use lib '{a[2:]}';")
         elif a.startswith(("-M", "-m")) and len(a) > 2:
             preamble.append(f"use {a[2:].split('=')[0]};")
-        elif a in ("-e", "-E") and i + 1 < len(argv):
+        elif re.match(r"^-[a-zA-Z]*[eE]$", a) and not a.startswith(("-I", "-M", "-m")) and i + 1 < len(argv):
+            # -e CODE, and clustered switches ending in it (perlrun: `perl -le 'print 1'`)
             preamble.append(argv[i + 1])
             break
         elif not a.startswith("-"):

@@ -51,7 +51,7 @@ BOOT_LIBS = ("rubygems", "did_you_mean", "error_highlight", "syntax_suggest/core
 _LOAD_RE = re.compile(
     r"""(?:^|[\s;(])(require_relative|require|load|autoload\s*\(?\s*:?[A-Za-z_][\w:]*\s*,)\s*\(?\s*(['"])([^'"#{}\n]+)\2""",
     re.M)
-_DYNAMIC_RE = re.compile(r"""(?:^|[\s;])(require|require_relative)\s*\(?\s*([A-Za-z_@$][\w.:@$]*)\s*\)?\s*$""", re.M)
+_DYNAMIC_RE = re.compile(r"""(?:^|[\s;])(require|require_relative)(?![\w?!])\s*\(?\s*([A-Za-z_@$][\w.:@$]*)\s*\)?\s*$""", re.M)
 _BIN_STUB_RE = re.compile(r"""Gem\.(?:activate_bin_path|bin_path)\(\s*['"]([^'"]+)['"]\s*,\s*['"]([^'"]+)['"]""")
 _GEMSPEC_PATHS = re.compile(r"""require_paths\s*=\s*\[([^\]]*)\]""")
 
@@ -149,8 +149,10 @@ def _gem_lib_dirs(ctx: AnalysisContext, gem_dirs: Iterable[str]) -> list[str]:
                     paths = re.findall(r'"([^"]+)"', m.group(1)) or paths
             except SlimError:
                 pass
-            for p in paths:
-                d = normpath(f"{gem_dir}/gems/{name}/{p}")
+            # a gem with a native extension has its built .so under extensions/ARCH/API/NAME,
+            # which RubyGems puts on the load path with the gem (Gem::BasicSpecification#extension_dir)
+            ext_dirs = ctx.fs.glob3(f"{gem_dir}/extensions/*/*/{name}")
+            for d in [normpath(f"{gem_dir}/gems/{name}/{p}") for p in paths] + ext_dirs:
                 if ctx.fs.is_dir(d) and d not in out:
                     out.append(d)
     return out
@@ -170,6 +172,11 @@ def _compute_env(ctx: AnalysisContext, interpreter: str) -> RubyEnv | None:
     gem_dirs = _gem_dirs(ctx, version)
     return RubyEnv(interpreter, version, archdir, tuple(load_path), tuple(gem_dirs),
                    tuple(_gem_lib_dirs(ctx, gem_dirs)))
+
+
+# Features the interpreter provides itself (rb_provide in thread.c, enumerator.c, cont.c,
+# rational.c, complex.c, vm.c of Ruby 2.7 to 3.3): `require 'thread'` loads no file.
+BUILTIN_FEATURES = frozenset({"thread", "enumerator", "fiber", "rational", "complex", "ruby2_keywords"})
 
 
 def resolve_feature(ctx: AnalysisContext, env: RubyEnv, feature: str,
@@ -249,6 +256,8 @@ def ruby_edges(ctx: AnalysisContext, env: RubyEnv, path: str, source: str,
                         if ctx.fs.is_file(c)), None) or resolve_feature(ctx, env, name, extra)
         else:
             hit = resolve_feature(ctx, env, name, extra)
+        if hit is None and how == "require" and name.removesuffix(".rb").removesuffix(".so") in BUILTIN_FEATURES:
+            continue
         if hit is None:
             if how != "autoload":  # an autoload that never triggers needs nothing
                 out.append(Unknown(path, f"line {line}: {how} {name!r}: not found on $LOAD_PATH or in a gem"))

@@ -226,11 +226,13 @@ class ShellScanner:
 
     functions: set[str] = field(default_factory=set)
     path_updates: list[tuple[int, str]] = field(default_factory=list)  # (line, PATH value)
+    assignments: list[tuple[int, str, str]] = field(default_factory=list)  # (line, NAME, value)
     state: str = "cmd"  # cmd | args | for | case_word | case_pat | dbl
     join_budget: int = JOIN_BUDGET  # line joins left: bounds the work on hostile scripts
     case_depth: int = 0
     depth: int = 0  # command substitutions around this text
     join_chars: int = JOIN_CHARS  # characters the join retries may still re-read
+    loops: list[tuple[int, list[str]]] = field(default_factory=list)  # `for NAME in WORDS`
 
     def scan(self, text: str) -> Iterator[Command]:
         self.functions |= defined_functions(text)
@@ -335,6 +337,8 @@ class ShellScanner:
                 continue
             # command position
             if self._keyword(tok):
+                if tok in ("for", "select"):
+                    self.loops.append((lineno, []))
                 continue
             after = self._definition(tokens, k, tok, nxt, lineno)
             if after is not None:
@@ -397,7 +401,8 @@ class ShellScanner:
                 self.case_depth = max(0, self.case_depth - 1)
                 self.state = "args"
         elif self.state == "for":
-            pass  # `for NAME in WORDS` up to the separator
+            if self.loops:  # `for NAME in WORDS` up to the separator
+                self.loops[-1][1].append(tok)
         elif current is not None:  # "args"
             current.args.append(tok)
 
@@ -438,6 +443,7 @@ class ShellScanner:
             name, _, value = tok.partition("=")
             if name == "PATH":
                 self.path_updates.append((lineno, value))
+            self.assignments.append((lineno, name.rstrip("+"), value))
             return k
         if nxt == "(" and k + 1 < len(tokens) and tokens[k + 1] == ")":
             self.functions.add(tok)  # name() { …; }
@@ -448,6 +454,8 @@ class ShellScanner:
                 name, eq, value = tokens[k].partition("=")
                 if eq and name == "PATH":
                     self.path_updates.append((lineno, value))
+                if eq and ASSIGNMENT.match(tokens[k]):
+                    self.assignments.append((lineno, name.rstrip("+"), value))
                 k += 1
             return k
         return None

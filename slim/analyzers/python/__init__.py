@@ -22,14 +22,21 @@ resolution), `imports` (AST scanning, import edges, package data, roots); the an
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable, Sequence
 
 from slim.analyzers.base import AnalysisContext, Analyzer, tidy
+from slim.analyzers.python.dynamic import (
+    dotted_string_edges,
+    entry_point_edges,
+    extension_name_edges,
+)
 from slim.analyzers.python.env import (
     _INTERP_RE,
     PythonEnv,
     PythonState,
     _package_dir_of,
+    env_for_file,
     python_env,
 )
 from slim.analyzers.python.imports import (
@@ -46,6 +53,8 @@ from slim.fs.layer import Capture
 from slim.model import Edge, FileEntry, Unknown, normpath, under
 
 MAX_SOURCE = 8 << 20
+MAX_EXTENSION_SCAN = 256 << 20  # larger extension modules are not scanned for module names
+_EXTENSION = re.compile(r"\.(cpython-3\d+-[a-z0-9_]+-linux-[a-z]+|abi3)\.so$")
 
 
 class PythonAnalyzer(Analyzer):
@@ -53,7 +62,7 @@ class PythonAnalyzer(Analyzer):
     a Python interpreter binary → its startup set."""
 
     name = "python"
-    capture = Capture(globs=("**/*.py", "**/*.pth", "**/RECORD", "**/top_level.txt",
+    capture = Capture(globs=("**/*.py", "**/*.pth", "**/RECORD", "**/top_level.txt", "**/entry_points.txt",
                              "**/pyvenv.cfg"))
 
     def entry_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
@@ -85,6 +94,8 @@ class PythonAnalyzer(Analyzer):
             return True
         if _INTERP_RE.match(base) and under(entry.path, "/") and "/bin/" in entry.path:
             return True
+        if _EXTENSION.search(base):
+            return entry.size <= MAX_EXTENSION_SCAN and self.ctx.fs.has_content(entry.path)
         return self.ctx.fs.has_content(entry.path) and self._shebang(entry.path) is not None
 
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
@@ -95,11 +106,16 @@ class PythonAnalyzer(Analyzer):
             if env is None:
                 return []
             return sorted(set(startup_edges(self.ctx, env))) + sorted(set(env.unknowns))
+        if _EXTENSION.search(base):
+            env = env_for_file(self.ctx, path)
+            if env is None or _package_dir_of(env, path) is None:
+                return []
+            return tidy([*extension_name_edges(self.ctx, env, path), *package_data_edges(self.ctx, env, path)])
         prog = None if path.endswith(".py") else self._shebang(path)
         interp = None
         if prog:
             interp = prog if prog.startswith("/") else self.ctx.which(prog)
-        env = python_env(self.ctx, interp)
+        env = python_env(self.ctx, interp) if interp else env_for_file(self.ctx, path)
         if env is None:
             return [Unknown(path, "Python source but no Python interpreter in the image")]
         try:
@@ -114,6 +130,13 @@ class PythonAnalyzer(Analyzer):
             if self.ctx.config.workdir:  # sys.path[0] of `python -m`/`-c` is the cwd
                 extra.append(normpath(self.ctx.config.workdir))
         results: list[Edge | Unknown] = list(import_edges(self.ctx, env, path, source, extra))
+        if interp:
+            # run by that interpreter: its startup set (a venv's pyvenv.cfg, .pth files) comes too
+            results.extend(startup_edges(self.ctx, env))
+        search = list(dict.fromkeys([*extra, *env.sys_path]))
+        results.extend(dotted_string_edges(self.ctx, env, path, source, search))
+        if "load_entry_point" in source:
+            results.extend(entry_point_edges(self.ctx, env, path, source, search))
         results.extend(_pycache_edges(self.ctx, env, path))
         if prog is None or path.endswith(".py"):
             results.extend(_parent_init_edges(self.ctx, env, path))

@@ -5,6 +5,12 @@ the IMAGE, never the host: PYTHONPATH from the image Env, `<prefix>/lib/pythonX.
 `lib-dynload`, then site directories (python.org builds: `<prefix>/lib/pythonX.Y/site-packages`;
 Debian's patched site.py: `/usr/local/lib/pythonX.Y/dist-packages`, `/usr/lib/python3/dist-packages`,
 `/usr/lib/pythonX.Y/dist-packages`), a venv's `pyvenv.cfg`, the user site, and `.pth` files.
+
+A file is analyzed with the interpreter that would import it (`env_for_file`): the one whose
+sys.path holds it — every virtual environment of the image (a directory with `pyvenv.cfg` and
+`bin/python*`) is a candidate besides the default `python3` — else, for the application's own
+files, the interpreter the container starts (`python` in the Entrypoint, or the `#!` line of a
+console script such as a venv's `bin/gunicorn`), else the default.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class PythonEnv:
     pth_files: tuple[str, ...] = ()
     unknowns: tuple[Unknown, ...] = ()
     extra_edges: tuple[Edge, ...] = field(default=())
+    builtins: frozenset[str] = frozenset()  # modules compiled into the interpreter (PyInit_*)
 
     @property
     def ext_suffixes(self) -> tuple[str, ...]:
@@ -59,10 +66,70 @@ class PythonState:
         self.pkgdata_done: set[tuple[str, str]] = set()
         self.main_scripts: set[str] = set()
         self.main_dirs: list[str] = []
+        self.entry_interpreters: list[str] = []  # interpreters command lines run
+        self.venv_interpreters: list[str] | None = None  # computed on first use
+        self.named_modules: dict[tuple[str, str], str | None] = {}  # (interpreter, name) → file
 
     def add_main_dir(self, d: str) -> None:
         if d not in self.main_dirs:
             self.main_dirs.append(d)
+
+
+def _venv_interpreters(ctx: AnalysisContext) -> list[str]:
+    """`bin/python3` (or `bin/python`) of every virtual environment in the image (PEP 405:
+    a directory holding `pyvenv.cfg`)."""
+    state = ctx.service(PythonState)
+    if state.venv_interpreters is None:
+        found: list[str] = []
+        for e in ctx.files_under("/"):
+            if posixpath.basename(e.path) != "pyvenv.cfg":
+                continue
+            venv = posixpath.dirname(e.path)
+            for name in ("python3", "python"):
+                cand = posixpath.join(venv, "bin", name)
+                if ctx.fs.exists(cand):
+                    found.append(cand)
+                    break
+        state.venv_interpreters = sorted(found)
+    return state.venv_interpreters
+
+
+def entry_interpreter(ctx: AnalysisContext) -> str | None:
+    """The Python interpreter the container's Entrypoint/Cmd starts, directly (`python3 app.py`)
+    or through a `#!` script (a console script), or one a command line analyzed so far ran."""
+    state = ctx.service(PythonState)
+    argv = ctx.config.argv
+    prog = ctx.which(argv[0]) if argv else None
+    if prog and _INTERP_RE.match(posixpath.basename(prog)):
+        return prog
+    if prog and ctx.fs.has_content(prog):
+        try:
+            head = ctx.fs.read(prog, 256)
+        except SlimError:
+            head = b""
+        words = head[2:].split(b"\n")[0].decode("utf-8", "replace").split() if head.startswith(b"#!") else []
+        if words and posixpath.basename(words[0]) == "env":
+            words = [w for w in words[1:] if not w.startswith("-")]
+        if words and _INTERP_RE.match(posixpath.basename(words[0])):
+            return words[0] if words[0].startswith("/") else ctx.which(words[0])
+    return state.entry_interpreters[0] if state.entry_interpreters else None
+
+
+def env_for_file(ctx: AnalysisContext, path: str) -> PythonEnv | None:
+    """The environment that imports module file `path` (module doc)."""
+    candidates: list[PythonEnv] = []
+    for interp in [entry_interpreter(ctx), *_venv_interpreters(ctx), None]:
+        env = python_env(ctx, interp)
+        if env is not None and env not in candidates:
+            candidates.append(env)
+    best: tuple[int, PythonEnv] | None = None
+    for env in candidates:
+        loc = _package_dir_of(env, path)
+        if loc is not None and (best is None or len(loc[0]) > best[0]):
+            best = (len(loc[0]), env)
+    if best is not None:
+        return best[1]
+    return candidates[0] if candidates else None
 
 
 # -- interpreter and sys.path --------------------------------------------------------------
@@ -128,7 +195,31 @@ def _compute_env(ctx: AnalysisContext, interpreter: str) -> PythonEnv | None:
     paths = [p for i, p in enumerate(paths) if p not in paths[:i]]
     return PythonEnv(interpreter=interpreter, real=real, version=version, prefix=prefix,
                      stdlib=stdlib, sys_path=tuple(paths), site_dirs=tuple(site_dirs),
-                     pth_files=tuple(pth_files), unknowns=tuple(unknowns), extra_edges=tuple(extra))
+                     pth_files=tuple(pth_files), unknowns=tuple(unknowns), extra_edges=tuple(extra),
+                     builtins=_builtin_modules(ctx, real, prefix, vx))
+
+
+_PYINIT = re.compile(rb"PyInit_([A-Za-z0-9_]+)\x00")
+
+
+def _builtin_modules(ctx: AnalysisContext, real: str, prefix: str, vx: str) -> frozenset[str]:
+    """Modules compiled into the interpreter: the `PyInit_<name>` functions of its binary or of
+    the libpython it links (Modules/config.c's inittab: Debian builds math, _struct, zlib … in).
+    Streamed; the base list of slim.analyzers.python.resolver always counts."""
+    from slim.analyzers.python.resolver import BUILTIN_MODULES
+
+    names: set[str] = set(BUILTIN_MODULES)
+    libs = [real, *ctx.fs.glob3(f"{prefix}/lib/lib{vx}*.so*"), *ctx.fs.glob3(f"/usr/lib/*/lib{vx}*.so*")]
+    for path in dict.fromkeys(ctx.fs.realpath(p) for p in libs):
+        try:
+            with ctx.fs.open(path) as f:
+                tail = b""
+                while chunk := f.read(1 << 20):
+                    names.update(m.decode() for m in _PYINIT.findall(tail + chunk))
+                    tail = chunk[-64:]
+        except (SlimError, OSError):
+            continue
+    return frozenset(names)
 
 
 def _read_venv(ctx: AnalysisContext, interpreter: str, unknowns: list[Unknown],
@@ -219,4 +310,5 @@ def _package_dir_of(env: PythonEnv, path: str) -> tuple[str, str] | None:
     return best, top
 
 
-__all__ = ["PythonEnv", "PythonState", "find_interpreter", "python_env"]
+__all__ = ["PythonEnv", "PythonState", "entry_interpreter", "env_for_file", "find_interpreter",
+           "python_env"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, link_edges
 from slim.analyzers.python.deadcode import dead_functions
+from slim.analyzers.python.dynamic import computed_import_edges
 from slim.analyzers.python.env import (
     _INTERP_RE,
     PythonEnv,
@@ -29,7 +30,13 @@ from slim.analyzers.python.env import (
     _package_dir_of,
     python_env,
 )
-from slim.analyzers.python.resolver import FOREIGN_MODULES, ModuleHit, _find_in_dirs, resolve_module
+from slim.analyzers.python.resolver import (
+    FOREIGN_MODULES,
+    ModuleHit,
+    _find_in_dirs,
+    resolve_module,
+    resolve_vendored,
+)
 from slim.errors import SlimError
 from slim.model import ROOT, Edge, Unknown, normpath, under
 
@@ -59,6 +66,7 @@ class ImportRef:
     guarded: bool = False  # inside try/except ImportError (an optional dependency)
     dynamic: str = ""  # non-empty: a dynamic import we could not read (reason)
     main_only: bool = False  # under `if __name__ == "__main__":` (runs only as a script)
+    prefix: str = ""  # a computed name's literal dotted package prefix (f"pkg.sub.{x}" → pkg.sub)
 
 
 _GUARD_NAMES = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
@@ -119,6 +127,25 @@ def _is_main_guard(test: ast.AST) -> bool:
             and test.comparators[0].value == "__main__" and isinstance(test.ops[0], ast.Eq))
 
 
+def literal_prefix(node: ast.AST | None) -> str:
+    """The dotted package a computed module name starts with: `f"pkg.sub.{x}"`, `"pkg.sub." +
+    x`, `"pkg.sub.%s" % x` and `"pkg.sub.{}".format(x)` give "pkg.sub"; "" when unknown or
+    relative (a leading '.')."""
+    text = ""
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        text = str(node.values[0].value)
+    elif isinstance(node, ast.BinOp) and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
+        text = node.left.value.split("%", 1)[0] if isinstance(node.op, ast.Mod) else node.left.value
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return literal_prefix(node.left)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format" \
+            and isinstance(node.func.value, ast.Constant) and isinstance(node.func.value.value, str):
+        text = node.func.value.value.split("{", 1)[0]
+    package = text.rpartition(".")[0]
+    return package if package and not package.startswith(".") and all(
+        p.isidentifier() for p in package.split(".")) else ""
+
+
 def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
@@ -139,7 +166,13 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
             g = _is_import_guard(node)  # type: ignore[arg-type]
             for child in node.body:  # type: ignore[attr-defined]
                 visit(child, guarded or g, main_only)
-            for part in (node.handlers, node.orelse, node.finalbody):  # type: ignore[attr-defined]
+            # an `except ImportError:` handler is the fallback of the try's imports (Python 2
+            # names, optional accelerators): it runs only when they fail, so its own imports
+            # are optional too
+            for handler in node.handlers:  # type: ignore[attr-defined]
+                for child in handler.body:
+                    visit(child, guarded or g, main_only)
+            for part in (node.orelse, node.finalbody):  # type: ignore[attr-defined]
                 for child in part:
                     visit(child, guarded, main_only)
             return
@@ -175,7 +208,8 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
                         out.append(ImportRef(lit, 0, node.lineno, (), guarded, main_only=main_only))
                 else:
                     out.append(ImportRef("", 0, node.lineno, (), guarded,
-                                         dynamic=f"{fname}() with a non-literal name", main_only=main_only))
+                                         dynamic=f"{fname}() with a non-literal name", main_only=main_only,
+                                         prefix=literal_prefix(arg)))
         for child in ast.iter_child_nodes(node):
             if calls or isinstance(child, block_parts):
                 visit(child, guarded, main_only)
@@ -226,12 +260,17 @@ def _hit_edges(ctx: AnalysisContext, src: str, chain: list[ModuleHit], evidence:
 
 
 def _dist_index(ctx: AnalysisContext, site: str) -> dict[str, tuple[str, list[str]]]:
-    """Per site dir: top-level name → (dist-info dir, files of the distribution from RECORD)."""
+    """Per site dir: top-level name → (dist-info or egg-info dir, files of the distribution:
+    RECORD's, or for an egg-info its metadata and package directories)."""
     dists = ctx.service(PythonState).dists
     if site in dists:
         return dists[site]
     index: dict[str, tuple[str, list[str]]] = {}
     for name in sorted(ctx.fs.listdir(site)):
+        if name.endswith(".egg-info"):
+            for top, egg_files in _egg_info(ctx, site, name).items():
+                index.setdefault(top, (posixpath.join(site, name), egg_files))
+            continue
         if not name.endswith(".dist-info"):
             continue
         info = posixpath.join(site, name)
@@ -256,6 +295,29 @@ def _dist_index(ctx: AnalysisContext, site: str) -> dict[str, tuple[str, list[st
                 index.setdefault(top, (info, files))
     dists[site] = index
     return index
+
+
+def _egg_info(ctx: AnalysisContext, site: str, name: str) -> dict[str, list[str]]:
+    """Top-level name → files of an `.egg-info` distribution (setuptools; Debian's python3-*
+    packages ship these): no RECORD, so the metadata plus every file of each package that
+    `top_level.txt` names. importlib.metadata reads the metadata at run time (version(),
+    entry points), so it goes wherever the package goes."""
+    info = posixpath.join(site, name)
+    meta = [posixpath.join(info, f) for f in ctx.fs.listdir(info)] if ctx.fs.is_dir(info) else [info]
+    tops: list[str] = []
+    top_level = posixpath.join(info, "top_level.txt")
+    if ctx.fs.is_file(top_level):
+        try:
+            tops = [t.strip() for t in ctx.fs.read_text(top_level).splitlines() if t.strip()]
+        except (SlimError, OSError) as exc:
+            log.debug("%s: %s", top_level, exc)
+    if not tops:
+        tops = [name.split("-", 1)[0].removesuffix(".egg-info")]
+    out: dict[str, list[str]] = {}
+    for top in tops:
+        pkg = posixpath.join(site, top)
+        out[top] = meta + ([e.path for e in ctx.files_under(pkg)] if ctx.fs.is_dir(pkg) else [])
+    return out
 
 
 _CODE_SUFFIXES = (".py", ".pyc", ".pyi")
@@ -353,8 +415,9 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         if ref.dynamic:
             if in_stdlib:
                 log.debug("%s: line %d: %s (stdlib machinery; not reported)", path, ref.line, ref.dynamic)
-            elif not ref.guarded:
-                out.append(Unknown(path, f"line {ref.line}: dynamic import: {ref.dynamic}"))
+                continue
+            kept = computed_import_edges(ctx, env, path, ref.line, ref.dynamic, ref.prefix, search)
+            out.extend(k for k in kept if isinstance(k, Edge) or not ref.guarded)
             continue
         if ref.level:
             base = posixpath.dirname(path)
@@ -382,7 +445,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         top = ref.module.split(".")[0]
         if top in FOREIGN_MODULES or not ref.module:
             continue
-        chain = resolve_module(ctx, env, ref.module, search)
+        chain = resolve_module(ctx, env, ref.module, search) or resolve_vendored(ctx, env, ref.module, search)
         if chain is None:
             if not ref.guarded and not in_stdlib:
                 out.append(Unknown(path, f"line {ref.line}: import {ref.module}: not found on sys.path"))

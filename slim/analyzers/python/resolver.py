@@ -72,7 +72,7 @@ def resolve_module(ctx: AnalysisContext, env: PythonEnv, dotted: str,
                    search: Iterable[str] | None = None) -> list[ModuleHit] | None:
     """Resolve `a.b.c` to the chain of hits [a, a.b, a.b.c]; None when some part is missing."""
     parts = dotted.split(".")
-    if parts[0] in BUILTIN_MODULES and len(parts) == 1:
+    if len(parts) == 1 and (parts[0] in BUILTIN_MODULES or parts[0] in env.builtins):
         return [ModuleHit(dotted, None, "builtin")]
     dirs = list(search) if search is not None else list(env.sys_path)
     chain: list[ModuleHit] = []
@@ -92,4 +92,16 @@ def resolve_module(ctx: AnalysisContext, env: PythonEnv, dotted: str,
     return chain
 
 
-__all__ = ["BUILTIN_MODULES", "FOREIGN_MODULES", "ModuleHit", "resolve_module"]
+def resolve_vendored(ctx: AnalysisContext, env: PythonEnv, dotted: str,
+                     search: Iterable[str] | None = None) -> list[ModuleHit] | None:
+    """`pkg.extern.NAME` as setuptools' and pkg_resources' VendorImporter (a meta path finder in
+    `pkg/extern/__init__.py`) loads it: `pkg._vendor.NAME`, else the top-level `NAME`."""
+    parts = dotted.split(".")
+    if len(parts) < 3 or parts[1] != "extern":
+        return None
+    rest = ".".join(parts[2:])
+    return (resolve_module(ctx, env, f"{parts[0]}._vendor.{rest}", search)
+            or resolve_module(ctx, env, rest, search))
+
+
+__all__ = ["BUILTIN_MODULES", "FOREIGN_MODULES", "ModuleHit", "resolve_module", "resolve_vendored"]

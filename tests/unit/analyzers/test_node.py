@@ -141,3 +141,17 @@ def test_template_prefix_and_package_imports(tmp_path: Path) -> None:
             "/app/lib/more.js", "/app/lib/inner.js"} <= dsts
     assert "/app/commands/README.md" not in dsts
     assert any(isinstance(u, Unknown) and "./commands/" in u.reason for u in out)
+
+
+def test_javascript_without_a_runtime_is_a_browser_asset(tmp_path: Path) -> None:
+    """Django admin's static/*.js in an image without node: no require() is followed."""
+    files = {"/usr/bin/python3": ELF,
+             "/site/static/admin/js/vendor/x.js": "var g = require('../internals/global');\n"}
+    write_tree(tmp_path, files, None, {"Env": ["PATH=/usr/bin"]})
+    with context(tmp_path) as ctx:
+        entry = ctx.fs.stat("/site/static/admin/js/vendor/x.js")
+        assert entry is not None and not NodeAnalyzer(ctx).wants(entry)
+    write_tree(tmp_path, {"/usr/local/bin/node": ELF}, None, {"Env": ["PATH=/usr/local/bin:/usr/bin"]})
+    with context(tmp_path) as ctx:
+        entry = ctx.fs.stat("/site/static/admin/js/vendor/x.js")
+        assert entry is not None and NodeAnalyzer(ctx).wants(entry)

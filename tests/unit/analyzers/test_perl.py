@@ -98,3 +98,12 @@ def test_perl_closure_with_xs(tmp_path: Path) -> None:
     reasons = [u.reason for u in unknowns if isinstance(u, Unknown)]
     assert any("Missing::Module" in r and "line 17" in r for r in reasons)
     assert any("require $name" in r for r in reasons)
+
+
+def test_clustered_e_switch_is_code_not_a_script(tmp_path: Path) -> None:
+    """`perl -le 'use strict; print 1'` (PostgreSQL's scripts): the code's modules, no script."""
+    write_tree(tmp_path, FILES, config=CONFIG)
+    with context(tmp_path) as ctx:
+        roots = perl_roots(ctx, ["/usr/bin/perl", "-le", "use strict; print 1"])
+    assert f"/usr/lib/{T}/perl-base/strict.pm" in {getattr(r, "dst", "") for r in roots}
+    assert not [r for r in roots if isinstance(r, Unknown)]

@@ -107,3 +107,23 @@ def test_roots_ignore_other_programs_and_read_options(tmp_path: Path) -> None:
         roots = ruby_roots(ctx, ["ruby", "-I", "/app", "-rhelpers", "app.rb"])
         dsts = {e.dst for e in roots if hasattr(e, "dst")}
         assert {"/app/helpers.rb", "/app/app.rb"} <= dsts
+
+
+def test_gem_extensions_builtin_features_and_computed_requires(tmp_path: Path) -> None:
+    """puma's puma_http11.so lives in the gem directory's extensions/; `require 'thread'` is
+    provided by the interpreter; `requirements.size` is no require."""
+    puma = "/usr/lib/x86_64-linux-gnu/rubygems-integration/3.1.0"
+    ext = f"{puma}/extensions/x86_64-linux/3.1.0/puma-5.6.5"
+    files = {**FILES,
+             f"{puma}/specifications/puma-5.6.5.gemspec": 's.require_paths = ["lib".freeze]\n',
+             f"{puma}/gems/puma-5.6.5/lib/puma.rb": (
+                 "require 'thread'\nrequire 'puma/puma_http11'\nx = requirements.size\n"
+                 "if requirements.empty?\n  require name\nend\n"),
+             f"{ext}/puma/puma_http11.so": ELF}
+    write_tree(tmp_path, files, LINKS, CONFIG)
+    with context(tmp_path) as ctx:
+        env = ctx.service(RubyState).env()
+        assert env is not None and ext in env.gem_lib_dirs
+        items = RubyAnalyzer(ctx).analyze(ctx.fs.stat(f"{puma}/gems/puma-5.6.5/lib/puma.rb"))  # type: ignore[arg-type]
+    assert f"{ext}/puma/puma_http11.so" in {e.dst for e in items if isinstance(e, Edge)}
+    assert [u.reason for u in items if not isinstance(u, Edge)] == ["line 5: require of a computed name (name)"]
