@@ -458,6 +458,7 @@ def manifest(
     image: ImageArg,
     target: Annotated[str, typer.Option("--target", help="ops (Nanos), osv or unikraft.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the manifest and files into.")],
+    explain: Annotated[bool, typer.Option("--explain", help="List every blocking syscall or feature with the files that need it.")] = False,
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
@@ -468,47 +469,44 @@ def manifest(
     keep: KeepOpt = None,
     drop: DropOpt = None,
 ) -> None:
-    """Emit a unikernel manifest with the kept files and check the app's syscalls against the target."""
-    import tempfile
+    """Emit a unikernel manifest with the kept files, judge whether the app runs there, and say the next command."""
+    from slim.emitters.unikernel import COMPAT_TARGET, TARGETS, is_previous_manifest
+    from slim.manifest import write_manifest
+    from slim.outputs import check_output
 
-    from slim.emitters.unikernel import AppManifest, render_manifest
-    from slim.image import load, prepare_root
-    from slim.programs import which
-    from slim.syscalls.compat import check_compat
-
-    targets = {"ops": "nanos", "nanos": "nanos", "osv": "osv", "unikraft": "unikraft"}
+    target = "ops" if target == "nanos" else target
     try:
-        if target not in targets:
+        if target not in TARGETS:
             raise UsageError(f"--target {target}: choose ops, osv or unikraft")
+        check_output(output, what="manifest directory", directory=True, is_previous=is_previous_manifest)
         tracing = _tracing(trace, probe, runner, network, timeout, trace_file)
-        with _analyzed(image, _options(rules, keep, drop, syscalls=True), tracing) as analysis:
-            assert analysis.closure is not None
-            result, keep_set = analysis.result, analysis.closure.keep
-            config = analysis.loaded.image.config
-            argv = list(config.argv)
-            if not argv:
-                raise UsageError(f"{image}: no Entrypoint or Cmd to run")
-            names = sorted(set(result.syscalls_traced) or set(result.syscalls_static))
-            program = which(analysis.loaded.rootfs, argv[0], config.path_dirs, config.workdir or "/") or argv[0]
-            app_manifest = AppManifest(
-                program=program, args=tuple([program, *argv[1:]]),
-                env=tuple(sorted(config.env_dict.items())), cwd=config.workdir or "/",
-                files=tuple((p, p) for p in sorted(keep_set)), syscalls=tuple(names))
-            # the manifest copies file contents: read them from one extraction of the image
-            with tempfile.TemporaryDirectory(prefix="slim-manifest-") as work:
-                root = prepare_root(analysis.loaded.image, work)
-                with load(f"rootfs:{root}") as full:
-                    warnings = render_manifest(app_manifest, target, output, full.rootfs)
-        compat = check_compat(names, targets[target])
+        with _analyzed(image, _options(rules, keep, drop), tracing) as analysis:
+            outcome = write_manifest(analysis, target, output)
     except SlimError as exc:
         fail(exc)
-    typer.echo(f"{output}: {target} manifest with {len(keep_set)} paths; "
-               f"syscalls {'traced' if result.syscalls_traced else 'static (upper bound)'}: {len(names)}")
-    typer.echo(f"compatibility with {targets[target]}: {compat.verdict}")
-    for reason in compat.reasons:
-        typer.echo(f"  {reason}")
-    for w in warnings:
+    _print_manifest(output, outcome, COMPAT_TARGET[target], explain)
+
+
+def _print_manifest(output: str, outcome: Any, kernel: str, explain: bool) -> None:
+    """The manifest's verdict, its blockers (all with --explain), warnings and the next command."""
+    a = outcome.assessment
+    source = ("static upper bound" if a.compat.upper_bound else "traced, after the app started") if a.compat else "none"
+    typer.echo(f"{output}: {outcome.target} manifest with {outcome.paths} paths; "
+               f"syscalls ({source}): {len(a.compat.supported) + len(a.compat.faked) + len(a.compat.stubbable) + len(a.compat.fakeable) + len(a.compat.needed) + len(a.compat.unknown) if a.compat else 0}")
+    typer.echo(f"verdict on {kernel}: {a.verdict}")
+    shown = a.blockers if explain else a.blockers[:5]
+    for b in shown:
+        typer.echo(f"  {b.verdict}: {b.name}: {b.why}" + (f" (needed by {', '.join(b.files)})" if b.files else ""))
+    if len(shown) < len(a.blockers):
+        typer.echo(f"  … {len(a.blockers) - len(shown)} more (--explain lists them all, with the files that need them)")
+    if explain and a.compat:
+        for reason in a.compat.reasons:
+            typer.echo(f"  note: {reason}")
+    for w in outcome.warnings:
         typer.echo(f"  warning: {w}")
+    typer.echo("next:")
+    for command in outcome.next_commands:
+        typer.echo(f"  {command}")
 
 
 # -- diff, check, hook (the workflow commands) ------------------------------------------------
