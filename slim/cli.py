@@ -415,6 +415,7 @@ def seccomp(
     image: ImageArg,
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the Docker/OCI seccomp profile (JSON).")],
     source: Annotated[str, typer.Option("--from", help="traced, static or both (default: both when traced, else static).")] = "",
+    runtime: Annotated[list[str] | None, typer.Option("--runtime", help="Allow only this runtime's baseline: runc or crun (repeatable; default: all, so the profile starts under any).")] = None,
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
@@ -426,7 +427,7 @@ def seccomp(
     drop: DropOpt = None,
 ) -> None:
     """Write a seccomp profile allowing the app's syscalls plus the runtime's baseline."""
-    from slim.emitters.seccomp import build_seccomp_profile, dumps_profile
+    from slim.emitters.seccomp import baselines, build_seccomp_profile, dumps_profile
     from slim.outputs import check_output, write_file
 
     traced = trace or bool(trace_file)
@@ -436,6 +437,10 @@ def seccomp(
             raise UsageError(f"--from {source}: choose traced, static or both")
         if source in ("traced", "both") and not traced:
             raise UsageError(f"--from {source} needs --trace (or --trace-file)")
+        known = [b.name for b in baselines()]
+        for name in runtime or ():
+            if name not in known:
+                raise UsageError(f"--runtime {name}: no baseline for it (choose from {', '.join(known)})")
         check_output(output, what="seccomp profile")
         options = _options(rules, keep, drop, syscalls=source in ("static", "both"))
         with _analyzed(image, options, _tracing(trace, probe, runner, network, timeout, trace_file)) as analysis:
@@ -445,12 +450,13 @@ def seccomp(
         if not names:
             raise AnalysisError(f"{image}: no syscalls found ({source}): the image has no ELF "
                                 "program slim could analyze; nothing to allow")
-        profile = build_seccomp_profile(sorted(names))
+        profile = build_seccomp_profile(sorted(names), runtimes=runtime or None)
         write_file(output, dumps_profile(profile), what="seccomp profile")
     except SlimError as exc:
         fail(exc)
     allowed = len(profile["syscalls"][0]["names"]) if profile.get("syscalls") else 0
-    typer.echo(f"{output}: {allowed} syscalls allowed ({len(names)} from the {source} set + runtime baseline)")
+    typer.echo(f"{output}: {allowed} syscalls allowed ({len(names)} from the {source} set + runtime baseline: "
+               f"{', '.join(f'{b.name} {b.versions}' for b in baselines(runtime or None))})")
 
 
 @app.command()
