@@ -379,8 +379,12 @@ def _print_build(image: str, output: str, outcome: BuildOutcome, explain: bool,
 
     res, built = outcome.result, outcome.built
     before = res.image.size_bytes
+    # files: non-directory entries, as in `slim analyze`; the image adds package metadata
+    needed = res.reachable.file_count if res.reachable is not None else built.file_count
+    extra = (f": {needed} the app needs + {built.file_count - needed} package metadata"
+             if built.file_count > needed else "")
     typer.echo(f"{image}: {format_bytes(before)} -> {format_bytes(built.size_bytes)} "
-               f"({ratio(before, built.size_bytes)} smaller, {built.file_count} files) "
+               f"({ratio(before, built.size_bytes)} smaller, {built.file_count} files{extra}) "
                f"in {outcome.seconds:.1f} s")
     for fix in outcome.fixes:
         typer.echo(f"  verify-fix: kept {fix['path']} ({fix['reason']})")
@@ -566,7 +570,9 @@ def _check(image: str | None, config_file: str | None, use_cache: bool) -> int:
     if config.base and (config.max_growth_bytes is not None or config.max_growth_percent is not None):
         base_result = check_image(resolve_reference(config.base, base_dir), config, use_cache=use_cache).result
     verdicts = evaluate(checked.result, config, base_result, forbidden_paths=checked.forbidden_paths)
-    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    from slim.emitters import text_width
+
+    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else text_width())
     elapsed = time.monotonic() - started
     console.print(Text(f"slim check: {reference} ({'cached' if checked.cached else 'analyzed'} in {elapsed:.2f} s; "
                        f"config {path or '-'})"), soft_wrap=True)
