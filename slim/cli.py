@@ -612,14 +612,17 @@ app.add_typer(hook_app, name="hook")
 @hook_app.command("install")
 def hook_install(
     force: Annotated[bool, typer.Option("--force", help="Replace a pre-push hook slim did not write.")] = False,
+    init: Annotated[str, typer.Option("--init", metavar="IMAGE", help="No budget yet: write a starter .slim.toml checking IMAGE (gates commented out).")] = "",
 ) -> None:
-    """Write .git/hooks/pre-push: `slim check` runs before every push and a failed gate stops it."""
+    """Write .git/hooks/pre-push: `slim check` (slim on PATH, or the pre-commit hook) runs before every push and a failed gate stops it."""
     from slim.hook import install_hook
 
     try:
-        path = install_hook(force=force)
+        path, starter = install_hook(force=force, init=init)
     except SlimError as exc:
         fail(exc)
+    if starter is not None:
+        typer.echo(f"slim: starter budget written to {starter} (uncomment the gates you want)")
     typer.echo(f"slim: pre-push hook written to {path}")
 
 
