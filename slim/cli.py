@@ -292,14 +292,18 @@ def graph(
     image: ImageArg,
     fmt: Annotated[str, typer.Option("--format", "-f", help="dot, graphml or json.")] = "dot",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    source: Annotated[str | None, typer.Option("--from", help="Only what PATH needs (edges out of it, transitively).")] = None,
+    target: Annotated[str | None, typer.Option("--to", help="Only what leads to PATH (with --from: the chains from one to the other).")] = None,
+    depth: Annotated[int | None, typer.Option("--depth", min=0, help="At most N edges from --from / to --to (from the container start without them).")] = None,
     trace_file: TraceFileOpt = None,
     rules: RulesOpt = None,
     keep: KeepOpt = None,
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
 ) -> None:
-    """Export the dependency graph (nodes: image paths; edges: kind and evidence)."""
+    """Export the dependency graph (nodes: image paths; edges: kind and evidence), whole or focused."""
     from slim.graph import EXPORT_FORMATS
+    from slim.model import normpath
     from slim.outputs import check_output, is_stdout, write_file
 
     try:
@@ -309,7 +313,14 @@ def graph(
             check_output(output, what="graph")
         with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file)) as analysis:
             assert analysis.closure is not None
-            text = analysis.closure.graph.export(fmt)
+            graph_ = analysis.closure.graph
+            if source is not None or target is not None or depth is not None:
+                try:
+                    graph_ = graph_.focus(source and normpath(source), target and normpath(target), depth)
+                except KeyError as exc:
+                    raise UsageError(f"{exc.args[0]}: not in the dependency graph of {image} "
+                                     "(`slim why` says whether it is kept)") from None
+            text = graph_.export(fmt)
         if output and not is_stdout(output):
             write_file(output, text, what="graph")
         else:

@@ -158,3 +158,15 @@ def test_keep_and_drop_globs():
     assert keep["/usr/share/doc/libc6/copyright"] == ["rule"]  # a directory keeps its subtree
     assert not any("libz.so" in p for p in keep)
     assert "/usr/lib/x86_64-linux-gnu/libc.so.6" in keep
+
+
+def test_graph_focus_and_evidence():
+    whole = invoke("graph", MUSL)
+    assert whole.exit_code == 0, whole.output
+    r = invoke("graph", MUSL, "--to", "/app/hello", "--depth", "1")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("->") == 1 and '"<root>" -> "/app/hello"' in r.output
+    assert "tooltip=" in r.output  # the edge's evidence
+    assert len(r.output) < len(whole.output)
+    r = invoke("graph", MUSL, "--from", "/nope")
+    assert r.exit_code == 2 and "/nope: not in the dependency graph" in r.output
