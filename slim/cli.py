@@ -167,15 +167,19 @@ def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str =
                    save_trace=save_trace or "")
 
 
+PullOpt = Annotated[bool, typer.Option("--pull", help="For a bare NAME[:TAG] not in the local daemon, ask its registry (Docker Hub for a name without one); without it only names that name a registry are pulled.")]
+
+
 @contextmanager
-def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = None) -> Iterator[Analysis]:
+def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = None,
+              pull: bool = False) -> Iterator[Analysis]:
     """pipeline.analyzed with a progress bar on stderr when it is a terminal."""
     from slim.pipeline import analyzed
 
     if tracing is not None and tracing.run is not None:
         _say("running the image traced")
     if not sys.stderr.isatty():
-        with analyzed(image, options, tracing) as analysis:
+        with analyzed(image, options, tracing, pull=pull) as analysis:
             yield analysis
         return
     from rich.console import Console
@@ -184,7 +188,8 @@ def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = Non
     with Progress(TextColumn("reading layers"), BarColumn(), DownloadColumn(),
                   console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("read", total=None)
-        with analyzed(image, options, tracing, on_bytes=lambda n: progress.advance(task, n)) as analysis:
+        with analyzed(image, options, tracing, on_bytes=lambda n: progress.advance(task, n),
+                      pull=pull) as analysis:
             progress.stop()
             yield analysis
 
@@ -211,6 +216,7 @@ def analyze(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the analysis left unknowns.")] = False,
     sbom: SbomOpt = None,
     sbom_output: Annotated[str | None, typer.Option("--sbom-output", help="Write the SBOM here (default: standard output, instead of the report unless --format or --output is given).")] = None,
+    pull: PullOpt = False,
 ) -> None:
     """Where an image's bytes go, and what its app really needs (every kept file with its reasons)."""
     from slim.emitters import EMITTERS
@@ -234,7 +240,7 @@ def analyze(
             from slim.outputs import check_output
 
             check_output(sbom_output or "", what="SBOM")
-        with _analyzed(image, options, tracing) as analysis:
+        with _analyzed(image, options, tracing, pull=pull) as analysis:
             result = analysis.result
             why_fn = analysis.closure.graph.why if analysis.closure else None
             if report_wanted:
@@ -637,8 +643,19 @@ def hook_install(
     typer.echo(f"slim: pre-push hook written to {path}")
 
 
+GLOBAL_FLAGS = ("--debug",)  # accepted anywhere on the command line, not only before the command
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """`argv` with GLOBAL_FLAGS moved in front of the command, so `slim analyze X --debug`
+    means `slim --debug analyze X`. Arguments after `--` are left alone."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for a in argv[:end] if a not in GLOBAL_FLAGS] + argv[end:]
+
+
 def main() -> None:
-    app()
+    app(args=hoist_global_flags(sys.argv[1:]), prog_name="slim")
 
 
 if __name__ == "__main__":
