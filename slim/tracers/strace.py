@@ -324,17 +324,22 @@ class StraceParser:
             if kind == "open" and ok and ret is not None:
                 proc.fds[ret] = path
             if kind == "exec" and ok and self._counts(pid) and path is not None:
-                self.trace.execs.setdefault(pid, []).append(path)
-                if proc.program is not None:  # not the execve that started the app
-                    launched = self.trace.launches.setdefault(proc.program, [])
-                    if path not in launched:
-                        launched.append(path)
-                proc.program = path
+                self._executed(pid, proc, path)
                 # close-on-exec descriptors vanish; we cannot see the flag, so keep the table
             return
         if ok and ret is not None and name in ("socket", "pipe", "pipe2", "eventfd2",
                                                "epoll_create1", "memfd_create"):
             proc.fds[ret] = None  # a descriptor that names no path
+
+    def _executed(self, pid: int, proc: _Proc, path: str) -> None:
+        """`pid` now runs `path`: a launch by the program it ran before (none for the execve
+        that started the app)."""
+        self.trace.execs.setdefault(pid, []).append(path)
+        if proc.program is not None:
+            launched = self.trace.launches.setdefault(proc.program, [])
+            if path not in launched:
+                launched.append(path)
+        proc.program = path
 
     def _record(self, pid: int, proc: _Proc, dirfd: str | None, arg: str, kind: str,
                 ok: bool, err: str) -> str | None:
