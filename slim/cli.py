@@ -130,6 +130,7 @@ KeepOpt = Annotated[list[str] | None, typer.Option("--keep", help="Always keep p
 DropOpt = Annotated[list[str] | None, typer.Option("--drop", help="Never keep paths matching GLOB (repeatable).")]
 KeepAppOpt = Annotated[bool, typer.Option("--keep-app/--no-keep-app", help="Keep unpackaged files under WorkingDir and the entrypoint script's directory.")]
 TraceFileOpt = Annotated[str | None, typer.Option("--trace-file", help="Reuse a trace saved with --save-trace instead of running.")]
+PullOpt = Annotated[bool, typer.Option("--pull", help="For a bare NAME[:TAG] not in the local daemon, ask its registry (Docker Hub for a name without one); without it only names that name a registry are pulled.")]
 SaveTraceOpt = Annotated[str | None, typer.Option("--save-trace", help="Write the trace of this run as JSON.")]
 
 
@@ -165,9 +166,6 @@ def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str =
         return None
     return Tracing(run=RunOptions(_probes(probes), runner, network, timeout),
                    save_trace=save_trace or "")
-
-
-PullOpt = Annotated[bool, typer.Option("--pull", help="For a bare NAME[:TAG] not in the local daemon, ask its registry (Docker Hub for a name without one); without it only names that name a registry are pulled.")]
 
 
 @contextmanager
@@ -268,13 +266,15 @@ def why(
     keep: KeepOpt = None,
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
+    pull: PullOpt = False,
 ) -> None:
     """Print the shortest chain of reasons from the container start to PATH; exit 1 when not kept."""
     from slim.model import ROOT
     from slim.pipeline import why as why_chain
 
     try:
-        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file)) as analysis:
+        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file),
+                       pull=pull) as analysis:
             answer = why_chain(analysis, path)
     except SlimError as exc:
         fail(exc)
@@ -306,6 +306,7 @@ def graph(
     keep: KeepOpt = None,
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
+    pull: PullOpt = False,
 ) -> None:
     """Export the dependency graph (nodes: image paths; edges: kind and evidence), whole or focused."""
     from slim.graph import EXPORT_FORMATS
@@ -317,7 +318,8 @@ def graph(
             raise UsageError(f"--format {fmt}: choose from {', '.join(EXPORT_FORMATS)}")
         if output:
             check_output(output, what="graph")
-        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file)) as analysis:
+        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file),
+                       pull=pull) as analysis:
             assert analysis.closure is not None
             graph_ = analysis.closure.graph
             if source is not None or target is not None or depth is not None:
@@ -446,6 +448,7 @@ def seccomp(
     rules: RulesOpt = None,
     keep: KeepOpt = None,
     drop: DropOpt = None,
+    pull: PullOpt = False,
 ) -> None:
     """Write a seccomp profile allowing the app's syscalls plus the runtime's baseline."""
     from slim.emitters.seccomp import baselines, build_seccomp_profile, dumps_profile
@@ -464,7 +467,8 @@ def seccomp(
                 raise UsageError(f"--runtime {name}: no baseline for it (choose from {', '.join(known)})")
         check_output(output, what="seccomp profile")
         options = _options(rules, keep, drop, syscalls=source in ("static", "both"))
-        with _analyzed(image, options, _tracing(trace, probe, runner, network, timeout, trace_file)) as analysis:
+        with _analyzed(image, options, _tracing(trace, probe, runner, network, timeout, trace_file),
+                       pull=pull) as analysis:
             result = analysis.result
         names = set(result.syscalls_static if source != "traced" else ())
         names |= set(result.syscalls_traced if source != "static" else ())
@@ -495,6 +499,7 @@ def manifest(
     rules: RulesOpt = None,
     keep: KeepOpt = None,
     drop: DropOpt = None,
+    pull: PullOpt = False,
 ) -> None:
     """Emit a unikernel manifest with the kept files, judge whether the app runs there, and say the next command."""
     from slim.emitters.unikernel import COMPAT_TARGET, TARGETS, is_previous_manifest
@@ -507,7 +512,7 @@ def manifest(
             raise UsageError(f"--target {target}: choose ops, osv or unikraft")
         check_output(output, what="manifest directory", directory=True, is_previous=is_previous_manifest)
         tracing = _tracing(trace, probe, runner, network, timeout, trace_file)
-        with _analyzed(image, _options(rules, keep, drop), tracing) as analysis:
+        with _analyzed(image, _options(rules, keep, drop), tracing, pull=pull) as analysis:
             outcome = write_manifest(analysis, target, output)
     except SlimError as exc:
         fail(exc)
