@@ -18,6 +18,7 @@ from slim.errors import AnalysisError, EmitError, SlimError, UsageError
 
 if TYPE_CHECKING:
     from slim.build import BuildOutcome
+    from slim.emitters.unikernel import ManifestResult
     from slim.pipeline import Analysis, AnalyzeOptions, Tracing
     from slim.result import AnalysisResult
     from slim.tracers.probes import Probe
@@ -519,13 +520,14 @@ def manifest(
     _print_manifest(output, outcome, COMPAT_TARGET[target], explain)
 
 
-def _print_manifest(output: str, outcome: Any, kernel: str, explain: bool) -> None:
+def _print_manifest(output: str, outcome: ManifestResult, kernel: str, explain: bool) -> None:
     """The manifest's verdict, its blockers (all with --explain), warnings and the next command."""
     a = outcome.assessment
     source = ("static upper bound" if a.compat.upper_bound else "traced, after the app started") if a.compat else "none"
     typer.echo(f"{output}: {outcome.target} manifest with {outcome.paths} paths; "
-               f"syscalls ({source}): {len(a.compat.supported) + len(a.compat.faked) + len(a.compat.stubbable) + len(a.compat.fakeable) + len(a.compat.needed) + len(a.compat.unknown) if a.compat else 0}")
-    typer.echo(f"verdict on {kernel}: {a.verdict}")
+               f"syscalls ({source}): {outcome.syscalls}")
+    typer.echo(f"verdict on {kernel}: {a.verdict}"
+               + (" (a static upper bound decides nothing: add --trace)" if a.verdict == "needs-trace" else ""))
     shown = a.blockers if explain else a.blockers[:5]
     for b in shown:
         typer.echo(f"  {b.verdict}: {b.name}: {b.why}" + (f" (needed by {', '.join(b.files)})" if b.files else ""))

@@ -128,6 +128,7 @@ class ManifestResult:
     warnings: tuple[str, ...]
     next_commands: tuple[str, ...]
     paths: int
+    syscalls: int = 0  # how many syscalls were checked (after the app started, or static)
 
 
 # -- assessment ------------------------------------------------------------------------------
@@ -410,4 +411,5 @@ def render_manifest(app: AppManifest, target: str, out_dir: str, fs: RootFS) -> 
             raise EmitError(f"{out_dir}: cannot write {target} manifest: {exc}") from exc
     for w in warnings:
         log.info("%s", w)
-    return ManifestResult(target, assessment, tuple(warnings), tuple(commands), len(app.files))
+    return ManifestResult(target, assessment, tuple(warnings), tuple(commands), len(app.files),
+                          len(set(app.syscalls)))
