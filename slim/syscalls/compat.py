@@ -7,7 +7,8 @@ own sources and naming repo, path and commit). Every syscall of the app is put i
 * faked        - the target registers it but returns 0 without doing anything (Nanos
                  `syscall_ignore`, gVisor "Stub implementation");
 * stubbable    - not implemented (the target returns ENOSYS) but Loupe found apps keep working
-                 when it returns ENOSYS ("stub" or "both" in loupedb dyn.csv);
+                 when it returns ENOSYS ("stub" or "both" in loupedb dyn.csv), or glibc falls
+                 back to an older syscall the target implements (LIBC_FALLBACKS);
 * fakeable     - not implemented, and Loupe found apps work only when it returns 0 ("fake"):
                  the target needs a one-line stub;
 * needed       - not implemented and no evidence it can be skipped;
@@ -57,6 +58,12 @@ LOUPE_FAKE_ONLY = frozenset({
     "close", "futex", "mprotect", "getcwd", "rt_sigaction", "fcntl", "setsockopt",
 })
 LOUPE_STUB_ONLY = frozenset({"prlimit64", "set_tid_address", "brk"})
+
+# Newer syscalls glibc tries first and, on ENOSYS, replaces by an older one (so an unimplemented
+# one is harmless where the older one is implemented): glibc sysdeps/unix/sysv/linux/
+# clone-internal.c (`__clone_internal`: clone3, then clone) and faccessat.c (faccessat2, then
+# faccessat). Docker's default profile relies on the first: it returns ENOSYS for clone3.
+LIBC_FALLBACKS = {"clone3": "clone", "faccessat2": "faccessat"}
 
 # Targets that run a single process: a program that forks or execs others cannot run there
 # (Nanos registers no fork/vfork/execve handler; OSv and Unikraft elfloader are single-process).
@@ -167,7 +174,8 @@ def _classify(names: Iterable[str], table: SupportTable) -> dict[str, list[str]]
             classes["faked"].append(name)
         elif not table.complete:
             classes["unknown"].append(name)
-        elif name in LOUPE_BOTH or name in LOUPE_STUB_ONLY:
+        elif name in LOUPE_BOTH or name in LOUPE_STUB_ONLY or (
+                LIBC_FALLBACKS.get(name) in table.supported | table.faked):
             classes["stubbable"].append(name)
         elif name in LOUPE_FAKE_ONLY:
             classes["fakeable"].append(name)
@@ -235,7 +243,7 @@ def check_compat(names: Iterable[str], target: str, *,
                        "does not depend on their effect")
     if classes["stubbable"]:
         reasons.append(f"{len(classes['stubbable'])} unimplemented syscalls return ENOSYS, which "
-                       f"Loupe found harmless: {', '.join(classes['stubbable'])}")
+                       f"Loupe found harmless or libc falls back from: {', '.join(classes['stubbable'])}")
     if upper_bound and any(b.verdict == "needs-trace" for b in blockers):
         reasons.append("these come from a static upper bound (code the app may never run); "
                        "trace the app (--trace) to learn which it really calls")

@@ -73,3 +73,11 @@ def test_static_upper_bound_is_never_blocked_only_undecided() -> None:
     assert "may call" in by_name["execve"].why
     traced = check_compat(["read", "ptrace"], "nanos", users={"ptrace": ["/app/x"]})
     assert traced.verdict == "blocked"
+
+
+def test_libc_fallbacks_are_stubbable_where_the_old_call_exists() -> None:
+    """glibc tries clone3 and faccessat2 first and falls back on ENOSYS (clone-internal.c,
+    faccessat.c): not a blocker where clone / faccessat are implemented."""
+    r = check_compat(["clone3", "clone", "faccessat2", "faccessat"], "unikraft")
+    assert {"clone3", "faccessat2"} <= set(r.stubbable)
+    assert r.verdict == "likely-runs"
