@@ -18,6 +18,7 @@ from slim.errors import AnalysisError, EmitError, SlimError, UsageError
 
 if TYPE_CHECKING:
     from slim.build import BuildOutcome
+    from slim.emitters.unikernel import ManifestResult
     from slim.pipeline import Analysis, AnalyzeOptions, Tracing
     from slim.progress import Phases
     from slim.result import AnalysisResult
@@ -131,6 +132,7 @@ KeepOpt = Annotated[list[str] | None, typer.Option("--keep", help="Always keep p
 DropOpt = Annotated[list[str] | None, typer.Option("--drop", help="Never keep paths matching GLOB (repeatable).")]
 KeepAppOpt = Annotated[bool, typer.Option("--keep-app/--no-keep-app", help="Keep unpackaged files under WorkingDir and the entrypoint script's directory.")]
 TraceFileOpt = Annotated[str | None, typer.Option("--trace-file", help="Reuse a trace saved with --save-trace instead of running.")]
+PullOpt = Annotated[bool, typer.Option("--pull", help="For a bare NAME[:TAG] not in the local daemon, ask its registry (Docker Hub for a name without one); without it only names that name a registry are pulled.")]
 SaveTraceOpt = Annotated[str | None, typer.Option("--save-trace", help="Write the trace of this run as JSON.")]
 
 
@@ -169,13 +171,14 @@ def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str =
 
 
 @contextmanager
-def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = None) -> Iterator[Analysis]:
+def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = None,
+              pull: bool = False) -> Iterator[Analysis]:
     """pipeline.analyzed with its phases shown on stderr when it is a terminal."""
     from slim.pipeline import analyzed
 
     if tracing is not None and tracing.run is not None and not sys.stderr.isatty():
         _say("running the image traced")
-    with _phases() as progress, analyzed(image, options, tracing, progress=progress) as analysis:
+    with _phases() as progress, analyzed(image, options, tracing, pull=pull, progress=progress) as analysis:
         progress.stop()  # the report goes to the terminal next: no live display over it
         yield analysis
 
@@ -222,6 +225,7 @@ def analyze(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the analysis left unknowns.")] = False,
     sbom: SbomOpt = None,
     sbom_output: Annotated[str | None, typer.Option("--sbom-output", help="Write the SBOM here (default: standard output, instead of the report unless --format or --output is given).")] = None,
+    pull: PullOpt = False,
 ) -> None:
     """Where an image's bytes go, and what its app really needs (every kept file with its reasons)."""
     from slim.emitters import EMITTERS
@@ -245,7 +249,7 @@ def analyze(
             from slim.outputs import check_output
 
             check_output(sbom_output or "", what="SBOM")
-        with _analyzed(image, options, tracing) as analysis:
+        with _analyzed(image, options, tracing, pull=pull) as analysis:
             result = analysis.result
             why_fn = analysis.closure.graph.why if analysis.closure else None
             if report_wanted:
@@ -273,13 +277,15 @@ def why(
     keep: KeepOpt = None,
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
+    pull: PullOpt = False,
 ) -> None:
     """Print the shortest chain of reasons from the container start to PATH; exit 1 when not kept."""
     from slim.model import ROOT
     from slim.pipeline import why as why_chain
 
     try:
-        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file)) as analysis:
+        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file),
+                       pull=pull) as analysis:
             answer = why_chain(analysis, path)
     except SlimError as exc:
         fail(exc)
@@ -303,14 +309,19 @@ def graph(
     image: ImageArg,
     fmt: Annotated[str, typer.Option("--format", "-f", help="dot, graphml or json.")] = "dot",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    source: Annotated[str | None, typer.Option("--from", help="Only what PATH needs (edges out of it, transitively).")] = None,
+    target: Annotated[str | None, typer.Option("--to", help="Only what leads to PATH (with --from: the chains from one to the other).")] = None,
+    depth: Annotated[int | None, typer.Option("--depth", min=0, help="At most N edges from --from / to --to (from the container start without them).")] = None,
     trace_file: TraceFileOpt = None,
     rules: RulesOpt = None,
     keep: KeepOpt = None,
     drop: DropOpt = None,
     keep_app: KeepAppOpt = True,
+    pull: PullOpt = False,
 ) -> None:
-    """Export the dependency graph (nodes: image paths; edges: kind and evidence)."""
+    """Export the dependency graph (nodes: image paths; edges: kind and evidence), whole or focused."""
     from slim.graph import EXPORT_FORMATS
+    from slim.model import normpath
     from slim.outputs import check_output, is_stdout, write_file
 
     try:
@@ -318,9 +329,17 @@ def graph(
             raise UsageError(f"--format {fmt}: choose from {', '.join(EXPORT_FORMATS)}")
         if output:
             check_output(output, what="graph")
-        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file)) as analysis:
+        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file),
+                       pull=pull) as analysis:
             assert analysis.closure is not None
-            text = analysis.closure.graph.export(fmt)
+            graph_ = analysis.closure.graph
+            if source is not None or target is not None or depth is not None:
+                try:
+                    graph_ = graph_.focus(source and normpath(source), target and normpath(target), depth)
+                except KeyError as exc:
+                    raise UsageError(f"{exc.args[0]}: not in the dependency graph of {image} "
+                                     "(`slim why` says whether it is kept)") from None
+            text = graph_.export(fmt)
         if output and not is_stdout(output):
             write_file(output, text, what="graph")
         else:
@@ -394,8 +413,12 @@ def _print_build(image: str, output: str, outcome: BuildOutcome, explain: bool,
 
     res, built = outcome.result, outcome.built
     before = res.image.size_bytes
+    # files: non-directory entries, as in `slim analyze`; the image adds package metadata
+    needed = res.reachable.file_count if res.reachable is not None else built.file_count
+    extra = (f": {needed} the app needs + {built.file_count - needed} package metadata"
+             if built.file_count > needed else "")
     typer.echo(f"{image}: {format_bytes(before)} -> {format_bytes(built.size_bytes)} "
-               f"({ratio(before, built.size_bytes)} smaller, {built.file_count} files) "
+               f"({ratio(before, built.size_bytes)} smaller, {built.file_count} files{extra}) "
                f"in {outcome.seconds:.1f} s")
     for fix in outcome.fixes:
         typer.echo(f"  verify-fix: kept {fix['path']} ({fix['reason']})")
@@ -430,6 +453,7 @@ def seccomp(
     image: ImageArg,
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the Docker/OCI seccomp profile (JSON).")],
     source: Annotated[str, typer.Option("--from", help="traced, static or both (default: both when traced, else static).")] = "",
+    runtime: Annotated[list[str] | None, typer.Option("--runtime", help="Allow only this runtime's baseline: runc or crun (repeatable; default: all, so the profile starts under any).")] = None,
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
@@ -439,9 +463,10 @@ def seccomp(
     rules: RulesOpt = None,
     keep: KeepOpt = None,
     drop: DropOpt = None,
+    pull: PullOpt = False,
 ) -> None:
     """Write a seccomp profile allowing the app's syscalls plus the runtime's baseline."""
-    from slim.emitters.seccomp import build_seccomp_profile, dumps_profile
+    from slim.emitters.seccomp import baselines, build_seccomp_profile, dumps_profile
     from slim.outputs import check_output, write_file
 
     traced = trace or bool(trace_file)
@@ -451,21 +476,27 @@ def seccomp(
             raise UsageError(f"--from {source}: choose traced, static or both")
         if source in ("traced", "both") and not traced:
             raise UsageError(f"--from {source} needs --trace (or --trace-file)")
+        known = [b.name for b in baselines()]
+        for name in runtime or ():
+            if name not in known:
+                raise UsageError(f"--runtime {name}: no baseline for it (choose from {', '.join(known)})")
         check_output(output, what="seccomp profile")
         options = _options(rules, keep, drop, syscalls=source in ("static", "both"))
-        with _analyzed(image, options, _tracing(trace, probe, runner, network, timeout, trace_file)) as analysis:
+        with _analyzed(image, options, _tracing(trace, probe, runner, network, timeout, trace_file),
+                       pull=pull) as analysis:
             result = analysis.result
         names = set(result.syscalls_static if source != "traced" else ())
         names |= set(result.syscalls_traced if source != "static" else ())
         if not names:
             raise AnalysisError(f"{image}: no syscalls found ({source}): the image has no ELF "
                                 "program slim could analyze; nothing to allow")
-        profile = build_seccomp_profile(sorted(names))
+        profile = build_seccomp_profile(sorted(names), runtimes=runtime or None)
         write_file(output, dumps_profile(profile), what="seccomp profile")
     except SlimError as exc:
         fail(exc)
     allowed = len(profile["syscalls"][0]["names"]) if profile.get("syscalls") else 0
-    typer.echo(f"{output}: {allowed} syscalls allowed ({len(names)} from the {source} set + runtime baseline)")
+    typer.echo(f"{output}: {allowed} syscalls allowed ({len(names)} from the {source} set + runtime baseline: "
+               f"{', '.join(f'{b.name} {b.versions}' for b in baselines(runtime or None))})")
 
 
 @app.command()
@@ -473,6 +504,7 @@ def manifest(
     image: ImageArg,
     target: Annotated[str, typer.Option("--target", help="ops (Nanos), osv or unikraft.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the manifest and files into.")],
+    explain: Annotated[bool, typer.Option("--explain", help="List every blocking syscall or feature with the files that need it.")] = False,
     trace: TraceOpt = False,
     probe: ProbeOpt = None,
     runner: RunnerOpt = "auto",
@@ -482,48 +514,47 @@ def manifest(
     rules: RulesOpt = None,
     keep: KeepOpt = None,
     drop: DropOpt = None,
+    pull: PullOpt = False,
 ) -> None:
-    """Emit a unikernel manifest with the kept files and check the app's syscalls against the target."""
-    import tempfile
+    """Emit a unikernel manifest with the kept files, judge whether the app runs there, and say the next command."""
+    from slim.emitters.unikernel import COMPAT_TARGET, TARGETS, is_previous_manifest
+    from slim.manifest import write_manifest
+    from slim.outputs import check_output
 
-    from slim.emitters.unikernel import AppManifest, render_manifest
-    from slim.image import load, prepare_root
-    from slim.programs import which
-    from slim.syscalls.compat import check_compat
-
-    targets = {"ops": "nanos", "nanos": "nanos", "osv": "osv", "unikraft": "unikraft"}
+    target = "ops" if target == "nanos" else target
     try:
-        if target not in targets:
+        if target not in TARGETS:
             raise UsageError(f"--target {target}: choose ops, osv or unikraft")
+        check_output(output, what="manifest directory", directory=True, is_previous=is_previous_manifest)
         tracing = _tracing(trace, probe, runner, network, timeout, trace_file)
-        with _analyzed(image, _options(rules, keep, drop, syscalls=True), tracing) as analysis:
-            assert analysis.closure is not None
-            result, keep_set = analysis.result, analysis.closure.keep
-            config = analysis.loaded.image.config
-            argv = list(config.argv)
-            if not argv:
-                raise UsageError(f"{image}: no Entrypoint or Cmd to run")
-            names = sorted(set(result.syscalls_traced) or set(result.syscalls_static))
-            program = which(analysis.loaded.rootfs, argv[0], config.path_dirs, config.workdir or "/") or argv[0]
-            app_manifest = AppManifest(
-                program=program, args=tuple([program, *argv[1:]]),
-                env=tuple(sorted(config.env_dict.items())), cwd=config.workdir or "/",
-                files=tuple((p, p) for p in sorted(keep_set)), syscalls=tuple(names))
-            # the manifest copies file contents: read them from one extraction of the image
-            with tempfile.TemporaryDirectory(prefix="slim-manifest-") as work:
-                root = prepare_root(analysis.loaded.image, work)
-                with load(f"rootfs:{root}") as full:
-                    warnings = render_manifest(app_manifest, target, output, full.rootfs)
-        compat = check_compat(names, targets[target])
+        with _analyzed(image, _options(rules, keep, drop), tracing, pull=pull) as analysis:
+            outcome = write_manifest(analysis, target, output)
     except SlimError as exc:
         fail(exc)
-    typer.echo(f"{output}: {target} manifest with {len(keep_set)} paths; "
-               f"syscalls {'traced' if result.syscalls_traced else 'static (upper bound)'}: {len(names)}")
-    typer.echo(f"compatibility with {targets[target]}: {compat.verdict}")
-    for reason in compat.reasons:
-        typer.echo(f"  {reason}")
-    for w in warnings:
+    _print_manifest(output, outcome, COMPAT_TARGET[target], explain)
+
+
+def _print_manifest(output: str, outcome: ManifestResult, kernel: str, explain: bool) -> None:
+    """The manifest's verdict, its blockers (all with --explain), warnings and the next command."""
+    a = outcome.assessment
+    source = ("static upper bound" if a.compat.upper_bound else "traced, after the app started") if a.compat else "none"
+    typer.echo(f"{output}: {outcome.target} manifest with {outcome.paths} paths; "
+               f"syscalls ({source}): {outcome.syscalls}")
+    typer.echo(f"verdict on {kernel}: {a.verdict}"
+               + (" (a static upper bound decides nothing: add --trace)" if a.verdict == "needs-trace" else ""))
+    shown = a.blockers if explain else a.blockers[:5]
+    for b in shown:
+        typer.echo(f"  {b.verdict}: {b.name}: {b.why}" + (f" (needed by {', '.join(b.files)})" if b.files else ""))
+    if len(shown) < len(a.blockers):
+        typer.echo(f"  … {len(a.blockers) - len(shown)} more (--explain lists them all, with the files that need them)")
+    if explain and a.compat:
+        for reason in a.compat.reasons:
+            typer.echo(f"  note: {reason}")
+    for w in outcome.warnings:
         typer.echo(f"  warning: {w}")
+    typer.echo("next:")
+    for command in outcome.next_commands:
+        typer.echo(f"  {command}")
 
 
 # -- fleet -----------------------------------------------------------------------------------
@@ -639,7 +670,9 @@ def _check(image: str | None, config_file: str | None, use_cache: bool) -> int:
     if config.base and (config.max_growth_bytes is not None or config.max_growth_percent is not None):
         base_result = check_image(resolve_reference(config.base, base_dir), config, use_cache=use_cache).result
     verdicts = evaluate(checked.result, config, base_result, forbidden_paths=checked.forbidden_paths)
-    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    from slim.emitters import text_width
+
+    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else text_width())
     elapsed = time.monotonic() - started
     console.print(Text(f"slim check: {reference} ({'cached' if checked.cached else 'analyzed'} in {elapsed:.2f} s; "
                        f"config {path or '-'})"), soft_wrap=True)
@@ -679,15 +712,29 @@ app.add_typer(hook_app, name="hook")
 @hook_app.command("install")
 def hook_install(
     force: Annotated[bool, typer.Option("--force", help="Replace a pre-push hook slim did not write.")] = False,
+    init: Annotated[str, typer.Option("--init", metavar="IMAGE", help="No budget yet: write a starter .slim.toml checking IMAGE (gates commented out).")] = "",
 ) -> None:
-    """Write .git/hooks/pre-push: `slim check` runs before every push and a failed gate stops it."""
+    """Write .git/hooks/pre-push: `slim check` (slim on PATH, or the pre-commit hook) runs before every push and a failed gate stops it."""
     from slim.hook import install_hook
 
     try:
-        path = install_hook(force=force)
+        path, starter = install_hook(force=force, init=init)
     except SlimError as exc:
         fail(exc)
+    if starter is not None:
+        typer.echo(f"slim: starter budget written to {starter} (uncomment the gates you want)")
     typer.echo(f"slim: pre-push hook written to {path}")
+
+
+GLOBAL_FLAGS = ("--debug",)  # accepted anywhere on the command line, not only before the command
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """`argv` with GLOBAL_FLAGS moved in front of the command, so `slim analyze X --debug`
+    means `slim --debug analyze X`. Arguments after `--` are left alone."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for a in argv[:end] if a not in GLOBAL_FLAGS] + argv[end:]
 
 
 class Terminated(KeyboardInterrupt):
@@ -720,7 +767,7 @@ def main() -> None:
     for name in _CLEANUP_SIGNALS:
         signal.signal(getattr(signal, name), _on_signal)
     try:
-        app()
+        app(args=hoist_global_flags(sys.argv[1:]), prog_name="slim")
     except SystemExit as exc:
         signum = _state.get("signal") or (signal.SIGINT if exc.code == 130 else 0)
         if signum:

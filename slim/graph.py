@@ -113,6 +113,32 @@ class DependencyGraph:
             steps.append(Step(src, dst, kind, evidence))
         return steps
 
+    def focus(self, source: str | None = None, target: str | None = None,
+              depth: int | None = None) -> DependencyGraph:
+        """The part of the graph a question is about, as a new graph: what `source` needs
+        (forward), what needs `target` (backward), the chains from `source` to `target` when
+        both are given, each at most `depth` edges long. Without `source` or `target` the
+        forward walk starts at the container start (ROOT). Raises KeyError naming a path that
+        is not a node."""
+        for node in (source, target):
+            if node is not None and node not in self.g:
+                raise KeyError(node)
+        if source is None and target is None:
+            source = ROOT
+        forward = _within(self.g, source, depth) if source is not None else None
+        backward = _within(self.g.reverse(copy=False), target, depth) if target is not None else None
+        if forward is not None and backward is not None:
+            keep = forward & backward
+            if depth is not None:  # a chain from source to target at most `depth` long
+                dist_s = nx.single_source_shortest_path_length(self.g, source, cutoff=depth)
+                dist_t = nx.single_source_shortest_path_length(self.g.reverse(copy=False), target, cutoff=depth)
+                keep = {n for n in keep if dist_s[n] + dist_t[n] <= depth}
+        else:
+            keep = forward if forward is not None else backward or set()
+        out = DependencyGraph()
+        out.g = self.g.subgraph(keep).copy()
+        return out
+
     # -- export ---------------------------------------------------------------------------
     def _flat(self) -> nx.DiGraph:
         """A copy with string attributes only (GraphML and DOT cannot hold lists)."""
@@ -148,11 +174,23 @@ class DependencyGraph:
             for n in flat.nodes:
                 lines.append(f"  {_dot_id(n)};")
             for s, d, attrs in flat.edges(data=True):
-                lines.append(f"  {_dot_id(s)} -> {_dot_id(d)} [label={_dot_id(attrs['kind'])}];")
+                # the kind on the edge, its evidence under it (shortened) and whole as a tooltip
+                evidence = attrs["evidence"]
+                short = evidence if len(evidence) <= 60 else evidence[:57] + "..."
+                label = attrs["kind"] + (f"\n{short}" if short else "")
+                extra = f", tooltip={_dot_id(evidence)}" if evidence else ""
+                lines.append(f"  {_dot_id(s)} -> {_dot_id(d)} [label={_dot_id(label)}{extra}];")
             lines.append("}")
             return "\n".join(lines) + "\n"
         raise ValueError(f"unknown graph format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
 
 
 def _dot_id(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT double-quoted string (graphviz lang: only '"' needs a backslash; a newline is
+    written as the escape \\n, which labels render as a line break)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _within(g: nx.DiGraph, start: str, depth: int | None) -> set[str]:
+    """`start` and the nodes reachable from it in at most `depth` edges (any, when None)."""
+    return set(nx.single_source_shortest_path_length(g, start, cutoff=depth))

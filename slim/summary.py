@@ -73,7 +73,8 @@ def image_summary(loaded: LoadedImage) -> ImageSummary:
 
 
 def largest_dirs(rootfs: RootFS, top: int = TOP_N) -> list[PathBytes]:
-    """Directories by recursive regular-file size (count = files below), largest first; "/" excluded."""
+    """Directories by recursive regular-file size (count = files below), largest first; "/"
+    excluded, and so is a directory whose bytes all lie in one of its subdirectories."""
     # Sum per immediate parent first, then push each directory's own totals up its ancestors:
     # directories are far fewer than files, so this is cheaper than walking up from every file.
     own: dict[str, list[int]] = {}
@@ -91,7 +92,12 @@ def largest_dirs(rootfs: RootFS, top: int = TOP_N) -> list[PathBytes]:
             acc[0] += size
             acc[1] += count
             cur = posixpath.dirname(cur)
-    best = heapq.nsmallest(top, sizes.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    # nested directories collapse: a directory whose bytes are all in one subdirectory (/usr
+    # when everything is under /usr/lib) says nothing its subdirectory does not; list the child
+    redundant = {posixpath.dirname(d) for d, (size, _) in sizes.items()
+                 if size and sizes.get(posixpath.dirname(d), [0])[0] == size}
+    best = heapq.nsmallest(top, ((d, acc) for d, acc in sizes.items() if d not in redundant),
+                           key=lambda kv: (-kv[1][0], kv[0]))
     return [PathBytes(path, acc[0], acc[1]) for path, acc in best]
 
 

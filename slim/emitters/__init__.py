@@ -18,7 +18,16 @@ from slim.emitters.report_markdown import render_markdown
 from slim.emitters.report_text import render_text
 from slim.result import AnalysisResult
 
-TEXT_WIDTH = 120  # fixed width when the text report is not going to a terminal
+TEXT_WIDTH = 120  # width when the text report is not going to a terminal and COLUMNS is unset
+
+
+def text_width() -> int:
+    """The width of text output that does not go to a terminal: $COLUMNS when it is a number
+    (as `COLUMNS=200 slim analyze … | less` asks), else TEXT_WIDTH."""
+    import os
+
+    value = os.environ.get("COLUMNS", "")
+    return int(value) if value.isdigit() and 20 <= int(value) <= 10000 else TEXT_WIDTH
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ def emit_text(result: AnalysisResult, out: TextIO, *, color: bool = False) -> No
         file=out,
         force_terminal=color,
         no_color=not color,
-        width=None if color else TEXT_WIDTH,
+        width=None if color else text_width(),
         highlight=False,
         soft_wrap=False,
     )
@@ -72,6 +81,15 @@ EMITTERS: dict[str, Emitter] = {
 }
 
 __all__ = [
-    "EMITTERS", "Emitter", "emit_html", "emit_json", "emit_markdown", "emit_text",
-    "render_html", "render_json", "render_markdown", "render_text",
+    "EMITTERS",
+    "Emitter",
+    "emit_html",
+    "emit_json",
+    "emit_markdown",
+    "emit_text",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "text_width",
 ]

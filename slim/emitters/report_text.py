@@ -1,7 +1,13 @@
-"""The human report: a headline, then rich tables (layers, efficiency, largest paths, waste …).
+"""The human report: a short summary first (what can go and why), then the tables.
 
-Sections about the app (keep, packages, unknowns) appear only when they have content. Sizes are
-shown in SI units (kB, MB …, slim.units) with the exact byte count left to the JSON report.
+The summary (at most 15 lines) answers the questions a reader opens the report for: how big the
+image is, how much of it the app does not need (`removable`) and how much is waste by pattern
+(`likely waste`), which packages and directories hold the removable bytes, and the verdicts
+(probes, gates, unknowns). The tables follow, the actionable ones first (packages, directories,
+files, waste, kept files, unknowns, gates), the image's own details last (metadata, layers,
+efficiency). Sections about the app appear only when they have content. Sizes are SI units
+(kB, MB …, slim.units); exact bytes are in the JSON report. A file is a non-directory entry
+(regular file, symlink, hard link), the same count everywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from rich.text import Text
 from slim.result import AnalysisResult, PathBytes
 from slim.units import format_bytes
 
-MAX_ROWS = 20  # rows per table for lists that can be long (keep, packages, unknowns)
+MAX_ROWS = 15  # rows per table for lists that can be long (keep, packages, unknowns)
+TOP_ROWS = 10  # largest directories and files (the JSON report has 20)
+SUMMARY_TOP = 5  # packages and directories named in the summary
 
 
 def _percent(part: int, whole: int) -> str:
@@ -62,8 +70,89 @@ def _paths_table(title: str, rows: list[PathBytes], total: int, count_label: str
 def render_text(result: AnalysisResult, console: Console) -> None:
     """Print the report to `console` (its width and colour settings are the caller's)."""
     console.print(Text(headline(result), style="bold"), soft_wrap=True)  # one greppable line
+    for line in summary_lines(result):
+        console.print(Text(line), soft_wrap=True)
+    console.print()
     for section in SECTIONS:
         section(result, console)
+
+
+def removable_packages(result: AnalysisResult, top: int = SUMMARY_TOP) -> list[tuple[str, int]]:
+    """(name, bytes a minimal image drops) of the packages that lose the most, largest first."""
+    rows = [(p.name, p.size_bytes - p.kept_bytes) for p in result.packages
+            if p.size_bytes > p.kept_bytes]
+    return sorted(rows, key=lambda r: (-r[1], r[0]))[:top]
+
+
+def removable_dirs(result: AnalysisResult, top: int = SUMMARY_TOP) -> list[tuple[str, int]]:
+    """(directory, bytes under it the app does not need) among the largest directories, none
+    inside another: ranked by the removable bytes not already in a listed subdirectory, so
+    /usr/share/locale is named rather than /usr."""
+    kept = [(k.path, k.size_bytes) for k in result.keep]
+    rows: dict[str, int] = {}
+    for d in result.largest_dirs:
+        inside = sum(size for path, size in kept if path.startswith(d.path + "/"))
+        if d.size_bytes > inside:
+            rows[d.path] = d.size_bytes - inside
+
+    def own(path: str) -> int:
+        children = [q for q in rows if q.startswith(path + "/")
+                    and not any(q.startswith(r + "/") for r in rows if r.startswith(path + "/"))]
+        return rows[path] - sum(rows[q] for q in children)
+
+    chosen: list[tuple[str, int]] = []
+    for path in sorted(rows, key=lambda p: (-own(p), p)):
+        if not any(path.startswith(c + "/") or c.startswith(path + "/") for c, _ in chosen):
+            chosen.append((path, rows[path]))
+    return sorted(chosen[:top], key=lambda r: (-r[1], r[0]))
+
+
+def _verdict_line(result: AnalysisResult) -> str:
+    parts = []
+    if result.probes:
+        failed = [p.spec for p in result.probes if not p.passed]
+        parts.append(f"probes {len(result.probes) - len(failed)}/{len(result.probes)} passed"
+                     + (f" (failed: {', '.join(failed[:3])})" if failed else ""))
+    if result.verdicts:
+        counts = {s: sum(1 for v in result.verdicts if v.status == s) for s in ("pass", "warn", "fail")}
+        fails = [v.rule for v in result.verdicts if v.status == "fail"]
+        parts.append(f"gates {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail"
+                     + (f" ({', '.join(fails[:3])})" if fails else ""))
+    else:
+        parts.append("gates: none configured (slim check reads .slim.toml)")
+    if result.removable is not None:
+        parts.append(f"{len(result.unknowns)} unknown{'s' if len(result.unknowns) != 1 else ''}"
+                     + (" (kept to be safe)" if result.unknowns else ""))
+    return "verdicts: " + " · ".join(parts)
+
+
+def summary_lines(result: AnalysisResult) -> list[str]:
+    """The summary under the headline: at most 15 lines, the numbers a reader acts on."""
+    img = result.image
+    lines = []
+    if result.removable is not None and result.reachable is not None:
+        lines.append(f"removable: {format_bytes(result.removable.size_bytes)} "
+                     f"({_percent(result.removable.size_bytes, img.size_bytes)}) in "
+                     f"{result.removable.file_count} files the app does not need; it needs "
+                     f"{format_bytes(result.reachable.size_bytes)} in {result.reachable.file_count} files")
+    else:
+        lines.append("removable: not computed (--no-static); only where the bytes are")
+    waste = sum(w.size_bytes for w in result.waste)
+    if result.waste:
+        names = ", ".join(w.name for w in sorted(result.waste, key=lambda w: -w.size_bytes)[:4])
+        lines.append(f"likely waste: {format_bytes(waste)} ({_percent(waste, img.size_bytes)}) by "
+                     f"pattern, needed or not ({names})")
+    pkgs = removable_packages(result)
+    if pkgs:
+        lines.append("top removable packages: " + " · ".join(f"{n} {format_bytes(b)}" for n, b in pkgs))
+    dirs = removable_dirs(result) if result.keep else []
+    if dirs:
+        lines.append("top removable directories: " + " · ".join(f"{p} {format_bytes(b)}" for p, b in dirs))
+    lines.append(_verdict_line(result))
+    if result.removable is not None:
+        lines.append(f"next: slim build {img.reference} -o docker-archive:slim.tar  "
+                     "(writes the minimal image and checks it behaves the same)")
+    return lines[:14]
 
 
 def _metadata_section(result: AnalysisResult, console: Console) -> None:
@@ -115,9 +204,10 @@ def _largest_section(result: AnalysisResult, console: Console) -> None:
     """The largest directories and files, with their share of the image."""
     img = result.image
     if result.largest_dirs:
-        console.print(_paths_table("Largest directories", result.largest_dirs, img.size_bytes, "files"))
+        console.print(_paths_table("Largest directories (nested ones with the same bytes collapsed)",
+                                   result.largest_dirs[:TOP_ROWS], img.size_bytes, "files"))
     if result.largest_files:
-        console.print(_paths_table("Largest files", result.largest_files, img.size_bytes))
+        console.print(_paths_table("Largest files", result.largest_files[:TOP_ROWS], img.size_bytes))
 
 
 def _waste_section(result: AnalysisResult, console: Console) -> None:
@@ -151,7 +241,9 @@ def _reachability_section(result: AnalysisResult, console: Console) -> None:
 def _keep_section(result: AnalysisResult, console: Console) -> None:
     """The largest kept files and why they are kept."""
     if result.keep:
-        table = Table(title=f"Kept files ({len(result.keep)}; largest {min(MAX_ROWS, len(result.keep))})", title_justify="left")
+        # the count is reachable.file_count: kept non-directory entries, as everywhere
+        count = result.reachable.file_count if result.reachable is not None else len(result.keep)
+        table = Table(title=f"Kept files ({count}; largest {min(MAX_ROWS, count)})", title_justify="left")
         table.add_column("size", justify="right")
         table.add_column("why")
         table.add_column("path", overflow="fold")
@@ -230,6 +322,7 @@ def _gates_section(result: AnalysisResult, console: Console) -> None:
 
 # The sections after the headline, in the order they are printed.
 SECTIONS: tuple[Callable[[AnalysisResult, Console], None], ...] = (
-    _metadata_section, _layers_section, _efficiency_section, _largest_section, _waste_section,
-    _reachability_section, _keep_section, _excess_section, _packages_section, _unknowns_section, _gates_section,
+    _packages_section, _largest_section, _waste_section, _reachability_section, _keep_section,
+    _excess_section, _unknowns_section, _gates_section, _metadata_section, _layers_section,
+    _efficiency_section,
 )

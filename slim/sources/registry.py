@@ -25,6 +25,21 @@ def cache_dir(*parts: str) -> str:
     return path
 
 
+MAX_MESSAGE = 200
+
+
+def skopeo_message(output: str, returncode: int) -> str:
+    """One short line from skopeo's log: the `msg="…"` of its last line (logrus format), at
+    most MAX_MESSAGE characters."""
+    lines = output.strip().splitlines()
+    if not lines:
+        return f"skopeo exit {returncode}"
+    last = lines[-1]
+    m = re.search(r'msg="((?:[^"\\]|\\.)*)"', last)
+    text = m.group(1).replace('\\"', '"') if m else last
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
 class RegistrySource(Source):
     """Copies a registry image into the cache with `skopeo copy` and opens it as OCI."""
 
@@ -36,7 +51,17 @@ class RegistrySource(Source):
         if skopeo is None:
             raise SourceError(f"{ref}: skopeo is not installed (apt-get install skopeo)")
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ref.location)
+        existed = os.path.isdir(os.path.join(str(slim_cache_dir("registry")), safe))
         dest = cache_dir(safe)
+        try:
+            return self._copy(skopeo, ref, dest)
+        except BaseException:
+            if not existed:  # a failed first pull leaves nothing behind in the cache
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def _copy(self, skopeo: str, ref: ImageRef, dest: str) -> StoreImage:
+        """skopeo copy into `dest` and open it. Raises SourceError."""
         cmd = [skopeo, "copy", "--quiet"]
         tls = self.tls_verify
         if tls is None:
@@ -49,9 +74,7 @@ class RegistrySource(Source):
         except subprocess.TimeoutExpired:
             raise SourceError(f"{ref}: skopeo copy timed out") from None
         if proc.returncode != 0:
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            msg = lines[-1] if lines else f"exit {proc.returncode}"
-            raise SourceError(f"{ref}: {msg}")
+            raise SourceError(f"{ref}: {skopeo_message(proc.stderr or proc.stdout, proc.returncode)}")
         image = open_oci(ImageRef("oci", dest, "slim"), DirStore(dest))
         image.ref = ref
         image.names = (ref.location,)

@@ -131,6 +131,7 @@ class _Proc:
     fds: dict[int, str | None]
     fs: _Fs
     pending: str | None = None  # text of an <unfinished ...> call
+    program: str | None = None  # the image path it runs, once the app has started
 
 
 @dataclass
@@ -178,7 +179,7 @@ class StraceParser:
             proc.pending = un.group("head")
             name = proc.pending.split("(", 1)[0]
             if self._counts(pid):
-                self.trace.count(name)
+                self.trace.count(name, proc.program)
             if name in _FORKS:
                 self._forking.append(pid)
             return
@@ -208,7 +209,7 @@ class StraceParser:
             else:
                 # a child seen before its parent's clone returned: a fork copies the parent's
                 # descriptor table and cwd (clone(2)); shared tables are refined on return
-                proc = _Proc(fds=dict(parent.fds), fs=_Fs(parent.fs.cwd))
+                proc = _Proc(fds=dict(parent.fds), fs=_Fs(parent.fs.cwd), program=parent.program)
                 if self._forking[-1] in self._app:
                     self._app.add(pid)
             self._procs[pid] = proc
@@ -220,11 +221,14 @@ class StraceParser:
         fds = parent.fds if "CLONE_FILES" in flags else dict(parent.fds)
         fs = parent.fs if "CLONE_FS" in flags else _Fs(parent.fs.cwd)
         if known is None:
-            self._procs[child] = _Proc(fds=fds, fs=fs)
+            self._procs[child] = _Proc(fds=fds, fs=fs, program=parent.program)
         else:
             known.fds, known.fs = fds, fs  # the child printed first; now we know the flags
+            known.program = known.program or parent.program
         if parent_pid in self._app and self.started:
             self._app.add(child)
+            if "CLONE_THREAD" not in flags and parent.program is not None:
+                self.trace.children[parent.program] = self.trace.children.get(parent.program, 0) + 1
 
     def _resolve(self, proc: _Proc, dirfd: str | None, path: str) -> str | None:
         if path.startswith("/"):
@@ -251,7 +255,7 @@ class StraceParser:
         if m is None:
             name = body.split("(", 1)[0]
             if re.fullmatch(r"\w+", name) and self._counts(pid) and not counted:
-                self.trace.count(name)  # e.g. a call cut by the end of the log
+                self.trace.count(name, self._procs[pid].program)  # e.g. cut by the log's end
             return
         name = m.group("name")
         ret_text = m.group("ret")
@@ -270,7 +274,7 @@ class StraceParser:
                 if self.app_cwd:
                     proc.fs.cwd = self.app_cwd
         if self._counts(pid) and not counted:
-            self.trace.count(name)
+            self.trace.count(name, proc.program)
 
         if name in _FORKS:
             if ok and ret:
@@ -320,12 +324,22 @@ class StraceParser:
             if kind == "open" and ok and ret is not None:
                 proc.fds[ret] = path
             if kind == "exec" and ok and self._counts(pid) and path is not None:
-                self.trace.execs.setdefault(pid, []).append(path)
+                self._executed(pid, proc, path)
                 # close-on-exec descriptors vanish; we cannot see the flag, so keep the table
             return
         if ok and ret is not None and name in ("socket", "pipe", "pipe2", "eventfd2",
                                                "epoll_create1", "memfd_create"):
             proc.fds[ret] = None  # a descriptor that names no path
+
+    def _executed(self, pid: int, proc: _Proc, path: str) -> None:
+        """`pid` now runs `path`: a launch by the program it ran before (none for the execve
+        that started the app)."""
+        self.trace.execs.setdefault(pid, []).append(path)
+        if proc.program is not None:
+            launched = self.trace.launches.setdefault(proc.program, [])
+            if path not in launched:
+                launched.append(path)
+        proc.program = path
 
     def _record(self, pid: int, proc: _Proc, dirfd: str | None, arg: str, kind: str,
                 ok: bool, err: str) -> str | None:

@@ -5,6 +5,12 @@ per path (as the app saw it inside the sandbox, which is the image path), whethe
 opened (ok or with which errno), executed, stat'ed or readlink'ed; every syscall name with
 its count; and per process the programs it executed. Everything serialises sorted, so the
 same run gives the same JSON bytes (`--save-trace FILE`, `--trace-file FILE`).
+
+What the app does *after it starts* is kept apart, per program (the image path a process was
+running): `programs` counts the syscalls each program made, `children` the processes (not
+threads) each started, `launches` the programs each executed. The app's own first execve, the
+one that starts it, belongs to no program, so it is in `syscalls` (a seccomp profile must allow
+it) and in none of these. Traces saved before these fields existed read back with them empty.
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ class Trace:
     paths: dict[str, PathAccess] = field(default_factory=dict)
     syscalls: dict[str, int] = field(default_factory=dict)
     execs: dict[int, list[str]] = field(default_factory=dict)  # pid → programs executed, in order
+    programs: dict[str, dict[str, int]] = field(default_factory=dict)  # program → syscall counts
+    children: dict[str, int] = field(default_factory=dict)  # program → processes it started
+    launches: dict[str, list[str]] = field(default_factory=dict)  # program → programs it executed
 
     def access(self, path: str) -> PathAccess:
         entry = self.paths.get(path)
@@ -67,8 +76,13 @@ class Trace:
             entry = self.paths[path] = PathAccess()
         return entry
 
-    def count(self, name: str) -> None:
+    def count(self, name: str, program: str | None = None) -> None:
+        """Count one call of `name`; `program` is what the calling process runs (None before
+        the app's first execve returned)."""
         self.syscalls[name] = self.syscalls.get(name, 0) + 1
+        if program is not None:
+            counts = self.programs.setdefault(program, {})
+            counts[name] = counts.get(name, 0) + 1
 
     def merge(self, other: Trace) -> None:
         """Add another run's accesses, counts and execs (pids are kept apart by run order)."""
@@ -83,6 +97,15 @@ class Trace:
             self.syscalls[name] = self.syscalls.get(name, 0) + n
         for pid, progs in other.execs.items():
             self.execs.setdefault(pid, []).extend(progs)
+        for prog, counts in other.programs.items():
+            mine_counts = self.programs.setdefault(prog, {})
+            for name, n in counts.items():
+                mine_counts[name] = mine_counts.get(name, 0) + n
+        for prog, n in other.children.items():
+            self.children[prog] = self.children.get(prog, 0) + n
+        for prog, launched in other.launches.items():
+            known = self.launches.setdefault(prog, [])
+            known.extend(p for p in launched if p not in known)
 
     # --- views the pipeline reads ---------------------------------------------------------
     @property
@@ -107,6 +130,19 @@ class Trace:
     def syscall_names(self) -> list[str]:
         return sorted(self.syscalls)
 
+    def started_syscalls(self) -> dict[str, list[str]]:
+        """{syscall: programs that made it} for what the app did after it started. A trace
+        without per-program counts (saved by an older slim) gives every syscall with no
+        program, less the one execve that started the app."""
+        if self.programs:
+            users: dict[str, list[str]] = {}
+            for prog in sorted(self.programs):
+                for name in self.programs[prog]:
+                    users.setdefault(name, []).append(prog)
+            return dict(sorted(users.items()))
+        return {name: [] for name, n in sorted(self.syscalls.items())
+                if not (name == "execve" and n <= 1)}
+
     # --- JSON -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +150,9 @@ class Trace:
             "paths": {p: self.paths[p].to_json() for p in sorted(self.paths)},
             "syscalls": {s: self.syscalls[s] for s in sorted(self.syscalls)},
             "execs": {str(pid): list(self.execs[pid]) for pid in sorted(self.execs)},
+            "programs": {p: dict(sorted(c.items())) for p, c in sorted(self.programs.items())},
+            "children": dict(sorted(self.children.items())),
+            "launches": {p: sorted(v) for p, v in sorted(self.launches.items())},
         }
 
     def dumps(self) -> str:
@@ -129,6 +168,10 @@ class Trace:
                 paths={str(p): PathAccess.from_json(a) for p, a in doc.get("paths", {}).items()},
                 syscalls={str(s): int(n) for s, n in doc.get("syscalls", {}).items()},
                 execs={int(pid): [str(x) for x in progs] for pid, progs in doc.get("execs", {}).items()},
+                programs={str(p): {str(s): int(n) for s, n in c.items()}
+                          for p, c in doc.get("programs", {}).items()},
+                children={str(p): int(n) for p, n in doc.get("children", {}).items()},
+                launches={str(p): [str(x) for x in v] for p, v in doc.get("launches", {}).items()},
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise TraceError(f"{what}: malformed trace: {exc}") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,22 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return work
 
 
-def _push_env(tmp_path: Path) -> dict[str, str]:
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _push_env(tmp_path: Path, *, with_slim: bool = True) -> dict[str, str]:
+    """The environment of a push: `slim` on PATH (a shim running this checkout), as after
+    `pip install`; the hook names no interpreter or venv of its own."""
     env = dict(os.environ)
     env["SLIM_CACHE_DIR"] = str(tmp_path / "cache")
     env.pop("GIT_DIR", None)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    shim = bin_dir / "slim"
+    shim.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m slim \"$@\"\n")
+    shim.chmod(0o755)
+    paths = [p for p in env.get("PATH", "").split(os.pathsep) if not (Path(p) / "slim").exists()]
+    env["PATH"] = os.pathsep.join(([str(bin_dir)] if with_slim else []) + paths)
     return env
 
 
@@ -49,13 +62,14 @@ def _commit(work: Path, toml: str, message: str) -> None:
 
 
 def test_push_refused_on_failure_and_allowed_on_pass(repo: Path, tmp_path: Path) -> None:
+    _commit(repo, f'image = "docker-archive:{SAMPLE}"\nmax_size = "1MB"\n', "too small a budget")
     res = CliRunner().invoke(app, ["hook", "install"])
     assert res.exit_code == 0, res.output
     hook = repo / ".git" / "hooks" / "pre-push"
     assert os.access(hook, os.X_OK) and MARKER in hook.read_text()
+    assert sys.executable not in hook.read_text() and ".venv" not in hook.read_text()
     env = _push_env(tmp_path)
 
-    _commit(repo, f'image = "docker-archive:{SAMPLE}"\nmax_size = "1MB"\n', "too small a budget")
     res = git(repo, "push", "origin", "HEAD:refs/heads/main", env=env)
     assert res.returncode != 0, res.stdout + res.stderr
     assert "max_size" in res.stdout + res.stderr and "fail" in res.stdout + res.stderr
@@ -69,6 +83,7 @@ def test_push_refused_on_failure_and_allowed_on_pass(repo: Path, tmp_path: Path)
 
 
 def test_install_refuses_a_foreign_hook(repo: Path) -> None:
+    (repo / ".slim.toml").write_text('image = "app.tar"\n')
     hook = repo / ".git" / "hooks" / "pre-push"
     hook.parent.mkdir(parents=True, exist_ok=True)
     hook.write_text("#!/bin/sh\necho mine\n")
@@ -89,8 +104,34 @@ def test_install_outside_a_repository(tmp_path: Path, monkeypatch: pytest.Monkey
     assert res.exit_code == 2 and "not a git repository" in res.output
 
 
-def test_hook_script_quotes_the_interpreter() -> None:
-    text = hook_script("/opt/my python/bin/python3", pythonpath="/src dir")
+def test_no_budget_refuses_or_writes_a_starter(repo: Path, tmp_path: Path) -> None:
+    """Issue 20: without .slim.toml a hook would block every push."""
+    res = CliRunner().invoke(app, ["hook", "install"])
+    assert res.exit_code == 2 and "no .slim.toml" in res.output and "--init IMAGE" in res.output
+    assert not (repo / ".git" / "hooks" / "pre-push").exists()
+    res = CliRunner().invoke(app, ["hook", "install", "--init", f"docker-archive:{SAMPLE}"])
+    assert res.exit_code == 0, res.output
+    starter = (repo / ".slim.toml").read_text()
+    assert f'image = "docker-archive:{SAMPLE}"' in starter and "\n# max_size" in starter
+    assert git(repo, "add", ".slim.toml").returncode == 0
+    assert git(repo, "commit", "-m", "starter").returncode == 0
+    res = git(repo, "push", "origin", "HEAD:refs/heads/main", env=_push_env(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr  # a starter budget passes
+    assert "no gates configured" in res.stdout + res.stderr
+
+
+def test_hook_without_slim_on_path_says_so(repo: Path, tmp_path: Path) -> None:
+    _commit(repo, f'image = "docker-archive:{SAMPLE}"\n', "budget")
+    assert CliRunner().invoke(app, ["hook", "install"]).exit_code == 0
+    res = git(repo, "push", "origin", "HEAD:refs/heads/main", env=_push_env(tmp_path, with_slim=False))
+    assert res.returncode != 0
+    assert "`slim` is not on PATH" in res.stderr
+
+
+def test_hook_script_uses_path_then_pre_commit() -> None:
+    text = hook_script(["--no-cache"])
     assert text.startswith("#!/bin/sh\n")
-    assert "exec '/opt/my python/bin/python3' -m slim check </dev/null" in text
-    assert "PYTHONPATH='/src dir'" in text
+    assert "exec slim check --no-cache </dev/null" in text
+    assert "pre-commit run slim-check --hook-stage pre-push" in text
+    hooks = (REPO / ".pre-commit-hooks.yaml").read_text()
+    assert "id: slim-check" in hooks and "entry: slim check" in hooks

@@ -84,3 +84,22 @@ def test_analyze_output_file_mode_and_unwritable_target(tmp_path: Path) -> None:
     res = runner.invoke(app, ["analyze", ref, "-f", "json", "-o", str(tmp_path / "no" / "such" / "r.json")])
     assert res.exit_code == 3
     assert "cannot write the json report" in res.stderr
+
+
+def test_debug_is_accepted_anywhere_on_the_command_line() -> None:
+    """Issue 20: `--debug` after the subcommand means the same as before it."""
+    import subprocess
+    import sys
+
+    from slim.cli import hoist_global_flags
+
+    assert hoist_global_flags(["analyze", "x.tar", "--debug"]) == ["--debug", "analyze", "x.tar"]
+    assert hoist_global_flags(["--debug", "why", "x", "/p"]) == ["--debug", "why", "x", "/p"]
+    assert hoist_global_flags(["analyze", "--", "--debug"]) == ["analyze", "--", "--debug"]
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-m", "slim", "analyze", "/nonexistent/app.tar", "--debug"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
+    assert r.returncode != 0 and "Traceback" in r.stderr  # --debug took effect
+    r = subprocess.run([sys.executable, "-m", "slim", "analyze", "/nonexistent/app.tar"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
+    assert r.returncode == 3 and r.stderr.strip() == "slim: error: /nonexistent/app.tar: no such file"

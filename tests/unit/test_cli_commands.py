@@ -115,8 +115,32 @@ def test_manifest_ops_lays_out_kept_files(tmp_path):
     r = invoke("manifest", MUSL, "--target", "ops", "--output", str(tmp_path / "ops"))
     assert r.exit_code == 0, r.output
     config = json.loads((tmp_path / "ops" / "config.json").read_text())
-    assert config and "compatibility with nanos" in r.output
+    assert config and "verdict on nanos: " in r.output
     assert any((tmp_path / "ops").rglob("hello"))
+    assert "next:\n  ops run /app/hello -c " in r.output
+
+
+def test_manifest_layout_with_a_trace_and_explain(tmp_path):
+    """With a trace (here a saved one) the root path and the program's own start are no
+    problem: issue 20's `/: would be written outside …/rootfs` and "runs other programs"."""
+    from slim.tracers.trace import Trace
+
+    trace = Trace(syscalls={"execve": 1, "write": 1, "exit_group": 1},
+                  programs={"/app/hello": {"write": 1, "exit_group": 1}})
+    trace.access("/").stated = True
+    trace.access("/app/hello").executed = True
+    saved = tmp_path / "t.json"
+    saved.write_text(trace.dumps())
+    out = tmp_path / "uk"
+    r = invoke("manifest", MUSL, "--target", "unikraft", "-o", str(out), "--trace-file",
+               str(saved), "--explain")
+    assert r.exit_code == 0, r.output
+    assert "syscalls (traced, after the app started): 2" in r.output
+    assert "execve" not in r.output.split("next:")[0]
+    marker = json.loads((out / "slim-manifest.json").read_text())
+    assert marker["next"] == [f"kraft run --rm --plat qemu --arch x86_64 {out}"]
+    assert (out / "run.sh").read_text().endswith(f"kraft run --rm --plat qemu --arch x86_64 {out}\n")
+    assert (out / "rootfs/app/hello").exists()
 
 
 @pytest.mark.parametrize("command", ["analyze", "build", "why", "graph", "seccomp", "manifest",
@@ -134,3 +158,15 @@ def test_keep_and_drop_globs():
     assert keep["/usr/share/doc/libc6/copyright"] == ["rule"]  # a directory keeps its subtree
     assert not any("libz.so" in p for p in keep)
     assert "/usr/lib/x86_64-linux-gnu/libc.so.6" in keep
+
+
+def test_graph_focus_and_evidence():
+    whole = invoke("graph", MUSL)
+    assert whole.exit_code == 0, whole.output
+    r = invoke("graph", MUSL, "--to", "/app/hello", "--depth", "1")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("->") == 1 and '"<root>" -> "/app/hello"' in r.output
+    assert "tooltip=" in r.output  # the edge's evidence
+    assert len(r.output) < len(whole.output)
+    r = invoke("graph", MUSL, "--from", "/nope")
+    assert r.exit_code == 2 and "/nope: not in the dependency graph" in r.output

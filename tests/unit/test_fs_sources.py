@@ -298,3 +298,44 @@ def test_captured_contents_are_seekable(tmp_path):
         assert f.read(2) == bytes([6, 7]) and f.tell() == 12
         f.seek(-1, 2)
         assert f.read() == bytes([99])
+
+
+# -- issue 20: a mistyped name never goes to Docker Hub, a failed pull leaves nothing ---------
+def test_bare_name_is_not_pulled_without_pull(monkeypatch, tmp_path) -> None:
+    import slim.sources as sources
+    from slim.errors import SourceError
+
+    monkeypatch.setattr(sources, "daemon_available", lambda: False)
+    called = []
+
+    class Opened:
+        ref = None
+
+    monkeypatch.setattr(sources.RegistrySource, "open", lambda self, ref: called.append(ref) or Opened())
+    with pytest.raises(SourceError) as err:
+        sources.open_image("myapp:latst")
+    assert str(err.value).startswith("myapp:latst: no such image or file")
+    assert "--pull" in str(err.value) and not called
+    sources.open_image("myapp:latst", pull=True)  # asked for: the registry is tried
+    assert called
+
+
+def test_failed_pull_leaves_no_cache_and_one_short_line(monkeypatch, tmp_path) -> None:
+    import subprocess
+
+    from slim.errors import SourceError
+    from slim.refs import ImageRef
+    from slim.sources import registry
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(registry.shutil, "which", lambda name: "/usr/bin/skopeo")
+    log = ('time="2026-12-01T10:00:00Z" level=fatal msg="Error initializing source '
+           'docker://nosuch:latest: reading manifest latest in docker.io/library/nosuch: '
+           'requested access to the resource is denied ' + "x" * 300 + '"')
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", log))
+    with pytest.raises(SourceError) as err:
+        registry.RegistrySource().open(ImageRef("docker", "nosuch:latest"))
+    message = str(err.value)
+    assert message.startswith("docker://nosuch:latest: Error initializing source")
+    assert len(message) < 260 and "level=fatal" not in message
+    assert not any((tmp_path / "cache").rglob("nosuch*"))

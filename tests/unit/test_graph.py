@@ -56,3 +56,31 @@ def test_exports_are_valid_and_deterministic():
     ET.fromstring(a.export("graphml"))  # well-formed XML
     dot = a.export("dot")
     assert dot.startswith("digraph slim {") and '"/app/hello" -> "/lib64/ld.so"' in dot
+
+
+def test_focus_from_to_depth():
+    import pytest
+
+    g = sample()
+    assert set(g.focus("/app/hello").g.nodes) == {"/app/hello", "/lib64/ld.so", "/lib/libc.so.6", "/lib"}
+    assert set(g.focus("/app/hello", depth=1).g.nodes) == {"/app/hello", "/lib64/ld.so", "/lib/libc.so.6"}
+    assert set(g.focus(target="/lib").g.nodes) == {ROOT, "/app/hello", "/lib/libc.so.6", "/lib"}
+    assert set(g.focus(depth=1).g.nodes) == {ROOT, "/app/hello"}  # from the container start
+    chains = g.focus("/app/hello", "/lib")
+    assert set(chains.g.nodes) == {"/app/hello", "/lib/libc.so.6", "/lib"}
+    assert set(g.focus("/app/hello", "/lib", depth=1).g.nodes) == set()  # the chain is 2 long
+    assert g.focus(ROOT, "/lib").why("/lib") == g.why("/lib")  # the evidence stays on the edges
+    assert "/orphan" not in g.focus(target="/lib").g
+    with pytest.raises(KeyError):
+        g.focus("/nope")
+
+
+def test_dot_edges_carry_evidence():
+    g = DependencyGraph()
+    g.add(Edge(ROOT, "/bin/app", "entrypoint", 'Entrypoint ["/bin/app"]'))
+    g.add(Edge("/bin/app", "/lib/libz.so.1", "needed", "DT_NEEDED libz.so.1 " + "x" * 80))
+    dot = g.export("dot")
+    assert '[label="entrypoint\\nEntrypoint [\\"/bin/app\\"]", tooltip="Entrypoint [\\"/bin/app\\"]"];' in dot
+    line = next(x for x in dot.splitlines() if "libz" in x and "->" in x)
+    assert 'label="needed\\nDT_NEEDED libz.so.1 xxx' in line and '..."' in line
+    assert "x" * 80 in line  # whole in the tooltip

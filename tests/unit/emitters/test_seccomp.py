@@ -11,6 +11,7 @@ from slim.emitters.seccomp import (
     build_seccomp_profile,
     dumps_profile,
     load_baseline,
+    load_runtimes,
     write_profile,
 )
 from slim.errors import RuleError
@@ -65,9 +66,30 @@ def test_baseline_entries_are_documented_syscalls() -> None:
 
 def test_bad_baseline_file(tmp_path: Path) -> None:
     bad = tmp_path / "b.toml"
-    bad.write_text('[syscalls]\nnot_a_call = "x"\n')
-    with pytest.raises(RuleError, match="unknown x86_64 syscalls"):
+    bad.write_text('[runtime.runc.syscalls]\nnot_a_call = "x"\n')
+    with pytest.raises(RuleError, match=r"runtime.runc.syscalls.*unknown x86_64 syscalls"):
+        load_baseline(bad)
+    bad.write_text('[syscalls]\nread = "x"\n')
+    with pytest.raises(RuleError, match=r"needs \[runtime.NAME\]"):
         load_baseline(bad)
     bad.write_text("[syscalls\n")
     with pytest.raises(RuleError, match="cannot read"):
         load_baseline(bad)
+
+
+def test_baselines_per_runtime() -> None:
+    """runc and crun each have a checked baseline; the default profile allows both."""
+    runtimes = load_runtimes()
+    assert set(runtimes) >= {"runc", "crun"}
+    runc, crun = runtimes["runc"].syscalls, runtimes["crun"].syscalls
+    # runc >= 1.1.12 (and Debian's 1.1.5 backport) calls getcwd after the filter is applied:
+    # "failed to verify if current working directory is safe" (issue 20)
+    assert "getcwd" in runc and "verified" in runc["getcwd"]
+    assert {"setresuid", "setresgid"} <= set(crun)  # crun does not use setuid/setgid
+    assert all(r.versions and r.checked for r in runtimes.values())
+    both = set(build_seccomp_profile(["write"])["syscalls"][0]["names"])
+    assert set(runc) | set(crun) <= both
+    only_crun = set(build_seccomp_profile(["write"], runtimes=["crun"])["syscalls"][0]["names"])
+    assert "getcwd" not in only_crun and "setresuid" in only_crun
+    with pytest.raises(RuleError, match="no seccomp baseline"):
+        load_baseline(runtimes=["youki"])

@@ -44,8 +44,40 @@ def test_loupe_categories_on_nanos() -> None:
     assert r.verdict == "blocked"
 
 
-def test_incomplete_table_reports_unknown() -> None:
+def test_incomplete_table_reports_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slim.syscalls import compat
+
+    partial = compat.SupportTable("unikraft", frozenset({"write"}), frozenset(), False, "x")
+    monkeypatch.setattr(compat, "load_table", lambda target: partial)
     r = check_compat(["write", "getpid"], "unikraft")
     assert "write" in r.supported
     assert "getpid" in r.unknown
     assert r.verdict == "needs-work"
+    assert [b.name for b in r.blockers] == ["getpid"]
+
+
+def test_unikraft_table_is_the_whole_release() -> None:
+    """unikraft eaf6fda1 + app-elfloader: 181 names (shared/reference §C), rt_sigreturn absent."""
+    t = load_table("unikraft")
+    assert t.complete and len(t.supported) == 181
+    assert {"brk", "arch_prctl", "getpid", "execve", "openat"} <= t.supported
+    assert check_compat(["rt_sigreturn"], "unikraft").needed == ["rt_sigreturn"]
+
+
+def test_static_upper_bound_is_never_blocked_only_undecided() -> None:
+    r = check_compat(["read", "ptrace", "execve"], "nanos", upper_bound=True,
+                     users={"ptrace": ["/usr/lib/libc.so.6"]})
+    assert r.verdict == "needs-trace"
+    by_name = {b.name: b for b in r.blockers}
+    assert by_name["ptrace"].files == ("/usr/lib/libc.so.6",)
+    assert "may call" in by_name["execve"].why
+    traced = check_compat(["read", "ptrace"], "nanos", users={"ptrace": ["/app/x"]})
+    assert traced.verdict == "blocked"
+
+
+def test_libc_fallbacks_are_stubbable_where_the_old_call_exists() -> None:
+    """glibc tries clone3 and faccessat2 first and falls back on ENOSYS (clone-internal.c,
+    faccessat.c): not a blocker where clone / faccessat are implemented."""
+    r = check_compat(["clone3", "clone", "faccessat2", "faccessat"], "unikraft")
+    assert {"clone3", "faccessat2"} <= set(r.stubbable)
+    assert r.verdict == "likely-runs"

@@ -124,3 +124,44 @@ def test_trace_json_round_trip(tmp_path: Path) -> None:
     merged.merge(again)
     assert merged.syscalls["execve"] == 2 * again.syscalls["execve"]
     assert merged.used == again.used
+
+
+def test_what_the_app_does_after_it_starts_is_per_program() -> None:
+    """The execve that starts the app belongs to no program; later calls belong to the
+    program their process runs, forks (not threads) and execs to the program that made them."""
+    log = "\n".join([
+        '100 execve("/launcher", ["l"], 0x0 /* 1 var */) = 0',
+        '100 execve("/bin/sh", ["sh"], 0x0 /* 1 var */) = 0',
+        '100 openat(AT_FDCWD, "/etc/profile", O_RDONLY) = 3',
+        '100 clone(child_stack=NULL, flags=CLONE_CHILD_SETTID|SIGCHLD) = 101',
+        '101 execve("/bin/cat", ["cat"], 0x0 /* 1 var */) = 0',
+        '101 read(0, "", 4096) = 0',
+        '100 clone(child_stack=0x7f, flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_THREAD) = 102',
+        '102 futex(0x1, FUTEX_WAKE, 1) = 0',
+        '100 wait4(-1, NULL, 0, NULL) = 101',
+    ])
+    trace = parse_strace(log).trace
+    assert trace.syscalls["execve"] == 2  # the app's own start is still a syscall it needs
+    assert trace.programs == {
+        "/bin/sh": {"clone": 2, "execve": 1, "futex": 1, "openat": 1, "wait4": 1},
+        "/bin/cat": {"read": 1},
+    }
+    assert trace.children == {"/bin/sh": 1}  # the thread is not a process
+    assert trace.launches == {"/bin/sh": ["/bin/cat"]}
+    assert trace.started_syscalls()["execve"] == ["/bin/sh"]
+    again = Trace.from_json(json.loads(trace.dumps()))
+    assert again.to_json() == trace.to_json()
+
+
+def test_a_single_program_has_no_exec_after_it_starts() -> None:
+    log = "\n".join([
+        '7 execve("/launcher", ["l"], 0x0 /* 1 var */) = 0',
+        '7 execve("/app/hello", ["hello"], 0x0 /* 1 var */) = 0',
+        '7 write(1, "hi\\n", 3) = 3',
+        '7 exit_group(0) = ?',
+    ])
+    trace = parse_strace(log).trace
+    assert "execve" in trace.syscalls
+    assert trace.started_syscalls() == {"exit_group": ["/app/hello"], "write": ["/app/hello"]}
+    old = Trace(syscalls={"execve": 1, "write": 1})  # saved before per-program counts
+    assert old.started_syscalls() == {"write": []}
