@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from slim.analyzers.base import AnalysisContext, Analyzer
 from slim.analyzers.commands import WRAPPERS, argument_edges, unwrap
 from slim.analyzers.script import runs_arguments, sh_c_edges
-from slim.model import ROOT, Edge, Unknown
+from slim.model import ROOT, Edge, Unknown, normpath
 from slim.programs import is_shell
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,22 @@ def entry_roots(ctx: AnalysisContext, analyzers: Iterable[Analyzer],
     if not argv:
         return [Unknown("<entrypoint>", "image has neither Entrypoint nor Cmd")]
     return command_roots(ctx, list(analyzers), argv)
+
+
+def _broken_candidate(ctx: AnalysisContext, word: str, cwd: str) -> tuple[str, str] | None:
+    """(path, why) for the first place execvp would look for `word` that exists but cannot be
+    resolved (a symlink loop, a link pointing nowhere), so "not found" is not said of it."""
+    dirs = [""] if "/" in word else [d or cwd for d in ctx.config.path_dirs]
+    for d in dirs:
+        path = normpath(posixpath.join(cwd, d, word))
+        if not ctx.fs.lexists(path):
+            continue
+        res = ctx.fs.resolve(path)
+        if res.error:
+            return path, res.error
+        if not res.exists:
+            return path, f"a symlink to {res.path}, which is not in the image"
+    return None
 
 
 def command_roots(ctx: AnalysisContext, analyzers: Sequence[Analyzer], argv: Sequence[str],
@@ -60,8 +76,9 @@ def command_roots(ctx: AnalysisContext, analyzers: Sequence[Analyzer], argv: Seq
     prog = ctx.which(word, cwd)
     if prog is None:
         where = "the image" if "/" in word else "PATH (" + ":".join(ctx.config.path_dirs) + ")"
-        return [Unknown(word if src == ROOT else who,
-                        f"{label}[{_offset}]: program {word!r} not found in {where}")]
+        broken = _broken_candidate(ctx, word, cwd)
+        why = f"{broken[0]}: {broken[1]}" if broken else f"not found in {where}"
+        return [Unknown(word if src == ROOT else who, f"{label}[{_offset}]: program {word!r} {why}")]
     out: list[Edge | Unknown] = [Edge(src, prog, kind, f"{label}[{_offset}] {word}")]
     if _depth >= MAX_COMMAND_DEPTH:
         return [*out, Unknown(who, f"{label}: commands nested deeper than {MAX_COMMAND_DEPTH}")]

@@ -81,8 +81,6 @@ def test_seccomp_on_an_image_without_elf_is_an_analysis_error(box: Sandbox) -> N
     check(box, run, rc=3, error=r"no syscalls found", before=before)
 
 
-@pytest.mark.xfail(strict=True, reason="entrypoint.py (not in this branch's scope) reports a "
-                   "link loop as 'not found'; see the report to the lead")
 def test_entrypoint_link_loop_is_reported_as_a_loop(box: Sandbox) -> None:
     members = [T("bin", "d"), T("bin/app", "l", link="app2"), T("bin/app2", "l", link="/bin/app")]
     ref = str(forge.docker_archive(box.inputs / "img.tar", [forge.tar(members)], {"Entrypoint": ["/bin/app"]}))
