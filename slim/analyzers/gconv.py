@@ -94,7 +94,7 @@ class Gconv:
         self.ctx = ctx
         self.tables = self._tables()
         self.importers: list[str] = []  # kept files that call iconv_open
-        self.pending: dict[str, set[str]] = {}  # file → charset names, until iconv is in use
+        self.pending: list[str] = []  # text files seen before anything used iconv: read then
 
     def _tables(self) -> list[GconvTable]:
         fs = self.ctx.fs
@@ -161,23 +161,26 @@ class GconvAnalyzer(Analyzer):
 
     def analyze(self, entry: FileEntry) -> Iterable[Edge | Unknown]:
         state = self.ctx.service(Gconv)
-        fs = self.ctx.fs
         try:
-            head = fs.read(entry.path, 4)
-            if head == ELF_MAGIC:
+            if self.ctx.fs.read(entry.path, 4) == ELF_MAGIC:
                 return self._elf(state, entry)
-            data = fs.read(entry.path, MAX_TEXT)
         except (SlimError, OSError) as exc:
             return [Unknown(entry.path, f"gconv: cannot read: {exc}")]
+        if not state.importers:  # nothing uses iconv (yet): read the text only if something does
+            state.pending.append(entry.path)
+            return []
+        return self._text(state, entry.path)
+
+    def _text(self, state: Gconv, path: str) -> list[Edge | Unknown]:
+        """Modules of the charsets a text file names."""
+        try:
+            data = self.ctx.fs.read(path, MAX_TEXT)
+        except (SlimError, OSError) as exc:
+            return [Unknown(path, f"gconv: cannot read: {exc}")]
         if b"\x00" in data[:4096]:
             return []
         names = {n for n in charset_names(data) if state.modules_for([n])}
-        if not names:
-            return []
-        if not state.importers:
-            state.pending[entry.path] = names
-            return []
-        return self._charset_edges(state, entry.path, names)
+        return self._charset_edges(state, path, names) if names else []
 
     def _elf(self, state: Gconv, entry: FileEntry) -> list[Edge | Unknown]:
         try:
@@ -197,8 +200,8 @@ class GconvAnalyzer(Analyzer):
                     out += link_edges(self.ctx, entry.path, conf, "charset",
                                       "iconv_open reads the gconv configuration")
             out += self._charset_edges(state, entry.path, state.locale_charsets(), "the locale's charset")
-            for path, names in sorted(state.pending.items()):
-                out += self._charset_edges(state, path, names)
+            for path in state.pending:
+                out += self._text(state, path)
             state.pending.clear()
         return tidy(out)
 

@@ -44,6 +44,9 @@ class Resolved:
     error: str = ""
 
 
+MAX_RESOLVED = 500_000  # memoized resolutions kept (a few hundred bytes each)
+
+
 class RootFS:
     """Read-only, chroot-style view of a squashed image filesystem."""
 
@@ -57,6 +60,8 @@ class RootFS:
         self.store = store
         self.issues: list[Issue] = list(issues or [])
         self._paths: list[str] | None = None  # sorted paths, for glob
+        self._resolved: dict[str, Resolved] = {}  # absolute path → resolve(path), links followed
+        self._resolved_for = -1  # the entry count the memo was made for (a changed tree drops it)
 
     # -- metadata -------------------------------------------------------------------------
     def get(self, path: str) -> FileEntry | None:
@@ -152,9 +157,21 @@ class RootFS:
 
     # -- resolution -----------------------------------------------------------------------
     def resolve(self, path: str, *, follow: bool = True, cwd: str = "/") -> Resolved:
-        """Resolve `path` inside the image (see module doc). Never raises."""
+        """Resolve `path` inside the image (see module doc). Never raises. Memoized: every
+        analyzer asks about the same paths (a file's content, its directory, its links)."""
         if not path.startswith("/"):
             path = posixpath.join(cwd or "/", path)
+        if not follow:
+            return self._resolve(path, follow)
+        if self._resolved_for != len(self.tree.entries) or len(self._resolved) > MAX_RESOLVED:
+            self._resolved.clear()
+            self._resolved_for = len(self.tree.entries)
+        res = self._resolved.get(path)
+        if res is None:
+            res = self._resolved[path] = self._resolve(path, follow)
+        return res
+
+    def _resolve(self, path: str, follow: bool) -> Resolved:
         pending = [p for p in path.split("/") if p not in ("", ".")]
         pending.reverse()  # a stack: next component on top
         cur = "/"

@@ -30,6 +30,7 @@ from slim.analyzers.python.dynamic import (
     dotted_string_edges,
     entry_point_edges,
     extension_name_edges,
+    stdlib_extension_edges,
 )
 from slim.analyzers.python.env import (
     _INTERP_RE,
@@ -108,6 +109,8 @@ class PythonAnalyzer(Analyzer):
             return sorted(set(startup_edges(self.ctx, env))) + sorted(set(env.unknowns))
         if _EXTENSION.search(base):
             env = env_for_file(self.ctx, path)
+            if env is not None and posixpath.dirname(path) == posixpath.join(env.stdlib, "lib-dynload"):
+                return tidy(stdlib_extension_edges(self.ctx, env, path))
             if env is None or _package_dir_of(env, path) is None:
                 return []
             return tidy([*extension_name_edges(self.ctx, env, path), *package_data_edges(self.ctx, env, path)])

@@ -132,6 +132,39 @@ def extension_name_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> lis
     return out
 
 
+_C_STRING = re.compile(rb"(?<=\x00)([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?=\x00)")
+MAX_STDLIB_EXTENSION = 16 << 20
+
+
+def stdlib_extension_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[Edge | Unknown]:
+    """Import edges for what a standard-library extension module (lib-dynload) imports through
+    the C API: the NUL-terminated strings in its bytes that name a standard-library module
+    (`_json` → `json.decoder`, `_zoneinfo` → `zoneinfo._common`), and the module of a capsule
+    it imports (`PyCapsule_Import("_socket.CAPI")` in `_ssl` → `_socket`). Modules are looked
+    up in the standard library only, so a string that happens to be a word names nothing."""
+    try:
+        data = ctx.fs.read(path, MAX_STDLIB_EXTENSION)
+    except (SlimError, OSError) as exc:
+        return [Unknown(path, f"extension module not read for module names: {exc}")]
+    own = posixpath.basename(path).split(".", 1)[0]
+    stdlib_dirs = [env.stdlib, posixpath.join(env.stdlib, "lib-dynload")]
+    names: set[str] = set()
+    for m in _C_STRING.finditer(data):
+        name = m.group(1).decode()
+        head, _, last = name.rpartition(".")
+        names.add(head if head and "CAPI" in last else name)
+        if len(names) > MAX_NAMES:
+            break
+    out: list[Edge | Unknown] = []
+    for name in sorted(names - {own}):
+        chain = resolve_module(ctx, env, name, stdlib_dirs)
+        if chain and len(chain) == name.count(".") + 1 and chain[-1].path and chain[-1].path != path:
+            for hit in chain:
+                if hit.path:
+                    out.extend(link_edges(ctx, path, hit.path, "import", f"extension module imports {name!r} (C API)"))
+    return out
+
+
 def package_modules(ctx: AnalysisContext, env: PythonEnv, directory: str) -> list[str]:
     """Every module file (source, extension, sourceless bytecode) below package `directory`,
     test directories excepted."""
@@ -225,4 +258,4 @@ def _entry_point_target(ctx: AnalysisContext, path: str, group: str, name: str) 
 
 
 __all__ = ["computed_import_edges", "dotted_string_edges", "entry_point_edges",
-           "extension_name_edges", "module_file", "package_modules"]
+           "extension_name_edges", "module_file", "package_modules", "stdlib_extension_edges"]

@@ -69,6 +69,8 @@ class PythonState:
         self.entry_interpreters: list[str] = []  # interpreters command lines run
         self.venv_interpreters: list[str] | None = None  # computed on first use
         self.named_modules: dict[tuple[str, str], str | None] = {}  # (interpreter, name) → file
+        self.dir_names: dict[str, frozenset[str]] = {}  # directory → the names in it
+        self.found: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}  # FileFinder memo
 
     def add_main_dir(self, d: str) -> None:
         if d not in self.main_dirs:

@@ -13,6 +13,7 @@ roots.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import logging
 import posixpath
@@ -20,7 +21,7 @@ import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from slim.analyzers.base import AnalysisContext, link_edges
+from slim.analyzers.base import AnalysisContext, Parses, link_edges
 from slim.analyzers.python.deadcode import dead_functions
 from slim.analyzers.python.dynamic import computed_import_edges
 from slim.analyzers.python.env import (
@@ -380,27 +381,69 @@ def startup_edges(ctx: AnalysisContext, env: PythonEnv) -> list[Edge]:
     return [e for e in out if e.src != e.dst]
 
 
-def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
-                 extra_dirs: Iterable[str] = ()) -> list[Edge | Unknown]:
-    """Edges from one Python source file to the modules it imports (and Unknowns).
+def _scan_version() -> str:
+    """A digest of the code that turns a source into ImportRefs (this module and deadcode.py):
+    a cached scan is reused only by the very code that made it."""
+    global _SCAN_VERSION
+    if not _SCAN_VERSION:
+        import hashlib
+        import inspect
+        import sys
+
+        from slim.analyzers.python import deadcode
+
+        text = inspect.getsource(sys.modules[__name__]) + inspect.getsource(deadcode)
+        _SCAN_VERSION = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _SCAN_VERSION
+
+
+_SCAN_VERSION = ""
+
+
+def _scan(source: str, path: str, version: tuple[int, int]) -> tuple[str, object]:
+    """("refs", [ImportRef as dict …]) or ("unknown", why): the cacheable part of a parse."""
+    calls = "import_module" in source or "__import__" in source
+    if len(source) > MAX_PARSE_TOKENS and _more_tokens_than(source, MAX_PARSE_TOKENS):
+        return "unknown", (f"more than {MAX_PARSE_TOKENS} Python tokens: not parsed (a parse would "
+                           "cost about 1 KB of memory per token); its imports are not analyzed")
+    try:
+        tree = ast.parse(source, filename=path)
+        refs = scan_imports(tree, calls=calls)
+    except (SyntaxError, ValueError) as exc:
+        return "unknown", f"not parseable as Python {version[0]}.{version[1]}: {exc}"
+    except (RecursionError, MemoryError):
+        return "unknown", "nested too deeply to parse; its imports are not analyzed"
+    return "refs", [dataclasses.asdict(r) for r in refs]
+
+
+def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str) -> list[ImportRef] | Unknown:
+    """The imports `source` names (scan_imports), or an Unknown when it cannot be parsed;
+    from the parse cache when the same bytes were scanned before (slim.cache.ParseStore).
 
     A source with more than MAX_PARSE_TOKENS tokens, or nested deeper than the parser or
     the scan can recurse, is not parsed: an Unknown keeps it (its imports are not followed).
     ast.parse holds about 1 KB per token, so 1 MB of `a\n` lines cost 930 MB of RSS.
     """
-    calls = "import_module" in source or "__import__" in source
-    if len(source) > MAX_PARSE_TOKENS and _more_tokens_than(source, MAX_PARSE_TOKENS):
-        return [Unknown(path, f"more than {MAX_PARSE_TOKENS} Python tokens: not parsed (a "
-                              "parse would cost about 1 KB of memory per token); its imports "
-                              "are not analyzed")]
-    try:
-        tree = ast.parse(source, filename=path)
-        refs = scan_imports(tree, calls=calls)
-    except (SyntaxError, ValueError) as exc:
-        return [Unknown(path, f"not parseable as Python {env.version[0]}.{env.version[1]}: {exc}")]
-    except (RecursionError, MemoryError):
-        return [Unknown(path, "nested too deeply to parse; its imports are not analyzed")]
-    del tree
+    import sys
+
+    kind = (f"py-imports/{_scan_version()}/{sys.version_info[0]}.{sys.version_info[1]}/"
+            f"{env.version[0]}.{env.version[1]}")
+    what, value = ctx.service(Parses).memo(
+        kind, source.encode("utf-8", "surrogatepass"), lambda: _scan(source, path, env.version),
+        encode=list, decode=lambda v: (str(v[0]), v[1]))
+    if what == "unknown":
+        return Unknown(path, str(value))
+    assert isinstance(value, list)
+    return [ImportRef(**{**r, "names": tuple(r["names"])}) for r in value]
+
+
+def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
+                 extra_dirs: Iterable[str] = ()) -> list[Edge | Unknown]:
+    """Edges from one Python source file to the modules it imports (and Unknowns)."""
+    parsed = parsed_imports(ctx, env, path, source)
+    if isinstance(parsed, Unknown):
+        return [parsed]
+    refs = parsed
     in_stdlib = under(path, env.stdlib)
     search = list(dict.fromkeys([*extra_dirs, *env.sys_path]))
     out: list[Edge | Unknown] = []

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext
-from slim.analyzers.python.env import PythonEnv
+from slim.analyzers.python.env import PythonEnv, PythonState
 
 # Modules compiled into the interpreter (sys.builtin_module_names of CPython 3.11 on Debian 12
 # and python.org Linux builds): imports of these need no file.
@@ -44,25 +44,56 @@ class ModuleHit:
 
 
 # -- module resolution ---------------------------------------------------------------------
+def _names_in(ctx: AnalysisContext, directory: str) -> frozenset[str]:
+    """The names in an image directory (through links), computed once per run."""
+    memo = ctx.service(PythonState).dir_names
+    names = memo.get(directory)
+    if names is None:
+        names = memo[directory] = frozenset(ctx.fs.listdir(directory))
+    return names
+
+
+def _find_in_dir(ctx: AnalysisContext, env: PythonEnv, name: str, d: str) -> tuple[str, str] | None:
+    """FileFinder in one directory: (kind, path) with kind package, extension, source,
+    bytecode or portion (a directory without __init__: a namespace portion); None. Most
+    lookups miss: the directory's listing answers those without resolving a path."""
+    key = (d, name, env.ext_suffixes)
+    memo = ctx.service(PythonState).found
+    if key in memo:
+        return memo[key]
+    names = _names_in(ctx, d)
+    found: tuple[str, str] | None = None
+    fs = ctx.fs
+    base = posixpath.join(d, name)
+    if name in names and fs.is_dir(base):
+        for init in ("__init__.py", "__init__.pyc", *("__init__" + s for s in env.ext_suffixes)):
+            ip = posixpath.join(base, init)
+            if fs.is_file(ip):
+                found = ("package", ip)
+                break
+        else:
+            found = ("portion", base)
+    if found is None or found[0] == "portion":
+        for suffix, kind in [*((s, "extension") for s in env.ext_suffixes), (".py", "source"), (".pyc", "bytecode")]:
+            if name + suffix in names and fs.is_file(base + suffix):
+                found = (kind, base + suffix)
+                break
+    memo[key] = found
+    return found
+
+
 def _find_in_dirs(ctx: AnalysisContext, env: PythonEnv, name: str, dirs: Iterable[str]) -> ModuleHit | None:
     """FileFinder over `dirs` for one name component. Namespace portions are returned last."""
-    fs = ctx.fs
     portions: list[str] = []
     for d in dirs:
-        base = posixpath.join(d, name)
-        if fs.is_dir(base):
-            for init in ("__init__.py", "__init__.pyc", *("__init__" + s for s in env.ext_suffixes)):
-                ip = posixpath.join(base, init)
-                if fs.is_file(ip):
-                    return ModuleHit(name, ip, "package")
-            portions.append(base)
-        for suf in env.ext_suffixes:
-            if fs.is_file(base + suf):
-                return ModuleHit(name, base + suf, "extension")
-        if fs.is_file(base + ".py"):
-            return ModuleHit(name, base + ".py", "source")
-        if fs.is_file(base + ".pyc"):
-            return ModuleHit(name, base + ".pyc", "bytecode")
+        found = _find_in_dir(ctx, env, name, d)
+        if found is None:
+            continue
+        kind, path = found
+        if kind == "portion":
+            portions.append(path)
+            continue
+        return ModuleHit(name, path, kind)
     if portions:
         return ModuleHit(name, None, "namespace", parents=tuple(portions))
     return None

@@ -273,3 +273,23 @@ def test_venv_sys_path(tmp_path: Path) -> None:
         assert any(isinstance(e, Edge) and e.dst == "/opt/venv/pyvenv.cfg" for e in roots)
         assert resolve_module(ctx, env, "flask") is not None
         assert resolve_module(ctx, env, "webkit") is None
+
+
+def test_stdlib_extension_modules_import_through_the_c_api(tmp_path: Path) -> None:
+    dyn = f"{STD}/lib-dynload"
+    files = dict(PY_FILES)
+    # _ssl imports the _socket capsule; _json imports json.decoder; other strings name nothing
+    files[f"{dyn}/_ssl.cpython-311-x86_64-linux-gnu.so"] = ELF + b"\x00_socket.CAPI\x00ssl\x00" \
+        b"json\x00not_a_module\x00_ssl\x00"
+    files[f"{dyn}/_socket.cpython-311-x86_64-linux-gnu.so"] = ELF
+    files[f"{dyn}/_nis.cpython-311-x86_64-linux-gnu.so"] = ELF  # imported by nothing
+    files["/app/app.py"] = "import _ssl\n"
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        keep, edges, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{dyn}/_ssl.cpython-311-x86_64-linux-gnu.so" in keep
+    assert f"{dyn}/_socket.cpython-311-x86_64-linux-gnu.so" in keep  # the capsule's module
+    assert f"{STD}/json/__init__.py" in keep
+    assert f"{dyn}/_nis.cpython-311-x86_64-linux-gnu.so" not in keep
+    ev = [e.evidence for e in edges if e.dst.endswith("_socket.cpython-311-x86_64-linux-gnu.so")]
+    assert ev == ["extension module imports '_socket' (C API)"]
