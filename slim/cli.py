@@ -6,6 +6,7 @@ Exit codes: 0 ok · 1 a gate or verification failed · 2 usage error · 3 any ot
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -183,6 +184,27 @@ def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = Non
         yield analysis
 
 
+def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool) -> tuple[AnalysisResult | None, str | None]:
+    """(the cached result of this analysis, or None; the cache key to store it under)."""
+    from slim.cache import disabled
+    from slim.refs import parse_ref
+    from slim.result import to_plain
+    from slim.result_cache import ResultCache, result_key, rules_digest
+    from slim.sources import open_image
+
+    # only images on disk: opening a daemon's or a registry's image would fetch it twice on a miss
+    if disabled() or parse_ref(image).transport not in ("oci", "oci-archive", "docker-archive"):
+        return None, None
+    source = open_image(image, pull=pull)  # manifest and config only
+    try:
+        key = result_key(source, {"command": "analyze", "options": to_plain(options),
+                                  "rules": rules_digest(options.rules_dirs)})
+        hit = ResultCache("analyze").get(key, source)
+    finally:
+        source.close()
+    return (hit[0] if hit else None), key
+
+
 @contextmanager
 def _phases(lines: bool = False) -> Iterator[Phases]:
     """Progress on stderr (slim.progress): live phase lines on a terminal; otherwise one
@@ -226,9 +248,13 @@ def analyze(
     sbom: SbomOpt = None,
     sbom_output: Annotated[str | None, typer.Option("--sbom-output", help="Write the SBOM here (default: standard output, instead of the report unless --format or --output is given).")] = None,
     pull: PullOpt = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write slim's caches (results, parsed files).")] = False,
 ) -> None:
     """Where an image's bytes go, and what its app really needs (every kept file with its reasons)."""
     from slim.emitters import EMITTERS
+
+    if no_cache:
+        os.environ["SLIM_NO_CACHE"] = "1"
 
     sbom_to_stdout = bool(sbom) and (sbom_output is None or sbom_output == "-")
     report_wanted = not sbom_to_stdout or bool(formats) or output is not None
@@ -249,13 +275,23 @@ def analyze(
             from slim.outputs import check_output
 
             check_output(sbom_output or "", what="SBOM")
-        with _analyzed(image, options, tracing, pull=pull) as analysis:
-            result = analysis.result
-            why_fn = analysis.closure.graph.why if analysis.closure else None
-            if report_wanted:
-                _write_reports(result, formats, output, why=why_fn)
-            if sbom:
-                _write_sbom(analysis, sbom, sbom_output)
+        # the graph is needed by the HTML report and the SBOM; a trace is new every time
+        cacheable = tracing is None and not sbom and "html" not in formats
+        result, key = _cached_analysis(image, options, pull) if cacheable else (None, None)
+        if result is not None:
+            _write_reports(result, formats, output)
+        else:
+            with _analyzed(image, options, tracing, pull=pull) as analysis:
+                result = analysis.result
+                why_fn = analysis.closure.graph.why if analysis.closure else None
+                if report_wanted:
+                    _write_reports(result, formats, output, why=why_fn)
+                if sbom:
+                    _write_sbom(analysis, sbom, sbom_output)
+            if key:
+                from slim.result_cache import ResultCache
+
+                ResultCache("analyze").put(key, result)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]

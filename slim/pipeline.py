@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slim.analyzers import analyzer_capture
 from slim.fs.layer import Capture
 from slim.image import LoadedImage, load
 from slim.model import ROOT, Edge, EntryKind, normpath
 from slim.progress import SILENT, Phases
 from slim.result import AnalysisResult, KeptFile, ProbeOutcome, Totals, UnknownItem
-from slim.rules import CAPTURE as RULES_CAPTURE
 
 if TYPE_CHECKING:
     from slim.closure import Closure
@@ -81,6 +79,10 @@ class Analysis:
 
 def capture_policy() -> Capture:
     """What the layer reader copies: exactly what the registered analyzers and rules read."""
+    # imported here: the analyzers are not needed by a command that reads a cached result
+    from slim.analyzers import analyzer_capture
+    from slim.rules import CAPTURE as RULES_CAPTURE
+
     return analyzer_capture() | RULES_CAPTURE
 
 

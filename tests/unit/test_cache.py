@@ -105,3 +105,32 @@ def test_parse_store_round_trip_prune_and_failure(tmp_path: Path, monkeypatch: p
     off.put("k", "c" * 64, 1)
     off.flush()
     assert off.get("k", "c" * 64) is None
+
+
+def test_analyze_reads_a_cached_result_only_for_the_same_image_options_and_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slim.pipeline
+    from typer.testing import CliRunner
+
+    from slim.cli import app
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    real = SAMPLES / "hello-musl" / "hello-musl.oci"
+    runner = CliRunner()
+
+    def report(*extra: str) -> str:
+        out = tmp_path / "r.json"
+        res = runner.invoke(app, ["analyze", f"oci:{real}", "-f", "json", "-o", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        return out.read_text()
+
+    first = report()
+    calls: list[int] = []
+    real_analyze = slim.pipeline.analyze
+    monkeypatch.setattr(slim.pipeline, "analyze", lambda *a, **k: calls.append(1) or real_analyze(*a, **k))
+    assert report() == first and calls == []  # read back, byte for byte
+    report("--keep", "/etc/**")  # other options: analyzed again
+    assert calls == [1]
+    monkeypatch.setattr("slim.result_cache.code_digest", lambda: "other code")
+    report()  # other code: analyzed again
+    assert calls == [1, 1]

@@ -1,0 +1,128 @@
+"""Whole analyses, cached: the same image analyzed the same way by the same code is read back.
+
+An entry is keyed by what the result was computed from — the image ID (config digest), the
+ordered layer digests, slim's code (a digest of its own source and shipped rules, so a changed
+analyzer never reads an old result), the rule packs given with `--rules` (their contents),
+and the options of the command — and holds the AnalysisResult as plain JSON (never pickle) plus
+whatever the command adds (`slim check`'s forbidden paths). A hit is used only after the
+stored layer blobs hash to their digests (`BlobImage.verify_blobs`): an entry stands for
+content, never for names an archive chose. Images without a content address (`rootfs:`
+directories, images without layer digests) are never cached.
+
+`slim check` and `slim analyze` (without a trace, an SBOM or the HTML report, which need the
+graph) use it; `SLIM_NO_CACHE=1` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from slim import __version__
+from slim.cache import JsonStore
+from slim.errors import LayerError, SourceError
+from slim.result import AnalysisResult, result_from_plain, to_plain
+from slim.sources import BlobImage
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2
+MAX_ENTRIES = 256
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over slim's own Python sources and shipped rules: any change to the code that
+    computes a result changes the keys of every cached result."""
+    from slim.rules import rules_dir
+
+    sha = hashlib.sha256(__version__.encode())
+    roots = [(Path(__file__).resolve().parent, "*.py")]
+    with contextlib.suppress(FileNotFoundError):
+        roots.append((rules_dir(), "*.toml"))
+    for root, pattern in roots:
+        for path in sorted(root.rglob(pattern)):
+            sha.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return sha.hexdigest()
+
+
+def rules_digest(dirs: tuple[str, ...]) -> str:
+    """sha256 over the rule packs of user `--rules` directories (names and contents)."""
+    sha = hashlib.sha256()
+    for d in dirs:
+        root = Path(d)
+        sha.update(d.encode() + b"\0")
+        if root.is_dir():
+            for path in sorted(root.glob("*.toml")):
+                sha.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return sha.hexdigest()
+
+
+def layer_ids(image: Any) -> list[str]:
+    """The layers' content addresses (legacy `docker save` archives name layers by path only:
+    the config's diff_ids, which the image ID already covers, stand in)."""
+    diff_ids = list(getattr(image, "diff_ids", []) or [])
+    return [layer.digest or layer.diff_id or (diff_ids[i] if i < len(diff_ids) else "")
+            for i, layer in enumerate(image.layers)]
+
+
+def result_key(image: Any, material: dict[str, Any]) -> str | None:
+    """The entry name for `image` analyzed with `material` (options, config digests …), or
+    None when the image has no content address."""
+    ids = layer_ids(image)
+    if not image.digest or not ids or not all(ids) or not isinstance(image, BlobImage):
+        return None
+    doc = {"format": FORMAT, "image": image.digest, "layers": ids, "code": code_digest(), **material}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ResultCache:
+    """One kind of cached result (`check`, `analyze`)."""
+
+    def __init__(self, kind: str) -> None:
+        self.store = JsonStore(kind, FORMAT, max_entries=MAX_ENTRIES)
+
+    def get(self, key: str | None, image: Any) -> tuple[AnalysisResult, Any] | None:
+        """(result with this image's reference, the extra data) on a verified hit, else None."""
+        if not key:
+            return None
+        data = self.store.get(key)
+        if data is None:
+            return None
+        try:
+            result = result_from_plain(data["result"])
+            extra = data.get("extra")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.info("%s cache %s: ignoring a broken entry: %s", self.store.kind, key, exc)
+            return None
+        if not _blobs_are_what_they_claim(image):
+            return None
+        log.info("%s: %s cache hit (%s)", image.ref, self.store.kind, key)
+        return dataclasses.replace(result, image=dataclasses.replace(result.image, reference=str(image.ref))), extra
+
+    def put(self, key: str | None, result: AnalysisResult, extra: Any = None) -> None:
+        if key:
+            self.store.put(key, {"result": to_plain(result), "extra": extra})
+
+
+def _blobs_are_what_they_claim(image: Any) -> bool:
+    """A hit stands for the layers' content: hash the stored blobs (cheap next to parsing
+    them) so a tampered archive reusing an analyzed image's digests is a miss, and its reading
+    then fails with the mismatch."""
+    if not isinstance(image, BlobImage):
+        return False
+    try:
+        image.verify_blobs()
+    except (LayerError, SourceError, OSError) as exc:
+        log.info("result cache: not used: %s", exc)
+        return False
+    return True
+
+
+__all__ = ["ResultCache", "code_digest", "layer_ids", "result_key", "rules_digest"]
