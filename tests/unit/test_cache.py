@@ -109,9 +109,9 @@ def test_parse_store_round_trip_prune_and_failure(tmp_path: Path, monkeypatch: p
 
 def test_analyze_reads_a_cached_result_only_for_the_same_image_options_and_code(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import slim.pipeline
     from typer.testing import CliRunner
 
+    import slim.pipeline
     from slim.cli import app
 
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))

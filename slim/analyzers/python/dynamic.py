@@ -13,7 +13,10 @@
 * **Computed names.** `importlib.import_module(f"pkg.sub.{x}")`, `__import__(var)`: when the
   name has a literal dotted prefix, every module of that package is kept; otherwise every module
   of the importing file's own package (its directory, `tests`/`test` directories excepted).
-  Either way the import is reported as an Unknown that says what was kept.
+  Either way the import is reported as an Unknown that says what was kept. A file that
+  enumerates packages (`pkgutil.walk_packages`/`iter_modules`) imports every module of each
+  package it names by a string, and so does the application's own code (settings naming app
+  packages a framework loads by convention).
 * **Entry points.** `load_entry_point('dist==1.0', 'console_scripts', 'name')` (setuptools'
   console-script shims, which Debian ships in /usr/bin) loads the object `entry_points.txt`
   of the distribution names: its module is an import edge, the distribution's metadata is kept
@@ -83,6 +86,9 @@ def dotted_string_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source:
     out: list[Edge] = []
     seen: set[str] = set()
     source = _prose_blanked(source)
+    # pkgutil.iter_modules/walk_packages + import_module: Django's template engine imports every
+    # module of "django.templatetags" this way (django/template/backends/django.py).
+    enumerates = "walk_packages(" in source or "iter_modules(" in source
     for m in _QUOTED_DOTTED.finditer(source):
         name = m.group(1)
         if name in seen:
@@ -97,6 +103,16 @@ def dotted_string_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source:
         if hit and hit != path:
             line = source.count("\n", 0, m.start()) + 1
             out.extend(link_edges(ctx, path, hit, "import", f"{path}:{line}: module named by string {name!r}"))
+            pkg_dir = posixpath.dirname(hit)
+            if (posixpath.basename(hit).startswith("__init__.") and posixpath.basename(pkg_dir) ==
+                    name.rsplit(".", 1)[-1] and (enumerates or loc is None)):
+                why = ("enumerates the package's modules (pkgutil) and imports them" if enumerates else
+                       "the application names the package: frameworks load an app package's "
+                       "modules by convention (Django's INSTALLED_APPS: templatetags, management "
+                       "commands, migrations)")
+                ev = f"{path}:{line}: {why}: {name}"
+                out.extend(Edge(path, mod, "import", ev) for mod in package_modules(ctx, env, pkg_dir)
+                           if mod != path)
     return out
 
 

@@ -322,6 +322,10 @@ def _egg_info(ctx: AnalysisContext, site: str, name: str) -> dict[str, list[str]
 
 
 _CODE_SUFFIXES = (".py", ".pyc", ".pyi")
+# Not package data at run time: gettext (Lib/gettext.py find()/translation()) and Django's
+# DjangoTranslation load compiled `.mo` catalogs only; `.po`/`.pot` sources are read by the
+# message tools (msgfmt, makemessages/compilemessages, Babel), not by the app.
+_NOT_DATA_SUFFIXES = (*_CODE_SUFFIXES, ".po", ".pot")
 
 
 def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[Edge]:
@@ -340,7 +344,7 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
         info, files = dist
         ev = f"package data of {posixpath.basename(info)} (RECORD)"
         for f in sorted(set(files)):
-            if not f.endswith(_CODE_SUFFIXES) and "/__pycache__/" not in f and ctx.fs.is_file(f):
+            if not f.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in f and ctx.fs.is_file(f):
                 out.append(Edge(path, f, "package", ev))
         return out
     pkg_dir = posixpath.join(site, top)
@@ -348,7 +352,7 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
         return []
     ev = f"package data in {pkg_dir}"
     for e in ctx.files_under(pkg_dir):
-        if not e.path.endswith(_CODE_SUFFIXES) and "/__pycache__/" not in e.path:
+        if not e.path.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in e.path:
             out.append(Edge(path, e.path, "package", ev))
     return out
 
@@ -451,6 +455,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
     # A file outside sys.path (the application's) may be the __main__ script even when the
     # roots were computed in another context: its `if __name__ == "__main__":` imports count.
     outside_sys_path = _package_dir_of(env, path) is None
+    hack = posixpath.basename(posixpath.dirname(path)) == "_distutils_hack"
     for ref in refs:
         where = f"{path}:{ref.line}"
         if ref.main_only and path not in main_scripts and path != "<root>" and not outside_sys_path:
@@ -488,6 +493,10 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         top = ref.module.split(".")[0]
         if top in FOREIGN_MODULES or not ref.module:
             continue
+        if top == "setuptools" and hack:
+            continue  # only when distutils is imported: see _distutils_edges
+        if top == "distutils":
+            out.extend(_distutils_edges(ctx, env, path, ref.module, where))
         chain = resolve_module(ctx, env, ref.module, search) or resolve_vendored(ctx, env, ref.module, search)
         if chain is None:
             if not ref.guarded and not in_stdlib:
@@ -506,6 +515,22 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         if last.kind == "bytecode":
             out.append(Unknown(last.path or path, "sourceless module: its imports are not analyzed"))
     return out
+
+
+def _distutils_edges(ctx: AnalysisContext, env: PythonEnv, path: str, module: str, where: str) -> list[Edge]:
+    """setuptools' `distutils-precedence.pth` installs _distutils_hack, whose meta-path finder
+    answers `import distutils` with `setuptools._distutils` (so all of setuptools' __init__
+    runs). Its `import setuptools` executes only then, so the edge is made here, from the file
+    that imports distutils, not from the hack: an app that never imports distutils keeps no
+    setuptools. The stdlib's distutils stays kept as well (the hack falls back to it)."""
+    if not any(posixpath.basename(p) == "distutils-precedence.pth" for p in env.pth_files):
+        return []
+    target = "setuptools._distutils" + module[len("distutils"):]
+    chain = resolve_module(ctx, env, target)
+    if not chain:
+        return []
+    return _hit_edges(ctx, path, chain, f"{where}: import {module}, served by {target} "
+                                        "(_distutils_hack from distutils-precedence.pth)")
 
 
 # -- roots ---------------------------------------------------------------------------------

