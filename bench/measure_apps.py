@@ -39,7 +39,6 @@ import logging
 import os
 import platform
 import posixpath
-import shutil
 import socket
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from typing import Any
 
 from bench.build import BuildError, build_image, cache_dir
 from bench.images import APP_IMAGES, IMAGES, DeepCheck, ImageSpec
+from bench.measure import _unescape, docker_load, have_docker, last_line
 from bench.mirror import MirrorError
 
 log = logging.getLogger("bench.apps")
@@ -301,19 +301,7 @@ def _text(data: object) -> str:
     return data if isinstance(data, str) else ""
 
 
-def last_line(text: str) -> str:
-    for line in reversed(text.splitlines()):
-        line = line.strip(" │╭╰─╮╯")
-        if any(ch.isalnum() for ch in line):
-            return line
-    return ""
-
-
 # -- probes against a container ------------------------------------------------------------------
-
-
-def _unescape(text: str) -> bytes:
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
 
 
 class NotReady(Exception):
@@ -404,19 +392,6 @@ def log_summary(text: str, limit: int = 400) -> str:
     picked = list(dict.fromkeys(picked))[:3] or lines[-3:]
     return " / ".join(picked)[:limit]
 
-
-def docker_load(archive: str) -> str:
-    proc = subprocess.run(["docker", "load", "-i", archive], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"docker load: {proc.stderr.strip()[-300:]}")
-    ref = ""
-    for line in proc.stdout.splitlines():
-        for prefix in ("Loaded image: ", "Loaded image ID: "):
-            if line.startswith(prefix):
-                ref = line[len(prefix):].strip()
-    if not ref:
-        raise RuntimeError("docker load printed no image name")
-    return ref
 
 
 def port_free(probe: str) -> bool:
@@ -512,6 +487,7 @@ class AppRow:
     orig_deep: bool | None = None
     slim: Output = field(default_factory=Output)  # --probe SHALLOW (what a user would run)
     static: Output = field(default_factory=Output)  # --mode static --no-verify
+    noprobe: Output = field(default_factory=Output)  # no --probe: slim's own auto: probes
     informed: Output | None = None  # --probe SHALLOW --probe DEEP… (--informed only)
     notes: list[str] = field(default_factory=list)
 
@@ -584,6 +560,12 @@ def measure_app(spec: ImageSpec, slim: Slim, work: str, *, lock: str, rebuild: b
     # command (without --keep-unverified an unverified image is not written: then it is n/a)
     row.slim = build_and_judge(slim, spec, "slim build", [[*base, "--keep-unverified", "--timeout", str(timeout)], base],
                                out, floor, row.notes, lock=lock, docker=docker)
+    # no --probe at all: slim's default probes (auto: sniff of every exposed port)
+    out = os.path.join(work, f"{spec.name}.noprobe.docker.tar")
+    row.noprobe = build_and_judge(
+        slim, spec, "no-probe build", [["build", f"docker-archive:{archive}", "--output", f"docker-archive:{out}",
+                                        "--keep-unverified", "--timeout", str(timeout)]],
+        out, floor, row.notes, lock=lock, docker=docker)
     # static only, unverified
     out = os.path.join(work, f"{spec.name}.static.docker.tar")
     row.static = build_and_judge(
@@ -658,7 +640,7 @@ def _deep_cell(res: ProbeRun) -> str:
 
 COLUMNS = ("image", "fs MB", "floor MB", "slim MB", "slim/floor", "slim verified", "deep (slim)",
            "floor files lost (slim)", "static MB", "deep (static)", "floor files lost (static)", "build s",
-           "orig shallow/deep")
+           "no-probe MB", "no-probe verified", "deep (no-probe)", "orig shallow/deep")
 INFORMED_COLUMNS = ("informed MB", "informed verified", "deep (informed)")
 
 
@@ -693,6 +675,7 @@ def render(rows: list[AppRow]) -> str:
             r.image, _mb(r.fs_bytes), floor, _mb(r.slim.bytes), ratio, r.slim.verified, r.slim.deep,
             _lost(r.slim.missing), _mb(r.static.bytes), r.static.deep, _lost(r.static.missing),
             NA if r.slim.seconds is None else f"{r.slim.seconds:.0f}",
+            _mb(r.noprobe.bytes), r.noprobe.verified, r.noprobe.deep,
             f"{_pf(r.orig_shallow)}/{_pf(r.orig_deep)}",
         ]
         if informed:
@@ -717,7 +700,7 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
     notes = [f"- {r.image}: " + "; ".join(n.replace("|", "\\|") for n in r.notes) for r in rows if r.notes]
     lost = []
     for r in rows:
-        outputs = [("slim build", r.slim), ("static build", r.static)]
+        outputs = [("slim build", r.slim), ("static build", r.static), ("no-probe build", r.noprobe)]
         if r.informed is not None:
             outputs.append(("informed build", r.informed))
         for what, o in outputs:
@@ -742,7 +725,8 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
         "(yes: its own verification with the shallow probe passed). deep = the hidden deep checks run",
         "against the output in Docker (`--network host`); `FAIL (no start)` = not even the shallow",
         "probe answered. static = `slim build --mode static --no-verify`. build s = the slim build's",
-        "wall time. orig shallow/deep = the original image's own probes (must be PASS/PASS).",
+        "wall time. no-probe = `slim build --keep-unverified` with no `--probe` (slim's default",
+        "`auto:` probes, judged by the same deep checks). orig shallow/deep = the original image's own probes (must be PASS/PASS).",
         "floor files lost = floor files the output has no regular file for (count, MB); slim/floor < 1",
         "or any lost file means the output cannot do what the deep run did.",
         *(["informed = `slim build --probe SHALLOW --probe DEEP… --keep-unverified`: slim is shown the",
@@ -766,14 +750,6 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
         json.dump([asdict(r) for r in rows], f, indent=1)
     return table
 
-
-def have_docker() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,12 +13,14 @@ For every cached bench image (`$SLIM_BENCH_CACHE/images/NAME/NAME.docker.tar`; b
 - re-analysis: the result cache holds this image (`slim analyze` of an unchanged image).
 
 Wall times are medians of `--repeat` runs (whole process, from exec to exit); peak RSS is the
-child's (wait4). Ratios are to dive's median measured in the same run.
+child's (wait4). Ratios are to dive's median measured in the same run. keep MB and unknowns
+are from the cold run's report (`reachable.size_bytes`, `unknowns[]`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -79,16 +81,19 @@ def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[me
 
 def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int) -> str:
     head = ("| image | archive MB | dive s | slim analyze (cold) s | x dive | --no-static s | x dive | "
-            "parses warm s | x dive | re-analysis s | peak RSS MB (cold) |")
+            "parses warm s | x dive | re-analysis s | peak RSS MB (cold) | keep MB | unknowns |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, size, runs in rows:
         med = {c: statistics.median(r.seconds for r in runs[c]) for c in COLUMNS}
         rss = max(r.peak_rss_kib for r in runs["cold"]) / 1024
         d = med["dive"]
+        report = json.loads(runs["cold"][-1].stdout)
+        keep = report["reachable"]["size_bytes"] / 1e6
+        unknowns = len(report.get("unknowns") or [])
         lines.append(
             f"| {name} | {size / 1e6:.0f} | {d:.2f} | {med['cold']:.2f} | {med['cold'] / d:.1f} | "
             f"{med['no-static']:.2f} | {med['no-static'] / d:.1f} | {med['parses warm']:.2f} | "
-            f"{med['parses warm'] / d:.1f} | {med['re-analysis']:.2f} | {rss:.0f} |")
+            f"{med['parses warm'] / d:.1f} | {med['re-analysis']:.2f} | {rss:.0f} | {keep:.1f} | {unknowns} |")
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     return "\n".join([
         f"# slim analyze vs dive ({time.strftime('%Y-%m-%d')}, {machine}, median of {repeat})", "",

@@ -212,6 +212,11 @@ def boot_edges(ctx: AnalysisContext, env: RubyEnv) -> list[Edge]:
         for e in ctx.files_under(f"{gem_dir}/specifications"):
             if e.path.endswith(".gemspec"):
                 out.append(Edge(src, e.path, "package", "RubyGems reads every gemspec at start"))
+        # Gem::Specification#missing_extensions? stats extensions/ARCH/API/NAME/gem.build_complete:
+        # without it RubyGems ignores a gem with a native extension ("its extensions are not built")
+        for marker in ctx.fs.glob3(f"{gem_dir}/extensions/*/*/*/gem.build_complete"):
+            out.append(Edge(src, marker, "package", "RubyGems activates a gem with a native extension "
+                                                    "only when its gem.build_complete exists"))
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from slim.analyzers.elf import ElfAnalyzer
-from slim.analyzers.ruby import RubyAnalyzer, RubyState, resolve_feature, ruby_roots
+from slim.analyzers.ruby import RubyAnalyzer, RubyState, boot_edges, resolve_feature, ruby_roots
 from slim.analyzers.script import ScriptAnalyzer
 from slim.model import ROOT, Edge
 from tests.unit.analyzers.test_python import ELF, closure, context, write_tree
@@ -119,11 +119,14 @@ def test_gem_extensions_builtin_features_and_computed_requires(tmp_path: Path) -
              f"{puma}/gems/puma-5.6.5/lib/puma.rb": (
                  "require 'thread'\nrequire 'puma/puma_http11'\nx = requirements.size\n"
                  "if requirements.empty?\n  require name\nend\n"),
-             f"{ext}/puma/puma_http11.so": ELF}
+             f"{ext}/puma/puma_http11.so": ELF,
+             f"{ext}/gem.build_complete": ""}
     write_tree(tmp_path, files, LINKS, CONFIG)
     with context(tmp_path) as ctx:
         env = ctx.service(RubyState).env()
         assert env is not None and ext in env.gem_lib_dirs
+        # without the marker RubyGems ignores the gem ("its extensions are not built")
+        assert f"{ext}/gem.build_complete" in {e.dst for e in boot_edges(ctx, env)}
         items = RubyAnalyzer(ctx).analyze(ctx.fs.stat(f"{puma}/gems/puma-5.6.5/lib/puma.rb"))  # type: ignore[arg-type]
     assert f"{ext}/puma/puma_http11.so" in {e.dst for e in items if isinstance(e, Edge)}
     assert [u.reason for u in items if not isinstance(u, Edge)] == ["line 5: require of a computed name (name)"]
