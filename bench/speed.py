@@ -73,7 +73,7 @@ def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[me
             parses = os.path.join(tmp, "parses")
             shutil.rmtree(parses, ignore_errors=True)
             shutil.copytree(warm, parses)
-            shutil.rmtree(os.path.join(parses, "results"), ignore_errors=True)
+            shutil.rmtree(os.path.join(parses, "analyze"))  # the result cache (slim.result_cache)
             runs["parses warm"].append(_slim(archive, parses))
             runs["re-analysis"].append(_slim(archive, warm))
     return runs

@@ -14,7 +14,7 @@ from typing import Any
 
 from slim.budget import BudgetConfig, match_paths
 from slim.result import AnalysisResult
-from slim.result_cache import ResultCache, result_key
+from slim.result_cache import ResultCache, blob_identity, result_key
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ def check_image(reference: str, config: BudgetConfig, *, use_cache: bool = True,
 
     image = open_image(reference)  # manifest + config only
     key = result_key(image, {"budget": config.digest(), "static": static})
+    blobs = blob_identity(image)
     hit = CACHE.get(key, image) if use_cache else None
     if hit is not None:
         image.close()
@@ -52,7 +53,7 @@ def check_image(reference: str, config: BudgetConfig, *, use_cache: bool = True,
         forbidden = match_paths((e.path for e in loaded.rootfs.walk()), config.forbid_paths)
         if not static:
             result = _with_packages(result, loaded)
-    CACHE.put(key, result, forbidden)
+    CACHE.put(key, result, forbidden, blobs=blobs)
     return CheckedImage(result, forbidden, cached=False)
 
 

@@ -184,25 +184,28 @@ def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = Non
         yield analysis
 
 
-def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool) -> tuple[AnalysisResult | None, str | None]:
-    """(the cached result of this analysis, or None; the cache key to store it under)."""
+def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
+                     ) -> tuple[AnalysisResult | None, str | None, list[list[Any]] | None]:
+    """(the cached result of this analysis, or None; the cache key to store it under; the
+    identity of the blob files before they are read, result_cache.blob_identity)."""
     from slim.cache import disabled
     from slim.refs import parse_ref
     from slim.result import to_plain
-    from slim.result_cache import ResultCache, result_key, rules_digest
+    from slim.result_cache import ResultCache, blob_identity, result_key, rules_digest
     from slim.sources import open_image
 
     # only images on disk: opening a daemon's or a registry's image would fetch it twice on a miss
     if disabled() or parse_ref(image).transport not in ("oci", "oci-archive", "docker-archive"):
-        return None, None
+        return None, None, None
     source = open_image(image, pull=pull)  # manifest and config only
     try:
         key = result_key(source, {"command": "analyze", "options": to_plain(options),
                                   "rules": rules_digest(options.rules_dirs)})
+        blobs = blob_identity(source)
         hit = ResultCache("analyze").get(key, source)
     finally:
         source.close()
-    return (hit[0] if hit else None), key
+    return (hit[0] if hit else None), key, blobs
 
 
 @contextmanager
@@ -277,7 +280,7 @@ def analyze(
             check_output(sbom_output or "", what="SBOM")
         # the graph is needed by the HTML report and the SBOM; a trace is new every time
         cacheable = tracing is None and not sbom and "html" not in formats
-        result, key = _cached_analysis(image, options, pull) if cacheable else (None, None)
+        result, key, blobs = _cached_analysis(image, options, pull) if cacheable else (None, None, None)
         if result is not None:
             _write_reports(result, formats, output)
         else:
@@ -291,7 +294,7 @@ def analyze(
             if key:
                 from slim.result_cache import ResultCache
 
-                ResultCache("analyze").put(key, result)
+                ResultCache("analyze").put(key, result, blobs=blobs)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]

@@ -6,7 +6,10 @@ analyzer never reads an old result), the rule packs given with `--rules` (their 
 and the options of the command — and holds the AnalysisResult as plain JSON (never pickle) plus
 whatever the command adds (`slim check`'s forbidden paths). A hit is used only after the
 stored layer blobs hash to their digests (`BlobImage.verify_blobs`): an entry stands for
-content, never for names an archive chose. Images without a content address (`rootfs:`
+content, never for names an archive chose. The hashing is skipped when the blobs are the very
+files that were read when the entry was written, unchanged: same path, device, inode, size,
+mtime and ctime (`blob_identity`, git's index does the same). A write to a file changes its
+ctime, which no unprivileged process can set back, and a replaced file has another inode. Images without a content address (`rootfs:`
 directories, images without layer digests) are never cached.
 
 `slim check` and `slim analyze` (without a trace, an SBOM or the HTML report, which need the
@@ -21,6 +24,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +86,23 @@ def result_key(image: Any, material: dict[str, Any]) -> str | None:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def blob_identity(image: Any) -> list[list[Any]] | None:
+    """What identifies the files holding `image`'s blobs (module doc), or None."""
+    files = image.blob_files() if isinstance(image, BlobImage) else []
+    return _stat_all(sorted(set(files))) if files else None
+
+
+def _stat_all(paths: list[str]) -> list[list[Any]] | None:
+    out: list[list[Any]] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return None
+        out.append([p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    return out
+
+
 class ResultCache:
     """One kind of cached result (`check`, `analyze`)."""
 
@@ -101,14 +122,22 @@ class ResultCache:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.info("%s cache %s: ignoring a broken entry: %s", self.store.kind, key, exc)
             return None
-        if not _blobs_are_what_they_claim(image):
+        known = data.get("blobs")
+        if known and known == blob_identity(image):
+            log.info("%s: blobs unchanged since they were verified (same files, inodes, sizes, "
+                     "mtimes, ctimes): not hashed again", image.ref)
+        elif not _blobs_are_what_they_claim(image):
             return None
         log.info("%s: %s cache hit (%s)", image.ref, self.store.kind, key)
         return dataclasses.replace(result, image=dataclasses.replace(result.image, reference=str(image.ref))), extra
 
-    def put(self, key: str | None, result: AnalysisResult, extra: Any = None) -> None:
+    def put(self, key: str | None, result: AnalysisResult, extra: Any = None,
+            blobs: list[list[Any]] | None = None) -> None:
+        """Store `result`. `blobs` is `blob_identity` taken before the image was read: it is
+        kept only when the files are still the same now (nothing wrote them meanwhile)."""
         if key:
-            self.store.put(key, {"result": to_plain(result), "extra": extra})
+            same = bool(blobs) and _stat_all([b[0] for b in blobs or []]) == blobs
+            self.store.put(key, {"result": to_plain(result), "extra": extra, "blobs": blobs if same else None})
 
 
 def _blobs_are_what_they_claim(image: Any) -> bool:
@@ -125,4 +154,4 @@ def _blobs_are_what_they_claim(image: Any) -> bool:
     return True
 
 
-__all__ = ["ResultCache", "code_digest", "layer_ids", "result_key", "rules_digest"]
+__all__ = ["ResultCache", "blob_identity", "code_digest", "layer_ids", "result_key", "rules_digest"]

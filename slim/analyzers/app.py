@@ -186,6 +186,12 @@ _LITERAL_RE = re.compile(r"(?<![\w.$/~-])(/(?:[A-Za-z0-9_.+@-]+/)*[A-Za-z0-9_.+@
 
 
 _HASH_COMMENT = re.compile(r"^[ \t]*#(?!!).*$", re.M)
+# A docstring (the string that opens a module, or the body after a `def …:`/`class …:` line) in
+# an installed Python library is prose, never read as a path: doctests such as
+# `getoutput('ls /bin/ls')` in Lib/subprocess.py. The application's own files keep theirs
+# (docopt reads a script's docstring for defaults).
+_DOCSTRING = re.compile(r"""(?:\A|:[ \t]*(?:#[^\n]*)?\n)(?:[ \t]*\n)*[ \t]*[rRuU]?(\"\"\"|\'\'\')[\s\S]*?\1""")
+_LIBRARY_DIRS = re.compile(r"/lib/python3[.\d]*/|/(?:site|dist)-packages/")
 _INI_COMMENT = re.compile(r"^[ \t]*[#;](?!!).*$", re.M)
 
 
@@ -202,6 +208,8 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
     if BUILD_RECORD_NAMES.search(posixpath.basename(path)):
         return []
     comments = _INI_COMMENT if path.endswith((".ini", ".conf", ".cfg")) else _HASH_COMMENT
+    if path.endswith(".py") and _LIBRARY_DIRS.search(path):
+        text = _DOCSTRING.sub(lambda m: ":\n" * m.group(0).startswith(":"), text)
     for m in _LITERAL_RE.finditer(comments.sub("", text)):
         lit = m.group(1)
         if lit in seen:

@@ -90,6 +90,10 @@ class Store(ABC):
     @abstractmethod
     def open(self, name: str) -> BinaryIO: ...
 
+    def host_file(self, name: str) -> str | None:
+        """The host file that holds member `name` (the result cache stats it), if any."""
+        return None
+
     def read(self, name: str, limit: int = MAX_METADATA) -> bytes:
         if not self.exists(name):
             raise SourceError(f"{self.label}: missing {name}")
@@ -118,6 +122,9 @@ class DirStore(Store):
 
     def exists(self, name: str) -> bool:
         return os.path.isfile(self._host(name))
+
+    def host_file(self, name: str) -> str | None:
+        return self._host(name)
 
     def size(self, name: str) -> int:
         return os.path.getsize(self._host(name))
@@ -156,6 +163,9 @@ class TarStore(Store):
 
     def exists(self, name: str) -> bool:
         return posixpath.normpath(name).lstrip("/") in self.members
+
+    def host_file(self, name: str) -> str | None:
+        return self.path
 
     def size(self, name: str) -> int:
         return self.members[posixpath.normpath(name).lstrip("/")].size
@@ -201,6 +211,10 @@ class StoreImage(BlobImage):
 
     def open_blob(self, index: int) -> BinaryIO:
         return self.store.open(self.blob_names[index])
+
+    def blob_files(self) -> list[str]:
+        files = [self.store.host_file(n) for n in self.blob_names]
+        return [f for f in files if f] if all(files) else []
 
     def close(self) -> None:
         self.store.close()

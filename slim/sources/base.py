@@ -223,6 +223,11 @@ class BlobImage(Image):
                 raise LayerError(f"{self.ref}: layer {layer.index}: digest mismatch "
                                  f"(expected {expected}, blob is {alg}:{h.hexdigest()})")
 
+    def blob_files(self) -> list[str]:
+        """The host files holding the layer blobs, when they are plain files slim can stat
+        (an archive, a layout's blobs); [] when not known."""
+        return []
+
     @abstractmethod
     def open_blob(self, index: int) -> BinaryIO:
         """Open the stored blob of layer `index`. Raises SourceError / LayerError."""

@@ -81,6 +81,30 @@ def test_check_cache_hit_needs_the_blobs_to_match(tmp_path: Path, monkeypatch: p
         pass
 
 
+def test_unchanged_blob_files_are_not_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slim.sources import BlobImage
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    mine = tmp_path / "mine.oci"
+    shutil.copytree(SAMPLES / "hello-musl" / "hello-musl.oci", mine)
+    config = BudgetConfig(forbid_paths=("/root/.ssh/**",))
+    hashed: list[int] = []
+    real_verify = BlobImage.verify_blobs
+    monkeypatch.setattr(BlobImage, "verify_blobs", lambda self: hashed.append(1) or real_verify(self))
+    assert not check_image(f"oci:{mine}", config).cached
+    assert check_image(f"oci:{mine}", config).cached and hashed == []  # same files, same stat
+    for blob in (mine / "blobs/sha256").iterdir():
+        os.utime(blob)  # touched: hashed again, still a hit
+    assert check_image(f"oci:{mine}", config).cached and hashed == [1]
+    # rewritten in place under the same name: new ctime, so hashed, and the mismatch is caught
+    shutil.rmtree(tmp_path / "evil", ignore_errors=True)
+    _tamper_layer(mine, tmp_path / "evil")
+    for blob in (tmp_path / "evil/blobs/sha256").iterdir():
+        (mine / "blobs/sha256" / blob.name).write_bytes(blob.read_bytes())
+    with pytest.raises(LayerError, match="digest mismatch"):
+        check_image(f"oci:{mine}", config)
+
+
 def test_parse_store_round_trip_prune_and_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from slim.cache import ParseStore
 

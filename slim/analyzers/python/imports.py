@@ -70,6 +70,11 @@ class ImportRef:
     prefix: str = ""  # a computed name's literal dotted package prefix (f"pkg.sub.{x}" → pkg.sub)
 
 
+# Imports of a stdlib module that run only at the interactive prompt: `help()` (the `_Helper`
+# that site installs as a builtin, Lib/_sitebuiltins.py) imports pydoc, which brings pydoc_data
+# (700 kB of topics), http.server, email … A program that imports pydoc itself still keeps it.
+INTERACTIVE_ONLY: dict[str, tuple[str, ...]] = {"_sitebuiltins.py": ("pydoc",)}
+
 _GUARD_NAMES = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
 
@@ -456,6 +461,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
     # roots were computed in another context: its `if __name__ == "__main__":` imports count.
     outside_sys_path = _package_dir_of(env, path) is None
     hack = posixpath.basename(posixpath.dirname(path)) == "_distutils_hack"
+    base_name = posixpath.basename(path)
     for ref in refs:
         where = f"{path}:{ref.line}"
         if ref.main_only and path not in main_scripts and path != "<root>" and not outside_sys_path:
@@ -495,6 +501,8 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
             continue
         if top == "setuptools" and hack:
             continue  # only when distutils is imported: see _distutils_edges
+        if ref.module in INTERACTIVE_ONLY.get(base_name, ()) and in_stdlib:
+            continue
         if top == "distutils":
             out.extend(_distutils_edges(ctx, env, path, ref.module, where))
         chain = resolve_module(ctx, env, ref.module, search) or resolve_vendored(ctx, env, ref.module, search)

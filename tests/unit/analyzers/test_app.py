@@ -72,6 +72,15 @@ def test_path_literals(tmp_path: Path) -> None:
         assert not any(d.startswith("/nonexistent") for d in dsts)
         run = {e.dst for e in path_literal_edges(ctx, "/app/run.sh", FILES["/app/run.sh"])}  # type: ignore[arg-type]
         assert {"/usr/sbin/nginx", "/etc/nginx/nginx.conf"} <= run
+        # docstrings of installed Python libraries are prose (Lib/subprocess.py's doctests name
+        # /bin/ls); code and data strings still count, and the app's own docstrings too
+        lib = ('"""Module: reads /etc/nginx/mime.types"""\n\ndef getoutput(cmd):\n'
+               '    """Return output.\n\n    >>> getoutput(\'ls /usr/sbin/nginx\')\n    """\n'
+               '    return open("/etc/nginx/nginx.conf")\nQ = (\n    """/var/log/nginx/error.log"""\n)\n')
+        in_lib = {e.dst for e in path_literal_edges(ctx, "/usr/lib/python3.11/subprocess.py", lib)}
+        assert in_lib == {"/etc/nginx/nginx.conf", "/var/log/nginx/error.log"}
+        in_app = {e.dst for e in path_literal_edges(ctx, "/app/tool.py", lib)}
+        assert {"/etc/nginx/mime.types", "/usr/sbin/nginx"} <= in_app
 
 
 def test_app_roots_and_switch(tmp_path: Path) -> None:

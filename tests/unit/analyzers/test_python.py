@@ -362,3 +362,20 @@ def test_packages_enumerated_by_pkgutil_or_named_by_the_app_keep_their_modules(t
     assert f"{SITE}/webkit/contrib/admin/models.py" not in keep  # named by nothing
     ev = {e.evidence for e in edges if e.dst == f"{SITE}/webkit/tags/i18n.py"}
     assert any("pkgutil" in x for x in ev)
+
+
+def test_help_at_the_prompt_does_not_keep_pydoc(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    files[f"{STD}/_sitebuiltins.py"] = "import sys\n\nclass _Helper:\n    def __call__(self):\n        import pydoc\n"
+    files[f"{STD}/pydoc.py"] = "import pydoc_data.topics\n"
+    files[f"{STD}/pydoc_data/__init__.py"] = ""
+    files[f"{STD}/pydoc_data/topics.py"] = ""
+    write_tree(tmp_path / "plain", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "plain") as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{STD}/_sitebuiltins.py" in keep and f"{STD}/pydoc.py" not in keep
+    files["/app/app.py"] = "import pydoc\n"  # a program that uses pydoc keeps it
+    write_tree(tmp_path / "uses", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "uses") as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert {f"{STD}/pydoc.py", f"{STD}/pydoc_data/topics.py"} <= keep
