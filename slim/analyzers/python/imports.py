@@ -499,8 +499,10 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         top = ref.module.split(".")[0]
         if top in FOREIGN_MODULES or not ref.module:
             continue
-        if top == "setuptools" and hack:
-            continue  # only when distutils is imported: see _distutils_edges
+        if hack and top in ("setuptools", "distutils"):
+            # the hack's own imports run from its finder (someone imports distutils: see
+            # _distutils_edges) or from do_override (setuptools imports it), never on their own
+            continue
         if ref.module in INTERACTIVE_ONLY.get(base_name, ()) and in_stdlib:
             continue
         if top == "distutils":

@@ -296,7 +296,9 @@ def test_stdlib_extension_modules_import_through_the_c_api(tmp_path: Path) -> No
 
 
 def test_distutils_hack_keeps_setuptools_only_for_distutils_users(tmp_path: Path) -> None:
-    hack = ("import sys\nimport os\n\nclass DistutilsMetaFinder:\n"
+    hack = ("import sys\nimport os\n\ndef ensure_local_distutils():\n    import importlib\n"
+            "    importlib.import_module('distutils')\n    core = importlib.import_module('distutils.core')\n\n"
+            "class DistutilsMetaFinder:\n"
             "    def spec_for_distutils(self):\n        import importlib\n"
             "        try:\n            mod = importlib.import_module('setuptools._distutils')\n"
             "        except Exception:\n            return\n")
