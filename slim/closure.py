@@ -144,6 +144,10 @@ class ClosureBuilder:
             self._visit(self._queue.popleft())
             if on_visit is not None:
                 on_visit(1)
+            if not self._queue:
+                # the worklist ran dry: conditions on the whole keep set may now hold
+                for analyzer in self.analyzers:
+                    self.add_all(analyzer.at_fixpoint(self._done))
         self.ctx.service(Parses).flush()
         keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
         return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped,

@@ -21,7 +21,7 @@ class built once per analysis run — never in a dictionary of string keys.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -128,6 +128,13 @@ class Analyzer(ABC):
 
     def always_roots(self) -> Iterable[Edge | Unknown]:
         """Roots kept in every build mode (static, traced and both)."""
+        return ()
+
+    def at_fixpoint(self, kept: Set[str]) -> Iterable[Edge | Unknown]:
+        """Edges whose condition depends on the whole keep set (a lazy import taken only when
+        kept code names it), asked each time the worklist runs dry with everything visited so
+        far; the worklist stops when no analyzer adds anything. Conditions must only ever turn
+        true as `kept` grows, so the result does not depend on the visiting order."""
         return ()
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 
 from slim.analyzers.base import AnalysisContext, Analyzer, tidy
 from slim.analyzers.python.dynamic import (
@@ -43,6 +43,7 @@ from slim.analyzers.python.env import (
 from slim.analyzers.python.imports import (
     _pycache_edges,
     import_edges,
+    lazy_import_edges,
     package_data_edges,
     python_roots,
     scan_imports,
@@ -68,6 +69,9 @@ class PythonAnalyzer(Analyzer):
 
     def entry_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
         return python_roots(self.ctx, list(argv))
+
+    def at_fixpoint(self, kept: Set[str]) -> list[Edge]:
+        return lazy_import_edges(self.ctx, kept)
 
     def _shebang(self, path: str) -> str | None:
         try:

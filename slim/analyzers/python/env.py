@@ -18,6 +18,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from slim.analyzers.base import AnalysisContext
 from slim.errors import SlimError
@@ -71,6 +72,11 @@ class PythonState:
         self.named_modules: dict[tuple[str, str], str | None] = {}  # (interpreter, name) → file
         self.dir_names: dict[str, frozenset[str]] = {}  # directory → the names in it
         self.found: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}  # FileFinder memo
+        # PEP 562 lazy imports held back until kept code names their attribute (imports.LazyImport)
+        self.lazy: list[Any] = []
+        self.lazy_attrs: frozenset[str] = frozenset()
+        self.lazy_scanned: set[str] = set()
+        self.lazy_users: dict[str, set[str]] = {}
 
     def add_main_dir(self, d: str) -> None:
         if d not in self.main_dirs:

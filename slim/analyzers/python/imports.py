@@ -17,13 +17,14 @@ import dataclasses
 import io
 import logging
 import posixpath
+import re
 import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, Parses, link_edges
 from slim.analyzers.python.deadcode import dead_functions
-from slim.analyzers.python.dynamic import computed_import_edges
+from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges
 from slim.analyzers.python.env import (
     _INTERP_RE,
     PythonEnv,
@@ -68,6 +69,7 @@ class ImportRef:
     dynamic: str = ""  # non-empty: a dynamic import we could not read (reason)
     main_only: bool = False  # under `if __name__ == "__main__":` (runs only as a script)
     prefix: str = ""  # a computed name's literal dotted package prefix (f"pkg.sub.{x}" → pkg.sub)
+    attr_gate: tuple[str, ...] = ()  # runs in the module's __getattr__ only for these names (PEP 562)
 
 
 # Imports of a stdlib module that run only at the interactive prompt: `help()` (the `_Helper`
@@ -152,20 +154,66 @@ def literal_prefix(node: ast.AST | None) -> str:
         p.isidentifier() for p in package.split(".")) else ""
 
 
+def _attr_test(test: ast.AST, arg: str) -> tuple[str, ...]:
+    """The attribute names `if name == "x":` / `if name in ("x", "y"):` selects, for the
+    argument `arg` of a module's `__getattr__`; () for any other test."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and len(test.comparators) == 1):
+        return ()
+    left, op, right = test.left, test.ops[0], test.comparators[0]
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Name) and right.id == arg:
+        left, right = right, left
+    if not (isinstance(left, ast.Name) and left.id == arg):
+        return ()
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
+        return (right.value,)
+    if isinstance(op, ast.In) and isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+        names = [e.value for e in right.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        return tuple(names) if len(names) == len(right.elts) else ()
+    return ()
+
+
+def _getattr_gates(tree: ast.AST) -> dict[int, tuple[str, ...]]:
+    """id(If) → attribute names, for the `if name == "x":` tests inside a module-level
+    `def __getattr__(name)` (PEP 562 lazy attributes: numpy.testing, concurrent.futures'
+    ProcessPoolExecutor): what their bodies import is imported only when code asks the module
+    for that attribute."""
+    if not isinstance(tree, ast.Module):
+        return {}
+    out: dict[int, tuple[str, ...]] = {}
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:  # module level, through if/else, try and with blocks (numpy defines it in an else:)
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef):
+            if node.name == "__getattr__" and node.args.args:
+                arg = node.args.args[0].arg
+                out.update((id(n), names) for n in ast.walk(node)
+                           if isinstance(n, ast.If) and (names := _attr_test(n.test, arg)))
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for part in ("body", "orelse", "finalbody"):
+                todo.extend(getattr(node, part, ()))
+            for handler in getattr(node, "handlers", ()):
+                todo.extend(handler.body)
+    return out
+
+
 def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
     Branches decided on Linux are pruned (`if sys.platform == "win32":`, `if os.name == "nt":`,
     `if TYPE_CHECKING:`); imports under `if __name__ == "__main__":`, and in the private
-    functions only that block calls (deadcode.py), are marked `main_only`.
+    functions only that block calls (deadcode.py), are marked `main_only`. Imports under an
+    `if name == "x":` of a module-level `__getattr__` carry `attr_gate` (see _getattr_gates).
     With `calls=False` (the source never names `import_module` or `__import__`) expressions are
     not walked: import statements only live in statement bodies, which is most of the speed.
     """
     out: list[ImportRef] = []
     block_parts = (ast.stmt, ast.excepthandler, ast.match_case)
     dead = dead_functions(tree, _is_main_guard)
+    gates = _getattr_gates(tree)
+    gate: tuple[str, ...] = ()
 
     def visit(node: ast.AST, guarded: bool, main_only: bool) -> None:
+        nonlocal gate
         if dead and id(node) in dead:  # only the __main__ block calls it (deadcode.py)
             main_only = True
         if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
@@ -188,18 +236,22 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
             if calls:
                 visit(node.test, guarded, main_only)
             if decided is not False:
+                outer = gate
+                gate = gates.get(id(node), gate)
                 for child in node.body:
                     visit(child, guarded, main_only or is_main)
+                gate = outer
             if decided is not True:
                 for child in node.orelse:
                     visit(child, guarded, main_only)
             return
         if isinstance(node, ast.Import):
             for a in node.names:
-                out.append(ImportRef(a.name, 0, node.lineno, (), guarded, main_only=main_only))
+                out.append(ImportRef(a.name, 0, node.lineno, (), guarded, main_only=main_only, attr_gate=gate))
         elif isinstance(node, ast.ImportFrom):
             out.append(ImportRef(node.module or "", node.level, node.lineno,
-                                 tuple(a.name for a in node.names), guarded, main_only=main_only))
+                                 tuple(a.name for a in node.names), guarded, main_only=main_only,
+                                 attr_gate=gate))
         elif isinstance(node, ast.Call):
             f = node.func
             fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
@@ -224,6 +276,7 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     return out
 
 
+LAZY_SCAN_LIMIT = 8 << 20  # bytes of one source read for lazy-attribute names
 MAX_PARSE_TOKENS = 200_000  # the largest real modules measured have ~65k (mypy/checker.py)
 
 
@@ -443,87 +496,180 @@ def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str)
     if what == "unknown":
         return Unknown(path, str(value))
     assert isinstance(value, list)
-    return [ImportRef(**{**r, "names": tuple(r["names"])}) for r in value]
+    return [ImportRef(**{**r, "names": tuple(r["names"]), "attr_gate": tuple(r.get("attr_gate", ()))})
+            for r in value]
 
 
 def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
                  extra_dirs: Iterable[str] = ()) -> list[Edge | Unknown]:
-    """Edges from one Python source file to the modules it imports (and Unknowns)."""
+    """Edges from one Python source file to the modules it imports (and Unknowns). The edges
+    of an import a module's `__getattr__` makes only for some attribute names are held back
+    in PythonState.lazy (see lazy_import_edges)."""
     parsed = parsed_imports(ctx, env, path, source)
     if isinstance(parsed, Unknown):
         return [parsed]
-    refs = parsed
-    in_stdlib = under(path, env.stdlib)
-    search = list(dict.fromkeys([*extra_dirs, *env.sys_path]))
+    state = ctx.service(PythonState)
+    site = _Site(
+        path=path, in_stdlib=under(path, env.stdlib),
+        search=list(dict.fromkeys([*extra_dirs, *env.sys_path])),
+        # A file outside sys.path (the application's) may be the __main__ script even when the
+        # roots were computed in another context: its `if __name__ == "__main__":` imports count.
+        maybe_main=path in state.main_scripts or path == "<root>" or _package_dir_of(env, path) is None,
+        hack=posixpath.basename(posixpath.dirname(path)) == "_distutils_hack",
+        base_name=posixpath.basename(path))
     out: list[Edge | Unknown] = []
-    main_scripts = ctx.service(PythonState).main_scripts
-    # A file outside sys.path (the application's) may be the __main__ script even when the
-    # roots were computed in another context: its `if __name__ == "__main__":` imports count.
-    outside_sys_path = _package_dir_of(env, path) is None
-    hack = posixpath.basename(posixpath.dirname(path)) == "_distutils_hack"
-    base_name = posixpath.basename(path)
-    for ref in refs:
-        where = f"{path}:{ref.line}"
-        if ref.main_only and path not in main_scripts and path != "<root>" and not outside_sys_path:
-            continue  # an imported module is never __main__ (its self-test block does not run)
-        if ref.dynamic:
-            if in_stdlib:
-                log.debug("%s: line %d: %s (stdlib machinery; not reported)", path, ref.line, ref.dynamic)
+    for ref in parsed:
+        if ref.attr_gate:
+            held: list[Edge | Unknown] = []
+            _one_import(ctx, env, site, ref, held)
+            edges = tuple(e for e in held if isinstance(e, Edge))
+            if edges:
+                state.lazy.append(LazyImport(path, ref.attr_gate, edges))
+            continue
+        _one_import(ctx, env, site, ref, out)
+    return out
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where an import statement is: what decides how it resolves."""
+
+    path: str
+    in_stdlib: bool
+    search: list[str]
+    maybe_main: bool  # the file may run as __main__
+    hack: bool  # setuptools' _distutils_hack
+    base_name: str
+
+
+def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRef,
+                out: list[Edge | Unknown]) -> None:
+    """The edges (and Unknowns) of one import statement, appended to `out`."""
+    path, in_stdlib, search = site.path, site.in_stdlib, site.search
+    where = f"{path}:{ref.line}"
+    if ref.main_only and not site.maybe_main:
+        return  # an imported module is never __main__ (its self-test block does not run)
+    if ref.dynamic:
+        if in_stdlib:
+            log.debug("%s: line %d: %s (stdlib machinery; not reported)", path, ref.line, ref.dynamic)
+            return
+        kept = computed_import_edges(ctx, env, path, ref.line, ref.dynamic, ref.prefix, search)
+        out.extend(k for k in kept if isinstance(k, Edge) or not ref.guarded)
+        return
+    if ref.level:
+        base = posixpath.dirname(path)
+        for _ in range(ref.level - 1):
+            base = posixpath.dirname(base)
+        if ref.module:
+            chain = resolve_module(ctx, env, ref.module, [base])
+            targets = [(chain, ref.module)]
+        else:
+            chain = []
+            targets = []
+        for n in ref.names:
+            sub = f"{ref.module}.{n}" if ref.module else n
+            if n != "*":
+                targets.append((resolve_module(ctx, env, sub, [base]), sub))
+        init = posixpath.join(base, "__init__.py")
+        if ctx.fs.is_file(init):
+            out.append(Edge(path, init, "import", f"{where}: relative import's package"))
+        for i, (ch, name) in enumerate(targets):
+            if ch:
+                out.extend(_hit_edges(ctx, path, ch, f"{where}: from {'.' * ref.level}{ref.module} import"))
+            elif i == 0 and ref.module and not ref.guarded:
+                out.append(Unknown(path, f"line {ref.line}: relative import {'.' * ref.level}{name} not found"))
+        return
+    top = ref.module.split(".")[0]
+    if top in FOREIGN_MODULES or not ref.module:
+        return
+    if site.hack and top in ("setuptools", "distutils"):
+        # the hack's own imports run from its finder (someone imports distutils: see
+        # _distutils_edges) or from do_override (setuptools imports it), never on their own
+        return
+    if ref.module in INTERACTIVE_ONLY.get(site.base_name, ()) and in_stdlib:
+        return
+    if top == "distutils":
+        out.extend(_distutils_edges(ctx, env, path, ref.module, where))
+    chain = resolve_module(ctx, env, ref.module, search) or resolve_vendored(ctx, env, ref.module, search)
+    if chain is None:
+        if not ref.guarded and not in_stdlib:
+            out.append(Unknown(path, f"line {ref.line}: import {ref.module}: not found on sys.path"))
+        return
+    out.extend(_hit_edges(ctx, path, chain, f"{where}: import {ref.module}"))
+    last = chain[-1]
+    if last.kind in ("package", "namespace"):
+        dirs = [posixpath.dirname(last.path)] if last.path else list(last.parents)
+        for n in ref.names:
+            if n == "*":
                 continue
-            kept = computed_import_edges(ctx, env, path, ref.line, ref.dynamic, ref.prefix, search)
-            out.extend(k for k in kept if isinstance(k, Edge) or not ref.guarded)
+            sub_hit = _find_in_dirs(ctx, env, n, dirs)
+            if sub_hit and sub_hit.path:
+                out.extend(link_edges(ctx, path, sub_hit.path, "import", f"{where}: from {ref.module} import {n}"))
+    if last.kind == "bytecode":
+        out.append(Unknown(last.path or path, "sourceless module: its imports are not analyzed"))
+
+
+@dataclass(frozen=True)
+class LazyImport:
+    """An import a module's `__getattr__` makes only when asked for one of `attrs` (PEP 562):
+    its edges are added once kept code names one of them (lazy_import_edges)."""
+
+    module_file: str
+    attrs: tuple[str, ...]
+    edges: tuple[Edge, ...]
+
+
+def _uses_pattern(attrs: Iterable[str]) -> re.Pattern[str]:
+    """Code that can reach a lazy attribute: `mod.attr`, an import line naming it (`from mod
+    import attr`), or `getattr(mod, "attr")`. A bare string is not enough: `'distutils' in
+    sys.modules` asks no module for an attribute."""
+    alt = "|".join(sorted(re.escape(a) for a in attrs))
+    return re.compile(rf"""\.\s*(?:{alt})\b|\bimport\b[^\n]*\b(?:{alt})\b|"""
+                      rf"""\bgetattr\s*\([^,()]+,\s*['"](?:{alt})['"]""")
+
+
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
+    """The held-back lazy imports (LazyImport) that kept code can now trigger: one of their
+    attribute names appears, outside docstrings and comments, in a kept Python file other than
+    the module itself. Called whenever the keep set stops growing, until it adds nothing, so
+    the answer does not depend on the order files were visited; what no kept code names is not
+    kept. Files are scanned once per set of attribute names."""
+    state = ctx.service(PythonState)
+    if not state.lazy:
+        return []
+    attrs = frozenset(a for lazy in state.lazy for a in lazy.attrs)
+    if not attrs <= state.lazy_attrs:  # new names: every file is scanned again for all of them
+        state.lazy_attrs, state.lazy_scanned, state.lazy_users = attrs, set(), {}
+    attrs = state.lazy_attrs
+    pattern = _uses_pattern(attrs)
+    for path in kept:
+        if path in state.lazy_scanned or not path.endswith(".py") or not ctx.fs.has_content(path):
             continue
-        if ref.level:
-            base = posixpath.dirname(path)
-            for _ in range(ref.level - 1):
-                base = posixpath.dirname(base)
-            if ref.module:
-                chain = resolve_module(ctx, env, ref.module, [base])
-                targets = [(chain, ref.module)]
-            else:
-                chain = []
-                targets = []
-            for n in ref.names:
-                sub = f"{ref.module}.{n}" if ref.module else n
-                if n != "*":
-                    targets.append((resolve_module(ctx, env, sub, [base]), sub))
-            init = posixpath.join(base, "__init__.py")
-            if ctx.fs.is_file(init):
-                out.append(Edge(path, init, "import", f"{where}: relative import's package"))
-            for i, (ch, name) in enumerate(targets):
-                if ch:
-                    out.extend(_hit_edges(ctx, path, ch, f"{where}: from {'.' * ref.level}{ref.module} import"))
-                elif i == 0 and ref.module and not ref.guarded:
-                    out.append(Unknown(path, f"line {ref.line}: relative import {'.' * ref.level}{name} not found"))
+        state.lazy_scanned.add(path)
+        try:
+            text = ctx.fs.read_text(path, LAZY_SCAN_LIMIT)
+        except (SlimError, OSError):
             continue
-        top = ref.module.split(".")[0]
-        if top in FOREIGN_MODULES or not ref.module:
+        if not any(a in text for a in attrs):
+            continue  # most files: no name at all, not even in a docstring (a substring search)
+        for m in pattern.finditer(_prose_blanked(text)):
+            for word in _WORD.findall(m.group(0)):
+                if word in attrs:
+                    state.lazy_users.setdefault(word, set()).add(path)
+    out: list[Edge] = []
+    still: list[LazyImport] = []
+    for lazy in state.lazy:
+        named = sorted({u for a in lazy.attrs for u in state.lazy_users.get(a, ()) if u != lazy.module_file})
+        if not named:
+            still.append(lazy)
             continue
-        if hack and top in ("setuptools", "distutils"):
-            # the hack's own imports run from its finder (someone imports distutils: see
-            # _distutils_edges) or from do_override (setuptools imports it), never on their own
-            continue
-        if ref.module in INTERACTIVE_ONLY.get(base_name, ()) and in_stdlib:
-            continue
-        if top == "distutils":
-            out.extend(_distutils_edges(ctx, env, path, ref.module, where))
-        chain = resolve_module(ctx, env, ref.module, search) or resolve_vendored(ctx, env, ref.module, search)
-        if chain is None:
-            if not ref.guarded and not in_stdlib:
-                out.append(Unknown(path, f"line {ref.line}: import {ref.module}: not found on sys.path"))
-            continue
-        out.extend(_hit_edges(ctx, path, chain, f"{where}: import {ref.module}"))
-        last = chain[-1]
-        if last.kind in ("package", "namespace"):
-            dirs = [posixpath.dirname(last.path)] if last.path else list(last.parents)
-            for n in ref.names:
-                if n == "*":
-                    continue
-                sub_hit = _find_in_dirs(ctx, env, n, dirs)
-                if sub_hit and sub_hit.path:
-                    out.extend(link_edges(ctx, path, sub_hit.path, "import", f"{where}: from {ref.module} import {n}"))
-        if last.kind == "bytecode":
-            out.append(Unknown(last.path or path, "sourceless module: its imports are not analyzed"))
+        why = (f"{named[0]} names {'/'.join(lazy.attrs)}, which {lazy.module_file} imports lazily "
+               "(PEP 562 __getattr__)")
+        out.extend(Edge(e.src, e.dst, e.kind, f"{e.evidence}; {why}") for e in lazy.edges)
+    state.lazy = still
     return out
 
 
@@ -615,5 +761,5 @@ def python_roots(ctx: AnalysisContext, argv: list[str]) -> list[Edge | Unknown]:
     return out
 
 
-__all__ = ["STARTUP_MODULES", "ImportRef", "import_edges", "package_data_edges", "python_roots",
+__all__ = ["STARTUP_MODULES", "ImportRef", "LazyImport", "import_edges", "lazy_import_edges", "package_data_edges", "python_roots",
            "scan_imports", "startup_edges", "static_condition"]

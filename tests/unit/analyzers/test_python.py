@@ -44,28 +44,31 @@ def context(root: Path, **options: object) -> Iterator[AnalysisContext]:
 
 def closure(ctx: AnalysisContext, roots: Iterable[Edge | Unknown],
             analyzers: list[Callable[[AnalysisContext], Analyzer]]) -> tuple[set[str], list[Edge], list[Unknown]]:
-    """A minimal worklist like the pipeline's: offer every newly kept file to every analyzer."""
+    """A minimal worklist like the pipeline's: offer every newly kept file to every analyzer,
+    and ask them `at_fixpoint` whenever it runs dry."""
     instances = [a(ctx) for a in analyzers]
     edges: list[Edge] = []
     unknowns: list[Unknown] = []
     keep: set[str] = set()
     todo: list[Edge | Unknown] = list(roots)
     while todo:
-        item = todo.pop()
-        if isinstance(item, Unknown):
-            unknowns.append(item)
-            continue
-        edges.append(item)
-        if item.dst in keep:
-            continue
-        keep.add(item.dst)
-        entry = ctx.fs.stat(item.dst)
-        if entry is None or not entry.is_file:
-            continue
-        entry = ctx.fs.get(ctx.fs.realpath(item.dst)) or entry
-        for a in instances:
-            if a.wants(entry):
-                todo.extend(a.analyze(entry))
+        while todo:
+            item = todo.pop()
+            if isinstance(item, Unknown):
+                unknowns.append(item)
+                continue
+            edges.append(item)
+            if item.dst in keep:
+                continue
+            keep.add(item.dst)
+            entry = ctx.fs.stat(item.dst)
+            if entry is None or not entry.is_file:
+                continue
+            entry = ctx.fs.get(ctx.fs.realpath(item.dst)) or entry
+            for a in instances:
+                if a.wants(entry):
+                    todo.extend(a.analyze(entry))
+        todo = [item for a in instances for item in a.at_fixpoint(keep)]
     return keep, edges, unknowns
 
 
@@ -381,3 +384,52 @@ def test_help_at_the_prompt_does_not_keep_pydoc(tmp_path: Path) -> None:
     with context(tmp_path / "uses") as ctx:
         keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
     assert {f"{STD}/pydoc.py", f"{STD}/pydoc_data/topics.py"} <= keep
+
+
+LAZY_INIT = (
+    "import sys\nfrom ._core import array\n\nif sys.flags.optimize > 9:\n    pass\nelse:\n"  # numpy's layout
+    "  def __getattr__(attr):\n"
+    "    \"\"\"Lazy submodules (PEP 562), e.g. `np.testing`.\"\"\"\n"
+    "    if attr == 'testing':\n        import numlike.testing as testing\n        return testing\n"
+    "    elif attr in ('distutils', 'f2py'):\n        from . import distutils\n        return distutils\n"
+    "    import numlike.always\n    raise AttributeError(attr)\n")
+
+
+def _lazy_files(app: str) -> dict[str, str | bytes]:
+    files = dict(PY_FILES)
+    files.update({f"{SITE}/numlike/__init__.py": LAZY_INIT, f"{SITE}/numlike/_core.py": "",
+                  f"{SITE}/numlike/always.py": "", f"{SITE}/numlike/testing/__init__.py": "import unittest\n",
+                  f"{SITE}/numlike/distutils.py": "", f"{STD}/unittest/__init__.py": "",
+                  "/app/app.py": app})
+    return files
+
+
+def test_lazy_module_attributes_are_kept_only_when_kept_code_names_them(tmp_path: Path) -> None:
+    def kept(name: str, app: str) -> tuple[set[str], list[Edge]]:
+        write_tree(tmp_path / name, _lazy_files(app), PY_LINKS, PY_CONFIG)
+        with context(tmp_path / name) as ctx:
+            keep, edges, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+        return keep, edges
+
+    testing, dist = f"{SITE}/numlike/testing/__init__.py", f"{SITE}/numlike/distutils.py"
+    # the app only uses the array: neither lazy submodule; the unconditional one is kept
+    keep, _ = kept("plain", "import numlike, sys\nx = numlike.array([1])\n# numlike.testing in a comment\n"
+                            "y = 'testing' in sys.modules\n")
+    assert f"{SITE}/numlike/always.py" in keep and testing not in keep and dist not in keep
+    assert f"{STD}/unittest/__init__.py" not in keep
+    # attribute access, an import line and a string each name it
+    keep, edges = kept("attr", "import numlike as np\nnp.testing.assert_equal(1, 1)\n")
+    assert {testing, f"{STD}/unittest/__init__.py"} <= keep and dist not in keep
+    assert any("PEP 562" in e.evidence and "/app/app.py names testing" in e.evidence
+               for e in edges if e.dst == testing)
+    keep, _ = kept("from", "from numlike import array, f2py\n")
+    assert dist in keep and testing not in keep
+    keep, _ = kept("string", "import numlike\nm = getattr(numlike, 'distutils')\n")
+    assert dist in keep
+    # named by a library the app imports (found at the fixpoint, whatever the visiting order)
+    files = _lazy_files("import helper_lib\n")
+    files[f"{SITE}/helper_lib.py"] = "import numlike\ndef check(a):\n    return numlike.testing.ok(a)\n"
+    write_tree(tmp_path / "lib", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "lib") as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert testing in keep
