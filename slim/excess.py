@@ -31,12 +31,35 @@ HEAVIEST = 3
 
 
 def touched_paths(graph: DependencyGraph) -> set[str]:
-    """The nodes a traced run touched: those the start links to with a traced edge."""
+    """The nodes a traced run touched: those the start links to with a traced edge, and what
+    the kernel resolved or loaded for them without a system call of its own that strace
+    shows: the targets of touched symlinks, and for an executed file its `#!` interpreter and
+    its ELF interpreter (PT_INTERP), which execve loads (fs/binfmt_script.c, binfmt_elf.c)."""
     g = graph.g
     if ROOT not in g:
         return set()
-    return {dst for dst in g.successors(ROOT)
-            if any(kind in TRACED_KINDS for kind, _ in g.edges[ROOT, dst]["reasons"])}
+    def kinds(src: str, dst: str) -> set[str]:
+        return {kind for kind, _ in g.edges[src, dst]["reasons"]}
+
+    touched = {dst for dst in g.successors(ROOT) if kinds(ROOT, dst) & TRACED_KINDS}
+    executed = [dst for dst in touched if "traced-exec" in kinds(ROOT, dst)]
+    todo = [(node, node in executed) for node in touched]
+    seen = {(node, ran) for node, ran in todo}
+    while todo:
+        node, ran = todo.pop()
+        for nxt in g.successors(node):
+            via = kinds(node, nxt)
+            if "symlink" in via:
+                step = (nxt, ran)
+            elif ran and via & {"shebang", "interpreter"}:
+                step = (nxt, True)  # the kernel executes the interpreter in its place
+            else:
+                continue
+            if step not in seen:
+                seen.add(step)
+                touched.add(nxt)
+                todo.append(step)
+    return touched
 
 
 def _sizes(fs: RootFS, keep: set[str]) -> dict[str, int]:

@@ -70,3 +70,22 @@ def test_no_trace_means_everything_is_untouched(tmp_path: Path) -> None:
         ex = excess_report(g, {"/a"}, loaded.rootfs)
     assert ex.traced.file_count == 0 and ex.untouched.size_bytes == 10
     assert ex.chains[0].src == ROOT and ex.by_reason[0].reason == "entrypoint"
+
+
+def test_what_execve_loads_counts_as_touched() -> None:
+    """strace shows execve("/usr/bin/puma") only: the kernel follows the `#!` line to the
+    interpreter (through its symlink) and maps the ELF interpreter without a system call of
+    their own. A script merely opened loads nothing."""
+    g = DependencyGraph()
+    for e in [
+        Edge(ROOT, "/usr/bin/puma", "traced-exec", "execve"),
+        Edge(ROOT, "/usr/bin/report.rb", "traced-open", "open"),
+        Edge("/usr/bin/puma", "/usr/bin/ruby", "shebang", "#!/usr/bin/ruby"),
+        Edge("/usr/bin/ruby", "/usr/bin/ruby3.1", "symlink", "-> /usr/bin/ruby3.1"),
+        Edge("/usr/bin/ruby3.1", "/lib64/ld-linux-x86-64.so.2", "interpreter", "PT_INTERP"),
+        Edge("/usr/bin/ruby3.1", "/usr/lib/libruby.so", "needed", "DT_NEEDED"),
+        Edge("/usr/bin/report.rb", "/usr/bin/perl", "shebang", "#!/usr/bin/perl"),
+    ]:
+        g.add(e)
+    assert touched_paths(g) == {"/usr/bin/puma", "/usr/bin/report.rb", "/usr/bin/ruby", "/usr/bin/ruby3.1",
+                                "/lib64/ld-linux-x86-64.so.2"}
