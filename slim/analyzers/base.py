@@ -78,30 +78,119 @@ class AnalysisContext:
 class Parses:
     """The parse cache of a run (slim.cache.ParseStore) as a context service: `memo` returns
     what `compute()` returns for these bytes, from the cache when the same bytes were parsed
-    before (by this run or an earlier one). The closure flushes it when the run ends."""
+    before (by this run or an earlier one). The closure flushes it when the run ends.
+
+    `ahead` starts a parse in a worker process before the worklist reaches the file (the
+    Python analyzer asks for every module an import names): parsing is pure CPU work on bytes,
+    and the worklist's own work — path resolution, reading the image — runs meanwhile on the
+    other core. Workers: one fewer than the machine's cores (none on one core), at most
+    MAX_WORKERS, `SLIM_PARSE_WORKERS=N` to choose (0: parse in the process). A worker that
+    fails (killed, broken pool) turns parsing ahead off; the file is parsed in the process."""
+
+    MAX_WORKERS = 4
+    MAX_AHEAD_BYTES = 1 << 20  # larger sources are parsed when reached (and may be refused)
 
     def __init__(self, ctx: AnalysisContext) -> None:
         from slim.cache import ParseStore
 
         self.store = ParseStore()
+        self._ahead: dict[tuple[str, str], Any] = {}  # (kind, digest) → Future
+        self._done: set[tuple[str, str]] = set()  # parsed (or read from the cache) in this run
+        self.from_workers = 0  # results a worker computed
+        self._pool: Any = None
+        self._workers = _parse_workers()
+
+    def ahead(self, kind: str, data: bytes, fn: Callable[..., Any], *args: Any) -> None:
+        """Start `fn(*args)` (a module-level function, the parse of `data`) in a worker, unless
+        the cache already has it or it is on its way."""
+        if not self._workers or len(data) > self.MAX_AHEAD_BYTES:
+            return
+        import hashlib
+
+        key = (kind, hashlib.sha256(data).hexdigest())
+        if key in self._ahead or key in self._done or self.store.get(*key) is not None:
+            return
+        pool = self._start()
+        if pool is None:
+            return
+        try:
+            self._ahead[key] = pool.submit(fn, *args)
+        except RuntimeError as exc:  # a broken or shut-down pool
+            self._stop(exc)
+
+    def _start(self) -> Any:
+        if self._pool is None and self._workers:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:
+                self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_quiet_worker)
+            except (OSError, ValueError) as exc:
+                self._stop(exc)
+        return self._pool
+
+    def _stop(self, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            import logging
+
+            logging.getLogger(__name__).debug("parsing ahead off: %s", exc)
+        self._workers = 0
+        self._ahead.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def memo(self, kind: str, data: bytes, compute: Callable[[], T],
              encode: Callable[[T], Any], decode: Callable[[Any], T]) -> T:
         import hashlib
 
         digest = hashlib.sha256(data).hexdigest()
+        self._done.add((kind, digest))
         cached = self.store.get(kind, digest)
         if cached is not None:
             try:
                 return decode(cached)
             except (TypeError, ValueError, KeyError):
                 pass  # an entry of another shape: parse again and replace it
-        value = compute()
+        value = self._from_ahead(kind, digest, decode)
+        if value is None:
+            value = compute()
         self.store.put(kind, digest, encode(value))
         return value
 
+    def _from_ahead(self, kind: str, digest: str, decode: Callable[[Any], T]) -> T | None:
+        future = self._ahead.pop((kind, digest), None)
+        if future is None:
+            return None
+        try:
+            value = decode(future.result())
+            self.from_workers += 1
+            return value
+        except Exception as exc:  # a dead worker: parse here instead
+            self._stop(exc)
+            return None
+
     def flush(self) -> None:
+        """End of the run: write the cache, stop the workers."""
         self.store.flush()
+        self._stop()
+
+
+def _parse_workers() -> int:
+    import os
+
+    explicit = os.environ.get("SLIM_PARSE_WORKERS", "")
+    if explicit.isdigit():
+        return min(int(explicit), Parses.MAX_WORKERS)
+    return max(0, min((os.cpu_count() or 1) - 1, Parses.MAX_WORKERS))
+
+
+def _quiet_worker() -> None:
+    """A parse worker leaves Ctrl-C and termination to its parent, which stops it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Analyzer(ABC):

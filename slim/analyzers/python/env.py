@@ -77,6 +77,7 @@ class PythonState:
         self.lazy_attrs: frozenset[str] = frozenset()
         self.lazy_scanned: set[str] = set()
         self.lazy_users: dict[str, set[str]] = {}
+        self.ahead: set[str] = set()  # sources handed to Parses.ahead
 
     def add_main_dir(self, d: str) -> None:
         if d not in self.main_dirs:

@@ -478,6 +478,36 @@ def _scan(source: str, path: str, version: tuple[int, int]) -> tuple[str, object
     return "refs", [dataclasses.asdict(r) for r in refs]
 
 
+def _parse_kind(env: PythonEnv) -> str:
+    import sys
+
+    return (f"py-imports/{_scan_version()}/{sys.version_info[0]}.{sys.version_info[1]}/"
+            f"{env.version[0]}.{env.version[1]}")
+
+
+AHEAD_LIMIT = 1 << 20
+
+
+def scan_ahead(ctx: AnalysisContext, env: PythonEnv, paths: Iterable[str]) -> None:
+    """Start parsing the Python sources `paths` in a worker (Parses.ahead) before the
+    worklist reaches them; each path once per run."""
+    state = ctx.service(PythonState)
+    parses = ctx.service(Parses)
+    for path in paths:
+        if path in state.ahead or not path.endswith(".py"):
+            continue
+        state.ahead.add(path)
+        entry = ctx.fs.stat(path)
+        if entry is None or entry.size > AHEAD_LIMIT or not ctx.fs.has_content(path):
+            continue  # a large source is parsed (or refused) when the worklist reaches it
+        try:
+            data = ctx.fs.read(path)
+        except (SlimError, OSError):
+            continue
+        source = data.decode("utf-8", errors="replace")  # as PythonAnalyzer.analyze reads it
+        parses.ahead(_parse_kind(env), source.encode("utf-8", "surrogatepass"), _scan, source, path, env.version)
+
+
 def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str) -> list[ImportRef] | Unknown:
     """The imports `source` names (scan_imports), or an Unknown when it cannot be parsed;
     from the parse cache when the same bytes were scanned before (slim.cache.ParseStore).
@@ -486,10 +516,7 @@ def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str)
     the scan can recurse, is not parsed: an Unknown keeps it (its imports are not followed).
     ast.parse holds about 1 KB per token, so 1 MB of `a\n` lines cost 930 MB of RSS.
     """
-    import sys
-
-    kind = (f"py-imports/{_scan_version()}/{sys.version_info[0]}.{sys.version_info[1]}/"
-            f"{env.version[0]}.{env.version[1]}")
+    kind = _parse_kind(env)
     what, value = ctx.service(Parses).memo(
         kind, source.encode("utf-8", "surrogatepass"), lambda: _scan(source, path, env.version),
         encode=list, decode=lambda v: (str(v[0]), v[1]))
@@ -527,6 +554,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
                 state.lazy.append(LazyImport(path, ref.attr_gate, edges))
             continue
         _one_import(ctx, env, site, ref, out)
+    scan_ahead(ctx, env, sorted({e.dst for e in out if isinstance(e, Edge)}))
     return out
 
 
@@ -587,6 +615,11 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
         # _distutils_edges) or from do_override (setuptools imports it), never on their own
         return
     if ref.module in INTERACTIVE_ONLY.get(site.base_name, ()) and in_stdlib:
+        return
+    if top == "test" and in_stdlib and not under(path, posixpath.join(env.stdlib, "test")):
+        # CPython's regression-test package: the stdlib imports it only in helpers its test
+        # suite calls (multiprocessing.util._cleanup_tests: `from test import support`, which
+        # imports distutils and so setuptools in a venv). The app's own `import test` counts.
         return
     if top == "distutils":
         out.extend(_distutils_edges(ctx, env, path, ref.module, where))

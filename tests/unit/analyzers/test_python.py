@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
 from slim.analyzers.python import PythonAnalyzer, python_env, python_roots, resolve_module
 from slim.model import Edge, Unknown
@@ -372,6 +374,11 @@ def test_packages_enumerated_by_pkgutil_or_named_by_the_app_keep_their_modules(t
 def test_help_at_the_prompt_does_not_keep_pydoc(tmp_path: Path) -> None:
     files = dict(PY_FILES)
     files[f"{STD}/_sitebuiltins.py"] = "import sys\n\nclass _Helper:\n    def __call__(self):\n        import pydoc\n"
+    # the stdlib's own test-suite helpers: multiprocessing.util._cleanup_tests
+    files[f"{STD}/json/decoder.py"] = "import re\n\ndef _cleanup_tests():\n    from test import support\n"
+    files[f"{STD}/test/__init__.py"] = ""
+    files[f"{STD}/test/support/__init__.py"] = "from test import regrtest\n"
+    files[f"{STD}/test/regrtest.py"] = ""
     files[f"{STD}/pydoc.py"] = "import pydoc_data.topics\n"
     files[f"{STD}/pydoc_data/__init__.py"] = ""
     files[f"{STD}/pydoc_data/topics.py"] = ""
@@ -379,11 +386,14 @@ def test_help_at_the_prompt_does_not_keep_pydoc(tmp_path: Path) -> None:
     with context(tmp_path / "plain") as ctx:
         keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
     assert f"{STD}/_sitebuiltins.py" in keep and f"{STD}/pydoc.py" not in keep
-    files["/app/app.py"] = "import pydoc\n"  # a program that uses pydoc keeps it
+    assert f"{STD}/json/decoder.py" in keep and f"{STD}/test/support/__init__.py" not in keep
+    files["/app/app.py"] = "import pydoc\nfrom test import support\n"  # a program's own imports count
     write_tree(tmp_path / "uses", files, PY_LINKS, PY_CONFIG)
     with context(tmp_path / "uses") as ctx:
         keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
     assert {f"{STD}/pydoc.py", f"{STD}/pydoc_data/topics.py"} <= keep
+    # …and the test package's imports of itself are followed
+    assert {f"{STD}/test/support/__init__.py", f"{STD}/test/regrtest.py"} <= keep
 
 
 LAZY_INIT = (
@@ -433,3 +443,21 @@ def test_lazy_module_attributes_are_kept_only_when_kept_code_names_them(tmp_path
     with context(tmp_path / "lib") as ctx:
         keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
     assert testing in keep
+
+
+def test_parsing_ahead_in_a_worker_finds_what_parsing_in_the_process_finds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slim.analyzers.base import Parses
+
+    write_tree(tmp_path, PY_FILES, PY_LINKS, PY_CONFIG)
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    found = {}
+    for workers in ("0", "1"):
+        monkeypatch.setenv("SLIM_PARSE_WORKERS", workers)
+        with context(tmp_path) as ctx:
+            keep, edges, unknowns = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+            parses = ctx.service(Parses)
+            parses.flush()
+        found[workers] = (keep, sorted(edges), sorted(unknowns), parses.from_workers)
+    assert found["0"][:3] == found["1"][:3]
+    assert found["0"][3] == 0 and found["1"][3] > 0  # the worker parsed some modules
