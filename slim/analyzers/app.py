@@ -36,7 +36,8 @@ SYSTEM_PREFIXES = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin
 IGNORED_LITERAL_PREFIXES = ("/dev", "/proc", "/sys", "/tmp")
 # files whose path literals describe the machine a program was built on, never what it opens:
 # CPython's build variables (Lib/sysconfig.py reads them as a dict: INSTALL = /usr/bin/install …)
-BUILD_RECORD_NAMES = re.compile(r"_sysconfigdata_.*\.py$")
+# and Ruby's (rbconfig.rb: CONFIG["GREP"] = "/bin/grep", read by mkmf when building extensions)
+BUILD_RECORD_NAMES = re.compile(r"^_sysconfigdata_.*\.py$|^rbconfig\.rb$")
 # The account databases name login shells and home directories: login(1), su(1) and sshd use
 # those, an application looking up a user (getpwnam) does not execute them.
 ACCOUNT_FILES = frozenset({"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/shells"})

@@ -81,6 +81,12 @@ def test_path_literals(tmp_path: Path) -> None:
         assert in_lib == {"/etc/nginx/nginx.conf", "/var/log/nginx/error.log"}
         in_app = {e.dst for e in path_literal_edges(ctx, "/app/tool.py", lib)}
         assert {"/etc/nginx/mime.types", "/usr/sbin/nginx"} <= in_app
+        # build records name the build machine's tools, never what the program opens
+        build = 'CONFIG["INSTALL"] = "/usr/sbin/nginx -c"\nCONFIG["GREP"] = "/etc/nginx/nginx.conf"\n'
+        assert path_literal_edges(ctx, "/usr/lib/x86_64-linux-gnu/ruby/3.1.0/rbconfig.rb", build) == []
+        assert path_literal_edges(ctx, "/usr/lib/python3.11/_sysconfigdata__linux_x86_64-linux-gnu.py",
+                                  build) == []
+        assert path_literal_edges(ctx, "/app/config.rb", build)  # the same text elsewhere counts
 
 
 def test_app_roots_and_switch(tmp_path: Path) -> None:
