@@ -401,8 +401,14 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
     if dist is not None:
         info, files = dist
         ev = f"package data of {posixpath.basename(info)} (RECORD)"
+        # a distribution with several top-level packages (setuptools: setuptools, pkg_resources,
+        # _distutils_hack): the data of the one imported, its metadata, files beside no package
+        own = posixpath.join(site, top) + "/"
         for f in sorted(set(files)):
-            if not f.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in f and ctx.fs.is_file(f):
+            rel = f[len(site) + 1:] if under(f, site) else ""
+            elsewhere = "/" in rel and not f.startswith(own) and not under(f, info)
+            if (not elsewhere and not f.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in f
+                    and ctx.fs.is_file(f)):
                 out.append(Edge(path, f, "package", ev))
         return out
     pkg_dir = posixpath.join(site, top)

@@ -316,6 +316,11 @@ def test_distutils_hack_keeps_setuptools_only_for_distutils_users(tmp_path: Path
     files[f"{SITE}/setuptools/dist.py"] = ""
     files[f"{SITE}/setuptools/_distutils/__init__.py"] = ""
     files[f"{SITE}/setuptools/_distutils/core.py"] = ""
+    files[f"{SITE}/setuptools/cli-arm64.exe"] = b"MZ"  # data of the setuptools package
+    files[f"{SITE}/setuptools-66.1.1.dist-info/RECORD"] = (
+        "_distutils_hack/__init__.py,,\nsetuptools/__init__.py,,\nsetuptools/cli-arm64.exe,,\n"
+        "distutils-precedence.pth,,\nsetuptools-66.1.1.dist-info/METADATA,,\n")
+    files[f"{SITE}/setuptools-66.1.1.dist-info/METADATA"] = "Name: setuptools\n"
     files[f"{STD}/distutils/__init__.py"] = ""
     files[f"{STD}/distutils/core.py"] = ""
     # translations: the compiled catalog is data, its source is not
@@ -328,6 +333,8 @@ def test_distutils_hack_keeps_setuptools_only_for_distutils_users(tmp_path: Path
     with context(tmp_path / "plain") as ctx:
         keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
     assert f"{SITE}/_distutils_hack/__init__.py" in keep
+    # the hack's distribution is setuptools': its metadata comes along, not setuptools' data
+    assert f"{SITE}/setuptools-66.1.1.dist-info/METADATA" in keep
     assert not any(p.startswith(f"{SITE}/setuptools/") for p in keep)
     assert f"{SITE}/webkit/locale/de/LC_MESSAGES/django.mo" in keep
     assert f"{SITE}/webkit/locale/de/LC_MESSAGES/django.po" not in keep
@@ -336,7 +343,7 @@ def test_distutils_hack_keeps_setuptools_only_for_distutils_users(tmp_path: Path
     write_tree(tmp_path / "uses", files, PY_LINKS, PY_CONFIG)
     with context(tmp_path / "uses") as ctx:
         keep, edges, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
-    assert {f"{SITE}/setuptools/__init__.py", f"{SITE}/setuptools/dist.py",
+    assert {f"{SITE}/setuptools/__init__.py", f"{SITE}/setuptools/dist.py", f"{SITE}/setuptools/cli-arm64.exe",
             f"{SITE}/setuptools/_distutils/core.py", f"{STD}/distutils/core.py"} <= keep
     assert any("_distutils_hack" in e.evidence for e in edges if e.dst.endswith("_distutils/core.py"))
 
