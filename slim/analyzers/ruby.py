@@ -44,6 +44,8 @@ _INTERP_RE = re.compile(r"^(j?ruby)(\d(\.\d+)*)?$")
 _VERSION_DIR = re.compile(r"^\d+\.\d+\.\d+$")
 PREFIXES = ("/usr", "/usr/local", "/opt/ruby")
 # loaded by Ruby itself at boot (gem_prelude.rb) before any user code
+# boot libraries whose files are found by following their requires rather than kept whole
+FOLLOWED_BOOT_LIBS = frozenset({"rubygems"})
 BOOT_LIBS = ("rubygems", "did_you_mean", "error_highlight", "syntax_suggest/core_ext",
              "bundled_gems", "monitor")
 
@@ -52,6 +54,12 @@ _LOAD_RE = re.compile(
     r"""(?:^|[\s;(])(require_relative|require|load|autoload\s*\(?\s*:?[A-Za-z_][\w:]*\s*,)\s*\(?\s*(['"])([^'"#{}\n]+)\2""",
     re.M)
 _DYNAMIC_RE = re.compile(r"""(?:^|[\s;])(require|require_relative)(?![\w?!])\s*\(?\s*([A-Za-z_@$][\w.:@$]*)\s*\)?\s*$""", re.M)
+# require File.expand_path("x", __dir__) / ("../x", __FILE__), autoload :C, File.expand_path(…)
+_EXPAND_RE = re.compile(
+    r"""(?:^|[\s;(])(require|load|autoload\s*\(?\s*:?[A-Za-z_][\w:]*\s*,)\s*\(?\s*File\.expand_path\(\s*"""
+    r"""(['"])([^'"#{}\n]+)\2\s*,\s*(__dir__|__FILE__|File\.dirname\(\s*__FILE__\s*\))\s*\)""", re.M)
+# require "dir/#{name}": a literal directory, a computed file
+_INTERPOLATED_RE = re.compile(r"""(?:^|[\s;(])(require_relative|require)\s*\(?\s*"([^"\n]*?)#\{""", re.M)
 _BIN_STUB_RE = re.compile(r"""Gem\.(?:activate_bin_path|bin_path)\(\s*['"]([^'"]+)['"]\s*,\s*['"]([^'"]+)['"]""")
 _GEMSPEC_PATHS = re.compile(r"""require_paths\s*=\s*\[([^\]]*)\]""")
 
@@ -206,7 +214,12 @@ def boot_edges(ctx: AnalysisContext, env: RubyEnv) -> list[Edge]:
         out.append(Edge(src, hit, "import", f"ruby boot requires {lib}"))
         tree = hit[: -len(".rb")] if hit.endswith(".rb") else ""
         for e in ctx.files_under(tree) if tree else ():
-            if e.path.endswith((".rb", ".so")):
+            if lib in FOLLOWED_BOOT_LIBS:
+                # RubyGems' own files come through its requires and autoloads (ruby_edges);
+                # its data (the gem fetcher's certificates) is kept with it
+                if not e.path.endswith((".rb", ".so")):
+                    out.append(Edge(src, e.path, "package", f"ruby boot: data of {lib}"))
+            elif e.path.endswith((".rb", ".so")):
                 out.append(Edge(src, e.path, "import", f"ruby boot: {lib}"))
     for gem_dir in env.gem_dirs:
         for e in ctx.files_under(f"{gem_dir}/specifications"):
@@ -268,6 +281,20 @@ def ruby_edges(ctx: AnalysisContext, env: RubyEnv, path: str, source: str,
                 out.append(Unknown(path, f"line {line}: {how} {name!r}: not found on $LOAD_PATH or in a gem"))
             continue
         out.extend(link_edges(ctx, path, hit, "import", where))
+    for m in _EXPAND_RE.finditer(source):
+        how, name, anchor = m.group(1).split("(")[0].split()[0].rstrip(","), m.group(3), m.group(4)
+        line = source.count("\n", 0, m.start()) + 1
+        base = path if anchor == "__FILE__" else here  # expand_path("../x", __FILE__) is here/x
+        target = normpath(posixpath.join(base, name))
+        cands = (target,) if how == "load" else (target, f"{target}.rb", f"{target}.so")
+        hit = next((c for c in cands if ctx.fs.is_file(c)), None)
+        if hit is not None:
+            out.extend(link_edges(ctx, path, hit, "import", f"{path}:{line}: {how} File.expand_path({name!r})"))
+        elif how != "autoload":
+            out.append(Unknown(path, f"line {line}: {how} File.expand_path({name!r}): not found"))
+    for m in _INTERPOLATED_RE.finditer(source):
+        out.extend(_interpolated_edges(ctx, env, path, source.count("\n", 0, m.start()) + 1, m.group(1),
+                                       m.group(2), extra))
     for m in _DYNAMIC_RE.finditer(source):
         line = source.count("\n", 0, m.start()) + 1
         out.append(Unknown(path, f"line {line}: {m.group(1)} of a computed name ({m.group(2)})"))
@@ -275,6 +302,31 @@ def ruby_edges(ctx: AnalysisContext, env: RubyEnv, path: str, source: str,
         for gem_dir in env.gem_dirs:
             for bin_path in ctx.fs.glob3(f"{gem_dir}/gems/{gem}-*/*/{exe}"):
                 out.extend(link_edges(ctx, path, bin_path, "exec", f"RubyGems stub runs {gem}'s {exe}"))
+    return out
+
+
+def _interpolated_edges(ctx: AnalysisContext, env: RubyEnv, path: str, line: int, how: str, prefix: str,
+                        extra: Sequence[str]) -> list[Edge | Unknown]:
+    """`require "rubygems/defaults/#{RUBY_ENGINE}"`: every Ruby file (or extension) under the
+    literal directory whose name starts with the literal rest, on the load path (or next to
+    the file for require_relative); an Unknown says what was kept."""
+    directory, _, start = prefix.rpartition("/")
+    shown = f"{how} \"{prefix}#{{…}}\""
+    if not directory:
+        return [Unknown(path, f"line {line}: {shown}: a computed name; nothing kept for it")]
+    if how == "require_relative":
+        bases = [normpath(posixpath.join(posixpath.dirname(path), directory))]
+    else:
+        bases = [normpath(f"{d}/{directory}") for d in (*extra, *env.load_path, *env.gem_lib_dirs)]
+    found = [e.path for d in bases if ctx.fs.is_dir(d) for e in ctx.files_under(d)
+             if e.path.endswith((".rb", ".so")) and posixpath.basename(e.path).startswith(start)]
+    if not found:
+        return [Unknown(path, f"line {line}: {shown}: a computed name; no file matches")]
+    ev = f"{path}:{line}: {shown} (a computed name: every match kept)"
+    out: list[Edge | Unknown] = [Unknown(path, f"line {line}: {shown}: a computed name; "
+                                               f"{len(found)} matching files kept")]
+    for f in sorted(set(found)):
+        out.extend(link_edges(ctx, path, f, "import", ev))
     return out
 
 

@@ -130,3 +130,34 @@ def test_gem_extensions_builtin_features_and_computed_requires(tmp_path: Path) -
         items = RubyAnalyzer(ctx).analyze(ctx.fs.stat(f"{puma}/gems/puma-5.6.5/lib/puma.rb"))  # type: ignore[arg-type]
     assert f"{ext}/puma/puma_http11.so" in {e.dst for e in items if isinstance(e, Edge)}
     assert [u.reason for u in items if not isinstance(u, Edge)] == ["line 5: require of a computed name (name)"]
+
+
+def test_expand_path_loads_interpolated_requires_and_rubygems_followed(tmp_path: Path) -> None:
+    vendor = "/usr/lib/ruby/vendor_ruby"
+    files = {**FILES,
+             # RubyGems 3.3's own layout: require_relative, autoload with File.expand_path,
+             # and an interpolated require of its defaults
+             f"{vendor}/rubygems.rb": (
+                 "require_relative 'rubygems/specification'\n"
+                 "autoload :ConfigFile, File.expand_path('rubygems/config_file', __dir__)\n"
+                 "require \"rubygems/defaults/#{RUBY_ENGINE}\"\n"),
+             f"{vendor}/rubygems/config_file.rb": "",
+             f"{vendor}/rubygems/defaults/ruby.rb": "",
+             f"{vendor}/rubygems/defaults/jruby.rb": "",
+             f"{vendor}/rubygems/ssl_certs/rubygems.org/GlobalSign.pem": "-----BEGIN",
+             f"{vendor}/rubygems/commands/install_command.rb": "",  # the gem CLI's, not required
+             "/app/app.rb": ("require File.expand_path('../lib/helper', __FILE__)\n"
+                             "require File.expand_path('lib/other', File.dirname(__FILE__))\n"
+                             "require \"#{ENV['X']}\"\n"),
+             "/app/lib/helper.rb": "", "/app/lib/other.rb": ""}
+    write_tree(tmp_path, files, LINKS, CONFIG)
+    with context(tmp_path) as ctx:
+        roots = [Edge(ROOT, "/usr/bin/ruby", "entrypoint", "argv[0]"), *ruby_roots(ctx, list(ctx.config.argv))]
+        keep, _, unknowns = closure(ctx, roots, [RubyAnalyzer, ScriptAnalyzer, ElfAnalyzer])
+    assert {"/app/lib/helper.rb", "/app/lib/other.rb", f"{vendor}/rubygems/config_file.rb",
+            f"{vendor}/rubygems/defaults/ruby.rb", f"{vendor}/rubygems/defaults/jruby.rb",
+            f"{vendor}/rubygems/ssl_certs/rubygems.org/GlobalSign.pem"} <= keep
+    assert f"{vendor}/rubygems/commands/install_command.rb" not in keep
+    reasons = {u.reason for u in unknowns}
+    assert any("rubygems/defaults/#{" in r and "2 matching files kept" in r for r in reasons)
+    assert any("a computed name; nothing kept" in r for r in reasons)
