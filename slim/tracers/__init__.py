@@ -6,6 +6,8 @@ daemon answers, else the sandbox (bubblewrap). `run_image` runs a loaded image.
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 
 from slim.errors import TraceError
@@ -37,13 +39,52 @@ def choose_runner(name: str = "auto") -> Runner:
     return cls()
 
 
+log = logging.getLogger(__name__)
+
+RAM_DIR = "/dev/shm"
+MAX_RAM_ROOT = 1 << 30  # bytes of files: larger roots go to disk
+
+
+def run_parent(size: int) -> str | None:
+    """Where a run's private copy of the image goes: `$SLIM_RUN_DIR` when set; `$TMPDIR` when
+    set (None: tempfile's choice); else the RAM-backed /dev/shm for a root of at most MAX_RAM_ROOT bytes that fits four times in its
+    free space and in the memory available (unpacking thousands of small files to a disk costs
+    seconds of journal writes: 167 MB took 7 to 8 s on ext4 here, 1.2 s on tmpfs); else None,
+    the temp directory ($TMPDIR)."""
+    explicit = os.environ.get("SLIM_RUN_DIR")
+    if explicit:
+        return explicit
+    if os.environ.get("TMPDIR") or size > MAX_RAM_ROOT or not _is_tmpfs(RAM_DIR) or not os.access(RAM_DIR, os.W_OK | os.X_OK):
+        return None
+    try:
+        st = os.statvfs(RAM_DIR)
+        with open("/proc/meminfo", encoding="ascii") as f:
+            avail = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), 0)
+    except (OSError, ValueError):
+        return None
+    if 4 * size > min(st.f_bavail * st.f_frsize, avail):
+        return None
+    return RAM_DIR
+
+
+def _is_tmpfs(path: str) -> bool:
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            return any(fields[1] == path and fields[2] == "tmpfs" for fields in (ln.split() for ln in f)
+                       if len(fields) > 2)
+    except OSError:
+        return False
+
+
 def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     """Run `loaded`'s image traced with `options.probes` (or its default probes).
 
     Raises TraceError (and LayerError / SourceError when the image cannot be unpacked).
     """
     config = loaded.image.config
-    with tempfile.TemporaryDirectory(prefix="slim-run-") as work:
+    parent = run_parent(loaded.rootfs.size_bytes)
+    log.debug("%s: unpacking the image for the run under %s", loaded.image.ref, parent or tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix="slim-run-", dir=parent) as work:
         root = prepare_root(loaded.image, work, private=True)
         return choose_runner(options.runner).run(
             root, config, list(options.probes) or default_probes(config), network=options.network,

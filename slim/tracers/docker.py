@@ -28,8 +28,9 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
 from slim.errors import TraceError
 from slim.model import ImageConfig
@@ -89,11 +90,41 @@ def tool_bundle(dest: str, tools: dict[str, str]) -> dict[str, list[str]]:
             for name in tools}
 
 
-def _tar_root(root: str, path: str) -> None:
-    """A tar of the root for `docker import` (symlinks kept, never followed)."""
-    with tarfile.open(path, "w") as tar:
+def _tar_root(root: str, out: BinaryIO) -> None:
+    """A tar stream of the root for `docker import` (symlinks kept, never followed)."""
+    with tarfile.open(fileobj=out, mode="w|") as tar:
         for name in sorted(os.listdir(root)):
             tar.add(os.path.join(root, name), arcname=name, recursive=True)
+
+
+def _import_root(client: Any, root: str, repository: str, tag: str) -> None:
+    """`docker import` of `root`, its tar streamed to the daemon through a pipe (never written
+    to disk: the root is already one copy of the image). Raises TraceError."""
+    read_fd, write_fd = os.pipe()
+    failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb", buffering=1 << 20) as out:
+                _tar_root(root, out)
+        except BrokenPipeError:
+            pass  # the daemon stopped reading: its error is the one to report
+        except BaseException as exc:  # reported below, after the import saw a short stream
+            failed.append(exc)
+
+    writer = threading.Thread(target=produce, name="slim-docker-import", daemon=True)
+    writer.start()
+    try:
+        with os.fdopen(read_fd, "rb", buffering=1 << 20) as stream:
+            client.api.import_image_from_stream(stream, repository=repository, tag=tag)
+    except Exception as exc:  # the SDK raises many kinds (APIError, requests errors)
+        raise TraceError(f"{root}: docker import failed: {exc}") from None
+    finally:
+        writer.join()
+    if failed:  # the daemon may have imported the short stream: never leave that image behind
+        with contextlib.suppress(Exception):
+            client.images.remove(f"{repository}:{tag}", force=True)
+        raise TraceError(f"{root}: docker import: the root could not be read: {failed[0]}")
 
 
 class _DockerProcess(Process):
@@ -204,15 +235,12 @@ class _DockerSession(Session):
                 self.user = resolve_user(self.root, self.config.user)
             os.mkdir(self.outdir)
             os.chmod(self.outdir, 0o777)  # the app's user writes the log
-            tar_path = os.path.join(self.tmp, "root.tar")
-            _tar_root(self.root, tar_path)
             repo, _, tagname = self.tag.partition(":")
+            _import_root(self.client, self.root, repo, tagname)
             try:
-                self.client.api.import_image(src=tar_path, repository=repo, tag=tagname)
                 self.image_id = self.client.images.get(self.tag).id
             except Exception as exc:  # the SDK raises many kinds (APIError, requests errors)
                 raise TraceError(f"{self.root}: docker import failed: {exc}") from None
-            os.unlink(tar_path)
         except BaseException:
             self.__exit__()
             raise
