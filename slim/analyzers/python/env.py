@@ -77,6 +77,8 @@ class PythonState:
         self.lazy_attrs: frozenset[str] = frozenset()
         self.lazy_scanned: set[str] = set()
         self.lazy_users: dict[str, set[str]] = {}
+        self.lazy_modules: frozenset[str] = frozenset()
+        self.lazy_star_users: dict[str, set[str]] = {}  # module → files doing `from module import *`
         self.ahead: set[str] = set()  # sources handed to Parses.ahead
 
     def add_main_dir(self, d: str) -> None:

@@ -557,7 +557,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
             _one_import(ctx, env, site, ref, held)
             edges = tuple(e for e in held if isinstance(e, Edge))
             if edges:
-                state.lazy.append(LazyImport(path, ref.attr_gate, edges))
+                state.lazy.append(LazyImport(path, ref.attr_gate, edges, _module_name(env, path)))
             continue
         _one_import(ctx, env, site, ref, out)
     scan_ahead(ctx, env, sorted({e.dst for e in out if isinstance(e, Edge)}))
@@ -656,6 +656,16 @@ class LazyImport:
     module_file: str
     attrs: tuple[str, ...]
     edges: tuple[Edge, ...]
+    module: str = ""  # its dotted name: `from module import *` asks for every name in __all__
+
+
+def _module_name(env: PythonEnv, path: str) -> str:
+    """The dotted name `path` is imported as ("" outside sys.path)."""
+    loc = _package_dir_of(env, path)
+    if loc is None or not path.endswith(".py"):
+        return ""
+    rel = path[len(loc[0].rstrip("/")) + 1:-3].split("/")
+    return ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
 
 
 def _uses_pattern(attrs: Iterable[str]) -> re.Pattern[str]:
@@ -680,10 +690,15 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     if not state.lazy:
         return []
     attrs = frozenset(a for lazy in state.lazy for a in lazy.attrs)
-    if not attrs <= state.lazy_attrs:  # new names: every file is scanned again for all of them
-        state.lazy_attrs, state.lazy_scanned, state.lazy_users = attrs, set(), {}
-    attrs = state.lazy_attrs
+    modules = frozenset(lazy.module for lazy in state.lazy if lazy.module)
+    if not (attrs <= state.lazy_attrs and modules <= state.lazy_modules):
+        # new names: every file is scanned again for all of them
+        state.lazy_attrs, state.lazy_modules = attrs | state.lazy_attrs, modules | state.lazy_modules
+        state.lazy_scanned, state.lazy_users, state.lazy_star_users = set(), {}, {}
+    attrs, modules = state.lazy_attrs, state.lazy_modules
     pattern = _uses_pattern(attrs)
+    star = re.compile(r"^[ \t]*from[ \t]+(" + "|".join(sorted(re.escape(m) for m in modules)) +
+                      r")[ \t]+import[ \t]+\*", re.M) if modules else None
     for path in kept:
         if path in state.lazy_scanned or not path.endswith(".py") or not ctx.fs.has_content(path):
             continue
@@ -692,6 +707,9 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
             text = ctx.fs.read_text(path, LAZY_SCAN_LIMIT)
         except (SlimError, OSError):
             continue
+        if star is not None and "*" in text:
+            for m in star.finditer(text):
+                state.lazy_star_users.setdefault(m.group(1), set()).add(path)
         if not any(a in text for a in attrs):
             continue  # most files: no name at all, not even in a docstring (a substring search)
         for m in pattern.finditer(_prose_blanked(text)):
@@ -701,7 +719,8 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     out: list[Edge] = []
     still: list[LazyImport] = []
     for lazy in state.lazy:
-        named = sorted({u for a in lazy.attrs for u in state.lazy_users.get(a, ()) if u != lazy.module_file})
+        named = sorted({u for a in lazy.attrs for u in state.lazy_users.get(a, ()) if u != lazy.module_file}
+                       | state.lazy_star_users.get(lazy.module, set()))
         if not named:
             still.append(lazy)
             continue
