@@ -14,12 +14,14 @@ The load path is rebuilt the way Ruby and RubyGems build it, from the IMAGE:
   can satisfy a `require` as RubyGems' `Kernel#require` does when `$LOAD_PATH` misses.
 
 Loads are found in the source: `require`, `require_relative`, `load` and `autoload :X, "…"`
-with a literal string anywhere in a file, plus RubyGems' `load Gem.activate_bin_path("g", "x")`
-stubs. A `require` resolves to `NAME.rb` or the extension `NAME.so` in the first directory that
+with a literal string anywhere in a file, the same with `File.expand_path("x", __dir__)` (or
+`("../x", __FILE__)`), plus RubyGems' `load Gem.activate_bin_path("g", "x")` stubs. An
+interpolated `require "dir/#{x}"` keeps every file of the literal directory that matches. A `require` resolves to `NAME.rb` or the extension `NAME.so` in the first directory that
 has one. A dynamic require (`require name`) is reported as an Unknown.
 
 When the interpreter is kept, what it loads before any user code comes along: `rbconfig.rb`,
-every encoding and transcoder (`enc/**`, loaded lazily by name), RubyGems itself, the gemspecs
+every encoding and transcoder (`enc/**`, loaded lazily by name), RubyGems (its files through
+its requires and `autoload … File.expand_path` lines, its data whole), the gemspecs
 RubyGems reads at start (every `specifications/**/*.gemspec` of every gem directory), and the
 gems Ruby requires at boot (did_you_mean, error_highlight, syntax_suggest).
 """
@@ -43,9 +45,9 @@ MAX_SOURCE = 4 << 20
 _INTERP_RE = re.compile(r"^(j?ruby)(\d(\.\d+)*)?$")
 _VERSION_DIR = re.compile(r"^\d+\.\d+\.\d+$")
 PREFIXES = ("/usr", "/usr/local", "/opt/ruby")
-# loaded by Ruby itself at boot (gem_prelude.rb) before any user code
 # boot libraries whose files are found by following their requires rather than kept whole
 FOLLOWED_BOOT_LIBS = frozenset({"rubygems"})
+# loaded by Ruby itself at boot (gem_prelude.rb) before any user code
 BOOT_LIBS = ("rubygems", "did_you_mean", "error_highlight", "syntax_suggest/core_ext",
              "bundled_gems", "monitor")
 
