@@ -100,6 +100,10 @@ def _allocated_kb(root: Path) -> int:
     return total
 
 
+_WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def run_slim(box: Sandbox, *args: str, timeout: float = 120, measure_disk: bool = False,
              signal_after: Callable[[Sandbox, float], bool] | None = None,
              send: int = signal.SIGTERM) -> Run:
@@ -107,6 +111,11 @@ def run_slim(box: Sandbox, *args: str, timeout: float = 120, measure_disk: bool 
     50 ms; when it returns True, `send` is delivered once."""
     cmd = [sys.executable, "-m", "slim", *args]
     started = time.monotonic()
+    # A shell without job control starts background commands with SIGINT ignored, and an
+    # ignored signal stays ignored across exec (POSIX): slim gets the disposition a user's
+    # terminal gives it, whatever ran this test (reset, then exec: no preexec_fn in a
+    # threaded test process).
+    cmd = [sys.executable, "-c", _WITH_DEFAULT_SIGINT, *cmd[1:]]
     proc = subprocess.Popen(cmd, cwd=box.root, env=box.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace")
     disk = [0]
