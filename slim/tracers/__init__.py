@@ -88,7 +88,7 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
         root = prepare_root(loaded.image, work, private=True)
         return choose_runner(options.runner).run(
             root, config, list(options.probes) or default_probes(config), network=options.network,
-            timeout=options.timeout)
+            timeout=options.timeout, image_id=loaded.image.digest or "")
 
 
 __all__ = ["RUNNERS", "PathAccess", "RunOptions", "RunResult", "Runner", "SandboxRunner", "Trace",

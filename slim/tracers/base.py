@@ -171,9 +171,11 @@ class Runner(ABC):
         """Whether this runner can work on this host (tools, daemon)."""
 
     @abstractmethod
-    def session(self, image_root: str, config: ImageConfig, *, network: str) -> Session:
+    def session(self, image_root: str, config: ImageConfig, *, network: str, image_id: str = "") -> Session:
         """Prepare `image_root`, a private copy of the image's root (slim.image.prepare_root
-        with `private`), for runs; the runner may change it. Raises TraceError."""
+        with `private`), for runs; the runner may change it. `image_id` is the image's ID (its
+        config digest): a runner that finds that very image already stored (Docker's image
+        store) may run it instead of importing the copy. Raises TraceError."""
 
     def program(self, session: Session, config: ImageConfig, args: tuple[str, ...] | None) -> list[str]:
         """Entrypoint + Cmd (or Entrypoint + `args`) with the program found as execvp finds it.
@@ -192,7 +194,7 @@ class Runner(ABC):
         """The image path execvp would run for `name` in this session's root."""
 
     def run(self, image_root: str, config: ImageConfig, probes: list[Probe], *,
-            network: str = "none", timeout: float = 60.0) -> RunResult:
+            network: str = "none", timeout: float = 60.0, image_id: str = "") -> RunResult:
         """Run the entrypoint traced, exercise it with `probes`, stop it, parse.
 
         Without probes the entrypoint runs to completion (stopped at `timeout`). `cmd:` probes
@@ -207,7 +209,7 @@ class Runner(ABC):
         observations: list[Observation] = []
         resolved: list[Probe] = []
         main: RunResult | None = None
-        with self.session(image_root, config, network=network) as session:
+        with self.session(image_root, config, network=network, image_id=image_id) as session:
             if live or not cmds:
                 main = self._run_one(session, self.program(session, config, None), live, timeout, "main")
                 trace.merge(main.trace)

@@ -166,7 +166,7 @@ class _DockerProcess(Process):
             self._logs = (container.logs(stdout=True, stderr=False)[-TAIL_BYTES:],
                           container.logs(stdout=False, stderr=True)[-TAIL_BYTES:])
         finally:
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # and the anonymous volumes of a VOLUME
 
     def network_pid(self) -> int | None:
         if self.session.network == "host":
@@ -212,7 +212,8 @@ class _DockerProcess(Process):
 class _DockerSession(Session):
     """The root imported as a throwaway image, with the strace bundle; removed on exit."""
 
-    def __init__(self, runner: DockerRunner, root: str, config: ImageConfig, network: str) -> None:
+    def __init__(self, runner: DockerRunner, root: str, config: ImageConfig, network: str,
+                 known_id: str = "") -> None:
         self.runner = runner
         self.root = root
         self.config = config
@@ -220,7 +221,9 @@ class _DockerSession(Session):
         self.client = _client()
         self.tmp = tempfile.mkdtemp(prefix="slim-trace-")
         self.tag = f"slim-trace:{uuid.uuid4().hex[:12]}"
-        self.image_id: str | None = None
+        self.known_id = known_id
+        self.image_id: str | None = None  # the image the containers run
+        self.owned = False  # imported by this session, removed with it
         self.bundle = os.path.join(self.tmp, "bundle")
         self.outdir = os.path.join(self.tmp, "out")
         self.prefix: dict[str, list[str]] = {}
@@ -235,19 +238,37 @@ class _DockerSession(Session):
                 self.user = resolve_user(self.root, self.config.user)
             os.mkdir(self.outdir)
             os.chmod(self.outdir, 0o777)  # the app's user writes the log
-            repo, _, tagname = self.tag.partition(":")
-            _import_root(self.client, self.root, repo, tagname)
-            try:
-                self.image_id = self.client.images.get(self.tag).id
-            except Exception as exc:  # the SDK raises many kinds (APIError, requests errors)
-                raise TraceError(f"{self.root}: docker import failed: {exc}") from None
+            self.image_id = self._stored(self.known_id)
+            if self.image_id is None:
+                repo, _, tagname = self.tag.partition(":")
+                _import_root(self.client, self.root, repo, tagname)
+                self.owned = True
+                try:
+                    self.image_id = self.client.images.get(self.tag).id
+                except Exception as exc:  # the SDK raises many kinds (APIError, requests errors)
+                    raise TraceError(f"{self.root}: docker import failed: {exc}") from None
         except BaseException:
             self.__exit__()
             raise
         return self
 
+    def _stored(self, image_id: str) -> str | None:
+        """`image_id` when the daemon already stores that very image: its ID is the digest of
+        its config, which names every layer's diff_id, so its files are the image's files.
+        Running it saves writing the private copy into Docker's store once more."""
+        if not image_id.startswith("sha256:"):
+            return None
+        try:
+            found = self.client.images.get(image_id).id
+        except Exception:  # not there (ImageNotFound), or the daemon did not answer
+            return None
+        if found != image_id:
+            return None
+        log.debug("%s: already in the daemon's image store: run as it is", image_id)
+        return image_id
+
     def __exit__(self, *exc: object) -> None:
-        if self.image_id is not None:
+        if self.image_id is not None and self.owned:
             try:
                 self.client.images.remove(self.image_id, force=True)
             except Exception as err:  # report, but do not hide the real error
@@ -278,7 +299,8 @@ class _DockerSession(Session):
             env.append(f"HOME={self.user.home}")
         try:
             container = self.client.containers.create(
-                self.tag, entrypoint=command, command=[], environment=env,
+                self.image_id, entrypoint=command, command=[], environment=env,
+                healthcheck={"test": ["NONE"]},  # as the imported copy, which has no config
                 working_dir=config.workdir or "/", user=config.user or "",
                 network_mode=self.network, cap_add=["SYS_PTRACE"] if self.as_root else [],
                 detach=True,
@@ -290,7 +312,7 @@ class _DockerSession(Session):
         try:
             container.start()
         except Exception as exc:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
             raise TraceError(f"{self.tag}: cannot start the container: {exc}") from None
         return _DockerProcess(container, self, tag, argv)
 
@@ -314,12 +336,12 @@ class DockerRunner(Runner):
             return False
         return True
 
-    def session(self, image_root: str, config: ImageConfig, *, network: str) -> Session:
+    def session(self, image_root: str, config: ImageConfig, *, network: str, image_id: str = "") -> Session:
         if network not in ("host", "none"):
             raise TraceError(f"{network}: unknown network mode (host or none)")
         if not self.strace or not self.setpriv:
             raise TraceError("docker runner: strace and setpriv (util-linux) are needed on the host")
-        return _DockerSession(self, os.path.realpath(image_root), config, network)
+        return _DockerSession(self, os.path.realpath(image_root), config, network, image_id)
 
     def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
         assert isinstance(session, _DockerSession)

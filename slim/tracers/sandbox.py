@@ -366,7 +366,7 @@ class SandboxRunner(Runner):
     def available(cls) -> bool:
         return bool(shutil.which("bwrap") and shutil.which("strace") and shutil.which("nsenter"))
 
-    def session(self, image_root: str, config: ImageConfig, *, network: str) -> Session:
+    def session(self, image_root: str, config: ImageConfig, *, network: str, image_id: str = "") -> Session:
         if not self.bwrap or not self.strace:
             raise TraceError("sandbox runner: needs bwrap (bubblewrap) and strace on the host")
         if network not in ("host", "none"):

@@ -104,3 +104,28 @@ def test_failures_in_docker(runner, work: Path) -> None:  # type: ignore[no-unty
                                    cmd=()), [parse_probe("http:1")], timeout=20)
     assert res.exit_code == 7 and not res.passed
     assert "boom" in res.probes[0].detail
+
+
+def test_an_image_the_daemon_stores_is_run_as_it_is(runner, client, work: Path) -> None:  # type: ignore[no-untyped-def]
+    """The image's ID names its config, so a stored image with that ID has the image's files:
+    the runner runs it instead of importing the private copy, and leaves it in place."""
+    path = SAMPLES / "hello-glibc" / "hello-glibc.docker.tar"
+    require(path.exists(), f"{path}: sample image not built")
+    with load_image(f"docker-archive:{path}") as loaded:
+        image_id = loaded.image.digest
+        root = prepare_root(loaded.image, str(work))
+        config = loaded.image.config
+    was_there = any(i.id == image_id for i in client.images.list(all=True))
+    with open(path, "rb") as f:
+        client.images.load(f.read())
+    try:
+        stored = runner.run(root, config, [], timeout=60, image_id=image_id)
+        assert stored.exit_code == 0 and stored.trace.executed, stored.stderr_tail
+        client.images.get(image_id)  # still there: it was not slim's to remove
+        # an ID the daemon does not have: the private copy is imported (and removed after)
+        imported = runner.run(root, config, [], timeout=60, image_id="sha256:" + "0" * 64)
+        assert imported.exit_code == 0
+        assert image_files(imported.trace.opened) == image_files(stored.trace.opened)
+    finally:
+        if not was_there:
+            client.images.remove(image_id, force=True)
