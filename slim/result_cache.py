@@ -7,10 +7,11 @@ and the options of the command — and holds the AnalysisResult as plain JSON (n
 whatever the command adds (`slim check`'s forbidden paths). A hit is used only after the
 stored layer blobs hash to their digests (`BlobImage.verify_blobs`): an entry stands for
 content, never for names an archive chose. The hashing is skipped when the blobs are the very
-files that were read when the entry was written, unchanged: same path, device, inode, size,
-mtime and ctime (`blob_identity`, git's index does the same). A write to a file changes its
-ctime, which no unprivileged process can set back, and a replaced file has another inode. Images without a content address (`rootfs:`
-directories, images without layer digests) are never cached.
+files that were read (and verified) when the entry was written, unchanged: same path, device,
+inode, size, mtime and ctime (`blob_identity`; git's index does the same). A write to a file
+changes its ctime, which no unprivileged process can set back, and a replaced file has another
+inode. Images without a content address (`rootfs:` directories, images without layer digests)
+are never cached.
 
 `slim check` and `slim analyze` (without a trace, an SBOM or the HTML report, which need the
 graph) use it; `SLIM_NO_CACHE=1` turns it off.
