@@ -38,11 +38,12 @@ def touched_paths(graph: DependencyGraph) -> set[str]:
     g = graph.g
     if ROOT not in g:
         return set()
+
     def kinds(src: str, dst: str) -> set[str]:
         return {kind for kind, _ in g.edges[src, dst]["reasons"]}
 
     touched = {dst for dst in g.successors(ROOT) if kinds(ROOT, dst) & TRACED_KINDS}
-    executed = [dst for dst in touched if "traced-exec" in kinds(ROOT, dst)]
+    executed = {dst for dst in touched if "traced-exec" in kinds(ROOT, dst)}
     todo = [(node, node in executed) for node in touched]
     seen = {(node, ran) for node, ran in todo}
     while todo:
