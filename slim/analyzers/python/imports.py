@@ -429,6 +429,14 @@ def startup_edges(ctx: AnalysisContext, env: PythonEnv) -> list[Edge]:
         chain = resolve_module(ctx, env, mod)
         if chain:
             out.extend(_hit_edges(ctx, src, chain, f"interpreter startup imports {mod}"))
+            for hit in chain:
+                # the bytecode cache sits beside the name imported, not beside a symlink's
+                # target (Debian's sitecustomize.py links to /etc/python3.11)
+                if hit.path:
+                    out.extend(Edge(src, e.dst, e.kind, e.evidence) for e in _pycache_edges(ctx, env, hit.path))
+    for d in env.site_dirs:
+        # Lib/site.py stats each site directory and adds the ones that exist to sys.path
+        out.append(Edge(src, d, "import", "site directory: Lib/site.py adds it when it exists"))
     enc = posixpath.join(env.stdlib, "encodings")
     for e in ctx.files_under(enc):
         if e.path.endswith(".py"):

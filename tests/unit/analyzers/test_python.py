@@ -471,3 +471,20 @@ def test_parsing_ahead_in_a_worker_finds_what_parsing_in_the_process_finds(
         found[workers] = (keep, sorted(edges), sorted(unknowns), parses.from_workers)
     assert found["0"][:3] == found["1"][:3]
     assert found["0"][3] == 0 and found["1"][3] > 0  # the worker parsed some modules
+
+
+def test_startup_keeps_site_dirs_and_the_bytecode_beside_a_linked_module(tmp_path: Path) -> None:
+    """What the original's start stats and the minimal image must have too (else verification
+    sees missing-file events): every existing site directory, even empty, and the .pyc of a
+    startup module next to the name imported, not next to its symlink's target."""
+    files = dict(PY_FILES)
+    files["/etc/python3.11/sitecustomize.py"] = "import os\n"
+    files[f"{STD}/__pycache__/sitecustomize.cpython-311.pyc"] = b"\x00" * 16
+    files["/usr/local/lib/python3.11/dist-packages/.keep"] = ""
+    links = {**PY_LINKS, f"{STD}/sitecustomize.py": "/etc/python3.11/sitecustomize.py"}
+    write_tree(tmp_path, files, links, PY_CONFIG)
+    (tmp_path / "usr/local/lib/python3.11/dist-packages/.keep").unlink()  # an empty site dir
+    with context(tmp_path) as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{STD}/__pycache__/sitecustomize.cpython-311.pyc" in keep
+    assert {"/usr/local/lib/python3.11/dist-packages", SITE} <= keep
