@@ -30,7 +30,6 @@ import hashlib
 import logging
 import os
 import posixpath
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any
 from slim.emitters.imagewriter import LayerBlob, LayerTarWriter, compress_layer
 from slim.errors import EmitError
 from slim.model import EntryKind, FileEntry, parent_dirs
+from slim.outputs import copy_sparse
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def write_plan(plan: LayerPlan, open_provider: Opener, out_dir: str,
                 writer.add_opaque(d)
             for provider in sorted(wanted):
                 with open_provider(provider) as image:
-                    _stream(writer, image, wanted[provider])
+                    stream_kept(writer, image, wanted[provider])
         tar_bytes = os.path.getsize(tar_path)
         level = 6 if compression == "gzip" else None  # gzip -6: zlib's default (see image.py)
         blob = compress_layer(tar_path, out_dir, compression, level=level)
@@ -344,8 +344,10 @@ def _add_entries(writer: LayerTarWriter, plan: LayerPlan) -> dict[str, Wanted]:
     return wanted
 
 
-def _stream(writer: LayerTarWriter, image: Any, wanted: Wanted) -> None:
-    """Add the entries whose bytes `image` holds, reading each needed layer once."""
+def stream_kept(writer: LayerTarWriter, image: Any, wanted: Wanted, what: str = "files") -> None:
+    """Add the entries whose bytes `image` holds (`wanted`: (layer, path) → entries), reading
+    each needed layer once; bytes several entries share are spooled sparsely (holes stay
+    holes). Raises EmitError naming what could not be re-read."""
     by_layer: dict[int, set[str]] = {}
     for layer, path in wanted:
         by_layer.setdefault(layer, set()).add(path)
@@ -354,14 +356,14 @@ def _stream(writer: LayerTarWriter, image: Any, wanted: Wanted) -> None:
         if len(targets) == 1:
             writer.add(targets[0], stream)
         elif targets:
-            with tempfile.TemporaryFile() as spool:
-                shutil.copyfileobj(stream, spool)
+            with tempfile.TemporaryFile(prefix="slim-spool-") as spool:
+                copy_sparse(stream, spool.fileno())
                 for t in targets:
                     spool.seek(0)
                     writer.add(t, spool)
     if wanted:
         missing = sorted(p for _, p in wanted)
-        raise EmitError(f"{image.ref}: could not re-read {len(missing)} files, e.g. {missing[0]}")
+        raise EmitError(f"{image.ref}: could not re-read {len(missing)} {what}, e.g. {missing[0]}")
 
 
 def hash_files(image: Any, paths: Iterable[tuple[int, str]]) -> dict[tuple[int, str], str]:

@@ -42,7 +42,15 @@ from slim.emitters.imagewriter import (
 )
 from slim.errors import EmitError
 from slim.fs.tree import squash
-from slim.layout import KeptEntry, chain_ids, merge_parts, opened, preserve_parts, write_plan
+from slim.layout import (
+    KeptEntry,
+    chain_ids,
+    merge_parts,
+    opened,
+    preserve_parts,
+    stream_kept,
+    write_plan,
+)
 from slim.model import EntryKind, FileEntry, parent_dirs
 from slim.outputs import SparseWriter, copy_sparse
 from slim.refs import parse_output
@@ -142,7 +150,6 @@ def _write_entries(loaded: Any, entries: list[Planned], whiteouts: list[str],
                    writer: LayerTarWriter, overrides: dict[str, bytes]) -> None:
     """Add `entries` and `whiteouts` to `writer`, file data re-read from the source layers
     (or taken from `overrides`)."""
-    wanted: dict[int, set[str]] = {}
     by_source: dict[tuple[int, str], list[FileEntry]] = {}
     for entry, source in entries:
         data = overrides.get(entry.path)
@@ -150,27 +157,12 @@ def _write_entries(loaded: Any, entries: list[Planned], whiteouts: list[str],
             writer.add(dataclasses.replace(entry, kind=EntryKind.FILE, size=len(data), linkname=""),
                        io.BytesIO(data))
         elif entry.kind is EntryKind.FILE and entry.size > 0:
-            wanted.setdefault(entry.layer, set()).add(source)
             by_source.setdefault((entry.layer, source), []).append(entry)
         else:
             writer.add(entry)
     for w in whiteouts:
         writer.add_whiteout(w)
-    for layer, path, stream in loaded.image.read_files(wanted):
-        targets = by_source.pop((layer, path), [])
-        if not targets:
-            continue
-        if len(targets) == 1:
-            writer.add(targets[0], stream)
-            continue
-        with tempfile.TemporaryFile(prefix="slim-spool-") as spool:
-            copy_sparse(stream, spool.fileno())
-            for t in targets:
-                spool.seek(0)
-                writer.add(t, spool)
-    if by_source:
-        missing = sorted(p for _, p in by_source)
-        raise EmitError(f"{loaded.image.ref}: could not re-read {len(missing)} kept files, e.g. {missing[0]}")
+    stream_kept(writer, loaded.image, by_source, "kept files")
 
 
 def minimal_config(loaded: Any, *, history_note: str, keep_base: int = 0,
