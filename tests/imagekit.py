@@ -12,6 +12,7 @@ import json
 import os
 import tarfile
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -121,3 +122,23 @@ def write_docker_archive(dest: str, tars: list[bytes], config: dict | None = Non
                      "Layers": names}]
         add("manifest.json", json.dumps(manifest).encode())
     return sha(cfg)
+
+
+def write_tree(root: Path, files: dict[str, str | bytes], links: dict[str, str] | None = None,
+               config: dict | None = None) -> None:
+    """A `rootfs:` tree: `files` (image path → contents) and symlinks under `root`, plus the
+    config sidecar. Programs (anything in a bin/ or sbin/ directory, ELF files, `#!` scripts)
+    are made executable, as execvp needs them to be."""
+    for path, data in files.items():
+        host = root / path.lstrip("/")
+        host.parent.mkdir(parents=True, exist_ok=True)
+        raw = data if isinstance(data, bytes) else data.encode()
+        host.write_bytes(raw)
+        if "/bin/" in path or raw.startswith((b"\x7fELF", b"#!")):
+            host.chmod(0o755)
+    for path, target in (links or {}).items():
+        host = root / path.lstrip("/")
+        host.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, host)
+    if config is not None:
+        (root / ".slim-config.json").write_text(json.dumps({"config": config}))

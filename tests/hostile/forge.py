@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.imagekit import write_tree
+
 BLOCK = 512
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ELF_HEAD = b"\x7fELF\x02\x01\x01" + b"\x00" * 9
@@ -285,18 +287,7 @@ def docker_archive(dest: Path, tars: list[bytes], config: dict[str, Any] | None 
 def rootfs(dest: Path, files: dict[str, bytes], links: dict[str, str] | None = None,
            config: dict[str, Any] | None = None) -> Path:
     """A `rootfs:DIR` tree; programs (bin/ dirs, ELF, #!) are made executable."""
-    for path, data in files.items():
-        host = dest / path.lstrip("/")
-        host.parent.mkdir(parents=True, exist_ok=True)
-        host.write_bytes(data)
-        if "/bin/" in path or data.startswith((b"\x7fELF", b"#!")):
-            host.chmod(0o755)
-    for path, target in (links or {}).items():
-        host = dest / path.lstrip("/")
-        host.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target, host)
-    if config is not None:
-        (dest / ".slim-config.json").write_text(json.dumps({"config": config}))
+    write_tree(dest, dict(files), links, config)
     return dest
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,28 +12,9 @@ from slim.analyzers.base import AnalysisContext, AnalysisOptions, Analyzer
 from slim.analyzers.python import PythonAnalyzer, python_env, python_roots, resolve_module
 from slim.model import Edge, Unknown
 from slim.pipeline import load_image
+from tests.imagekit import write_tree
 
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 57
-
-
-def write_tree(root: Path, files: dict[str, str | bytes], links: dict[str, str] | None = None,
-               config: dict | None = None) -> None:
-    """Create `files` (image path → contents) and symlinks under `root`, plus the config sidecar.
-    Programs (anything in a bin/ or sbin/ directory, ELF files, `#!` scripts) are made executable,
-    as execvp needs them to be."""
-    for path, data in files.items():
-        host = root / path.lstrip("/")
-        host.parent.mkdir(parents=True, exist_ok=True)
-        raw = data if isinstance(data, bytes) else data.encode()
-        host.write_bytes(raw)
-        if "/bin/" in path or raw.startswith((b"\x7fELF", b"#!")):
-            host.chmod(0o755)
-    for path, target in (links or {}).items():
-        host = root / path.lstrip("/")
-        host.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target, host)
-    if config is not None:
-        (root / ".slim-config.json").write_text(json.dumps({"config": config}))
 
 
 @contextmanager
