@@ -72,11 +72,6 @@ class ImportRef:
     attr_gate: tuple[str, ...] = ()  # runs in the module's __getattr__ only for these names (PEP 562)
 
 
-# Imports of a stdlib module that run only at the interactive prompt: `help()` (the `_Helper`
-# that site installs as a builtin, Lib/_sitebuiltins.py) imports pydoc, which brings pydoc_data
-# (700 kB of topics), http.server, email … A program that imports pydoc itself still keeps it.
-INTERACTIVE_ONLY: dict[str, tuple[str, ...]] = {"_sitebuiltins.py": ("pydoc",)}
-
 _GUARD_NAMES = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
 
@@ -555,9 +550,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         search=list(dict.fromkeys([*extra_dirs, *env.sys_path])),
         # A file outside sys.path (the application's) may be the __main__ script even when the
         # roots were computed in another context: its `if __name__ == "__main__":` imports count.
-        maybe_main=path in state.main_scripts or path == "<root>" or _package_dir_of(env, path) is None,
-        hack=posixpath.basename(posixpath.dirname(path)) == "_distutils_hack",
-        base_name=posixpath.basename(path))
+        maybe_main=path in state.main_scripts or path == "<root>" or _package_dir_of(env, path) is None)
     out: list[Edge | Unknown] = []
     for ref in parsed:
         if ref.attr_gate:
@@ -580,8 +573,27 @@ class _Site:
     in_stdlib: bool
     search: list[str]
     maybe_main: bool  # the file may run as __main__
-    hack: bool  # setuptools' _distutils_hack
-    base_name: str
+
+
+def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str) -> bool:
+    """Whether `path`'s import of `module` runs only on a path a program does not take, so
+    the edge is made elsewhere or not at all:
+
+    * setuptools' `_distutils_hack` imports setuptools/distutils from its finder (someone
+      imports distutils: see _distutils_edges) or from do_override (setuptools imports it);
+    * `help()` at the interactive prompt (Lib/_sitebuiltins.py's `_Helper`) imports pydoc,
+      which brings pydoc_data (700 kB of topics), http.server, email …;
+    * the stdlib imports CPython's regression-test package only in helpers its test suite
+      calls (multiprocessing.util._cleanup_tests: `from test import support`, which imports
+      distutils and so setuptools in a venv).
+
+    The same import in any other file — the program's own `import pydoc` — is followed."""
+    if posixpath.basename(posixpath.dirname(path)) == "_distutils_hack":
+        return top in ("setuptools", "distutils")
+    if not under(path, env.stdlib):
+        return False
+    return ((posixpath.basename(path) == "_sitebuiltins.py" and module == "pydoc")
+            or (top == "test" and not under(path, posixpath.join(env.stdlib, "test"))))
 
 
 def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRef,
@@ -624,16 +636,7 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
     top = ref.module.split(".")[0]
     if top in FOREIGN_MODULES or not ref.module:
         return
-    if site.hack and top in ("setuptools", "distutils"):
-        # the hack's own imports run from its finder (someone imports distutils: see
-        # _distutils_edges) or from do_override (setuptools imports it), never on their own
-        return
-    if ref.module in INTERACTIVE_ONLY.get(site.base_name, ()) and in_stdlib:
-        return
-    if top == "test" and in_stdlib and not under(path, posixpath.join(env.stdlib, "test")):
-        # CPython's regression-test package: the stdlib imports it only in helpers its test
-        # suite calls (multiprocessing.util._cleanup_tests: `from test import support`, which
-        # imports distutils and so setuptools in a venv). The app's own `import test` counts.
+    if _runs_elsewhere(env, path, top, ref.module):
         return
     if top == "distutils":
         out.extend(_distutils_edges(ctx, env, path, ref.module, where))
