@@ -96,6 +96,7 @@ class Parses:
         self.store = ParseStore()
         self._ahead: dict[tuple[str, str], Any] = {}  # (kind, digest) → Future
         self._done: set[tuple[str, str]] = set()  # parsed (or read from the cache) in this run
+        self._found: dict[tuple[str, str], Any] = {}  # cache entries `ahead` read, for `memo`
         self.from_workers = 0  # results a worker computed
         self._pool: Any = None
         self._workers = _parse_workers()
@@ -108,7 +109,11 @@ class Parses:
         import hashlib
 
         key = (kind, hashlib.sha256(data).hexdigest())
-        if key in self._ahead or key in self._done or self.store.get(*key) is not None:
+        if key in self._ahead or key in self._done or key in self._found:
+            return
+        cached = self.store.get(*key)
+        if cached is not None:
+            self._found[key] = cached  # memo reads it from here, not from the database again
             return
         pool = self._start()
         if pool is None:
@@ -147,7 +152,9 @@ class Parses:
 
         digest = hashlib.sha256(data).hexdigest()
         self._done.add((kind, digest))
-        cached = self.store.get(kind, digest)
+        cached = self._found.pop((kind, digest), None)
+        if cached is None:
+            cached = self.store.get(kind, digest)
         if cached is not None:
             try:
                 return decode(cached)
