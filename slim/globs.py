@@ -45,6 +45,22 @@ def literal_prefix(pattern: str) -> str:
     return pattern[:cut]
 
 
+_CLASS = re.compile(r"\[!?\]?[^\]]*\]")
+
+
+def required_literal(pattern: str) -> str:
+    """The longest piece of `pattern` every matching path holds verbatim: the longest run of
+    plain characters inside one component ("" when the pattern escapes with a backslash)."""
+    if "\\" in pattern:
+        return ""
+    best = ""
+    for component in pattern.split("/"):
+        for piece in re.split(r"[*?]", _CLASS.sub("*", component)):
+            if len(piece) > len(best):
+                best = piece
+    return best
+
+
 def check_glob(pattern: str) -> str:
     """Why `pattern` is not a valid glob ("" when it is). An unclosed '[' is reported as a
     mistake rather than taken as a literal bracket, as fnmatch would silently do."""
@@ -69,8 +85,10 @@ class GlobSet:
     `match` is on the hot path of reading a layer (every member is tested against what the
     analyzers capture), so the common shapes skip the regex engine: a literal path is a set
     lookup, `**/NAME` and `**/*.EXT` are suffix tests, `/DIR/**` a prefix test — each exactly
-    what the regex would answer (tests/unit/test_globs_refs.py compares them); the rest are
-    one combined regex.
+    what the regex would answer (tests/unit/test_globs_refs.py compares them). Each other
+    pattern runs its own regex only when the path holds the pattern's longest literal piece
+    (every match holds it verbatim): `**/php/**/*.ini` costs a substring test on a path
+    without ".ini", where one combined regex cost ~16 µs per path on the layer reader.
     """
 
     def __init__(self, patterns: Iterable[str]) -> None:
@@ -80,7 +98,7 @@ class GlobSet:
         names: list[str] = []  # `**/NAME`: the path is NAME or ends with /NAME
         suffixes: list[str] = []  # `**/*.EXT` (and `**/*TAIL`): the last component ends so
         prefixes: list[str] = []  # `/DIR/**`: below DIR
-        rest: list[str] = []
+        rest: list[tuple[str, re.Pattern[str]]] = []
         for pattern in self.patterns:
             if not has_magic(pattern):
                 self._exact.add(pattern)
@@ -91,12 +109,12 @@ class GlobSet:
             elif pattern.endswith("/**") and not has_magic(pattern[:-3]) and pattern.startswith("/"):
                 prefixes.append(pattern[:-2])
             else:
-                rest.append(compile_glob(pattern).pattern)
+                rest.append((required_literal(pattern), compile_glob(pattern)))
         self._names = tuple(names)
         self._name_suffixes = tuple("/" + n for n in names)
         self._suffixes = tuple(suffixes)
         self._prefixes = tuple(prefixes)
-        self._rest = re.compile("|".join(f"(?:{r})" for r in rest)) if rest else None
+        self._rest = tuple(rest)
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -105,7 +123,7 @@ class GlobSet:
         return (path in self._exact or path.endswith(self._suffixes)
                 or path.endswith(self._name_suffixes) or path in self._names
                 or path.startswith(self._prefixes)
-                or (self._rest is not None and self._rest.match(path) is not None))
+                or any(lit in path and rx.match(path) is not None for lit, rx in self._rest))
 
     def first(self, path: str) -> str | None:
         """The first pattern matching `path`, or None."""
@@ -124,4 +142,5 @@ def match(path: str, pattern: str) -> bool:
     return compile_glob(pattern).match(path) is not None
 
 
-__all__ = ["GlobSet", "check_glob", "compile_glob", "has_magic", "literal_prefix", "match"]
+__all__ = ["GlobSet", "check_glob", "compile_glob", "has_magic", "literal_prefix", "match",
+           "required_literal"]

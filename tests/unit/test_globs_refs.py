@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from slim.errors import SourceError, UsageError
-from slim.globs import GlobSet, check_glob, compile_glob, has_magic, literal_prefix, match
+from slim.globs import (
+    GlobSet,
+    check_glob,
+    compile_glob,
+    has_magic,
+    literal_prefix,
+    match,
+    required_literal,
+)
 from slim.refs import ImageRef, OutputRef, looks_like_registry, parse_output, parse_ref, split_name
 
 
@@ -28,11 +36,32 @@ from slim.refs import ImageRef, OutputRef, looks_like_registry, parse_output, pa
         ("/var/log/[!d]*", "/var/log/dpkg.log", False),
         ("/a?c", "/a/c", False),
         ("/usr/bin/gcc*", "/usr/bin/gcc-12", True),
+        ("**/php/**/*.ini", "/etc/php/8.2/apache2/php.ini", True),
+        ("**/php/**/*.ini", "/php/x.ini", True),
+        ("**/php/**/*.ini", "/etc/php8/x.ini", False),
+        ("**/*.dist-info/RECORD", "/v/lib/a-1.0.dist-info/RECORD", True),
+        ("**/*.dist-info/RECORD", "/v/lib/a-1.0.dist-info/RECORDS", False),
+        ("/var/lib/dpkg/info/*.list", "/var/lib/dpkg/info/libc6:amd64.list", True),
+        ("**/gconv/gconv-modules.d/*.conf", "/usr/lib/x/gconv/gconv-modules.d/a.conf", True),
+        ("/x/[ab]c*/d?", "/x/bcz/de", True),
+        ("/x/[ab]c*/d?", "/x/ccz/de", False),
+        ("/a\\*b/*", "/a*b/c", True),
+        ("/a\\*b/*", "/axb/c", False),
     ],
 )
 def test_glob_dialect(pattern: str, path: str, expected: bool) -> None:
     assert match(path, pattern) is expected
     assert (compile_glob(pattern).match(path) is not None) is expected
+    # GlobSet's fast paths (set, suffix, prefix, literal-guarded regex) answer the same
+    assert GlobSet([pattern]).match(path) is expected
+    assert GlobSet([pattern, "/never/**", "**/never.so*"]).match(path) is expected
+
+
+def test_required_literal() -> None:
+    assert required_literal("**/php/**/*.ini") == ".ini"
+    assert required_literal("**/*.dist-info/RECORD") == ".dist-info"
+    assert required_literal("/x/[ab]cdef*/g") == "cdef"
+    assert required_literal("/a\\*b/*") == ""
 
 
 def test_glob_helpers() -> None:
