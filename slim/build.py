@@ -229,7 +229,7 @@ def verify_image(staged: OutputRef | str, original: RunResult,
     """Run the original's concrete probes against a written image and compare the runs
     (slim.verify). Raises SourceError / LayerError when the image cannot be read."""
     probes = tuple(original.resolved)
-    with load_image(str(staged)) as slim_loaded:
+    with load_image(str(staged), contents=False) as slim_loaded:  # run, not analyzed
         try:
             minimal = run_image(slim_loaded, replace(options.run, probes=probes))
         except TraceError as exc:

@@ -87,9 +87,12 @@ def capture_policy() -> Capture:
 
 
 def load_image(reference: str | ImageRef, *, on_bytes: Progress | None = None,
-               pull: bool = False) -> LoadedImage:
-    """Open and read `reference` once for analysis. Raises SourceError / LayerError."""
-    return load(reference, capture=capture_policy(), on_bytes=on_bytes, pull=pull)
+               pull: bool = False, contents: bool = True) -> LoadedImage:
+    """Open and read `reference` once for analysis; without `contents` only the layers'
+    headers are read (enough for the image summary, or to run the image). Raises
+    SourceError / LayerError."""
+    return load(reference, capture=capture_policy() if contents else Capture(), on_bytes=on_bytes,
+                pull=pull)
 
 
 @contextmanager
@@ -108,7 +111,7 @@ def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions
         if on_bytes is not None:
             on_bytes(n)
 
-    with load_image(reference, on_bytes=read, pull=pull) as loaded:
+    with load_image(reference, on_bytes=read, pull=pull, contents=options.static) as loaded:
         if tracing is not None and (tracing.run is not None or tracing.trace_file):
             progress.phase("running the image traced" if tracing.run else "reading the trace")
         trace, run = obtain_trace(loaded, tracing)

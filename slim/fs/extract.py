@@ -37,7 +37,6 @@ import logging
 import os
 import shutil
 import stat
-import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -50,6 +49,7 @@ from slim.fs.layer import (
     open_tar_stream,
     whiteout_target,
 )
+from slim.fs.tarstream import TarMember, TarReader
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
 from slim.outputs import SparseWriter
 
@@ -274,7 +274,7 @@ def extract_tar(
     report = report if report is not None else ExtractReport()
     root = _Root(dest)
     written: set[str] = set()  # paths (and their parents) this layer wrote, for opaque dirs
-    dir_modes: list[tuple[list[str], tarfile.TarInfo]] = []
+    dir_modes: list[tuple[list[str], TarMember]] = []
     guard = LayerGuard(what)
     try:
         with open_tar_stream(stream) as tar:
@@ -317,7 +317,7 @@ def extract_tar(
     return report
 
 
-def _set_owner_mode(root: _Root, fd: int, member: tarfile.TarInfo) -> None:
+def _set_owner_mode(root: _Root, fd: int, member: TarMember) -> None:
     if root.as_root:
         os.fchown(fd, member.uid, member.gid)
     os.fchmod(fd, member.mode & 0o7777)
@@ -325,11 +325,11 @@ def _set_owner_mode(root: _Root, fd: int, member: tarfile.TarInfo) -> None:
 
 def _apply(
     root: _Root,
-    tar: tarfile.TarFile,
-    member: tarfile.TarInfo,
+    tar: TarReader,
+    member: TarMember,
     parts: list[str],
     written: set[str],
-    dir_modes: list[tuple[list[str], tarfile.TarInfo]],
+    dir_modes: list[tuple[list[str], TarMember]],
     report: ExtractReport,
     layer: int,
     on_bytes: Callable[[int], None] | None,
@@ -388,8 +388,8 @@ def _apply(
 
 def _apply_dir(
     root: _Root, name: str, pfd: int, existing: os.stat_result | None,
-    member: tarfile.TarInfo, parent_real: list[str],
-    dir_modes: list[tuple[list[str], tarfile.TarInfo]],
+    member: TarMember, parent_real: list[str],
+    dir_modes: list[tuple[list[str], TarMember]],
 ) -> None:
     """A directory member: replace a non-directory, create it private; its mode comes last."""
     if existing is not None and not stat.S_ISDIR(existing.st_mode):
@@ -402,7 +402,7 @@ def _apply_dir(
 
 
 def _apply_regular(
-    root: _Root, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, pfd: int,
+    root: _Root, tar: TarReader, member: TarMember, name: str, pfd: int,
     on_bytes: Callable[[int], None] | None,
 ) -> None:
     """A regular file member: created exclusively (O_EXCL|O_NOFOLLOW), then owner, xattrs,
@@ -427,14 +427,14 @@ def _apply_regular(
         os.close(fd)
 
 
-def _apply_symlink(root: _Root, member: tarfile.TarInfo, name: str, pfd: int) -> None:
+def _apply_symlink(root: _Root, member: TarMember, name: str, pfd: int) -> None:
     """A symlink member: written as-is (never followed), owned like the member when root."""
     os.symlink(member.linkname, name, dir_fd=pfd)
     if root.as_root:
         os.chown(name, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
 
 
-def _apply_hardlink(root: _Root, member: tarfile.TarInfo, name: str, pfd: int) -> None:
+def _apply_hardlink(root: _Root, member: TarMember, name: str, pfd: int) -> None:
     """A hard link member: its target must be a non-directory inside the root (`linkat`
     without following)."""
     target = member_parts(member.linkname)
@@ -452,7 +452,7 @@ def _apply_hardlink(root: _Root, member: tarfile.TarInfo, name: str, pfd: int) -
         os.close(tfd)
 
 
-def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
+def _set_xattrs(fd: int, member: TarMember) -> None:
     """Restore PAX `SCHILY.xattr.*` records (file capabilities such as ping's
     security.capability live there); set after chown, which clears capabilities."""
     for key, value in sorted((member.pax_headers or {}).items()):

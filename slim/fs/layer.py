@@ -12,10 +12,11 @@ The blob is untrusted, so every cost is bounded by its size or by a constant:
 * decompression hands out at most CHUNK bytes per step (zlib `max_length`; zstd is fed at
   most ZSTD_BLOCKS_PER_STEP blocks of at most 128 KiB each, RFC 8878 §3.1.1.2.4), so a
   1 MB frame that expands to 4 GiB never sits in memory;
-* extended headers (PAX, GNU long names) larger than MAX_EXTENDED_HEADER are refused, and
-  so is a corrupt header in the middle of the archive (tarfile would end the layer there
-  without a word) or a negative size;
-* sparse members may expand to at most SPARSE_HOLES_MAX bytes of holes per layer;
+* tar headers are parsed by slim.fs.tarstream, which refuses extended headers (PAX, GNU long
+  names) larger than MAX_EXTENDED_HEADER, a corrupt header anywhere, a stream that ends
+  inside a member, a negative size and a sparse map that overruns its member;
+* a sparse member's holes are never stored: its contents are expanded only when read, and
+  written back as holes (slim.outputs.SparseWriter);
 * a member path seen twice in one layer, a member written through a symlink of the same
   layer, or a non-directory over a directory the layer already wrote into is refused
   (LayerError naming the member): the two readers of a layer (this model, fs.extract) would
@@ -37,18 +38,32 @@ import queue
 import tarfile
 import tempfile
 import threading
+import types
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Self, cast
 
 from slim.errors import LayerError
+from slim.fs.tarstream import MAX_EXTENDED_HEADER, TarMember, TarReader
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, FileTree
 from slim.globs import GlobSet
 from slim.model import EntryKind, FileEntry, Issue, LayerInfo, normpath
 from slim.outputs import SparseWriter
 
 log = logging.getLogger(__name__)
+
+_gzip_mod: types.ModuleType = gzip
+_inflate_mod: types.ModuleType = zlib
+_INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error,)
+try:  # ISA-L inflates gzip about twice as fast as zlib (same format, same checks)
+    from isal import igzip as _igzip
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    pass
+else:
+    _gzip_mod, _inflate_mod = _igzip, _isal_zlib
+    _INFLATE_ERRORS = (zlib.error, cast(type[BaseException], _isal_zlib.error))
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -57,8 +72,6 @@ CHUNK = 1 << 20
 # Contents larger than this are not copied for analysis; the file is kept and reported.
 MAX_STORED_FILE = 1 << 30
 HEAD_BYTES = 4
-MAX_EXTENDED_HEADER = 8 << 20  # a PAX or GNU long-name header is read into memory whole
-SPARSE_HOLES_MAX = 1 << 30  # per layer: what sparse members may add to the tar's own bytes
 ZSTD_BLOCKS_PER_STEP = 8  # x 128 KiB of output at most per decompress() call
 READ_BUFFER = 16 << 10  # readers of stored contents: small reads must stay small
 DIGEST_ALGORITHMS = ("sha256", "sha384", "sha512")  # OCI image-spec descriptor.md "Digests"
@@ -137,7 +150,7 @@ def decompressed(blob: BinaryIO) -> tuple[BinaryIO, str]:
     head = blob.read(4)
     peek = io.BufferedReader(_Peek(blob, head), CHUNK)
     if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=peek, mode="rb"), "gzip"  # type: ignore[return-value]
+        return cast(BinaryIO, _gzip_mod.GzipFile(fileobj=peek, mode="rb")), "gzip"
     if head.startswith(ZSTD_MAGIC):
         return io.BufferedReader(ZstdReader(peek), CHUNK), "zstd"
     return peek, "none"
@@ -148,7 +161,7 @@ def corrupt_errors() -> tuple[type[BaseException], ...]:
     zstandard, gzip and the file layer), for callers that turn it into a LayerError."""
     import zstandard
 
-    return (EOFError, zlib.error, tarfile.TarError, OSError, zstandard.ZstdError)
+    return (EOFError, *_INFLATE_ERRORS, tarfile.TarError, OSError, zstandard.ZstdError)
 
 
 class PackReader(io.RawIOBase):
@@ -217,6 +230,8 @@ class ContentStore:
     def __init__(self, capture: Capture | None = None) -> None:
         self.wants: Callable[[str, bytes], bool] = (
             capture.matcher() if capture is not None else (lambda _path, _head: True))
+        # an empty policy: the layer reader need not even look at the first bytes of a file
+        self.captures = capture is None or bool(capture.globs or capture.magics)
         self.index: dict[tuple[int, str], tuple[int, int]] = {}  # → (offset, size) in the pack
         self.host: dict[tuple[int, str], str] = {}
         self._pack: BinaryIO | None = None
@@ -333,7 +348,7 @@ def _member_path(name: str) -> tuple[str | None, str | None]:
     return normpath(raw), problem
 
 
-def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, str], ...]:
+def _xattrs(member: TarMember) -> tuple[tuple[str, str], ...]:
     out = []
     for key, value in (member.pax_headers or {}).items():
         if key.startswith("SCHILY.xattr."):
@@ -455,7 +470,7 @@ class _Decoder:
 
     def _new(self) -> Any:
         if self.kind == "gzip":
-            return zlib.decompressobj(31)  # gzip header, CRC32 and ISIZE trailer checked
+            return _inflate_mod.decompressobj(31)  # gzip header, CRC32 and ISIZE trailer checked
         import zstandard
 
         return zstandard.ZstdDecompressor().decompressobj()
@@ -663,10 +678,10 @@ def checked_tarinfo() -> type[tarfile.TarInfo]:
     return _CheckedTarInfo
 
 
-def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:
-    """A forward-only tarfile reader with the checks of _CheckedTarInfo: the one way slim
-    reads a layer tar (the model, extraction, re-reading files for a build)."""
-    return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedTarInfo)
+def open_tar_stream(stream: BinaryIO) -> TarReader:
+    """The one way slim reads a layer tar (the model, extraction, re-reading files for a
+    build): slim.fs.tarstream, so every reader agrees on what a layer holds."""
+    return TarReader(stream)
 
 
 class LayerGuard:
@@ -752,18 +767,10 @@ def read_layer(
             for member in tf:
                 _add_member(tf, member, info.index, store, result, guard)
         pipe.drain()  # tar padding after the end-of-archive blocks, and the gzip trailer
-    except (EOFError, zlib.error, tarfile.TarError, OSError) as exc:
+    except corrupt_errors() as exc:
         pipe.stop()
         raise LayerError(f"{label}: corrupt or truncated layer ({pipe.compression}): {exc}") from None
-    except LayerError:
-        pipe.stop()
-        raise
-    except Exception as exc:  # zstandard raises its own ZstdError
-        pipe.stop()
-        if type(exc).__name__ == "ZstdError":
-            raise LayerError(f"{label}: corrupt zstd layer: {exc}") from None
-        raise
-    except BaseException:  # an interrupt: end the reader thread before unwinding
+    except BaseException:  # a refused member, an interrupt: end the reader thread first
         pipe.stop()
         raise
     result.compression = pipe.compression
@@ -784,8 +791,8 @@ def read_layer(
 
 
 def _add_member(
-    tf: tarfile.TarFile,
-    member: tarfile.TarInfo,
+    tf: TarReader,
+    member: TarMember,
     layer: int,
     store: ContentStore | None,
     result: LayerReadResult,
@@ -839,7 +846,7 @@ def _add_member(
         devminor=member.devminor if kind in (EntryKind.CHAR, EntryKind.BLOCK) else 0,
     )
     result.tree.add(entry)
-    if kind is EntryKind.FILE and store is not None and size > 0:
+    if kind is EntryKind.FILE and store is not None and store.captures and size > 0:
         fobj = tf.extractfile(member)
         if fobj is None:
             return
@@ -848,4 +855,4 @@ def _add_member(
             if size > MAX_STORED_FILE:
                 result.issues.append(Issue(path, f"{size} bytes: too large to analyze; kept", layer))
                 return
-            store.put_stream(layer, path, head, fobj)  # type: ignore[arg-type]
+            store.put_stream(layer, path, head, fobj)

@@ -262,7 +262,7 @@ class BlobImage(Image):
                             if path in paths:
                                 fobj = tf.extractfile(member)
                                 if fobj is not None:
-                                    yield index, path, fobj  # type: ignore[misc]
+                                    yield index, path, fobj
                 except corrupt_errors() as exc:
                     raise LayerError(f"{self.ref}: layer {index}: cannot re-read: {exc}") from None
 
