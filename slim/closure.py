@@ -23,7 +23,7 @@ from slim.entrypoint import entry_roots
 from slim.fs.rootfs import RootFS
 from slim.globs import GlobSet
 from slim.graph import DependencyGraph
-from slim.model import ROOT, Edge, EntryKind, ImageConfig, Unknown, parent_dirs
+from slim.model import ROOT, Edge, EntryKind, ImageConfig, Unknown
 from slim.rules import RuleSet
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class ClosureBuilder:
         self.dropped: set[str] = set()
         self._queue: deque[str] = deque()
         self._done: set[str] = set()
+        self._canon: dict[str, str] = {}  # path → the entry it names (see _canonical)
         self._drops = GlobSet(drop)
 
     def _dropped(self, path: str) -> bool:
@@ -93,15 +94,16 @@ class ClosureBuilder:
         if isinstance(item, Unknown):
             self.unknowns.add(item)
             return
-        if item.dst != ROOT and not item.dst.startswith("pkg:"):
-            item = self._canonical(item)
-        if item.src != ROOT and not item.src.startswith("pkg:"):
+        dst, src = item.dst, item.src
+        if dst != ROOT and not dst.startswith("pkg:"):
+            dst = self._canonical(dst)
+        if src != ROOT and not src.startswith("pkg:"):
             # an analyzer may name the requester by a path crossing directory symlinks (ldso:
             # a library found as /lib/x86_64-linux-gnu/libcurl.so.4 requests libnghttp2); the
             # node reached from ROOT is the canonical one, so its edges must start there too
-            src = self._canonical(Edge(ROOT, item.src, "symlink", "")).dst
-            if src != item.src:
-                item = Edge(src, item.dst, item.kind, item.evidence)
+            src = self._canonical(src)
+        if dst != item.dst or src != item.src:
+            item = Edge(src, dst, item.kind, item.evidence or (f"as {item.dst}" if dst != item.dst else ""))
         if item.dst != ROOT and self._dropped(item.dst):
             self.dropped.add(item.dst)
             return
@@ -115,25 +117,28 @@ class ClosureBuilder:
             self.add(it)
 
 
-    def _canonical(self, edge: Edge) -> Edge:
-        """Point an edge at the image entry itself when its path crosses directory symlinks
-        (/lib/x86_64-linux-gnu/libc.so.6 → /usr/lib/x86_64-linux-gnu/libc.so.6 when /lib is
-        a link); the links crossed are kept with their own `symlink` edges."""
-        dst = edge.dst
-        if dst == "/" or self.fs.get(dst) is not None:
-            return edge
-        parent = self.fs.resolve(posixpath.dirname(dst))
-        if not parent.exists or not parent.links:
-            return edge
-        canon = posixpath.join(parent.path, posixpath.basename(dst))
-        if self.fs.get(canon) is None:
-            return edge
-        for link in parent.links:
-            self.graph.add(Edge(canon, link, "symlink", f"on the path {dst}"))
-            if link not in self._done:
-                self._done.add(link)
-                self._queue.append(link)
-        return Edge(edge.src, canon, edge.kind, edge.evidence or f"as {dst}")
+    def _canonical(self, path: str) -> str:
+        """The image entry itself when `path` crosses directory symlinks
+        (/lib/x86_64-linux-gnu/libc.so.6 → /usr/lib/x86_64-linux-gnu/libc.so.6 when /lib is a
+        link); the links crossed are kept with their own `symlink` edges, added the first time
+        (memoized: a path is named by ~10 edges on average)."""
+        canon = self._canon.get(path)
+        if canon is not None:
+            return canon
+        canon = path
+        if path != "/" and self.fs.get(path) is None:
+            parent = self.fs.resolve(posixpath.dirname(path))
+            if parent.exists and parent.links:
+                joined = posixpath.join(parent.path, posixpath.basename(path))
+                if self.fs.get(joined) is not None:
+                    canon = joined
+                    for link in parent.links:
+                        self.graph.add(Edge(canon, link, "symlink", f"on the path {path}"))
+                        if link not in self._done:
+                            self._done.add(link)
+                            self._queue.append(link)
+        self._canon[path] = canon
+        return canon
 
     def run(self, on_visit: Callable[[int], None] | None = None) -> Closure:
         """Visit until nothing new is reachable; `on_visit(1)` after each visited path."""
@@ -173,9 +178,14 @@ class ClosureBuilder:
             for into in self.graph.edges_into(path):
                 if into.kind != "symlink":
                     self.add(Edge(into.src, res.path, into.kind, f"{into.evidence} (via {path})"))
-        for d in parent_dirs(path):
+        # the nearest existing ancestor; it is visited in turn, so every ancestor is kept
+        # (one edge per path, not one per path and ancestor)
+        d = posixpath.dirname(path)
+        while d not in ("/", ""):
             if self.fs.lexists(d):
                 self.add(Edge(path, d, "parent-dir", ""))
+                break
+            d = posixpath.dirname(d)
         if entry is None or not res.exists:
             return
         real = self.fs.get(res.path)
