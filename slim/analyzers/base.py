@@ -194,10 +194,14 @@ def _parse_workers() -> int:
 
 
 def _quiet_worker() -> None:
-    """A parse worker leaves Ctrl-C and termination to its parent, which stops it."""
+    """A parse worker leaves Ctrl-C and termination to its parent, which stops it, and
+    collects garbage as the CLI does (slim.tune_gc)."""
     import signal
 
+    from slim import tune_gc
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_gc()
 
 
 class Analyzer(ABC):
