@@ -146,8 +146,10 @@ def _orphaned_bytecode(ctx: AnalysisContext, path: str) -> bool:
 _DOCROOT_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     # nginx http_core_module: `root path;` and `alias path;` (https://nginx.org/en/docs/http/ngx_http_core_module.html#root)
     # (a directive starts a line or follows `{`, `}` or `;`)
-    ("nginx root", "root", re.compile(r"(?:^|[{};])\s*root\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
-    ("nginx alias", "alias", re.compile(r"(?:^|[{};])\s*alias\s+[\"']?([^;\"'\s]+)[\"']?\s*;", re.M)),
+    # (the regex starts at the directive's name, so the engine searches for that literal; that it
+    # starts a directive is checked by _starts_directive)
+    ("nginx root", "root", re.compile(r"root\s+[\"']?([^;\"'\s]+)[\"']?\s*;")),
+    ("nginx alias", "alias", re.compile(r"alias\s+[\"']?([^;\"'\s]+)[\"']?\s*;")),
     # Apache core DocumentRoot and mod_alias Alias URL-path directory-path
     ("Apache DocumentRoot", "documentroot", re.compile(r"^\s*DocumentRoot\s+[\"']?([^\"'\s]+)", re.M | re.I)),
     ("Apache Alias", "alias", re.compile(r"^\s*Alias\s+\S+\s+[\"']?([^\"'\s]+)", re.M | re.I)),
@@ -155,6 +157,18 @@ _DOCROOT_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("lighttpd server.document-root", "document-root", re.compile(r"server\.document-root\s*=\s*\"([^\"]+)\"")),
     ("--docroot", "--d", re.compile(r"--(?:docroot|document-root)(?:=|\s+)[\"']?([^\"'\s]+)")),
 )
+
+
+_NGINX = ("nginx root", "nginx alias")
+
+
+def _starts_directive(text: str, at: int) -> bool:
+    """Whether an nginx directive may start at `at`: only whitespace lies between it and the
+    start of the text, of a line, or a `{`, `}` or `;`."""
+    i = at
+    while i > 0 and text[i - 1] in " \t\r\f\v":
+        i -= 1
+    return i == 0 or text[i - 1] in "\n{};"
 
 
 def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
@@ -165,6 +179,8 @@ def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
         if word not in lowered:
             continue
         for m in pat.finditer(text):
+            if label in _NGINX and not _starts_directive(text, m.start()):
+                continue
             d = m.group(1)
             if "$" in d or not d.startswith("/"):
                 continue  # variables ($document_root) and relative roots: not statically known
@@ -183,7 +199,9 @@ def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
 
 
 # -- absolute path literals ----------------------------------------------------------------
-_LITERAL_RE = re.compile(r"(?<![\w.$/~-])(/(?:[A-Za-z0-9_.+@-]+/)*[A-Za-z0-9_.+@-]+)")
+# the lookbehind comes after the leading "/" so the regex engine can search for that literal
+# instead of trying the lookbehind at every position (40x faster on Python sources)
+_LITERAL_RE = re.compile(r"(/(?<![\w.$/~-]/)(?:[A-Za-z0-9_.+@-]+/)*[A-Za-z0-9_.+@-]+)")
 
 
 _HASH_COMMENT = re.compile(r"^[ \t]*#(?!!).*$", re.M)
@@ -194,6 +212,16 @@ _HASH_COMMENT = re.compile(r"^[ \t]*#(?!!).*$", re.M)
 _DOCSTRING = re.compile(r"""(?:\A|:[ \t]*(?:#[^\n]*)?\n)(?:[ \t]*\n)*[ \t]*[rRuU]?(\"\"\"|\'\'\')[\s\S]*?\1""")
 _LIBRARY_DIRS = re.compile(r"/lib/python3[.\d]*/|/(?:site|dist)-packages/")
 _INI_COMMENT = re.compile(r"^[ \t]*[#;](?!!).*$", re.M)
+
+
+def _names_file(ctx: AnalysisContext, literal: str) -> bool:
+    """Whether a path literal names an existing regular file that is not ignored."""
+    p = normpath(literal)
+    if p == "/" or any(under(p, x) for x in IGNORED_LITERAL_PREFIXES):
+        return False
+    if ctx.fs.get(p) is None and not ctx.fs.exists(p):
+        return False
+    return ctx.fs.is_file(p)
 
 
 def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
@@ -208,6 +236,11 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
     seen: set[str] = set()
     if BUILD_RECORD_NAMES.search(posixpath.basename(path)):
         return []
+    # Blanking comments and docstrings only removes literals: when no literal of the raw text
+    # names an existing file, neither does one of the blanked text (most files; the two
+    # substitutions cost 20x the scan)
+    if not any(_names_file(ctx, m.group(1)) for m in _LITERAL_RE.finditer(text)):
+        return []
     comments = _INI_COMMENT if path.endswith((".ini", ".conf", ".cfg")) else _HASH_COMMENT
     if path.endswith(".py") and _LIBRARY_DIRS.search(path):
         text = _DOCSTRING.sub(lambda m: ":\n" * m.group(0).startswith(":"), text)
@@ -219,11 +252,7 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
         if len(seen) > MAX_LITERALS:
             break
         p = normpath(lit)
-        if p == path or p == "/" or any(under(p, x) for x in IGNORED_LITERAL_PREFIXES):
-            continue
-        if ctx.fs.get(p) is None and not ctx.fs.exists(p):
-            continue
-        if not ctx.fs.is_file(p):
+        if p == path or not _names_file(ctx, p):
             continue
         out.update(link_edges(ctx, path, p, "config", f"path literal {lit} in {path}"))
     return sorted(out)

@@ -46,7 +46,8 @@ MAX_FORMAT_DIR_FILES = 5000
 IGNORED = ("/proc", "/sys", "/dev", "/tmp", "/run", "/var/run")
 GO_BUILDINFO_MAGIC = b"\xff Go buildinf:"
 
-_LITERAL = re.compile(rb"(?<=\x00)/[A-Za-z0-9_.+@%,=~-][A-Za-z0-9_.+@%,=~/-]{0,254}(?=\x00)")
+# the leading NUL is matched (not looked behind for): the engine searches for the literal
+_LITERAL = re.compile(rb"\x00(/[A-Za-z0-9_.+@%,=~-][A-Za-z0-9_.+@%,=~/-]{0,254})(?=\x00)")
 _CONVERSION = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[a-z]")
 
 
@@ -148,7 +149,7 @@ def read_elf_data(ctx: AnalysisContext, path: str) -> ElfData:
             if truncated:
                 continue
             for m in _LITERAL.finditer(data):
-                literals.setdefault(m.group(0).decode("ascii"), None)
+                literals.setdefault(m.group(1).decode("ascii"), None)
                 if len(literals) >= MAX_LITERALS:
                     truncated = True
                     break

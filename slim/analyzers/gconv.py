@@ -52,7 +52,6 @@ BUILTIN = frozenset({"INTERNAL", "UTF-8", "UTF8", "ISO-10646/UTF8", "ISO-10646/U
                      "UTF-16LE", "UTF-16BE", "UTF-32", "UTF-32LE", "UTF-32BE", "UTF-7",
                      "ANSI_X3.4-1968", "WCHAR_T", "UNICODELITTLE", "UNICODEBIG"})
 _TOKEN = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.:+/-]{0,40}")
-_ELF_STRING = re.compile(rb"(?<=\x00)[A-Za-z0-9][A-Za-z0-9_.:+/-]{1,40}(?=\x00)")
 
 
 @dataclass

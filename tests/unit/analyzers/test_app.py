@@ -60,6 +60,11 @@ def test_docroots_kept_whole(tmp_path: Path) -> None:
         assert {e.dst for e in lighttpd} == {"/srv/static/logo.png"}
         arg = docroot_edges(ctx, "/app/run.sh", "exec server --docroot=/srv/static\n")
         assert {e.dst for e in arg} == {"/srv/static/logo.png"}
+        # a directive starts a line or follows `{`, `}` or `;` (two on one line count)
+        inline = docroot_edges(ctx, "/etc/nginx/x.conf", "location / { root /var/www/site; alias /srv/static; }")
+        assert {"/var/www/site/a.html", "/srv/static/logo.png"} <= {e.dst for e in inline}
+        for prose in ("myroot /srv/static;", "# root /srv/static;", "x = 'the root /srv/static;'"):
+            assert docroot_edges(ctx, "/etc/nginx/x.conf", prose) == [], prose
 
 
 def test_path_literals(tmp_path: Path) -> None:
