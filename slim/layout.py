@@ -37,7 +37,7 @@ from typing import Any
 
 from slim.emitters.imagewriter import LayerBlob, LayerTarWriter, compress_layer
 from slim.errors import EmitError
-from slim.model import EntryKind, FileEntry, parent_dirs
+from slim.model import EntryKind, FileEntry, ancestors_of, parent_dirs
 from slim.outputs import copy_sparse
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def merge_parts(services: Sequence[tuple[str, Sequence[LayerPart]]]) -> dict[str
         below: set[str] = set()
         for lower in lowers[key]:
             below.update(slots[lower])
-        ancestors = {d for p in below for d in parent_dirs(p)}
+        ancestors = ancestors_of(below)
         whiteouts, opaque = marks[key]
         plans[key] = LayerPlan(key, tuple(slot[p] for p in sorted(slot)),
                                tuple(w for w in whiteouts if w in below or w in ancestors),

@@ -7,7 +7,7 @@ is "/". Nothing here touches the host filesystem.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,6 +62,18 @@ def parent_dirs(path: str) -> list[str]:
         out.append(cur)
         cur = posixpath.dirname(cur)
     out.reverse()
+    return out
+
+
+def ancestors_of(paths: Iterable[str]) -> set[str]:
+    """The strict ancestors of every path, "/" excluded: `{d for p in paths for d in
+    parent_dirs(p)}`, walking up from each path only until a directory already seen."""
+    out: set[str] = set()
+    for path in paths:
+        d = posixpath.dirname(path)
+        while d not in ("/", "") and d not in out:
+            out.add(d)
+            d = posixpath.dirname(d)
     return out
 
 

@@ -52,7 +52,7 @@ from slim.analyzers.base import AnalysisContext, Analyzer
 from slim.errors import AnalysisError, SlimError
 from slim.fs.layer import Capture
 from slim.fs.rootfs import RootFS
-from slim.model import Edge, EntryKind, FileEntry, Unknown, normpath, parent_dirs
+from slim.model import Edge, EntryKind, FileEntry, Unknown, ancestors_of, normpath
 from slim.result import PackageSummary
 
 log = logging.getLogger(__name__)
@@ -494,7 +494,7 @@ def _files(fs: RootFS, pkg: Package) -> list[tuple[str, int]]:
             continue
         if entry.kind is EntryKind.SYMLINK:
             if ancestors is None:
-                ancestors = {d for g in pkg.files for d in parent_dirs(g)}
+                ancestors = ancestors_of(pkg.files)
             res = fs.resolve(f)
             if res.exists and res.path in ancestors and fs.is_dir(res.path):
                 continue
@@ -623,7 +623,7 @@ def metadata_paths(db: PackageDB, kept: set[str]) -> set[str]:
             out.update(db.normalize(p) for p in _language_metadata(fs, pkg))
     # a database spells paths as the package built them (/lib/…): the links that spelling
     # crosses stay, so every path a kept record lists resolves in the minimal image
-    kept_dirs = {d for p in kept | out for d in parent_dirs(p)}
+    kept_dirs = ancestors_of(kept | out)
     for raw, real in db.link_spellings():
         if real in kept_dirs:
             out.update(fs.resolve(raw).links)

@@ -6,7 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 from slim.graph import DependencyGraph
-from slim.model import ROOT, Edge
+from slim.model import ROOT, Edge, ancestors_of, parent_dirs
 
 
 def sample() -> DependencyGraph:
@@ -84,3 +84,10 @@ def test_dot_edges_carry_evidence():
     line = next(x for x in dot.splitlines() if "libz" in x and "->" in x)
     assert 'label="needed\\nDT_NEEDED libz.so.1 xxx' in line and '..."' in line
     assert "x" * 80 in line  # whole in the tooltip
+
+
+def test_ancestors_of_is_every_strict_ancestor() -> None:
+    paths = ["/usr/lib/x/a.so", "/usr/lib/y", "/etc/passwd", "/top", "/usr/lib/x/b/c"]
+    assert ancestors_of(paths) == {d for p in paths for d in parent_dirs(p)}
+    assert ancestors_of(paths) == {"/usr", "/usr/lib", "/usr/lib/x", "/usr/lib/x/b", "/etc"}
+    assert ancestors_of([]) == set() and ancestors_of(["/"]) == set()
