@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, Parses, link_edges
 from slim.analyzers.python.deadcode import dead_functions
+from slim.analyzers.python.django import DjangoState, is_django_catalog, is_load_backend
 from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges
 from slim.analyzers.python.env import (
     _INTERP_RE,
@@ -399,9 +400,13 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
         # a distribution with several top-level packages (setuptools: setuptools, pkg_resources,
         # _distutils_hack): the data of the one imported, its metadata, files beside no package
         own = posixpath.join(site, top) + "/"
+        django = ctx.service(DjangoState).settings if top == "django" else None
+        no_catalogs = django is not None and django.i18n_off
         for f in sorted(set(files)):
             rel = f[len(site) + 1:] if under(f, site) else ""
             elsewhere = "/" in rel and not f.startswith(own) and not under(f, info)
+            if no_catalogs and is_django_catalog(site, top, f):
+                continue  # USE_I18N = False in every settings module (django.py)
             if (not elsewhere and not f.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in f
                     and ctx.fs.is_file(f)):
                 out.append(Edge(path, f, "package", ev))
@@ -596,6 +601,26 @@ def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str) -> bool:
             or (top == "test" and not under(path, posixpath.join(env.stdlib, "test"))))
 
 
+def _django_backends(ctx: AnalysisContext, env: PythonEnv, path: str, line: int,
+                     search: list[str]) -> list[Edge] | None:
+    """The edges of Django's `load_backend` import when the settings prove its ENGINEs (the
+    `base` module of each), else None (django.py)."""
+    if not is_load_backend(ctx, path, line):
+        return None
+    django = ctx.service(DjangoState).settings
+    if django is None or django.engines is None:
+        return None
+    out: list[Edge] = []
+    for engine in django.engines:
+        chain = resolve_module(ctx, env, f"{engine}.base", search)
+        if not chain or not chain[-1].path or len(chain) != engine.count(".") + 2:
+            return None  # a configured backend slim cannot find: keep what it kept before
+        ev = (f"{path}:{line}: load_backend imports {engine}.base (DATABASES ENGINE in "
+              f"{', '.join(django.modules)})")
+        out.extend(_hit_edges(ctx, path, chain, ev))
+    return out
+
+
 def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRef,
                 out: list[Edge | Unknown]) -> None:
     """The edges (and Unknowns) of one import statement, appended to `out`."""
@@ -606,6 +631,10 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
     if ref.dynamic:
         if in_stdlib:
             log.debug("%s: line %d: %s (stdlib machinery; not reported)", path, ref.line, ref.dynamic)
+            return
+        backends = _django_backends(ctx, env, path, ref.line, search)
+        if backends is not None:
+            out.extend(backends)
             return
         kept = computed_import_edges(ctx, env, path, ref.line, ref.dynamic, ref.prefix, search)
         out.extend(k for k in kept if isinstance(k, Edge) or not ref.guarded)
