@@ -170,6 +170,8 @@ class Parses:
         future = self._ahead.pop((kind, digest), None)
         if future is None:
             return None
+        if future.cancel():
+            return None  # still queued: parsing it here beats waiting behind the queue
         try:
             value = decode(future.result())
             self.from_workers += 1
