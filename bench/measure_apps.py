@@ -488,6 +488,7 @@ class AppRow:
     slim: Output = field(default_factory=Output)  # --probe SHALLOW (what a user would run)
     static: Output = field(default_factory=Output)  # --mode static --no-verify
     noprobe: Output = field(default_factory=Output)  # no --probe: slim's own auto: probes
+    sandbox: Output = field(default_factory=Output)  # --probe SHALLOW --runner sandbox
     informed: Output | None = None  # --probe SHALLOW --probe DEEP… (--informed only)
     notes: list[str] = field(default_factory=list)
 
@@ -566,6 +567,12 @@ def measure_app(spec: ImageSpec, slim: Slim, work: str, *, lock: str, rebuild: b
         slim, spec, "no-probe build", [["build", f"docker-archive:{archive}", "--output", f"docker-archive:{out}",
                                         "--keep-unverified", "--timeout", str(timeout)]],
         out, floor, row.notes, lock=lock, docker=docker)
+    # the same build traced and verified in the bubblewrap sandbox instead of Docker: no import of
+    # the image into the daemon's store (the output is judged in Docker like every other)
+    out = os.path.join(work, f"{spec.name}.sandbox.docker.tar")
+    row.sandbox = build_and_judge(slim, spec, "sandbox build", [[*base, "--runner", "sandbox", "--keep-unverified",
+                                                                 "--timeout", str(timeout)]],
+                                  out, floor, row.notes, lock=lock, docker=docker)
     # static only, unverified
     out = os.path.join(work, f"{spec.name}.static.docker.tar")
     row.static = build_and_judge(
@@ -640,7 +647,8 @@ def _deep_cell(res: ProbeRun) -> str:
 
 COLUMNS = ("image", "fs MB", "floor MB", "slim MB", "slim/floor", "slim verified", "deep (slim)",
            "floor files lost (slim)", "static MB", "deep (static)", "floor files lost (static)", "build s",
-           "no-probe MB", "no-probe verified", "deep (no-probe)", "orig shallow/deep")
+           "no-probe MB", "no-probe verified", "deep (no-probe)", "sandbox MB", "deep (sandbox)",
+           "build s (sandbox)", "orig shallow/deep")
 INFORMED_COLUMNS = ("informed MB", "informed verified", "deep (informed)")
 
 
@@ -676,6 +684,7 @@ def render(rows: list[AppRow]) -> str:
             _lost(r.slim.missing), _mb(r.static.bytes), r.static.deep, _lost(r.static.missing),
             NA if r.slim.seconds is None else f"{r.slim.seconds:.0f}",
             _mb(r.noprobe.bytes), r.noprobe.verified, r.noprobe.deep,
+            _mb(r.sandbox.bytes), r.sandbox.deep, NA if r.sandbox.seconds is None else f"{r.sandbox.seconds:.0f}",
             f"{_pf(r.orig_shallow)}/{_pf(r.orig_deep)}",
         ]
         if informed:
@@ -700,7 +709,8 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
     notes = [f"- {r.image}: " + "; ".join(n.replace("|", "\\|") for n in r.notes) for r in rows if r.notes]
     lost = []
     for r in rows:
-        outputs = [("slim build", r.slim), ("static build", r.static), ("no-probe build", r.noprobe)]
+        outputs = [("slim build", r.slim), ("static build", r.static), ("no-probe build", r.noprobe),
+                   ("sandbox build", r.sandbox)]
         if r.informed is not None:
             outputs.append(("informed build", r.informed))
         for what, o in outputs:
@@ -726,7 +736,9 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
         "against the output in Docker (`--network host`); `FAIL (no start)` = not even the shallow",
         "probe answered. static = `slim build --mode static --no-verify`. build s = the slim build's",
         "wall time. no-probe = `slim build --keep-unverified` with no `--probe` (slim's default",
-        "`auto:` probes, judged by the same deep checks). orig shallow/deep = the original image's own probes (must be PASS/PASS).",
+        "`auto:` probes, judged by the same deep checks). sandbox = the slim build with",
+        "`--runner sandbox` (traced and verified under bubblewrap, no import into Docker's store;",
+        "judged in Docker). orig shallow/deep = the original image's own probes (must be PASS/PASS).",
         "floor files lost = floor files the output has no regular file for (count, MB); slim/floor < 1",
         "or any lost file means the output cannot do what the deep run did.",
         *(["informed = `slim build --probe SHALLOW --probe DEEP… --keep-unverified`: slim is shown the",
