@@ -222,3 +222,30 @@ def test_docker_repo_tags(tmp_path) -> None:
         repositories = json.load(tf.extractfile("repositories"))  # type: ignore[arg-type]
     assert manifest[0]["RepoTags"] == ["v3:latest"]
     assert repositories == {"v3": {"latest": manifest[0]["Layers"][-1].split("/")[0]}}
+
+
+def test_parallel_gzip_is_one_deterministic_gzip_member() -> None:
+    import gzip as _gzip
+    import io as _io
+    import os as _os
+    import zlib as _zlib
+
+    from slim.emitters.imagewriter import GZIP_BLOCK, parallel_gzip
+
+    data = _os.urandom(GZIP_BLOCK) + b"text " * (GZIP_BLOCK // 2) + bytes(GZIP_BLOCK + 17)
+    outs = []
+    for threads in (1, 2, 5):
+        out = _io.BytesIO()
+        parallel_gzip(_io.BytesIO(data), out, 6, threads)
+        outs.append(out.getvalue())
+    assert outs[0] == outs[1] == outs[2]  # the bytes never depend on the thread count
+    blob = outs[0]
+    assert _gzip.decompress(blob) == data
+    d = _zlib.decompressobj(31)
+    assert d.decompress(blob) == data and d.eof and d.unused_data == b""  # one member
+    assert blob[4:8] == b"\0\0\0\0"  # mtime 0
+    assert len(blob) <= len(_gzip.compress(data, 6)) * 1.01
+    for small in (b"", b"x"):
+        out = _io.BytesIO()
+        parallel_gzip(_io.BytesIO(small), out)
+        assert _gzip.decompress(out.getvalue()) == small
