@@ -40,6 +40,7 @@ import os
 import platform
 import posixpath
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -181,6 +182,75 @@ def touched(nodes: dict[str, Node], trace: Mapping[str, Any]) -> dict[str, int]:
     return seen
 
 
+def heads(archive: str, paths: set[str], size: int = 4096) -> dict[str, bytes]:
+    """The first `size` bytes of each of `paths` (regular files of the merged image: the
+    topmost layer's copy wins)."""
+    out: dict[str, bytes] = {}
+    with tarfile.open(archive) as outer:
+        f = outer.extractfile("manifest.json")
+        assert f is not None
+        for layer in json.load(f)[0]["Layers"]:
+            blob = outer.extractfile(layer)
+            assert blob is not None
+            with tarfile.open(fileobj=blob, mode="r|*") as tf:
+                for m in tf:
+                    path = _norm(m.name)
+                    if path in paths and m.isreg():
+                        data = tf.extractfile(m)
+                        out[path] = data.read(size) if data is not None else b""
+    return out
+
+
+def _interpreter(head: bytes) -> str | None:
+    """What execve loads besides the file itself, with no syscall strace shows: a script's `#!`
+    interpreter, an ELF program's PT_INTERP (the dynamic loader)."""
+    if head.startswith(b"#!"):
+        words = head[2:].split(b"\n", 1)[0].split()
+        return words[0].decode(errors="replace") if words else None
+    if head[:4] != b"\x7fELF" or head[4] != 2:  # ELF64 only (the bench images are amd64)
+        return None
+    phoff, = struct.unpack_from("<Q", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if at + 56 > len(head):
+            return None
+        p_type, _flags, offset = struct.unpack_from("<IIQ", head, at)
+        filesz, = struct.unpack_from("<Q", head, at + 32)
+        if p_type == 3 and offset + filesz <= len(head):  # PT_INTERP
+            return head[offset:offset + filesz].rstrip(b"\0").decode(errors="replace")
+    return None
+
+
+def with_interpreters(archive: str, nodes: dict[str, Node], trace: Mapping[str, Any],
+                      floor: dict[str, int]) -> dict[str, int]:
+    """`floor` plus what the kernel loaded for each executed file without a syscall strace
+    shows (its `#!` interpreter, its ELF loader; transitively)."""
+    out = dict(floor)
+
+    def regular(path: str | None) -> str | None:  # the path of the regular file (a hardlink's first)
+        real = resolve(nodes, path) if path else None
+        node = nodes.get(real) if real else None
+        if node is not None and node.kind == "h":
+            real, node = node.target, nodes.get(node.target)
+        return real if node is not None and node.kind == "f" else None
+
+    todo = {regular(p) for p, acc in trace.get("paths", {}).items() if acc.get("executed")}
+    seen: set[str] = set()
+    while todo:
+        batch = {p for p in todo if p and p not in seen}
+        seen |= batch
+        if not batch:
+            break
+        todo = set()
+        for head in heads(archive, batch).values():
+            real = regular(_interpreter(head))
+            if real is not None:
+                out.setdefault(real, nodes[real].size)
+                todo.add(real)
+    return out
+
+
 def touched_bytes(nodes: dict[str, Node], trace: Mapping[str, Any]) -> tuple[int, int]:
     """(bytes, count) of `touched`."""
     used = touched(nodes, trace)
@@ -198,8 +268,9 @@ def missing(out: dict[str, Node], floor: Mapping[str, int]) -> dict[str, int]:
 
 
 def self_test() -> None:
-    """squash, resolve and touched_bytes on a synthetic two-layer docker-archive (whiteout, opaque
-    directory, symlinked directory, hardlink). Raises AssertionError."""
+    """squash, resolve, touched_bytes and with_interpreters on a synthetic two-layer
+    docker-archive (whiteout, opaque directory, symlinked directory, hardlink, a script).
+    Raises AssertionError."""
     import io
     import tempfile
 
@@ -212,6 +283,9 @@ def self_test() -> None:
                 if kind == "f":
                     data = b"x" * int(arg)  # type: ignore[call-overload]
                     info.size = len(data)
+                elif kind == "t":
+                    data = str(arg).encode()
+                    info.size = len(data)
                 elif kind == "d":
                     info.type = tarfile.DIRTYPE
                 elif kind == "l":
@@ -223,7 +297,7 @@ def self_test() -> None:
 
     lower = layer([("usr", "d", 0), ("usr/lib", "d", 0), ("usr/lib/libx.so.1", "f", 100), ("lib", "l", "usr/lib"),
                    ("etc", "d", 0), ("etc/a", "f", 10), ("opt/d/old", "f", 50), ("usr/bin/perl", "f", 30),
-                   ("usr/bin/perl5", "h", "usr/bin/perl")])
+                   ("usr/bin/perl5", "h", "usr/bin/perl"), ("app/run.sh", "t", "#!/usr/bin/perl5 -w\n")])
     upper = layer([("etc/.wh.a", "f", 0), ("opt/d/.wh..wh..opq", "f", 0), ("opt/d/new", "f", 7),
                    ("usr/lib/libx.so", "l", "libx.so.1")])
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,7 +309,10 @@ def self_test() -> None:
                 info.size = len(data)
                 out.addfile(info, io.BytesIO(data))
         nodes = squash(archive)
-    assert file_bytes(nodes) == 137, file_bytes(nodes)
+        # an executed script's interpreter is loaded by the kernel, with no syscall strace shows
+        ran = {"paths": {"/app/run.sh": {"executed": True}}}
+        assert with_interpreters(archive, nodes, ran, touched(nodes, ran)) == {"/app/run.sh": 20, "/usr/bin/perl": 30}
+    assert file_bytes(nodes) == 157, file_bytes(nodes)
     assert "/etc/a" not in nodes and "/opt/d/old" not in nodes and "/opt/d/new" in nodes
     assert resolve(nodes, "/lib/libx.so") == "/usr/lib/libx.so.1"
     assert resolve(nodes, "/lib/../lib/missing") is None
@@ -543,7 +620,7 @@ def measure_app(spec: ImageSpec, slim: Slim, work: str, *, lock: str, rebuild: b
     if proc.returncode == 0 and os.path.exists(trace_file):
         with open(trace_file, encoding="utf-8") as f:
             trace = json.load(f)
-        floor = touched(nodes, trace)
+        floor = with_interpreters(archive, nodes, trace, touched(nodes, trace))
         row.floor_bytes, row.floor_files = sum(floor.values()), len(floor)
         with contextlib.suppress(ValueError):
             probes = json.loads(proc.stdout).get("probes") or []
@@ -730,7 +807,9 @@ def write_doc(out: str, rows: list[AppRow], slim: Slim, command: str, partial: b
         "",
         "MB = 10^6 bytes of regular files in the squashed image (same count for every column).",
         "floor = the distinct regular files the original's traced run used (opened, executed, mapped",
-        "or stat'ed) with the shallow and deep probes (`slim analyze --trace --save-trace`).",
+        "or stat'ed) with the shallow and deep probes (`slim analyze --trace --save-trace`), plus what",
+        "execve loaded for an executed file with no syscall strace shows (its `#!` interpreter, its",
+        "ELF loader).",
         "slim = `slim build --probe SHALLOW --keep-unverified`; slim verified = what slim said",
         "(yes: its own verification with the shallow probe passed). deep = the hidden deep checks run",
         "against the output in Docker (`--network host`); `FAIL (no start)` = not even the shallow",
