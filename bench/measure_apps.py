@@ -647,9 +647,11 @@ def measure_app(spec: ImageSpec, slim: Slim, work: str, *, lock: str, rebuild: b
     # the same build traced and verified in the bubblewrap sandbox instead of Docker: no import of
     # the image into the daemon's store (the output is judged in Docker like every other)
     out = os.path.join(work, f"{spec.name}.sandbox.docker.tar")
-    row.sandbox = build_and_judge(slim, spec, "sandbox build", [[*base, "--runner", "sandbox", "--keep-unverified",
-                                                                 "--timeout", str(timeout)]],
-                                  out, floor, row.notes, lock=lock, docker=docker)
+    row.sandbox = build_and_judge(
+        slim, spec, "sandbox build", [["build", f"docker-archive:{archive}", "--output", f"docker-archive:{out}",
+                                       "--probe", spec.probe, "--runner", "sandbox", "--keep-unverified",
+                                       "--timeout", str(timeout)]],
+        out, floor, row.notes, lock=lock, docker=docker)
     # static only, unverified
     out = os.path.join(work, f"{spec.name}.static.docker.tar")
     row.static = build_and_judge(
