@@ -72,6 +72,7 @@ CHUNK = 1 << 20
 # Contents larger than this are not copied for analysis; the file is kept and reported.
 MAX_STORED_FILE = 1 << 30
 HEAD_BYTES = 4
+MAX_PACKS = 128  # per-layer pack files of a content store (Docker's overlay2 stacks at most 128 layers)
 ZSTD_BLOCKS_PER_STEP = 8  # x 128 KiB of output at most per decompress() call
 READ_BUFFER = 16 << 10  # readers of stored contents: small reads must stay small
 DIGEST_ALGORITHMS = ("sha256", "sha384", "sha512")  # OCI image-spec descriptor.md "Digests"
@@ -238,8 +239,9 @@ class ContentStore:
         self.capture = capture
         self.pack_dir = pack_dir  # where new packs live (a cache directory), else TMPDIR
         self.packs_in_dir: set[int] = set()  # layers whose pack was created in pack_dir
-        self._packs: dict[int, BinaryIO] = {}
-        self._sizes: dict[int, int] = {}
+        self._packs: dict[int, BinaryIO] = {}  # layer → its pack
+        self._sizes: dict[int, int] = {}  # pack fd → bytes written
+        self._overflow: BinaryIO | None = None  # shared by the layers beyond MAX_PACKS
 
     def _new_pack(self, layer: int) -> BinaryIO:
         if self.pack_dir is not None:
@@ -263,7 +265,7 @@ class ContentStore:
     def attach_pack(self, layer: int, pack: BinaryIO, index: dict[str, tuple[int, int]]) -> None:
         """Use an existing pack (a cached layer's) for `layer`; the store closes it."""
         old = self._packs.pop(layer, None)
-        if old is not None:
+        if old is not None and old is not self._overflow:
             old.close()
         self._packs[layer] = pack
         for path, loc in index.items():
@@ -275,8 +277,14 @@ class ContentStore:
         try:
             pack = self._packs.get(layer)
             if pack is None:
-                pack = self._packs[layer] = self._new_pack(layer)
-            start = self._sizes.get(layer, 0)
+                if len(self._packs) < MAX_PACKS:
+                    pack = self._new_pack(layer)
+                else:  # a hostile image with thousands of layers must not cost a file each
+                    if self._overflow is None:
+                        self._overflow = tempfile.TemporaryFile(prefix="slim-content-")  # noqa: SIM115
+                    pack = self._overflow
+                self._packs[layer] = pack
+            start = self._sizes.get(pack.fileno(), 0)
             writer = SparseWriter(pack.fileno(), start)
             writer.write(head)
         except OSError as exc:
@@ -287,7 +295,7 @@ class ContentStore:
             except OSError as exc:
                 raise _store_error(path, exc) from None
         writer.close()
-        self._sizes[layer] = writer.pos
+        self._sizes[pack.fileno()] = writer.pos
         self.index[(layer, path)] = (start, writer.written)
 
     def put_host_file(self, layer: int, path: str, host_path: str) -> None:
@@ -325,8 +333,9 @@ class ContentStore:
 
     def close(self) -> None:
         for pack in self._packs.values():
-            pack.close()
+            pack.close()  # the overflow pack more than once: closing is idempotent
         self._packs.clear()
+        self._overflow = None
 
 
 @dataclass

@@ -138,3 +138,18 @@ def test_stored_zero_runs_are_holes_and_small_reads_are_exact() -> None:
             assert f.read(3) == b"\0\0\0" and len(f.read()) == (32 << 20) - 3
     finally:
         store.close()
+
+
+def test_layers_beyond_max_packs_share_one_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+    import slim.fs.layer as layer_mod
+
+    monkeypatch.setattr(layer_mod, "MAX_PACKS", 2)
+    store = ContentStore()
+    try:
+        for layer in range(5):
+            store.put_stream(layer, f"/f{layer}", b"#!", io.BytesIO(f"/bin/sh {layer}\n".encode()))
+        assert len({store.pack_fd(layer) for layer in range(5)}) == 3  # two own packs, one shared
+        for layer in range(5):
+            assert store.read(layer, f"/f{layer}") == f"#!/bin/sh {layer}\n".encode()
+    finally:
+        store.close()
