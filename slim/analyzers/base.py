@@ -20,6 +20,7 @@ class built once per analysis run — never in a dictionary of string keys.
 
 from __future__ import annotations
 
+import bisect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class AnalysisContext:
     options: AnalysisOptions = field(default_factory=AnalysisOptions)
     _services: dict[object, Any] = field(default_factory=dict, repr=False)
     _files: list[FileEntry] | None = field(default=None, repr=False)
+    _file_paths: list[str] = field(default_factory=list, repr=False)
 
     def service(self, cls: Callable[[AnalysisContext], S]) -> S:
         """The one instance of service class `cls` for this run (built on first use)."""
@@ -66,13 +68,18 @@ class AnalysisContext:
         self._services[cls] = instance
 
     def files_under(self, directory: str) -> Iterable[FileEntry]:
-        """Every non-directory entry strictly below `directory` (links not followed), sorted."""
+        """Every non-directory entry strictly below `directory` (links not followed), sorted.
+        The paths below a directory are one run of the sorted list: found by bisection."""
         if self._files is None:
             self._files = [e for e in self.fs.walk() if e.kind is not EntryKind.DIR]
+            self._file_paths = [e.path for e in self._files]
         prefix = directory.rstrip("/") + "/"
-        for e in self._files:
-            if e.path.startswith(prefix):
-                yield e
+        files = self._files
+        for i in range(bisect.bisect_left(self._file_paths, prefix), len(files)):
+            e = files[i]
+            if not e.path.startswith(prefix):
+                return
+            yield e
 
 
 class Parses:
