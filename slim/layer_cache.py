@@ -177,7 +177,7 @@ class LayerCache:
                     os.close(dir_fd)
             fd2, tmp = tempfile.mkstemp(dir=self.directory, prefix=".put-", suffix=".tmp")
             with os.fdopen(fd2, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
+                f.write(json.dumps(doc))  # the C encoder (json.dump streams through the Python one)
             os.replace(tmp, meta_path)
             tmp = ""
             self._prune()
