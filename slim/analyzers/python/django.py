@@ -129,12 +129,13 @@ def settings_of(ctx: AnalysisContext) -> DjangoSettings | None:
                        or posixpath.basename(posixpath.dirname(path)) == "settings"):
             candidates.add(path)
         try:
-            data = ctx.fs.read(path, MAX_TEXT)
+            head = ctx.fs.read(path, 4096)
+            if b"\x00" in head:
+                continue  # a binary (the image's programs and libraries): no settings named there
+            data = ctx.fs.read(path, MAX_TEXT) if len(head) == 4096 else head
         except (SlimError, OSError):
             if python:
                 return None  # an application source slim cannot read may set anything
-            continue
-        if b"\x00" in data[:4096]:
             continue
         text = data.decode("utf-8", errors="replace")
         found = _named_settings(text, python)
