@@ -142,24 +142,22 @@ def _orphaned_bytecode(ctx: AnalysisContext, path: str) -> bool:
 
 
 # -- document roots ------------------------------------------------------------------------
-# (label, a word every match contains, lower-cased — a cheap test before the regex — , regex)
-_DOCROOT_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
+# (label, a word every match contains, lower-cased — a cheap test before the regex — , regex,
+# whether a match must start an nginx directive: _starts_directive)
+_DOCROOT_PATTERNS: tuple[tuple[str, str, re.Pattern[str], bool], ...] = (
     # nginx http_core_module: `root path;` and `alias path;` (https://nginx.org/en/docs/http/ngx_http_core_module.html#root)
-    # (a directive starts a line or follows `{`, `}` or `;`)
-    # (the regex starts at the directive's name, so the engine searches for that literal; that it
-    # starts a directive is checked by _starts_directive)
-    ("nginx root", "root", re.compile(r"root\s+[\"']?([^;\"'\s]+)[\"']?\s*;")),
-    ("nginx alias", "alias", re.compile(r"alias\s+[\"']?([^;\"'\s]+)[\"']?\s*;")),
+    # (a directive starts a line or follows `{`, `}` or `;`; the regex starts at the directive's
+    # name, so the engine searches for that literal, and _starts_directive checks the rest)
+    ("nginx root", "root", re.compile(r"root\s+[\"']?([^;\"'\s]+)[\"']?\s*;"), True),
+    ("nginx alias", "alias", re.compile(r"alias\s+[\"']?([^;\"'\s]+)[\"']?\s*;"), True),
     # Apache core DocumentRoot and mod_alias Alias URL-path directory-path
-    ("Apache DocumentRoot", "documentroot", re.compile(r"^\s*DocumentRoot\s+[\"']?([^\"'\s]+)", re.M | re.I)),
-    ("Apache Alias", "alias", re.compile(r"^\s*Alias\s+\S+\s+[\"']?([^\"'\s]+)", re.M | re.I)),
+    ("Apache DocumentRoot", "documentroot", re.compile(r"^\s*DocumentRoot\s+[\"']?([^\"'\s]+)", re.M | re.I), False),
+    ("Apache Alias", "alias", re.compile(r"^\s*Alias\s+\S+\s+[\"']?([^\"'\s]+)", re.M | re.I), False),
     # lighttpd mod core: server.document-root = "/var/www"
-    ("lighttpd server.document-root", "document-root", re.compile(r"server\.document-root\s*=\s*\"([^\"]+)\"")),
-    ("--docroot", "--d", re.compile(r"--(?:docroot|document-root)(?:=|\s+)[\"']?([^\"'\s]+)")),
+    ("lighttpd server.document-root", "document-root", re.compile(r"server\.document-root\s*=\s*\"([^\"]+)\""),
+     False),
+    ("--docroot", "--d", re.compile(r"--(?:docroot|document-root)(?:=|\s+)[\"']?([^\"'\s]+)"), False),
 )
-
-
-_NGINX = ("nginx root", "nginx alias")
 
 
 def _starts_directive(text: str, at: int) -> bool:
@@ -175,11 +173,11 @@ def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
     """Edges from config `path` to every file of each existing document root it names."""
     out: set[Edge] = set()
     lowered = text.lower()
-    for label, word, pat in _DOCROOT_PATTERNS:
+    for label, word, pat, directive in _DOCROOT_PATTERNS:
         if word not in lowered:
             continue
         for m in pat.finditer(text):
-            if label in _NGINX and not _starts_directive(text, m.start()):
+            if directive and not _starts_directive(text, m.start()):
                 continue
             d = m.group(1)
             if "$" in d or not d.startswith("/"):
@@ -210,7 +208,8 @@ _HASH_COMMENT = re.compile(r"^[ \t]*#(?!!).*$", re.M)
 # `getoutput('ls /bin/ls')` in Lib/subprocess.py. The application's own files keep theirs
 # (docopt reads a script's docstring for defaults).
 _DOCSTRING = re.compile(r"""(?:\A|:[ \t]*(?:#[^\n]*)?\n)(?:[ \t]*\n)*[ \t]*[rRuU]?(\"\"\"|\'\'\')[\s\S]*?\1""")
-_LIBRARY_DIRS = re.compile(r"/lib/python3[.\d]*/|/(?:site|dist)-packages/")
+# Python's library directories: the standard library, site- and dist-packages
+LIBRARY_DIRS = re.compile(r"/lib/python3[.\d]*/|/(?:site|dist)-packages/")
 _INI_COMMENT = re.compile(r"^[ \t]*[#;](?!!).*$", re.M)
 
 
@@ -242,7 +241,7 @@ def path_literal_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]
     if not any(_names_file(ctx, m.group(1)) for m in _LITERAL_RE.finditer(text)):
         return []
     comments = _INI_COMMENT if path.endswith((".ini", ".conf", ".cfg")) else _HASH_COMMENT
-    if path.endswith(".py") and _LIBRARY_DIRS.search(path):
+    if path.endswith(".py") and LIBRARY_DIRS.search(path):
         text = _DOCSTRING.sub(lambda m: ":\n" * m.group(0).startswith(":"), text)
     for m in _LITERAL_RE.finditer(comments.sub("", text)):
         lit = m.group(1)
