@@ -25,17 +25,18 @@ kept as before.
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import posixpath
 import re
 from dataclasses import dataclass
 
+from slim.analyzers.app import LIBRARY_DIRS
 from slim.analyzers.base import AnalysisContext
 from slim.errors import SlimError
 
 log = logging.getLogger(__name__)
 
-LIBRARY_DIRS = re.compile(r"/lib/python3[.\d]*/|/(?:site|dist)-packages/")
 _DSM_LITERAL = re.compile(r"""["']DJANGO_SETTINGS_MODULE["']\s*(?:,|\]\s*=)\s*["']([A-Za-z_][\w.]*)["']""")
 _DSM_QUOTED = re.compile(r"""["']DJANGO_SETTINGS_MODULE["']""")
 # shell, Dockerfile-style env files, supervisord and systemd units, an image's Env and argv
@@ -66,19 +67,14 @@ class DjangoState:
 
     def __init__(self, ctx: AnalysisContext) -> None:
         self.ctx = ctx
-        self._settings: DjangoSettings | None = None
-        self._read = False
 
-    @property
+    @functools.cached_property
     def settings(self) -> DjangoSettings | None:
-        if not self._read:
-            self._read = True
-            self._settings = settings_of(self.ctx)
-            if self._settings is not None:
-                log.info("Django settings %s: USE_I18N off: %s; database engines: %s",
-                         ", ".join(self._settings.modules), self._settings.i18n_off,
-                         self._settings.engines)
-        return self._settings
+        settings = settings_of(self.ctx)
+        if settings is not None:
+            log.info("Django settings %s: USE_I18N off: %s; database engines: %s",
+                     ", ".join(settings.modules), settings.i18n_off, settings.engines)
+        return settings
 
 
 def _app_files(ctx: AnalysisContext) -> list[str] | None:
