@@ -28,10 +28,10 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from slim.cache import cache_dir, digest_key, disabled
-from slim.fs.layer import CHUNK, Capture, ContentStore, LayerReadResult
+from slim.fs.layer import Capture, ContentStore, LayerReadResult, stream_digest
 from slim.fs.tree import FileTree
 from slim.model import EntryKind, FileEntry, Issue, LayerInfo
 
@@ -48,13 +48,6 @@ def policy_digest(capture: Capture | None) -> str:
         return "all"
     return hashlib.sha256(json.dumps([sorted(capture.globs), sorted(m.hex() for m in capture.magics)])
                           .encode()).hexdigest()
-
-
-def _hash_blob(blob: BinaryIO) -> str:
-    sha = hashlib.sha256()
-    while chunk := blob.read(CHUNK):
-        sha.update(chunk)
-    return "sha256:" + sha.hexdigest()
 
 
 class LayerCache:
@@ -98,7 +91,7 @@ class LayerCache:
                 continue
             try:
                 with open_blob() as blob:
-                    actual = _hash_blob(blob)
+                    actual = stream_digest(blob)
             except OSError:
                 return None
             if actual != doc.get("blob_digest"):

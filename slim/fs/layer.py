@@ -660,6 +660,12 @@ class _Pipe(io.RawIOBase):
         self._thread.join()
 
 
+def stream_digest(stream: BinaryIO, alg: str = "sha256") -> str:
+    """`ALG:HEX` of what is left in `stream` (hashlib.file_digest: no copy per chunk)."""
+    # typing.BinaryIO declares no readinto; every stream slim opens (files, BufferedReaders) has it
+    return f"{alg}:" + hashlib.file_digest(stream, alg).hexdigest()  # type: ignore[arg-type]
+
+
 def _digest_alg(digest: str, what: str, label: str) -> str:
     """The algorithm of `digest` ("" when there is none). Raises LayerError for one slim
     cannot verify or a malformed value."""

@@ -6,7 +6,6 @@ lazily, base first, by `read_layers`; blob sources share one implementation (`Bl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -16,7 +15,13 @@ from functools import partial
 from typing import Any, BinaryIO
 
 from slim.errors import LayerError, SourceError
-from slim.fs.layer import DIGEST_ALGORITHMS, ContentStore, LayerReadResult, read_layer
+from slim.fs.layer import (
+    DIGEST_ALGORITHMS,
+    ContentStore,
+    LayerReadResult,
+    read_layer,
+    stream_digest,
+)
 from slim.model import ImageConfig, LayerInfo
 from slim.refs import ImageRef
 
@@ -216,13 +221,11 @@ class BlobImage(Image):
             alg, _, want = expected.partition(":")
             if alg not in DIGEST_ALGORITHMS or not want:
                 raise LayerError(f"{self.ref}: layer {layer.index} has no digest to verify")
-            h = hashlib.new(alg)
             with self.open_blob(layer.index) as blob:
-                while chunk := blob.read(1 << 20):
-                    h.update(chunk)
-            if h.hexdigest() != want:
+                actual = stream_digest(blob, alg)
+            if actual != expected:
                 raise LayerError(f"{self.ref}: layer {layer.index}: digest mismatch "
-                                 f"(expected {expected}, blob is {alg}:{h.hexdigest()})")
+                                 f"(expected {expected}, blob is {actual})")
 
     def blob_files(self) -> list[str]:
         """The host files holding the layer blobs, when they are plain files slim can stat
