@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -816,7 +816,36 @@ def main() -> None:
             typer.echo(f"slim: interrupted by {signal.Signals(signum).name}; "
                        "temporary files removed", err=True)
             raise SystemExit(128 + signum) from None
+        if isinstance(exc.code, int) or exc.code is None:
+            _exit_now(exc.code or 0)
         raise
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown, once the command is done.
+
+    Freeing every module and object one by one took 0.25-0.3 s of each run (bench: a failing
+    `slim analyze` 0.46 s -> 0.2 s), longer than most re-analyses. What the teardown does that
+    matters still runs, in CPython's order: output is flushed, non-daemon threads are joined
+    with the threading exit hooks (concurrent.futures shuts its pools and worker processes
+    down there), then the atexit handlers (logging, weakref finalizers, multiprocessing's
+    children). Falls back to a normal exit where those hooks are not there to call."""
+    import atexit
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown is None or run_exitfuncs is None:
+        raise SystemExit(code)
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):  # a closed pipe: the reader went away
+        code = code or 1
+    with suppress(OSError, ValueError):
+        sys.stderr.flush()
+    shutdown()
+    run_exitfuncs()
+    os._exit(code)
 
 
 if __name__ == "__main__":
