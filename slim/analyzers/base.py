@@ -21,6 +21,7 @@ class built once per analysis run — never in a dictionary of string keys.
 from __future__ import annotations
 
 import bisect
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
@@ -92,7 +93,9 @@ class Parses:
     and the worklist's own work — path resolution, reading the image — runs meanwhile on the
     other core. Workers: one fewer than the machine's cores (none on one core), at most
     MAX_WORKERS, `SLIM_PARSE_WORKERS=N` to choose (0: parse in the process). A worker that
-    fails (killed, broken pool) turns parsing ahead off; the file is parsed in the process."""
+    fails (killed, broken pool) turns parsing ahead off; the file is parsed in the process.
+    When the worklist needs a parse a worker is still on, the process takes parses still
+    queued back from the workers (the last queued first) and does them while it waits."""
 
     MAX_WORKERS = 4
     MAX_AHEAD_BYTES = 1 << 20  # larger sources are parsed when reached (and may be refused)
@@ -107,6 +110,8 @@ class Parses:
         self.from_workers = 0  # results a worker computed
         self._pool: Any = None
         self._workers = _parse_workers()
+        self._calls: dict[tuple[str, str], tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._taken: dict[tuple[str, str], Any] = {}  # parses taken back from the queue, done here
 
     def ahead(self, kind: str, data: bytes, fn: Callable[..., Any], *args: Any) -> None:
         """Start `fn(*args)` (a module-level function, the parse of `data`) in a worker, unless
@@ -127,6 +132,7 @@ class Parses:
             return
         try:
             self._ahead[key] = pool.submit(fn, *args)
+            self._calls[key] = (fn, args)
         except RuntimeError as exc:  # a broken or shut-down pool
             self._stop(exc)
 
@@ -144,11 +150,10 @@ class Parses:
 
     def _stop(self, exc: BaseException | None = None) -> None:
         if exc is not None:
-            import logging
-
             logging.getLogger(__name__).debug("parsing ahead off: %s", exc)
         self._workers = 0
         self._ahead.clear()
+        self._calls.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -174,11 +179,17 @@ class Parses:
         return value
 
     def _from_ahead(self, kind: str, digest: str, decode: Callable[[Any], T]) -> T | None:
-        future = self._ahead.pop((kind, digest), None)
+        key = (kind, digest)
+        self._calls.pop(key, None)
+        if key in self._taken:
+            return decode(self._taken.pop(key))
+        future = self._ahead.pop(key, None)
         if future is None:
             return None
         if future.cancel():
             return None  # still queued: parsing it here beats waiting behind the queue
+        while not future.done() and self._take_back():
+            pass  # the worker is on it: meanwhile do a parse still queued behind it
         try:
             value = decode(future.result())
             self.from_workers += 1
@@ -186,6 +197,21 @@ class Parses:
         except Exception as exc:  # a dead worker: parse here instead
             self._stop(exc)
             return None
+
+    def _take_back(self) -> bool:
+        """Take the parse queued last back from the workers and do it here (its result waits
+        in `_taken` for `memo`); False when none is still queued."""
+        for key in reversed(self._ahead):
+            future = self._ahead[key]
+            if future.cancel():
+                del self._ahead[key]
+                fn, args = self._calls.pop(key)
+                try:
+                    self._taken[key] = fn(*args)
+                except Exception:  # as in a worker: memo parses it again when it is reached
+                    logging.getLogger(__name__).debug("a parse taken back failed", exc_info=True)
+                return True
+        return False
 
     def flush(self) -> None:
         """End of the run: write the cache, stop the workers."""

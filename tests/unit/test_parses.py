@@ -1,0 +1,48 @@
+"""Parses: parsing ahead in a worker process, and what the process does while the worker is busy."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from slim.analyzers.base import Parses
+
+
+def _never() -> Any:
+    raise AssertionError("parsed in the process although the worker or a take-back had it")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    monkeypatch.setenv("SLIM_PARSE_WORKERS", "1")
+    p = Parses(None)  # type: ignore[arg-type]  # the context is not used
+    yield p
+    p.flush()
+
+
+def test_waiting_for_a_busy_worker_the_process_takes_back_what_is_queued_behind(parses: Parses) -> None:
+    # a slow parse in the worker, then four quick ones queued behind it
+    parses.ahead("k", b"slow", subprocess.getoutput, "sleep 1; echo slow")
+    for n in range(4):
+        parses.ahead("k", f"q{n}".encode(), subprocess.getoutput, f"echo q{n}")
+    deadline = time.monotonic() + 30
+    while not parses._ahead[next(iter(parses._ahead))].running():  # the worker has started it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    assert parses.memo("k", b"slow", _never, encode=_same, decode=_same) == "slow"
+    assert parses.from_workers == 1
+    # the last one queued was taken back and done in the process while the worker was busy
+    assert parses._taken
+    assert parses.memo("k", b"q3", _never, encode=_same, decode=_same) == "q3"
+    assert parses.from_workers == 1
+    for n in range(3):  # each of the others was done by one side or the other, never lost
+        assert parses.memo("k", f"q{n}".encode(), lambda n=n: f"q{n}", encode=_same, decode=_same) == f"q{n}"
