@@ -35,20 +35,20 @@ def touched_paths(graph: DependencyGraph) -> set[str]:
     the kernel resolved or loaded for them without a system call of its own that strace
     shows: the targets of touched symlinks, and for an executed file its `#!` interpreter and
     its ELF interpreter (PT_INTERP), which execve loads (fs/binfmt_script.c, binfmt_elf.c)."""
-    g = graph.g
-    if ROOT not in g:
+    succ = graph.succ
+    if ROOT not in succ:
         return set()
 
     def kinds(src: str, dst: str) -> set[str]:
-        return {kind for kind, _ in g.edges[src, dst]["reasons"]}
+        return {kind for kind, _ in succ[src][dst]}
 
-    touched = {dst for dst in g.successors(ROOT) if kinds(ROOT, dst) & TRACED_KINDS}
+    touched = {dst for dst in succ[ROOT] if kinds(ROOT, dst) & TRACED_KINDS}
     executed = {dst for dst in touched if "traced-exec" in kinds(ROOT, dst)}
     todo = [(node, node in executed) for node in touched]
     seen = {(node, ran) for node, ran in todo}
     while todo:
         node, ran = todo.pop()
-        for nxt in g.successors(node):
+        for nxt in succ[node]:
             via = kinds(node, nxt)
             if "symlink" in via:
                 step = (nxt, ran)
@@ -76,7 +76,7 @@ def _sizes(fs: RootFS, keep: set[str]) -> dict[str, int]:
 def _entries(graph: DependencyGraph, touched: set[str]) -> tuple[dict[str, str], dict[str, str]]:
     """(node → the entry it is charged to, node → its BFS parent) for every untouched node
     reachable from the start. Sources: the start and every touched node, all at distance 0."""
-    g = graph.g
+    succ = graph.succ
     sources = [ROOT, *sorted(touched)]
     seen = set(sources)
     entry: dict[str, str] = {}
@@ -84,7 +84,7 @@ def _entries(graph: DependencyGraph, touched: set[str]) -> tuple[dict[str, str],
     queue = deque(sources)
     while queue:
         node = queue.popleft()
-        for nxt in sorted(g.successors(node)):
+        for nxt in sorted(succ[node]):
             if nxt in seen:
                 continue
             seen.add(nxt)

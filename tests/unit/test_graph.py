@@ -91,3 +91,27 @@ def test_ancestors_of_is_every_strict_ancestor() -> None:
     assert ancestors_of(paths) == {d for p in paths for d in parent_dirs(p)}
     assert ancestors_of(paths) == {"/usr", "/usr/lib", "/usr/lib/x", "/usr/lib/x/b", "/etc"}
     assert ancestors_of([]) == set() and ancestors_of(["/"]) == set()
+
+
+def test_the_networkx_view_follows_the_graph():
+    g = sample()
+    view = g.g
+    assert set(view.nodes) == set(g.closure()) | {"/orphan", "/lib/libz.so"}
+    g.add(Edge("/lib", "/lib/x", "needed", "new"))  # a new edge: a new view
+    assert g.g is not view and g.g.has_edge("/lib", "/lib/x")
+    g.add(Edge(ROOT, "/app/hello", "rule", "again"))  # a new reason of an edge: the same view
+    assert ("rule", "again") in g.g.edges[ROOT, "/app/hello"]["reasons"]
+    assert g.reasons("/app/hello") == ("entrypoint", "rule")
+
+
+def test_a_closure_without_why_chains_does_not_import_networkx():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from slim.graph import DependencyGraph\nfrom slim.model import ROOT, Edge\n"
+            "g = DependencyGraph()\ng.add(Edge(ROOT, '/a', 'entrypoint', ''))\n"
+            "assert g.closure() == {ROOT, '/a'} and g.edges_into('/a')\n"
+            "assert 'networkx' not in sys.modules\n"
+            "assert g.why('/a')[0].dst == '/a' and 'networkx' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
