@@ -125,6 +125,26 @@ def test_other_digest_algorithms_are_verified(alg: str) -> None:
         _read(tar, digest="md5:" + hashlib.md5(tar).hexdigest())
 
 
+def test_digests_of_a_many_chunk_layer_and_no_thread_left_behind() -> None:
+    """The blob and the tar are hashed in a thread of their own: every chunk, in order, and
+    both threads end whether the layer reads whole or is refused."""
+    import threading
+
+    tar = layer_tar([M(f"f{i}", data=os.urandom(300_000)) for i in range(20)])  # ~6 MB
+    blob = gzip.compress(tar, 1)
+    assert len(tar) > 4 * CHUNK
+    digest = f"sha512:{hashlib.sha512(blob).hexdigest()}"
+    result = _read(blob, digest=digest, diff_id=f"sha384:{hashlib.sha384(tar).hexdigest()}")
+    assert result.blob_digest == f"sha256:{hashlib.sha256(blob).hexdigest()}"
+    assert result.diff_id == f"sha256:{hashlib.sha256(tar).hexdigest()}"
+    assert (result.blob_bytes, result.tar_bytes) == (len(blob), len(tar))
+    with pytest.raises(LayerError, match="corrupt or truncated"):
+        _read(blob[: len(blob) // 2])
+    with pytest.raises(LayerError, match="diff_id mismatch"):
+        _read(blob, diff_id=f"sha256:{hashlib.sha256(tar + b'x').hexdigest()}")
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("slim-layer-")]
+
+
 def test_stored_zero_runs_are_holes_and_small_reads_are_exact() -> None:
     store = ContentStore()
     try:
