@@ -29,7 +29,7 @@ from pathlib import Path
 
 from slim.errors import RuleError
 from slim.fs.rootfs import RootFS
-from slim.globs import check_glob, compile_glob
+from slim.globs import GlobSet, check_glob, compile_glob
 from slim.model import EntryKind, ImageConfig
 from slim.result import WasteCategory
 from slim.rules import rule_file
@@ -180,7 +180,7 @@ def find_waste(
     rules = load_waste_rules() if rules is None else rules
     languages = image_languages(config)
     found: dict[str, list[tuple[int, str]]] = {r.name: [] for r in rules}
-    any_rule = _compile_any(g for r in rules for g in r.globs)  # one test rejects most files
+    any_rule = GlobSet(g for r in rules for g in r.globs)  # one test rejects most files
     for path, entry in rootfs.tree.entries.items():
         if entry.kind is EntryKind.DIR or not any_rule.match(path):
             continue
