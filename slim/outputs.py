@@ -199,6 +199,7 @@ class SparseWriter:
         self.fd = fd
         self.start = offset
         self.pos = offset
+        self._end = offset  # the end of the last bytes written: what the file surely reaches
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if not isinstance(data, bytes):
@@ -231,6 +232,7 @@ class SparseWriter:
             n = os.pwrite(self.fd, view, offset)
             view = view[n:]
             offset += n
+        self._end = max(self._end, offset)
 
     @property
     def written(self) -> int:
@@ -239,7 +241,7 @@ class SparseWriter:
 
     def close(self) -> None:
         """Extend the file to the last byte written when it ended in a hole."""
-        if os.fstat(self.fd).st_size < self.pos:
+        if self._end < self.pos and os.fstat(self.fd).st_size < self.pos:
             os.ftruncate(self.fd, self.pos)
 
 

@@ -274,6 +274,7 @@ class ContentStore:
     def put_stream(self, layer: int, path: str, head: bytes, stream: BinaryIO) -> None:
         """Copy `head` and the rest of `stream` into the pack. Raises LayerError when the
         pack cannot be written (a full disk is not a corrupt layer)."""
+        data = head + stream.read(CHUNK)  # a small file goes in one write
         try:
             pack = self._packs.get(layer)
             if pack is None:
@@ -286,7 +287,7 @@ class ContentStore:
                 self._packs[layer] = pack
             start = self._sizes.get(pack.fileno(), 0)
             writer = SparseWriter(pack.fileno(), start)
-            writer.write(head)
+            writer.write(data)
         except OSError as exc:
             raise _store_error(path, exc) from None
         while chunk := stream.read(CHUNK):
