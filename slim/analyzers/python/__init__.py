@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Sequence, Set
 
 from slim.analyzers.base import AnalysisContext, Analyzer, tidy
+from slim.analyzers.python.absent import dead_import_edges
 from slim.analyzers.python.dynamic import (
     dotted_string_edges,
     entry_point_edges,
@@ -71,7 +72,7 @@ class PythonAnalyzer(Analyzer):
         return python_roots(self.ctx, list(argv))
 
     def at_fixpoint(self, kept: Set[str]) -> list[Edge]:
-        return lazy_import_edges(self.ctx, kept)
+        return lazy_import_edges(self.ctx, kept) + dead_import_edges(self.ctx, kept)
 
     def _shebang(self, path: str) -> str | None:
         try:

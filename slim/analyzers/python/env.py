@@ -79,6 +79,14 @@ class PythonState:
         self.lazy_users: dict[str, set[str]] = {}
         self.lazy_modules: frozenset[str] = frozenset()
         self.lazy_star_users: dict[str, set[str]] = {}  # module → files doing `from module import *`
+        # imports after one of a module the image lacks, held back (absent.DeadImport)
+        self.image_names: frozenset[str] | None = None
+        self.absent: dict[tuple[str, str], bool] = {}
+        self.dead: list[Any] = []
+        self.dead_names: frozenset[str] = frozenset()
+        self.dead_scanned: set[str] = set()
+        self.dead_named: dict[str, str] = {}  # module name → a kept file that quotes it
+        self.dead_spans: dict[str, list[tuple[int, int, str]]] = {}  # file → (after, to, module)
         self.ahead: set[str] = set()  # sources handed to Parses.ahead
 
     def add_main_dir(self, d: str) -> None:

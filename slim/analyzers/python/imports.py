@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, Parses, link_edges
+from slim.analyzers.python.absent import DeadImport, dead_spans, in_spans
 from slim.analyzers.python.deadcode import dead_functions
 from slim.analyzers.python.django import DjangoState, is_django_catalog, is_load_backend
 from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges
@@ -71,6 +72,9 @@ class ImportRef:
     main_only: bool = False  # under `if __name__ == "__main__":` (runs only as a script)
     prefix: str = ""  # a computed name's literal dotted package prefix (f"pkg.sub.{x}" → pkg.sub)
     attr_gate: tuple[str, ...] = ()  # runs in the module's __getattr__ only for these names (PEP 562)
+    # the last line of the block the statement is in: when it fails, nothing after it up to
+    # there runs (absent.py)
+    block_end: int = 0
 
 
 _GUARD_NAMES = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
@@ -192,6 +196,32 @@ def _getattr_gates(tree: ast.AST) -> dict[int, tuple[str, ...]]:
     return out
 
 
+def _block_ends(tree: ast.AST) -> dict[int, int]:
+    """id(import statement) → the last line of the block it is in. Python runs a block's
+    statements in order and leaves it at the first exception, so when the import fails no
+    line after it up to there runs: not the rest of its block, nor what the block's later
+    statements hold (a `def` after it is never executed, so neither is its body)."""
+    out: dict[int, int] = {}
+
+    def block(stmts: list[ast.stmt]) -> None:
+        end = getattr(stmts[-1], "end_lineno", None) or stmts[-1].lineno
+        for st in stmts:
+            if isinstance(st, ast.Import | ast.ImportFrom):
+                out[id(st)] = end
+                continue
+            for name in ("body", "orelse", "finalbody"):
+                sub = getattr(st, name, None)
+                if isinstance(sub, list) and sub and isinstance(sub[0], ast.stmt):
+                    block(sub)
+            for part in (*getattr(st, "handlers", ()), *getattr(st, "cases", ())):
+                if part.body:
+                    block(part.body)
+
+    if isinstance(tree, ast.Module) and tree.body:
+        block(tree.body)
+    return out
+
+
 def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
@@ -205,6 +235,7 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     out: list[ImportRef] = []
     block_parts = (ast.stmt, ast.excepthandler, ast.match_case)
     dead = dead_functions(tree, _is_main_guard)
+    block_ends = _block_ends(tree)
     gates = _getattr_gates(tree)
     gate: tuple[str, ...] = ()
 
@@ -243,11 +274,12 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
             return
         if isinstance(node, ast.Import):
             for a in node.names:
-                out.append(ImportRef(a.name, 0, node.lineno, (), guarded, main_only=main_only, attr_gate=gate))
+                out.append(ImportRef(a.name, 0, node.lineno, (), guarded, main_only=main_only, attr_gate=gate,
+                                     block_end=block_ends.get(id(node), 0)))
         elif isinstance(node, ast.ImportFrom):
             out.append(ImportRef(node.module or "", node.level, node.lineno,
                                  tuple(a.name for a in node.names), guarded, main_only=main_only,
-                                 attr_gate=gate))
+                                 attr_gate=gate, block_end=block_ends.get(id(node), 0)))
         elif isinstance(node, ast.Call):
             f = node.func
             fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
@@ -537,7 +569,8 @@ def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str)
     if what == "unknown":
         return Unknown(path, str(value))
     assert isinstance(value, list)
-    return [ImportRef(**{**r, "names": tuple(r["names"]), "attr_gate": tuple(r.get("attr_gate", ()))})
+    return [ImportRef(**{**r, "names": tuple(r["names"]), "attr_gate": tuple(r.get("attr_gate", ())),
+                         "block_end": int(r.get("block_end", 0))})
             for r in value]
 
 
@@ -557,9 +590,18 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         # roots were computed in another context: its `if __name__ == "__main__":` imports count.
         maybe_main=path in state.main_scripts or path == "<root>" or _package_dir_of(env, path) is None)
     out: list[Edge | Unknown] = []
+    spans = dead_spans(ctx, env, path, parsed)
     for ref in parsed:
-        if ref.attr_gate:
+        missing = next((name for first, last, name in spans if first < ref.line <= last), "")
+        if missing:
             held: list[Edge | Unknown] = []
+            _one_import(ctx, env, site, ref, held)
+            log.debug("%s:%d: not followed: runs only after `import %s`, which this image "
+                      "cannot provide", path, ref.line, missing)
+            state.dead.append(DeadImport(path, ref.line, missing, tuple(e for e in held if isinstance(e, Edge))))
+            continue
+        if ref.attr_gate:
+            held = []
             _one_import(ctx, env, site, ref, held)
             edges = tuple(e for e in held if isinstance(e, Edge))
             if edges:
@@ -752,7 +794,11 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
                 state.lazy_star_users.setdefault(m.group(1), set()).add(path)
         if not any(a in text for a in attrs):
             continue  # most files: no name at all, not even in a docstring (a substring search)
-        for m in pattern.finditer(_prose_blanked(text)):
+        blanked = _prose_blanked(text)
+        dead = state.dead_spans.get(path, ())
+        for m in pattern.finditer(blanked):
+            if dead and in_spans(blanked.count("\n", 0, m.start()) + 1, dead):
+                continue  # code that never runs (absent.py) asks for nothing
             for word in _WORD.findall(m.group(0)):
                 if word in attrs:
                     state.lazy_users.setdefault(word, set()).add(path)

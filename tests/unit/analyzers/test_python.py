@@ -108,8 +108,8 @@ PY_FILES: dict[str, str | bytes] = {
         "def handler():\n    import sqlite3\n    return sqlite3\n\n"
         "plugin = importlib.import_module('plugins.alpha')\n"
         "try:\n    import optional_thing\nexcept ImportError:\n    optional_thing = None\n"
-        "import missing_thing\n"
         "name = 'x'\nmod = __import__(name)\n"
+        "import missing_thing\n"
     ),
     "/app/helpers/__init__.py": "",
     "/app/helpers/util.py": "from . import sibling\nfrom .sibling import VALUE\n",
@@ -168,7 +168,7 @@ def test_closure_of_python_app(tmp_path: Path) -> None:
                     f"{SITE}/webkit/__pycache__/render.cpython-39.pyc"):
         assert dropped not in keep
     reasons = " ".join(u.reason for u in unknowns if u.path == "/app/app.py")
-    assert "missing_thing" in reasons and "line 19" in reasons
+    assert "missing_thing" in reasons and "line 21" in reasons
     assert "non-literal" in reasons
     assert "optional_thing" not in reasons  # guarded by except ImportError
     ev = [e for e in edges if e.dst == f"{STD}/sqlite3/__init__.py" and e.src == "/app/app.py"]

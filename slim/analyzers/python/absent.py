@@ -1,0 +1,148 @@
+"""Imports that never run because an import before them in the same block fails.
+
+numpy's `np.test()` starts with `import pytest` and goes on to import numpy.distutils,
+numpy.testing and f2py (15 MB); an image without pytest can never get past the first line, so
+nothing after it in that function is needed. Python runs a block's statements in order and
+leaves it at the first exception, so an import statement preceded (in its block or an
+enclosing one: ImportRef.block_end) by an import of a module the image cannot provide is dead
+code, and so is everything else those lines say (imports.lazy_import_edges skips them).
+
+A top-level module is **absent** when all of these hold:
+
+* it is not built into the interpreter and does not resolve on the image's sys.path
+  (.pth files and PYTHONPATH included), nor through setuptools' vendoring importer;
+* no file or directory anywhere in the image is named like it (`X`, `X.py`, `X.*.so` …), so a
+  directory added to sys.path at run time cannot provide it either;
+* no zip archive (`.zip`, `.egg`, `.whl`, `.pyz`) in the image is named like it (a wheel's
+  file name starts with its distribution's name), since zipimport can load from one put on
+  sys.path.
+
+A held-back import is released (its edges added) when kept Python code spells the module's
+name in a string literal (outside docstrings and comments): code that names a module it does
+not ship may create it (`sys.modules["X"] = …`), map it in a meta-path finder (setuptools'
+editable installs) or find it somewhere slim does not look. The check runs each time the
+worklist runs dry and only ever adds edges, so the result does not depend on the order files
+were visited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from slim.analyzers.base import AnalysisContext
+from slim.analyzers.python.dynamic import _prose_blanked
+from slim.analyzers.python.env import PythonEnv, PythonState
+from slim.analyzers.python.resolver import resolve_module, resolve_vendored
+from slim.errors import SlimError
+from slim.model import Edge
+
+if TYPE_CHECKING:
+    from slim.analyzers.python.imports import ImportRef
+
+ARCHIVES = (".zip", ".egg", ".whl", ".pyz")
+SCAN_LIMIT = 8 << 20  # bytes of one kept source read for module names
+
+
+@dataclass(frozen=True)
+class DeadImport:
+    """An import statement of `path` that runs only after `missing` was imported."""
+
+    path: str
+    line: int
+    missing: str
+    edges: tuple[Edge, ...]
+
+
+def _image_names(ctx: AnalysisContext) -> frozenset[str]:
+    """What every file and directory name of the image could provide as a top-level module:
+    the name up to its first '.', and for zip archives the part before the first '-'."""
+    state = ctx.service(PythonState)
+    if state.image_names is None:
+        names: set[str] = set()
+        for path in ctx.fs.tree.entries:
+            base = path.rsplit("/", 1)[-1]
+            names.add(base.split(".", 1)[0])
+            if base.endswith(ARCHIVES):
+                names.add(base.split("-", 1)[0].split(".", 1)[0].lower())
+        state.image_names = frozenset(names)
+    return state.image_names
+
+
+def absent(ctx: AnalysisContext, env: PythonEnv, top: str) -> bool:
+    """Whether importing the top-level module `top` fails in this image (module doc)."""
+    if not top.isidentifier():
+        return False
+    state = ctx.service(PythonState)
+    key = (env.interpreter, top)
+    if key not in state.absent:
+        state.absent[key] = (top not in _image_names(ctx) and top.lower() not in _image_names(ctx)
+                             and resolve_module(ctx, env, top) is None
+                             and resolve_vendored(ctx, env, top) is None)
+    return state.absent[key]
+
+
+def dead_spans(ctx: AnalysisContext, env: PythonEnv, path: str,
+               refs: Iterable[ImportRef]) -> list[tuple[int, int, str]]:
+    """(line, last, module): the lines after `line` up to `last` never run, because the import
+    statement on `line` imports `module`, which is absent; recorded for `path`."""
+    spans = [(r.line, r.block_end, top) for r in refs
+             if r.block_end > r.line and not r.level and not r.dynamic and r.module
+             and absent(ctx, env, top := r.module.split(".")[0])]
+    if spans:
+        ctx.service(PythonState).dead_spans[path] = spans
+    return spans
+
+
+def in_spans(line: int, spans: Iterable[tuple[int, int, str]]) -> bool:
+    return any(first < line <= last for first, last, _ in spans)
+
+
+def dead_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
+    """The held-back imports whose missing module kept code names in a string literal: their
+    edges, now added (module doc). Each kept file is read once per set of names. A released
+    import's file is scanned again for lazy attribute names (imports.lazy_import_edges skips
+    the lines of held-back imports)."""
+    state = ctx.service(PythonState)
+    if not state.dead:
+        return []
+    missing = frozenset(d.missing for d in state.dead)
+    if not missing <= state.dead_names:
+        state.dead_names = missing | state.dead_names
+        state.dead_scanned, state.dead_named = set(), {}
+    names = state.dead_names
+    alt = "|".join(sorted(map(re.escape, names)))
+    quoted = re.compile("'[^'\\n]*?\\b(" + alt + ")\\b[^'\\n]*'|" + '"[^"\\n]*?\\b(' + alt + ')\\b[^"\\n]*"')
+    for path in kept:
+        if path in state.dead_scanned or not path.endswith(".py") or not ctx.fs.has_content(path):
+            continue
+        state.dead_scanned.add(path)
+        try:
+            text = ctx.fs.read_text(path, SCAN_LIMIT)
+        except (SlimError, OSError):
+            continue
+        if not any(n in text for n in names):
+            continue
+        for m in quoted.finditer(_prose_blanked(text)):
+            state.dead_named.setdefault(m.group(1) or m.group(2), path)
+    out: list[Edge] = []
+    still: list[DeadImport] = []
+    for dead in state.dead:
+        named = state.dead_named.get(dead.missing)
+        if named is None:
+            still.append(dead)
+            continue
+        why = f"; {named} names {dead.missing!r} in a string, so it may be provided at run time"
+        out.extend(Edge(e.src, e.dst, e.kind, e.evidence + why) for e in dead.edges)
+        # the code after the import may run after all: what it names counts for lazy
+        # attributes again
+        spans = state.dead_spans.get(dead.path, [])
+        state.dead_spans[dead.path] = [s for s in spans if s[2] != dead.missing]
+        state.lazy_scanned.discard(dead.path)
+    state.dead = still
+    return out
+
+
+__all__ = ["DeadImport", "absent", "dead_import_edges", "dead_spans", "in_spans"]

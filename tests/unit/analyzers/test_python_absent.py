@@ -1,0 +1,88 @@
+"""Imports after an import of a module the image lacks never run (slim.analyzers.python.absent)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from slim.analyzers.python import PythonAnalyzer, python_roots
+from slim.analyzers.python.imports import scan_imports
+from tests.unit.analyzers.test_python import PY_FILES, PY_LINKS, PY_CONFIG, SITE, closure, context, write_tree
+
+HEAVY = f"{SITE}/heavy/__init__.py"
+LAZY = f"{SITE}/lazypkg/__init__.py"
+LAZY_SUB = f"{SITE}/lazypkg/extra.py"
+TESTER = '''import sys
+
+
+def run_tests():
+    import pytest
+    import heavy
+    args = ["--pyargs", "lazypkg.extra"]
+    return pytest.main(args)
+
+
+def elsewhere():
+    import json
+'''
+
+
+def _keep(tmp_path: Path, app: str, extra: dict[str, str | bytes] | None = None) -> set[str]:
+    files: dict[str, str | bytes] = {
+        **PY_FILES, "/app/app.py": app, f"{SITE}/tester.py": TESTER, HEAVY: "",
+        LAZY: "def __getattr__(name):\n    if name == 'extra':\n        import lazypkg.extra\n"
+              "        return lazypkg.extra\n    raise AttributeError(name)\n",
+        LAZY_SUB: "", **(extra or {}),
+    }
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    return keep
+
+
+def test_what_follows_an_import_of_an_absent_module_in_its_block_is_not_followed(tmp_path: Path) -> None:
+    keep = _keep(tmp_path, "import lazypkg\nimport tester\n")
+    assert f"{SITE}/tester.py" in keep
+    # `import heavy` runs only after `import pytest`, which no file of the image provides
+    assert HEAVY not in keep
+    # and `lazypkg.extra` in the dead lines asks lazypkg's __getattr__ for nothing
+    assert LAZY_SUB not in keep
+    assert "/usr/lib/python3.11/json/__init__.py" in keep  # another function: runs
+
+
+def test_a_module_the_image_holds_anywhere_may_be_imported(tmp_path: Path) -> None:
+    # not on sys.path, but a directory added at run time could provide it
+    keep = _keep(tmp_path, "import tester\n", {"/srv/tools/pytest/__init__.py": ""})
+    assert HEAVY in keep
+    keep = _keep(tmp_path / "wheel", "import tester\n", {"/srv/pytest-8.0-py3-none-any.whl": b"PK"})
+    assert HEAVY in keep
+
+
+def test_kept_code_that_names_the_module_in_a_string_releases_what_follows(tmp_path: Path) -> None:
+    app = "import sys\nimport tester\nsys.modules['pytest'] = object()\n"
+    keep = _keep(tmp_path, app)
+    assert HEAVY in keep
+
+
+def test_only_the_block_after_the_failing_import_is_dead(tmp_path: Path) -> None:
+    app = ("import tester\n"
+           "try:\n    import pytest\nexcept ImportError:\n    pass\n"
+           "import heavy\n")  # after the try statement: runs
+    assert HEAVY in _keep(tmp_path, app)
+    app = "import tester\nif tester:\n    import pytest\nimport heavy\n"  # the `if` may not run
+    assert HEAVY in _keep(tmp_path / "if", app)
+
+
+def test_block_ends_cover_nested_statements_and_later_functions() -> None:
+    src = ("import os\n"             # 1
+           "def f():\n"              # 2
+           "    import a\n"          # 3
+           "    if x:\n"             # 4
+           "        import b\n"      # 5
+           "        import c\n"      # 6
+           "    import d\n"          # 7
+           "import e\n"              # 8
+           "def g():\n"              # 9
+           "    return 1\n")         # 10
+    ends = {r.module: r.block_end for r in scan_imports(ast.parse(src))}
+    assert ends == {"os": 10, "a": 7, "b": 6, "c": 6, "d": 7, "e": 10}
