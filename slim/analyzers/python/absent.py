@@ -15,7 +15,9 @@ A top-level module is **absent** when all of these hold:
   directory added to sys.path at run time cannot provide it either;
 * no zip archive (`.zip`, `.egg`, `.whl`, `.pyz`) in the image is named like it (a wheel's
   file name starts with its distribution's name), since zipimport can load from one put on
-  sys.path.
+  sys.path;
+* no meta-path finder slim knows serves it: setuptools' `distutils-precedence.pth` answers
+  `import distutils` from setuptools._distutils (Python 3.12 has no distutils of its own).
 
 A held-back import is released (its edges added) when kept Python code spells the module's
 name in a string literal (outside docstrings and comments): code that names a module it does
@@ -75,6 +77,8 @@ def absent(ctx: AnalysisContext, env: PythonEnv, top: str) -> bool:
     """Whether importing the top-level module `top` fails in this image (module doc)."""
     if not top.isidentifier():
         return False
+    if top == "distutils" and any(p.endswith("/distutils-precedence.pth") for p in env.pth_files):
+        return False  # setuptools' _distutils_hack serves it from setuptools._distutils
     state = ctx.service(PythonState)
     key = (env.interpreter, top)
     if key not in state.absent:

@@ -752,10 +752,10 @@ def _module_name(env: PythonEnv, path: str) -> str:
 
 def _uses_pattern(attrs: Iterable[str]) -> re.Pattern[str]:
     """Code that can reach a lazy attribute: `mod.attr`, an import line naming it (`from mod
-    import attr`), or `getattr(mod, "attr")`. A bare string is not enough: `'distutils' in
-    sys.modules` asks no module for an attribute."""
+    import attr`, not `import x as attr`, which only binds a name), or `getattr(mod, "attr")`.
+    A bare string is not enough: `'distutils' in sys.modules` asks no module for an attribute."""
     alt = "|".join(sorted(re.escape(a) for a in attrs))
-    return re.compile(rf"""\.\s*(?:{alt})\b|\bimport\b[^\n]*\b(?:{alt})\b|"""
+    return re.compile(rf"""\.\s*(?:{alt})\b|\bimport\b[^\n]*(?<!\bas )\b(?:{alt})\b|"""
                       rf"""\bgetattr\s*\([^,()]+,\s*['"](?:{alt})['"]""")
 
 

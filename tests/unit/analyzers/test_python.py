@@ -467,3 +467,13 @@ def test_startup_keeps_site_dirs_and_the_bytecode_beside_a_linked_module(tmp_pat
         keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
     assert f"{STD}/__pycache__/sitecustomize.cpython-311.pyc" in keep
     assert {"/usr/local/lib/python3.11/dist-packages", SITE} <= keep
+
+
+def test_an_import_alias_is_not_a_use_of_a_lazy_attribute() -> None:
+    from slim.analyzers.python.imports import _uses_pattern
+
+    uses = _uses_pattern(["ma"])
+    assert not uses.search("import numpy._core.multiarray as ma")  # binds a name, asks nothing
+    for line in ("from numpy import ma", "from numpy import ma as m", "x = np.ma.array(1)",
+                 'getattr(np, "ma")'):
+        assert uses.search(line), line

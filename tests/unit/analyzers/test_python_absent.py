@@ -7,7 +7,15 @@ from pathlib import Path
 
 from slim.analyzers.python import PythonAnalyzer, python_roots
 from slim.analyzers.python.imports import scan_imports
-from tests.unit.analyzers.test_python import PY_FILES, PY_LINKS, PY_CONFIG, SITE, closure, context, write_tree
+from tests.unit.analyzers.test_python import (
+    PY_CONFIG,
+    PY_FILES,
+    PY_LINKS,
+    SITE,
+    closure,
+    context,
+    write_tree,
+)
 
 HEAVY = f"{SITE}/heavy/__init__.py"
 LAZY = f"{SITE}/lazypkg/__init__.py"
@@ -86,3 +94,18 @@ def test_block_ends_cover_nested_statements_and_later_functions() -> None:
            "    return 1\n")         # 10
     ends = {r.module: r.block_end for r in scan_imports(ast.parse(src))}
     assert ends == {"os": 10, "a": 7, "b": 6, "c": 6, "d": 7, "e": 10}
+
+
+def test_distutils_served_by_setuptools_hack_is_not_absent(tmp_path: Path) -> None:
+    from slim.analyzers.python.absent import absent
+    from slim.analyzers.python.env import python_env
+
+    files: dict[str, str | bytes] = {**PY_FILES, "/app/app.py": ""}
+    files = {p: c for p, c in files.items() if "/distutils" not in p}
+    write_tree(tmp_path, {**files, f"{SITE}/distutils-precedence.pth": "import _distutils_hack\n"},
+               PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        env = python_env(ctx, "/usr/bin/python3.11")
+        assert env is not None
+        assert not absent(ctx, env, "distutils")
+        assert absent(ctx, env, "pytest")
