@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from slim.analyzers.base import AnalysisContext
-from slim.analyzers.python.dynamic import _prose_blanked
+from slim.analyzers.python.dynamic import _prose_blanked, unread_sources
 from slim.analyzers.python.env import PythonEnv, PythonState
 from slim.analyzers.python.resolver import resolve_module, resolve_vendored
-from slim.errors import SlimError
 from slim.model import Edge
 
 if TYPE_CHECKING:
@@ -119,14 +118,7 @@ def dead_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     names = state.dead_names
     alt = "|".join(sorted(map(re.escape, names)))
     quoted = re.compile("'[^'\\n]*?\\b(" + alt + ")\\b[^'\\n]*'|" + '"[^"\\n]*?\\b(' + alt + ')\\b[^"\\n]*"')
-    for path in kept:
-        if path in state.dead_scanned or not path.endswith(".py") or not ctx.fs.has_content(path):
-            continue
-        state.dead_scanned.add(path)
-        try:
-            text = ctx.fs.read_text(path, SCAN_LIMIT)
-        except (SlimError, OSError):
-            continue
+    for path, text in unread_sources(ctx, kept, state.dead_scanned, SCAN_LIMIT):
         if not any(n in text for n in names):
             continue
         for m in quoted.finditer(_prose_blanked(text)):

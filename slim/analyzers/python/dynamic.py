@@ -30,7 +30,7 @@ import itertools
 import logging
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from slim.analyzers.base import AnalysisContext, link_edges
 from slim.analyzers.python.env import PythonEnv, PythonState, _package_dir_of
@@ -77,6 +77,20 @@ def _prose_blanked(source: str) -> str:
         return "\n" * m.group(0).count("\n")
 
     return _PROSE.sub(blank, source)
+
+
+def unread_sources(ctx: AnalysisContext, kept: Iterable[str], read: set[str],
+                   limit: int) -> Iterator[tuple[str, str]]:
+    """(path, text) of each kept Python source not in `read` yet (added to it), at most
+    `limit` bytes each: the fixpoint scans read a file once per set of names they look for."""
+    for path in kept:
+        if path in read or not path.endswith(".py") or not ctx.fs.has_content(path):
+            continue
+        read.add(path)
+        try:
+            yield path, ctx.fs.read_text(path, limit)
+        except (SlimError, OSError):
+            continue
 
 
 def dotted_string_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,

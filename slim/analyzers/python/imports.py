@@ -26,7 +26,7 @@ from slim.analyzers.base import AnalysisContext, Parses, link_edges
 from slim.analyzers.python.absent import DeadImport, dead_spans, in_spans
 from slim.analyzers.python.deadcode import dead_functions
 from slim.analyzers.python.django import DjangoState, is_django_catalog, is_load_backend
-from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges
+from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges, unread_sources
 from slim.analyzers.python.env import (
     _INTERP_RE,
     PythonEnv,
@@ -781,14 +781,7 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     pattern = _uses_pattern(attrs)
     star = re.compile(r"^[ \t]*from[ \t]+(" + "|".join(sorted(re.escape(m) for m in modules)) +
                       r")[ \t]+import[ \t]+\*", re.M) if modules else None
-    for path in kept:
-        if path in state.lazy_scanned or not path.endswith(".py") or not ctx.fs.has_content(path):
-            continue
-        state.lazy_scanned.add(path)
-        try:
-            text = ctx.fs.read_text(path, LAZY_SCAN_LIMIT)
-        except (SlimError, OSError):
-            continue
+    for path, text in unread_sources(ctx, kept, state.lazy_scanned, LAZY_SCAN_LIMIT):
         if star is not None and "*" in text:
             for m in star.finditer(text):
                 state.lazy_star_users.setdefault(m.group(1), set()).add(path)
