@@ -72,7 +72,10 @@ class PythonAnalyzer(Analyzer):
         return python_roots(self.ctx, list(argv))
 
     def at_fixpoint(self, kept: Set[str]) -> list[Edge]:
-        return lazy_import_edges(self.ctx, kept) + dead_import_edges(self.ctx, kept)
+        # held-back imports first: a released one's file is read again for lazy attribute
+        # names in this same round (its edges may add no file, and then no round follows)
+        released = dead_import_edges(self.ctx, kept)
+        return released + lazy_import_edges(self.ctx, kept)
 
     def _shebang(self, path: str) -> str | None:
         try:

@@ -109,3 +109,16 @@ def test_distutils_served_by_setuptools_hack_is_not_absent(tmp_path: Path) -> No
         assert env is not None
         assert not absent(ctx, env, "distutils")
         assert absent(ctx, env, "pytest")
+
+
+def test_a_released_import_counts_for_lazy_attributes_in_the_same_round(tmp_path: Path) -> None:
+    # `heavy` is kept anyway (the app imports it), so releasing the held-back `import heavy`
+    # adds no file; what the released lines name (lazypkg.extra) must still count
+    from slim.pipeline import AnalyzeOptions, analyze, load_image
+
+    app = "import heavy\nimport lazypkg\nimport tester\nNAME = 'pytest'\n"
+    _keep(tmp_path, app)  # writes the tree; the pipeline's worklist (one round per dry run)
+    with load_image(f"rootfs:{tmp_path}") as loaded:
+        closure = analyze(loaded, AnalyzeOptions()).closure
+    assert closure is not None
+    assert HEAVY in closure.keep and LAZY_SUB in closure.keep
