@@ -10,6 +10,9 @@ code, and so is everything else those lines say (imports.lazy_import_edges skips
 
 A top-level module is **absent** when all of these hold:
 
+* it is not a name of the standard library (`sys.stdlib_module_names`: a module built into the
+  interpreter has no file, and an image's Python may build in more than slim can see), nor
+  one of CPython's frozen test modules;
 * it is not built into the interpreter and does not resolve on the image's sys.path
   (.pth files and PYTHONPATH included), nor through setuptools' vendoring importer;
 * no file or directory anywhere in the image is named like it (`X`, `X.py`, `X.*.so` …), so a
@@ -31,6 +34,7 @@ were visited.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,6 +49,8 @@ if TYPE_CHECKING:
     from slim.analyzers.python.imports import ImportRef
 
 ARCHIVES = (".zip", ".egg", ".whl", ".pyz")
+FROZEN_ONLY = frozenset({"__hello__", "__hello_alias__", "__hello_only__", "__phello__",
+                         "__phello_alias__"})  # CPython's frozen test modules: no file anywhere
 SCAN_LIMIT = 8 << 20  # bytes of one kept source read for module names
 
 
@@ -75,8 +81,8 @@ def _image_names(ctx: AnalysisContext) -> frozenset[str]:
 
 def absent(ctx: AnalysisContext, env: PythonEnv, top: str) -> bool:
     """Whether importing the top-level module `top` fails in this image (module doc)."""
-    if not top.isidentifier():
-        return False
+    if not top.isidentifier() or top in sys.stdlib_module_names or top in FROZEN_ONLY:
+        return False  # the standard library may be built in where slim cannot see it
     if top == "distutils" and any(p.endswith("/distutils-precedence.pth") for p in env.pth_files):
         return False  # setuptools' _distutils_hack serves it from setuptools._distutils
     state = ctx.service(PythonState)

@@ -122,3 +122,16 @@ def test_a_released_import_counts_for_lazy_attributes_in_the_same_round(tmp_path
         closure = analyze(loaded, AnalyzeOptions()).closure
     assert closure is not None
     assert HEAVY in closure.keep and LAZY_SUB in closure.keep
+
+
+def test_standard_library_names_are_never_absent(tmp_path: Path) -> None:
+    from slim.analyzers.python.absent import absent
+    from slim.analyzers.python.env import python_env
+
+    write_tree(tmp_path, {**PY_FILES, "/app/app.py": ""}, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        env = python_env(ctx, "/usr/bin/python3.11")
+        assert env is not None
+        # no file of these in the tree: built in, or left out of the image on purpose
+        for name in ("math", "tkinter", "_decimal", "__hello__"):
+            assert not absent(ctx, env, name), name
