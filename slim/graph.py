@@ -74,13 +74,13 @@ class DependencyGraph:
         """Add an edge; returns True when `edge.dst` is a node not seen before."""
         src, dst, pair = edge.src, edge.dst, (edge.kind, edge.evidence)
         new = dst not in self.succ
+        if new:
+            self.succ[dst] = {}
+            self.pred[dst] = {}
         out = self.succ.get(src)
         if out is None:
             out = self.succ[src] = {}
             self.pred[src] = {}
-        if new:
-            self.succ[dst] = {}
-            self.pred[dst] = {}
         reasons = out.get(dst)
         if reasons is None:
             out[dst] = self.pred[dst][src] = [pair]

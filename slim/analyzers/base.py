@@ -121,7 +121,7 @@ class Parses:
         import hashlib
 
         key = (kind, hashlib.sha256(data).hexdigest())
-        if key in self._ahead or key in self._done or key in self._found:
+        if key in self._ahead or key in self._done or key in self._found or key in self._taken:
             return
         cached = self.store.get(*key)
         if cached is not None:
@@ -181,9 +181,11 @@ class Parses:
     def _from_ahead(self, kind: str, digest: str, decode: Callable[[Any], T]) -> T | None:
         key = (kind, digest)
         self._calls.pop(key, None)
-        if key in self._taken:
-            return decode(self._taken.pop(key))
         future = self._ahead.pop(key, None)
+        if key in self._taken:
+            if future is not None:
+                future.cancel()
+            return decode(self._taken.pop(key))
         if future is None:
             return None
         if future.cancel():
@@ -205,7 +207,10 @@ class Parses:
             future = self._ahead[key]
             if future.cancel():
                 del self._ahead[key]
-                fn, args = self._calls.pop(key)
+                call = self._calls.pop(key, None)
+                if call is None:
+                    continue  # nothing to do it with: memo parses it when it is reached
+                fn, args = call
                 try:
                     self._taken[key] = fn(*args)
                 except Exception:  # as in a worker: memo parses it again when it is reached

@@ -115,3 +115,11 @@ def test_a_closure_without_why_chains_does_not_import_networkx():
             "assert 'networkx' not in sys.modules\n"
             "assert g.why('/a')[0].dst == '/a' and 'networkx' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_self_loop_on_a_new_node_is_kept_both_ways():
+    g = DependencyGraph()
+    assert g.add(Edge("/a", "/a", "needed", "itself")) is True
+    assert g.closure(["/a"]) == {"/a"}
+    assert g.edges_into("/a") == [Edge("/a", "/a", "needed", "itself")]
+    assert g.g.has_edge("/a", "/a")

@@ -46,3 +46,21 @@ def test_waiting_for_a_busy_worker_the_process_takes_back_what_is_queued_behind(
     assert parses.from_workers == 1
     for n in range(3):  # each of the others was done by one side or the other, never lost
         assert parses.memo("k", f"q{n}".encode(), lambda n=n: f"q{n}", encode=_same, decode=_same) == f"q{n}"
+
+
+def test_a_parse_taken_back_and_asked_for_again_is_not_lost(parses: Parses) -> None:
+    """The same bytes (every empty __init__.py) may be handed over again after their parse
+    was taken back: the second request must neither crash a later take-back nor be lost."""
+    parses.ahead("k", b"slow", subprocess.getoutput, "sleep 1; echo slow")
+    parses.ahead("k", b"same", subprocess.getoutput, "echo same")
+    deadline = time.monotonic() + 30
+    while not parses._ahead[next(iter(parses._ahead))].running():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert parses.memo("k", b"slow", _never, encode=_same, decode=_same) == "slow"
+    parses.ahead("k", b"same", subprocess.getoutput, "echo same")  # taken back already: skipped
+    parses.ahead("k", b"slow2", subprocess.getoutput, "sleep 1; echo slow2")
+    parses.ahead("k", b"other", subprocess.getoutput, "echo other")
+    assert parses.memo("k", b"same", _never, encode=_same, decode=_same) == "same"
+    assert parses.memo("k", b"slow2", lambda: "slow2", encode=_same, decode=_same) == "slow2"
+    assert parses.memo("k", b"other", lambda: "other", encode=_same, decode=_same) == "other"
