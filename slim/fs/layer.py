@@ -599,10 +599,15 @@ class _Pipe(io.RawIOBase):
         self._blob = blob
         self._blob_hashes = tuple(h for h in (self.blob_sha, self.blob_other) if h is not None)
         self._tar_hashes = tuple(h for h in (self.tar_sha, self.tar_other) if h is not None)
+        self._hash_error: BaseException | None = None
         self._hasher = threading.Thread(target=self._hash, name="slim-layer-hasher", daemon=True)
         self._hasher.start()
         self._thread = threading.Thread(target=self._run, name="slim-layer-reader", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self._stop.set()  # the hasher ends too
+            raise
 
     def _put(self, item: object, into: queue.Queue[Any] | None = None) -> None:
         into = cast("queue.Queue[Any]", self._q) if into is None else into
@@ -623,9 +628,14 @@ class _Pipe(io.RawIOBase):
                 continue
             if item is None:
                 return
+            if self._hash_error is not None:
+                continue  # keep taking what the reader puts, so it never blocks; finish raises
             hashes, data = item
-            for h in hashes:
-                h.update(data)
+            try:
+                for h in hashes:
+                    h.update(data)
+            except BaseException as exc:  # re-raised by finish
+                self._hash_error = exc
 
     def _run(self) -> None:
         try:
@@ -676,8 +686,11 @@ class _Pipe(io.RawIOBase):
             pass
 
     def finish(self) -> None:
-        """Wait until every byte read is hashed (after the stream's end was read)."""
+        """Wait until every byte read is hashed (after the stream's end was read); re-raises
+        what hashing raised."""
         self._hasher.join()
+        if self._hash_error is not None:
+            raise self._hash_error
 
     def stop(self) -> None:
         """End the reader and hasher threads (after an error while parsing)."""

@@ -170,3 +170,25 @@ def test_graph_focus_and_evidence():
     assert len(r.output) < len(whole.output)
     r = invoke("graph", MUSL, "--from", "/nope")
     assert r.exit_code == 2 and "/nope: not in the dependency graph" in r.output
+
+
+def test_the_fast_exit_keeps_what_threads_and_exit_handlers_print(tmp_path) -> None:
+    """`slim` ends with os._exit after joining threads and running the atexit handlers; what
+    they write still reaches a redirected stdout, and the exit code is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import atexit, threading, time\n"
+            "from slim.cli import _exit_now\n"
+            "print('command')\n"
+            "def late():\n    time.sleep(0.2); print('thread')\n"
+            "threading.Thread(target=late).start()\n"
+            "atexit.register(lambda: print('atexit'))\n"
+            "_exit_now(3)\n")
+    out = tmp_path / "out.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with open(out, "w") as f:
+        rc = subprocess.run([sys.executable, "-c", code], stdout=f, env=env, timeout=60).returncode
+    assert rc == 3
+    assert out.read_text().split() == ["command", "thread", "atexit"]
