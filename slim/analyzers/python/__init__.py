@@ -71,11 +71,11 @@ class PythonAnalyzer(Analyzer):
     def entry_roots(self, argv: Sequence[str]) -> list[Edge | Unknown]:
         return python_roots(self.ctx, list(argv))
 
-    def at_fixpoint(self, kept: Set[str]) -> list[Edge]:
+    def at_fixpoint(self, kept: Set[str]) -> list[Edge | Unknown]:
         # held-back imports first: a released one's file is read again for lazy attribute
         # names in this same round (its edges may add no file, and then no round follows)
         released = dead_import_edges(self.ctx, kept)
-        return released + lazy_import_edges(self.ctx, kept)
+        return [*released, *lazy_import_edges(self.ctx, kept)]
 
     def _shebang(self, path: str) -> str | None:
         try:

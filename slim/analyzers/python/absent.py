@@ -17,16 +17,22 @@ A top-level module is **absent** when all of these hold:
   (.pth files and PYTHONPATH included), nor through setuptools' vendoring importer;
 * no file or directory anywhere in the image is named like it (`X`, `X.py`, `X.*.so` …), so a
   directory added to sys.path at run time cannot provide it either;
-* no zip archive (`.zip`, `.egg`, `.whl`, `.pyz`) in the image is named like it (a wheel's
-  file name starts with its distribution's name), since zipimport can load from one put on
-  sys.path;
+* no file is on the image's sys.path (zipimport loads from any zip there, whatever it is
+  named), and no zip archive (`.zip`, `.egg`, `.whl`, `.pyz`, `.pex`) in the image is named
+  like it (a wheel's file name starts with its distribution's name);
+* the interpreter is Python 3 (Python 2's built-in modules have other names and symbols);
 * no meta-path finder slim knows serves it: setuptools' `distutils-precedence.pth` answers
   `import distutils` from setuptools._distutils (Python 3.12 has no distutils of its own).
 
-A held-back import is released (its edges added) when kept Python code spells the module's
-name in a string literal (outside docstrings and comments): code that names a module it does
-not ship may create it (`sys.modules["X"] = …`), map it in a meta-path finder (setuptools'
-editable installs) or find it somewhere slim does not look. The check runs each time the
+A held-back import is released (its edges and unknowns added) when kept Python code spells
+the module's name in a string literal (outside docstrings and comments): code that names a
+module it does not ship may create it (`sys.modules["X"] = …`), map it in a meta-path finder
+(setuptools' editable installs) or find it somewhere slim does not look. Every held-back import
+is released when kept code names a zip archive of the image, or names its directory in a file
+that also works on sys.path: it may put the archive there, and slim does not read what an
+archive holds. (An archive put on sys.path by a file that spells out neither its name nor its
+directory escapes this: Debian's sysconfig data names /usr/share/python-wheels without using
+it, so a directory alone is not enough.) The check runs each time the
 worklist runs dry and only ever adds edges, so the result does not depend on the order files
 were visited.
 """
@@ -43,12 +49,12 @@ from slim.analyzers.base import AnalysisContext
 from slim.analyzers.python.dynamic import _prose_blanked, unread_sources
 from slim.analyzers.python.env import PythonEnv, PythonState
 from slim.analyzers.python.resolver import resolve_module, resolve_vendored
-from slim.model import Edge
+from slim.model import Edge, Unknown
 
 if TYPE_CHECKING:
     from slim.analyzers.python.imports import ImportRef
 
-ARCHIVES = (".zip", ".egg", ".whl", ".pyz")
+ARCHIVES = (".zip", ".egg", ".whl", ".pyz", ".pex")
 FROZEN_ONLY = frozenset({"__hello__", "__hello_alias__", "__hello_only__", "__phello__",
                          "__phello_alias__"})  # CPython's frozen test modules: no file anywhere
 SCAN_LIMIT = 8 << 20  # bytes of one kept source read for module names
@@ -62,6 +68,7 @@ class DeadImport:
     line: int
     missing: str
     edges: tuple[Edge, ...]
+    unknowns: tuple[Unknown, ...] = ()
 
 
 def _image_names(ctx: AnalysisContext) -> frozenset[str]:
@@ -70,12 +77,15 @@ def _image_names(ctx: AnalysisContext) -> frozenset[str]:
     state = ctx.service(PythonState)
     if state.image_names is None:
         names: set[str] = set()
+        archives: set[str] = set()
         for path in ctx.fs.tree.entries:
             base = path.rsplit("/", 1)[-1]
             names.add(base.split(".", 1)[0])
             if base.endswith(ARCHIVES):
                 names.add(base.split("-", 1)[0].split(".", 1)[0].lower())
+                archives.update((base, path.rsplit("/", 1)[0] or "/"))
         state.image_names = frozenset(names)
+        state.image_archives = frozenset(archives)
     return state.image_names
 
 
@@ -85,10 +95,14 @@ def absent(ctx: AnalysisContext, env: PythonEnv, top: str) -> bool:
         return False  # the standard library may be built in where slim cannot see it
     if top == "distutils" and any(p.endswith("/distutils-precedence.pth") for p in env.pth_files):
         return False  # setuptools' _distutils_hack serves it from setuptools._distutils
+    if env.version[0] < 3:
+        return False
     state = ctx.service(PythonState)
     key = (env.interpreter, top)
     if key not in state.absent:
-        state.absent[key] = (top not in _image_names(ctx) and top.lower() not in _image_names(ctx)
+        names = _image_names(ctx)
+        state.absent[key] = (top not in names and top.lower() not in names
+                             and not any(ctx.fs.is_file(p) for p in env.sys_path)
                              and resolve_module(ctx, env, top) is None
                              and resolve_vendored(ctx, env, top) is None)
     return state.absent[key]
@@ -110,7 +124,16 @@ def in_spans(line: int, spans: Iterable[tuple[int, int, str]]) -> bool:
     return any(first < line <= last for first, last, _ in spans)
 
 
-def dead_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
+def _archive_use(path: str, text: str, archives: frozenset[str]) -> tuple[str, str] | None:
+    """(path, what it names) when `text` names a zip archive of the image, or names the
+    directory of one and also works on sys.path (where it could put the archive)."""
+    for name in archives:
+        if name in text and (not name.startswith("/") or "sys.path" in text or "path_hooks" in text):
+            return path, name
+    return None
+
+
+def dead_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge | Unknown]:
     """The held-back imports whose missing module kept code names in a string literal: their
     edges, now added (module doc). Each kept file is read once per set of names. A released
     import's file is scanned again for lazy attribute names (imports.lazy_import_edges skips
@@ -123,22 +146,30 @@ def dead_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
         state.dead_names = missing | state.dead_names
         state.dead_scanned, state.dead_named = set(), {}
     names = state.dead_names
+    archives = state.image_archives
     alt = "|".join(sorted(map(re.escape, names)))
     quoted = re.compile("'[^'\\n]*?\\b(" + alt + ")\\b[^'\\n]*'|" + '"[^"\\n]*?\\b(' + alt + ')\\b[^"\\n]*"')
     for path, text in unread_sources(ctx, kept, state.dead_scanned, SCAN_LIMIT):
+        if archives and state.archive_user is None:
+            state.archive_user = _archive_use(path, text, archives)
         if not any(n in text for n in names):
             continue
         for m in quoted.finditer(_prose_blanked(text)):
             state.dead_named.setdefault(m.group(1) or m.group(2), path)
-    out: list[Edge] = []
+    out: list[Edge | Unknown] = []
     still: list[DeadImport] = []
     for dead in state.dead:
         named = state.dead_named.get(dead.missing)
-        if named is None:
+        if named is not None:
+            why = f"; {named} names {dead.missing!r} in a string, so it may be provided at run time"
+        elif state.archive_user is not None:
+            user, archive = state.archive_user
+            why = f"; {user} names {archive}, a zip archive's name or directory: it may provide any module"
+        else:
             still.append(dead)
             continue
-        why = f"; {named} names {dead.missing!r} in a string, so it may be provided at run time"
         out.extend(Edge(e.src, e.dst, e.kind, e.evidence + why) for e in dead.edges)
+        out.extend(dead.unknowns)
         # the code after the import may run after all: what it names counts for lazy
         # attributes again
         spans = state.dead_spans.get(dead.path, [])

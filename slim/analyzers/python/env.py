@@ -81,6 +81,8 @@ class PythonState:
         self.lazy_star_users: dict[str, set[str]] = {}  # module → files doing `from module import *`
         # imports after one of a module the image lacks, held back (absent.DeadImport)
         self.image_names: frozenset[str] | None = None
+        self.image_archives: frozenset[str] = frozenset()  # zip archives' names and directories
+        self.archive_user: tuple[str, str] | None = None  # a kept file naming one of them
         self.absent: dict[tuple[str, str], bool] = {}
         self.dead: list[Any] = []
         self.dead_names: frozenset[str] = frozenset()

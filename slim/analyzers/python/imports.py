@@ -598,7 +598,8 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
             _one_import(ctx, env, site, ref, held)
             log.debug("%s:%d: not followed: runs only after `import %s`, which this image "
                       "cannot provide", path, ref.line, missing)
-            state.dead.append(DeadImport(path, ref.line, missing, tuple(e for e in held if isinstance(e, Edge))))
+            state.dead.append(DeadImport(path, ref.line, missing, tuple(e for e in held if isinstance(e, Edge)),
+                                         tuple(u for u in held if isinstance(u, Unknown))))
             continue
         if ref.attr_gate:
             held = []
@@ -782,6 +783,8 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     star = re.compile(r"^[ \t]*from[ \t]+(" + "|".join(sorted(re.escape(m) for m in modules)) +
                       r")[ \t]+import[ \t]+\*", re.M) if modules else None
     for path, text in unread_sources(ctx, kept, state.lazy_scanned, LAZY_SCAN_LIMIT):
+        if "\r" in text:  # line numbers as the parser counts them (a lone CR ends a line)
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
         if star is not None and "*" in text:
             for m in star.finditer(text):
                 state.lazy_star_users.setdefault(m.group(1), set()).add(path)

@@ -135,3 +135,53 @@ def test_standard_library_names_are_never_absent(tmp_path: Path) -> None:
         # no file of these in the tree: built in, or left out of the image on purpose
         for name in ("math", "tkinter", "_decimal", "__hello__"):
             assert not absent(ctx, env, name), name
+
+
+def test_a_zip_on_sys_path_or_named_by_kept_code_may_provide_anything(tmp_path: Path) -> None:
+    from tests.unit.analyzers.test_python import write_tree as write
+
+    # a zip on PYTHONPATH: zipimport loads any module from it, whatever the zip is named
+    files = {**PY_FILES, "/app/app.py": "import tester\n", f"{SITE}/tester.py": TESTER, HEAVY: "",
+             "/app/vendor.zip": b"PK\x05\x06" + bytes(18)}
+    config = {**PY_CONFIG, "Env": [*PY_CONFIG["Env"], "PYTHONPATH=/app/vendor.zip"]}
+    write(tmp_path / "a", files, PY_LINKS, config)
+    with context(tmp_path / "a") as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert HEAVY in keep
+    # a zip elsewhere that kept code names: it may put it on sys.path
+    app = "import sys\nimport tester\nsys.path.insert(0, '/opt/deps.zip')\n"
+    assert HEAVY in _keep(tmp_path / "b", app, {"/opt/deps.zip": b"PK\x05\x06" + bytes(18)})
+    # its directory named by a file that works on sys.path
+    app = "import sys\nimport tester\nD = '/opt'\nsys.path[:0] = [D + '/x.zip']\n"
+    assert HEAVY in _keep(tmp_path / "c", app, {"/opt/deps.zip": b"PK\x05\x06" + bytes(18)})
+    # its directory named where nothing touches sys.path: no reason to think it is imported from
+    app = "import tester\nWHEELS = '/opt'\n"
+    assert HEAVY not in _keep(tmp_path / "d", app, {"/opt/deps.zip": b"PK\x05\x06" + bytes(18)})
+
+
+def test_python_2_modules_are_never_absent(tmp_path: Path) -> None:
+    import dataclasses
+
+    from slim.analyzers.python.absent import absent
+    from slim.analyzers.python.env import python_env
+
+    write_tree(tmp_path, {**PY_FILES, "/app/app.py": ""}, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        env = python_env(ctx, "/usr/bin/python3.11")
+        assert env is not None and absent(ctx, env, "cPickle")
+        assert not absent(ctx, dataclasses.replace(env, version=(2, 7)), "cPickle")
+
+
+def test_a_lone_carriage_return_ends_a_line_for_the_dead_lines_too(tmp_path: Path) -> None:
+    # lazypkg.extra runs at module level, after f; counted with "\n" only it fell in f's dead lines
+    app = "import lazypkg\ndef f():\n    import pytest\n    x = 1\r\r\rlazypkg.extra\n"
+    assert LAZY_SUB in _keep(tmp_path, app)
+
+
+def test_a_released_import_reports_what_it_could_not_find(tmp_path: Path) -> None:
+    files = {**PY_FILES, "/app/app.py": "import sys\nimport tester\nN = 'pytest'\n",
+             f"{SITE}/tester.py": "def run():\n    import pytest\n    import nothere\n"}
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        _, _, unknowns = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert any("import nothere" in u.reason for u in unknowns)
