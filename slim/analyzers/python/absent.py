@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 ARCHIVES = (".zip", ".egg", ".whl", ".pyz", ".pex")
 FROZEN_ONLY = frozenset({"__hello__", "__hello_alias__", "__hello_only__", "__phello__",
                          "__phello_alias__"})  # CPython's frozen test modules: no file anywhere
-SCAN_LIMIT = 8 << 20  # bytes of one kept source read for module names
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def dead_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge | 
     archives = state.image_archives
     alt = "|".join(sorted(map(re.escape, names)))
     quoted = re.compile("'[^'\\n]*?\\b(" + alt + ")\\b[^'\\n]*'|" + '"[^"\\n]*?\\b(' + alt + ')\\b[^"\\n]*"')
-    for path, text in unread_sources(ctx, kept, state.dead_scanned, SCAN_LIMIT):
+    for path, text in unread_sources(ctx, kept, state.dead_scanned):
         if archives and state.archive_user is None:
             state.archive_user = _archive_use(path, text, archives)
         if not any(n in text for n in names):

@@ -79,16 +79,19 @@ def _prose_blanked(source: str) -> str:
     return _PROSE.sub(blank, source)
 
 
-def unread_sources(ctx: AnalysisContext, kept: Iterable[str], read: set[str],
-                   limit: int) -> Iterator[tuple[str, str]]:
+SOURCE_SCAN_LIMIT = 8 << 20  # bytes of one kept source the fixpoint scans read for names
+
+
+def unread_sources(ctx: AnalysisContext, kept: Iterable[str], read: set[str]) -> Iterator[tuple[str, str]]:
     """(path, text) of each kept Python source not in `read` yet (added to it), at most
-    `limit` bytes each: the fixpoint scans read a file once per set of names they look for."""
+    SOURCE_SCAN_LIMIT bytes each: the fixpoint scans read a file once per set of names they
+    look for."""
     for path in kept:
         if path in read or not path.endswith(".py") or not ctx.fs.has_content(path):
             continue
         read.add(path)
         try:
-            yield path, ctx.fs.read_text(path, limit)
+            yield path, ctx.fs.read_text(path, SOURCE_SCAN_LIMIT)
         except (SlimError, OSError):
             continue
 

@@ -304,7 +304,6 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     return out
 
 
-LAZY_SCAN_LIMIT = 8 << 20  # bytes of one source read for lazy-attribute names
 MAX_PARSE_TOKENS = 200_000  # the largest real modules measured have ~65k (mypy/checker.py)
 
 
@@ -782,7 +781,7 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     pattern = _uses_pattern(attrs)
     star = re.compile(r"^[ \t]*from[ \t]+(" + "|".join(sorted(re.escape(m) for m in modules)) +
                       r")[ \t]+import[ \t]+\*", re.M) if modules else None
-    for path, text in unread_sources(ctx, kept, state.lazy_scanned, LAZY_SCAN_LIMIT):
+    for path, text in unread_sources(ctx, kept, state.lazy_scanned):
         if "\r" in text:  # line numbers as the parser counts them (a lone CR ends a line)
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         if star is not None and "*" in text:
