@@ -52,6 +52,31 @@ def digest_key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def read_json(path: Path, fmt: int) -> dict[str, Any] | None:
+    """The JSON object at `path` when it is one of format `fmt` (its "format" field), else None
+    (missing, unreadable, not JSON, another format)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("format") == fmt else None
+
+
+def write_json(path: Path, doc: Any, *, sort_keys: bool = False) -> None:
+    """Write `doc` to `path` as a new file renamed over it: an entry that is a link (planted, or
+    left by anything) is replaced, never written through, and a reader never sees half an entry.
+    Raises OSError; the temporary file is removed either way."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(doc, sort_keys=sort_keys))  # the C encoder (json.dump is the Python one)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 class JsonStore:
     """Entries `<key>.json` of one cache kind; each holds a `format` number and a document."""
 
@@ -72,35 +97,19 @@ class JsonStore:
     def get(self, key: str) -> Any | None:
         if disabled():
             return None
-        try:
-            doc = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(doc, dict) or doc.get("format") != self.fmt or "data" not in doc:
-            return None
-        return doc["data"]
+        doc = read_json(self._path(key), self.fmt)
+        return doc.get("data") if doc is not None else None
 
     def put(self, key: str, data: Any) -> None:
         if disabled():
             return
         path = self._path(key)
-        tmp = ""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # a new file renamed over the entry: an entry that is a link (planted, or left by
-            # anything) is replaced, never written through
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"format": self.fmt, "data": data}, sort_keys=True))
-            os.replace(tmp, path)
-            tmp = ""
+            write_json(path, {"format": self.fmt, "data": data}, sort_keys=True)
             self._prune()
         except (OSError, ValueError, SlimError) as exc:
             log.debug("%s cache: %s not written: %s", self.kind, path, exc)
-        finally:
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     def _prune(self) -> None:
         entries = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)

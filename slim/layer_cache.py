@@ -26,11 +26,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from slim.cache import cache_dir, digest_key, disabled
+from slim.cache import cache_dir, digest_key, disabled, read_json, write_json
 from slim.fs.layer import Capture, ContentStore, LayerReadResult, stream_digest
 from slim.fs.tree import FileTree
 from slim.model import EntryKind, FileEntry, Issue, LayerInfo
@@ -83,11 +82,8 @@ class LayerCache:
         claims = [d for d in (info.digest, expected_diff_id) if d.startswith("sha256:")]
         for claim in dict.fromkeys(claims):
             meta_path = self.directory / f"{self._key(claim)}.json"
-            try:
-                doc = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            doc = read_json(meta_path, FORMAT)
+            if doc is None:
                 continue
             try:
                 with open_blob() as blob:
@@ -152,7 +148,6 @@ class LayerCache:
             "issues": [[i.path, i.reason] for i in result.issues],
             "index": {path: list(loc) for path, loc in index.items()},
         }
-        tmp = ""
         try:
             if index:
                 fd = self.store.pack_fd(layer)
@@ -168,18 +163,10 @@ class LayerCache:
                     os.link(f"/proc/self/fd/{fd}", pack_path.name, dst_dir_fd=dir_fd, follow_symlinks=True)
                 finally:
                     os.close(dir_fd)
-            fd2, tmp = tempfile.mkstemp(dir=self.directory, prefix=".put-", suffix=".tmp")
-            with os.fdopen(fd2, "w", encoding="utf-8") as f:
-                f.write(json.dumps(doc))  # the C encoder (json.dump streams through the Python one)
-            os.replace(tmp, meta_path)
-            tmp = ""
+            write_json(meta_path, doc)
             self._prune()
         except OSError as exc:
             log.debug("layer cache: %s not written: %s", meta_path, exc)
-        finally:
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     def _prune(self) -> None:
         """Remove the least recently used entries beyond MAX_BYTES."""
