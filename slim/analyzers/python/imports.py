@@ -41,6 +41,7 @@ from slim.analyzers.python.resolver import (
     resolve_module,
     resolve_vendored,
 )
+from slim.analyzers.python.segments import import_tree
 from slim.errors import SlimError
 from slim.model import ROOT, Edge, Unknown, normpath, under
 
@@ -196,15 +197,17 @@ def _getattr_gates(tree: ast.AST) -> dict[int, tuple[str, ...]]:
     return out
 
 
-def _block_ends(tree: ast.AST) -> dict[int, int]:
+def _block_ends(tree: ast.AST, module_end: int = 0) -> dict[int, int]:
     """id(import statement) → the last line of the block it is in. Python runs a block's
     statements in order and leaves it at the first exception, so when the import fails no
     line after it up to there runs: not the rest of its block, nor what the block's later
-    statements hold (a `def` after it is never executed, so neither is its body)."""
+    statements hold (a `def` after it is never executed, so neither is its body).
+    `module_end`, when given, is the module's last line (a tree of only some of its top-level
+    statements, segments.py)."""
     out: dict[int, int] = {}
 
-    def block(stmts: list[ast.stmt]) -> None:
-        end = getattr(stmts[-1], "end_lineno", None) or stmts[-1].lineno
+    def block(stmts: list[ast.stmt], end: int = 0) -> None:
+        end = end or getattr(stmts[-1], "end_lineno", None) or stmts[-1].lineno
         for st in stmts:
             if isinstance(st, ast.Import | ast.ImportFrom):
                 out[id(st)] = end
@@ -218,11 +221,11 @@ def _block_ends(tree: ast.AST) -> dict[int, int]:
                     block(part.body)
 
     if isinstance(tree, ast.Module) and tree.body:
-        block(tree.body)
+        block(tree.body, module_end)
     return out
 
 
-def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
+def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
     Branches decided on Linux are pruned (`if sys.platform == "win32":`, `if os.name == "nt":`,
@@ -231,11 +234,13 @@ def scan_imports(tree: ast.AST, calls: bool = True) -> list[ImportRef]:
     `if name == "x":` of a module-level `__getattr__` carry `attr_gate` (see _getattr_gates).
     With `calls=False` (the source never names `import_module` or `__import__`) expressions are
     not walked: import statements only live in statement bodies, which is most of the speed.
+    `module_end`: the module's last line when `tree` holds only some of its top-level
+    statements (segments.import_tree).
     """
     out: list[ImportRef] = []
     block_parts = (ast.stmt, ast.excepthandler, ast.match_case)
     dead = dead_functions(tree, _is_main_guard)
-    block_ends = _block_ends(tree)
+    block_ends = _block_ends(tree, module_end)
     gates = _getattr_gates(tree)
     gate: tuple[str, ...] = ()
 
@@ -489,17 +494,17 @@ def startup_edges(ctx: AnalysisContext, env: PythonEnv) -> list[Edge]:
 
 
 def _scan_version() -> str:
-    """A digest of the code that turns a source into ImportRefs (this module and deadcode.py):
-    a cached scan is reused only by the very code that made it."""
+    """A digest of the code that turns a source into ImportRefs (this module, deadcode.py and
+    segments.py): a cached scan is reused only by the very code that made it."""
     global _SCAN_VERSION
     if not _SCAN_VERSION:
         import hashlib
         import inspect
         import sys
 
-        from slim.analyzers.python import deadcode
+        from slim.analyzers.python import deadcode, segments
 
-        text = inspect.getsource(sys.modules[__name__]) + inspect.getsource(deadcode)
+        text = "".join(inspect.getsource(m) for m in (sys.modules[__name__], deadcode, segments))
         _SCAN_VERSION = hashlib.sha256(text.encode()).hexdigest()[:16]
     return _SCAN_VERSION
 
@@ -513,9 +518,11 @@ def _scan(source: str, path: str, version: tuple[int, int]) -> tuple[str, object
     if len(source) > MAX_PARSE_TOKENS and _more_tokens_than(source, MAX_PARSE_TOKENS):
         return "unknown", (f"more than {MAX_PARSE_TOKENS} Python tokens: not parsed (a parse would "
                            "cost about 1 KB of memory per token); its imports are not analyzed")
+    if source.startswith("\ufeff"):
+        source = source[1:]  # a UTF-8 byte order mark, which Python's own decoding skips
     try:
-        tree = ast.parse(source, filename=path)
-        refs = scan_imports(tree, calls=calls)
+        tree, module_end = import_tree(source, path, _is_main_guard)
+        refs = scan_imports(tree, calls=calls, module_end=module_end)
     except (SyntaxError, ValueError) as exc:
         return "unknown", f"not parseable as Python {version[0]}.{version[1]}: {exc}"
     except (RecursionError, MemoryError):

@@ -195,7 +195,7 @@ def test_dash_m_and_shebang_script(tmp_path: Path) -> None:
 
 def test_syntax_error_is_unknown(tmp_path: Path) -> None:
     files = dict(PY_FILES)
-    files["/app/app.py"] = "def broken(:\n"
+    files["/app/app.py"] = "import os\ndef broken(:\n    import json\n"
     write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
     with context(tmp_path) as ctx:
         entry = ctx.fs.get("/app/app.py")

@@ -1,0 +1,119 @@
+"""Parsing only the statements that can hold an import (slim.analyzers.python.segments) finds
+exactly what a parse of the whole module finds."""
+
+from __future__ import annotations
+
+import ast
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from slim.analyzers.python.imports import _is_main_guard, _scan, scan_imports
+from slim.analyzers.python.segments import import_tree
+
+
+def _both(source: str) -> tuple[list[object], list[object], int]:
+    """(refs from the whole tree, refs from import_tree, import_tree's module end)."""
+    calls = "import_module" in source or "__import__" in source
+    lines = source.count("\n") + 1
+    whole = scan_imports(ast.parse(source), calls, lines)
+    tree, end = import_tree(source, "<test>", _is_main_guard)
+    return list(whole), list(scan_imports(tree, calls, end or lines)), end
+
+
+def _modules(refs: list[object]) -> list[str]:
+    return [r.module for r in refs]  # type: ignore[attr-defined]
+
+
+TRICKY = {
+    "docstring with code in column 0 before an import": (
+        'def f():\n    """Example:\nif TYPE_CHECKING:\n    x = 1\n    """\n    import foo\n\n\ndef g():\n'
+        "    return 1\n", ["foo"]),
+    "decorators": "@dec\n@dec2(\n    1)\ndef f():\n    import a\n\n\nclass C:\n    pass\n",
+    "guards and clauses": (
+        "try:\n    import a\nexcept ImportError:\n    import b\nelse:\n    x = 1\nfinally:\n    y = 2\n"
+        "if TYPE_CHECKING:\n    import typesonly\nelif x:\n    import c\nelse:\n    import d\n"
+        "def h():\n    return 2\n", ["a", "b", "c", "d"]),
+    "backslash continuation": "x = 1 + \\\n2\nimport b\nz = 3\n",
+    "column 0 inside brackets": "x = [\n'a',\n]\nimport c\ny = (\n1)\n",
+    "a triple quote in a comment": "# a stray \"\"\"\nimport a\ndef f():\n    pass\nimport b\n",
+    "calls": "import importlib\ndef f():\n    return importlib.import_module('m')\ndef g():\n    pass\n",
+    "__main__ naming a private function": (
+        "def _selftest():\n    import doctest\n\n\ndef main():\n    pass\n\n\n"
+        "if __name__ == '__main__':\n    _selftest()\n"),
+    "__main__ naming public names only": (
+        "def _helper():\n    import json\n\n\ndef main():\n    import csv\n\n\n"
+        "if __name__ == '__main__':\n    import sys\n    main()\n"),
+    "module __getattr__": (
+        "def __getattr__(name):\n    if name == 'x':\n        import heavy\n        return heavy\n"
+        "    raise AttributeError(name)\n\n\nclass Other:\n    pass\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRICKY))
+def test_tricky_sources_give_what_a_whole_parse_gives(case: str) -> None:
+    value = TRICKY[case]
+    source, expected = value if isinstance(value, tuple) else (value, None)
+    whole, part, _ = _both(source)
+    assert part == whole
+    if expected is not None:
+        assert _modules(part) == expected
+
+
+def test_statements_without_imports_are_not_parsed() -> None:
+    source = "import a\n\n\nclass Big:\n    def m(self):\n        return 1\n\n\ndef f():\n    import b\n"
+    tree, end = import_tree(source, "<test>", _is_main_guard)
+    assert [type(s).__name__ for s in tree.body] == ["Import", "FunctionDef"]
+    assert end == source.count("\n") + 1
+    assert [s.lineno for s in tree.body] == [1, 9]
+
+
+def test_a_top_level_import_blocks_to_the_end_of_the_module() -> None:
+    """Lines after a failing top-level import never run, up to the module's end, also when the
+    tree holds only some of the statements (absent.py reads block_end)."""
+    source = "import pytest\nx = 1\ndef f():\n    pass\nimport later\n"
+    _, part, end = _both(source)
+    assert end
+    assert {r.module: r.block_end for r in part} == {"pytest": 6, "later": 6}  # type: ignore[attr-defined]
+
+
+def test_what_needs_the_whole_module_is_parsed_whole() -> None:
+    for source in ("import a\r\nx = 1\r\n",  # CR line ends
+                   "def _t():\n    import d\nif __name__ == '__main__':\n    _t()\n",  # deadcode.py
+                   "x = [\n'a',\nimport_b]\ny = 1\n"):  # a part that does not parse
+        assert import_tree(source, "<test>", _is_main_guard)[1] == 0
+    refs = {r.module: r.main_only for r in _both(str(TRICKY["__main__ naming a private function"]))[1]}  # type: ignore[attr-defined]
+    assert refs == {"doctest": True}
+
+
+def test_a_broken_statement_without_imports_does_not_hide_the_others() -> None:
+    kind, refs = _scan("import os\ndef broken(:\n    pass\nimport json\n", "/x.py", (3, 11))
+    assert kind == "refs" and [r["module"] for r in refs] == ["os", "json"]  # type: ignore[union-attr]
+    kind, why = _scan("import os\ndef broken(:\n    import json\n", "/x.py", (3, 11))
+    assert kind == "unknown" and "not parseable" in str(why)
+
+
+def test_a_byte_order_mark_is_skipped_as_python_does() -> None:
+    kind, refs = _scan("\ufeffimport os\n", "/x.py", (3, 11))
+    assert kind == "refs" and [r["module"] for r in refs] == ["os"]  # type: ignore[union-attr]
+
+
+def test_the_standard_library_gives_the_same_imports() -> None:
+    """Every 4th module of the running interpreter's standard library, its own tests left out
+    (~200 files): the same ImportRefs, and most of them really parsed in part."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in stdlib.rglob("*.py")
+                   if not {"test", "tests", "site-packages", "dist-packages"} & set(p.relative_to(stdlib).parts))[::4]
+    assert len(files) > 100
+    partial = 0
+    for path in files:
+        source = path.read_bytes().decode("utf-8", "replace").removeprefix("\ufeff")
+        try:
+            ast.parse(source)
+        except (SyntaxError, ValueError):
+            continue  # test data written in Python 2 (lib2to3)
+        whole, part, end = _both(source)
+        assert part == whole, path
+        partial += bool(end)
+    assert partial > len(files) * 0.7
