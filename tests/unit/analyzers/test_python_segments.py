@@ -117,3 +117,20 @@ def test_the_standard_library_gives_the_same_imports() -> None:
         assert part == whole, path
         partial += bool(end)
     assert partial > len(files) * 0.7
+
+
+def test_the_token_bound_never_undercounts() -> None:
+    """_more_tokens_than answers from a bound computed in C when it can; the answer is the one
+    counting with tokenize gives, around the true count."""
+    import io
+    import tokenize
+
+    from slim.analyzers.python.imports import _more_tokens_than
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    sources = [p.read_text("utf-8", "replace") for p in sorted(stdlib.glob("*.py"))[::10]]
+    sources += ["x = 1if y else 2\n", "def f():\n    if a:\n        if b:\n            c\nd\n",
+                "s = '''a\nb''' + r'\\'' # c\n"]
+    for source in sources:
+        n = sum(1 for _ in tokenize.generate_tokens(io.StringIO(source).readline))
+        assert _more_tokens_than(source, n - 1) and not _more_tokens_than(source, n)
