@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, Analyzer, link_edges, tidy
@@ -51,17 +51,20 @@ FOLLOWED_BOOT_LIBS = frozenset({"rubygems"})
 BOOT_LIBS = ("rubygems", "did_you_mean", "error_highlight", "syntax_suggest/core_ext",
              "bundled_gems", "monitor")
 
+# Each pattern starts at its keyword, which must follow the start of a line, white space, `;`
+# or `(` (see _after): the regex engine then skips to the keyword's first letters in C instead of
+# trying a boundary at every character (5 times faster on a gem tree).
 # require 'x' / require "x" / require('x'), require_relative, load, autoload :C, 'x'
 _LOAD_RE = re.compile(
-    r"""(?:^|[\s;(])(require_relative|require|load|autoload\s*\(?\s*:?[A-Za-z_][\w:]*\s*,)\s*\(?\s*(['"])([^'"#{}\n]+)\2""",
+    r"""(require_relative|require|load|autoload\s*\(?\s*:?[A-Za-z_][\w:]*\s*,)\s*\(?\s*(['"])([^'"#{}\n]+)\2""",
     re.M)
-_DYNAMIC_RE = re.compile(r"""(?:^|[\s;])(require|require_relative)(?![\w?!])\s*\(?\s*([A-Za-z_@$][\w.:@$]*)\s*\)?\s*$""", re.M)
+_DYNAMIC_RE = re.compile(r"""(require|require_relative)(?![\w?!])\s*\(?\s*([A-Za-z_@$][\w.:@$]*)\s*\)?\s*$""", re.M)
 # require File.expand_path("x", __dir__) / ("../x", __FILE__), autoload :C, File.expand_path(…)
 _EXPAND_RE = re.compile(
-    r"""(?:^|[\s;(])(require|load|autoload\s*\(?\s*:?[A-Za-z_][\w:]*\s*,)\s*\(?\s*File\.expand_path\(\s*"""
+    r"""(require|load|autoload\s*\(?\s*:?[A-Za-z_][\w:]*\s*,)\s*\(?\s*File\.expand_path\(\s*"""
     r"""(['"])([^'"#{}\n]+)\2\s*,\s*(__dir__|__FILE__|File\.dirname\(\s*__FILE__\s*\))\s*\)""", re.M)
 # require "dir/#{name}": a literal directory, a computed file
-_INTERPOLATED_RE = re.compile(r"""(?:^|[\s;(])(require_relative|require)\s*\(?\s*"([^"\n]*?)#\{""", re.M)
+_INTERPOLATED_RE = re.compile(r"""(require_relative|require)\s*\(?\s*"([^"\n]*?)#\{""", re.M)
 _BIN_STUB_RE = re.compile(r"""Gem\.(?:activate_bin_path|bin_path)\(\s*['"]([^'"]+)['"]\s*,\s*['"]([^'"]+)['"]""")
 _GEMSPEC_PATHS = re.compile(r"""require_paths\s*=\s*\[([^\]]*)\]""")
 
@@ -257,6 +260,19 @@ def _code(source: str) -> str:
     return _COMMENT_LINE.sub("", _BLOCK_COMMENT.sub(blank, source))
 
 
+def _after(pattern: re.Pattern[str], source: str, stops: str = ";(") -> Iterator[re.Match[str]]:
+    """The matches of `pattern` (as finditer finds them) that start the text or follow white
+    space or a character of `stops`."""
+    pos = 0
+    while (m := pattern.search(source, pos)) is not None:
+        at = m.start()
+        if at and not (source[at - 1].isspace() or source[at - 1] in stops):
+            pos = at + 1
+            continue
+        yield m
+        pos = max(m.end(), at + 1)
+
+
 def ruby_edges(ctx: AnalysisContext, env: RubyEnv, path: str, source: str,
                extra: Sequence[str] = ()) -> list[Edge | Unknown]:
     """Edges from one Ruby file to what it loads by literal name."""
@@ -264,7 +280,7 @@ def ruby_edges(ctx: AnalysisContext, env: RubyEnv, path: str, source: str,
     out: list[Edge | Unknown] = []
     here = posixpath.dirname(path)
     wd = ctx.config.workdir or "/"
-    for m in _LOAD_RE.finditer(source):
+    for m in _after(_LOAD_RE, source):
         how, name = m.group(1).split("(")[0].split()[0].rstrip(","), m.group(3)
         line = source.count("\n", 0, m.start()) + 1
         where = f"{path}:{line}: {how} {name!r}"
@@ -283,7 +299,7 @@ def ruby_edges(ctx: AnalysisContext, env: RubyEnv, path: str, source: str,
                 out.append(Unknown(path, f"line {line}: {how} {name!r}: not found on $LOAD_PATH or in a gem"))
             continue
         out.extend(link_edges(ctx, path, hit, "import", where))
-    for m in _EXPAND_RE.finditer(source):
+    for m in _after(_EXPAND_RE, source):
         how, name, anchor = m.group(1).split("(")[0].split()[0].rstrip(","), m.group(3), m.group(4)
         line = source.count("\n", 0, m.start()) + 1
         base = path if anchor == "__FILE__" else here  # expand_path("../x", __FILE__) is here/x
@@ -294,10 +310,10 @@ def ruby_edges(ctx: AnalysisContext, env: RubyEnv, path: str, source: str,
             out.extend(link_edges(ctx, path, hit, "import", f"{path}:{line}: {how} File.expand_path({name!r})"))
         elif how != "autoload":
             out.append(Unknown(path, f"line {line}: {how} File.expand_path({name!r}): not found"))
-    for m in _INTERPOLATED_RE.finditer(source):
+    for m in _after(_INTERPOLATED_RE, source):
         out.extend(_interpolated_edges(ctx, env, path, source.count("\n", 0, m.start()) + 1, m.group(1),
                                        m.group(2), extra))
-    for m in _DYNAMIC_RE.finditer(source):
+    for m in _after(_DYNAMIC_RE, source, ";"):
         line = source.count("\n", 0, m.start()) + 1
         out.append(Unknown(path, f"line {line}: {m.group(1)} of a computed name ({m.group(2)})"))
     for gem, exe in _BIN_STUB_RE.findall(source):

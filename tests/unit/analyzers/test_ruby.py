@@ -161,3 +161,18 @@ def test_expand_path_loads_interpolated_requires_and_rubygems_followed(tmp_path:
     reasons = {u.reason for u in unknowns}
     assert any("rubygems/defaults/#{" in r and "2 matching files kept" in r for r in reasons)
     assert any("a computed name; nothing kept" in r for r in reasons)
+
+
+def test_requires_follow_a_line_start_space_semicolon_or_parenthesis(tmp_path: Path) -> None:
+    """A keyword counts after the start of a line, white space, `;` or `(`, never inside a
+    word (`xrequire`, `preload`); evidence names the keyword's own line."""
+    files = {**FILES, "/app/app.rb": ("x = 1\nxrequire 'nope'\nrequire 'csv'\nputs 1;require 'date'\n"
+                                      "(require 'forwardable')\npreload 'nope2'\nrequire name\n")}
+    write_tree(tmp_path, files, LINKS, CONFIG)
+    with context(tmp_path) as ctx:
+        items = RubyAnalyzer(ctx).analyze(ctx.fs.stat("/app/app.rb"))  # type: ignore[arg-type]
+    edges = {e.dst: e.evidence for e in items if isinstance(e, Edge)}
+    assert set(edges) == {f"{LIB}/csv.rb", f"{LIB}/date.rb", f"{LIB}/forwardable.rb"}
+    assert edges[f"{LIB}/csv.rb"] == "/app/app.rb:3: require 'csv'"
+    assert edges[f"{LIB}/forwardable.rb"] == "/app/app.rb:5: require 'forwardable'"
+    assert [u.reason for u in items if not isinstance(u, Edge)] == ["line 7: require of a computed name (name)"]
