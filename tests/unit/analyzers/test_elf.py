@@ -173,6 +173,94 @@ def test_fuzz_garbled_elf_only_raises_analysis_error(data: st.DataObject) -> Non
         assert info.elfclass in (32, 64)
 
 
+def _pyelftools(data: bytes) -> tuple[object, object, object]:
+    """What pyelftools reads from `data` (parse_elf, data_segments, imported_symbols as they
+    read before the struct reader), each an exception class name when it fails."""
+    from elftools.elf.sections import SymbolTableSection
+
+    from slim import elf as E
+
+    def info() -> object:
+        return E._parse(E.open_elf(io.BytesIO(data), "/f"), "/f")
+
+    def segments() -> object:
+        return [(int(s["p_offset"]), int(s["p_filesz"])) for s in E.open_elf(io.BytesIO(data), "/f").iter_segments()
+                if s["p_type"] == "PT_LOAD" and not int(s["p_flags"]) & E.PF_X and int(s["p_filesz"]) > 0]
+
+    def symbols() -> object:
+        elf = E.open_elf(io.BytesIO(data), "/f")
+        dynsym = elf.get_section_by_name(".dynsym")
+        if not isinstance(dynsym, SymbolTableSection):
+            return set()
+        strtab = elf.get_section(dynsym["sh_link"])
+        return E._undefined(dynsym.data(), strtab.data(), elf.elfclass, elf.little_endian)
+
+    out: list[object] = []
+    for read in (info, segments, symbols):
+        try:
+            out.append(read())
+        except Exception as exc:  # the garbled-file policy: any failure
+            out.append(type(exc).__name__)
+    return out[0], out[1], out[2]
+
+
+def _struct_reader(data: bytes) -> tuple[object, object, object]:
+    from slim import elf as E
+
+    out: list[object] = []
+    for read in (lambda r: r.info("/f"),
+                 lambda r: [(o, n) for k, f, o, _, n in r.segments if k == E.PT_LOAD and not f & E.PF_X and n > 0],
+                 lambda r: r.undefined_symbols()):
+        try:
+            out.append(read(E._Raw(io.BytesIO(data))))
+        except E._UNUSUAL:
+            out.append(None)  # left to pyelftools
+    return out[0], out[1], out[2]
+
+
+def test_the_struct_reader_agrees_with_pyelftools_on_host_objects() -> None:
+    """The loader, libc and a few libraries and programs of the host: the same answers."""
+    paths = [os.path.realpath(HOST_LD), "/bin/ls", "/usr/bin/python3", "/bin/bash"]
+    paths += sorted(str(p) for p in Path("/usr/lib/x86_64-linux-gnu").glob("lib*.so*"))[:40:4]
+    checked = 0
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        data = Path(path).read_bytes()
+        if data[:4] != b"\x7fELF":
+            continue
+        assert _struct_reader(data) == _pyelftools(data), path
+        checked += 1
+    assert checked >= 5
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_the_struct_reader_agrees_with_pyelftools(data: st.DataObject) -> None:
+    """Garbled copies of the host's ld.so (program headers, notes and dynamic section, or the
+    section table, flipped; the file cut): where both readers answer, they answer the same.
+    pyelftools takes the dynamic string table from the section table when it has one and ld.so
+    from DT_STRTAB, so with a garbled section table only the sections' reader is compared."""
+    raw = bytearray(_host_elf())
+    shoff = int.from_bytes(raw[0x28:0x30], "little")
+    table_end = shoff + 64 * int.from_bytes(raw[0x3C:0x3E], "little")
+    sections_touched = False
+    if data.draw(st.booleans(), label="cut"):
+        del raw[max(data.draw(st.integers(min_value=0, max_value=len(raw)), label="at"), 0x40):]
+    for _ in range(data.draw(st.integers(min_value=1, max_value=6), label="flips")):
+        in_sections = data.draw(st.booleans(), label="sections")
+        lo, hi = (shoff, table_end - 1) if in_sections else (0x40, 4096)  # the ELF header stays
+        pos = data.draw(st.integers(min_value=lo, max_value=hi), label="pos")
+        if pos < len(raw):
+            raw[pos] = data.draw(st.integers(min_value=0, max_value=255), label="byte")
+            sections_touched |= in_sections
+    fast, old = _struct_reader(bytes(raw)), _pyelftools(bytes(raw))
+    compared = (1, 2) if sections_touched or len(raw) < table_end else (0, 1, 2)
+    for i in compared:
+        if fast[i] is not None and not isinstance(old[i], str):
+            assert fast[i] == old[i]
+
+
 def test_is_elf_and_cached_elf_info(tmp_path: Path, open_root) -> None:
     need_gcc()
     root = glibc_root(tmp_path)
