@@ -48,7 +48,6 @@ _REGULAR = frozenset((REGTYPE, AREGTYPE, CONTTYPE, GNU_SPARSE))
 _SUPPORTED = _REGULAR | {LNKTYPE, SYMTYPE, CHRTYPE, BLKTYPE, DIRTYPE, FIFOTYPE}
 _GNU_TYPES = frozenset((GNU_LONGNAME, GNU_LONGLINK, GNU_SPARSE))
 _EXTENDED = frozenset((PAX_LOCAL, PAX_GLOBAL, SOLARIS_PAX, GNU_LONGNAME, GNU_LONGLINK))
-_UNSIGNED = struct.Struct("148B8x356B")
 _SIGNED = struct.Struct("148b8x356b")
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
 _PAX_INT = ("size", "uid", "gid")
@@ -282,9 +281,9 @@ class TarReader:
 
     @staticmethod
     def _parse_header(buf: bytes) -> TarMember:
-        chksum = _num(buf[148:156])
-        if chksum not in (256 + sum(_UNSIGNED.unpack_from(buf)), 256 + sum(_SIGNED.unpack_from(buf))):
-            raise TarFormatError("bad checksum")
+        chksum = _num(buf[148:156])  # the sum of the header's bytes, its own field read as spaces
+        if chksum != 256 + sum(buf) - sum(buf[148:156]) and chksum != 256 + sum(_SIGNED.unpack_from(buf)):
+            raise TarFormatError("bad checksum")  # (old tars summed signed bytes)
         m = TarMember()
         m.name = _str(buf[0:100])
         m.mode = _num(buf[100:108])

@@ -210,3 +210,16 @@ def test_contents_only_while_at_the_member() -> None:
         with pytest.raises(TarFormatError):
             fa.read()  # type: ignore[union-attr]
         assert tr.extractfile(b).read() == b"2"  # type: ignore[union-attr]
+
+
+def test_a_checksum_summed_over_signed_bytes_is_accepted() -> None:
+    """Old tar implementations summed the header as signed chars: a name with bytes over 0x7f
+    then has another checksum, which tarfile accepts too."""
+    header = bytearray(_one("caf\xe9", b"x", fmt=tarfile.GNU_FORMAT)[:512])
+    header[148:156] = b" " * 8
+    signed = sum(b - 256 if b > 127 else b for b in header)
+    assert signed != sum(header)
+    header[148:156] = f"{signed:06o}\x00 ".encode()
+    data = bytes(header) + _one("caf\xe9", b"x", fmt=tarfile.GNU_FORMAT)[512:]
+    assert _members(data) == ["caf\xe9"]
+    assert [m.name for m in tarfile.open(fileobj=io.BytesIO(data))] == ["caf\xe9"]
