@@ -45,6 +45,10 @@ class Resolved:
 
 
 MAX_RESOLVED = 500_000  # memoized resolutions kept (a few hundred bytes each)
+# The analyzers are asked about one file after another, and several read the same file (its
+# first bytes for a magic number or a #! line, or all of it): the last reads are kept.
+RECENT_READS = 8
+RECENT_READ_BYTES = 1 << 20  # larger reads are not kept
 
 
 class RootFS:
@@ -62,6 +66,7 @@ class RootFS:
         self._paths: list[str] | None = None  # sorted paths, for glob
         self._resolved: dict[str, Resolved] = {}  # absolute path → resolve(path), links followed
         self._resolved_for = -1  # the entry count the memo was made for (a changed tree drops it)
+        self._recent: dict[tuple[int, str], tuple[int | None, bytes]] = {}  # (layer, path) → limit, data
 
     # -- metadata -------------------------------------------------------------------------
     def get(self, path: str) -> FileEntry | None:
@@ -249,10 +254,23 @@ class RootFS:
         entry = self._content_entry(path)
         if entry.size == 0 or limit == 0:
             return b""
-        data = self.store.read(entry.layer, entry.path, limit) if self.store else None
+        key = (entry.layer, entry.path)
+        recent = self._recent.get(key)
+        if recent is not None:
+            got, kept = recent
+            if got is None or len(kept) < got or (limit is not None and limit <= got):
+                return kept if limit is None else kept[:limit]  # all of it, or enough of it
+        want = limit if limit is None or limit >= 512 else 512  # a #! line or magic: one read for all
+        data = self.store.read(entry.layer, entry.path, want) if self.store else None
         if data is None:
             raise AnalysisError(f"{path}: contents were not captured for analysis")
-        return data
+        if len(data) <= RECENT_READ_BYTES:
+            recents = self._recent
+            recents.pop(key, None)
+            recents[key] = (want, data)
+            while len(recents) > RECENT_READS:
+                recents.pop(next(iter(recents)), None)
+        return data if limit is None else data[:limit]
 
     def read_text(self, path: str, limit: int | None = 4 << 20) -> str:
         return self.read(path, limit).decode("utf-8", errors="replace")

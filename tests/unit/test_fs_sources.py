@@ -339,3 +339,23 @@ def test_failed_pull_leaves_no_cache_and_one_short_line(monkeypatch, tmp_path) -
     assert message.startswith("docker://nosuch:latest: Error initializing source")
     assert len(message) < 260 and "level=fatal" not in message
     assert not any((tmp_path / "cache").rglob("nosuch*"))
+
+
+def test_recent_reads_answer_any_limit_as_the_store_would(tmp_path):
+    """RootFS keeps its last reads (analyzers read one file after another, several the same
+    one): each answer is what a read of the store gives, for any order of limits."""
+    from slim.fs import rootfs
+
+    big = bytes(range(256)) * 40  # 10 KiB
+    write_oci(tmp_path, [layer_tar([M("a.py", data=big), M("b.py", data=b"#!/bin/sh\n"),
+                                    *(M(f"f{i}.py", data=bytes([i]) * 600) for i in range(12))])])
+    with load_image(f"oci:{tmp_path}") as li:
+        fs = li.rootfs
+        store = fs.store
+        for limit in (2, None, 4, 600, 513, 10240, 20000, None, 1, 0):
+            expected = b"" if limit == 0 else store.read(fs.get("/a.py").layer, "/a.py", limit)
+            assert fs.read("/a.py", limit) == expected, limit
+        assert fs.read("/b.py", 2) == b"#!" and fs.read("/b.py") == b"#!/bin/sh\n" and fs.read("/b.py", 600) == b"#!/bin/sh\n"
+        for i in range(12):
+            assert fs.read(f"/f{i}.py", 4) == bytes([i]) * 4 and fs.read(f"/f{i}.py") == bytes([i]) * 600
+        assert len(fs._recent) == rootfs.RECENT_READS
