@@ -222,4 +222,5 @@ def test_a_checksum_summed_over_signed_bytes_is_accepted() -> None:
     header[148:156] = f"{signed:06o}\x00 ".encode()
     data = bytes(header) + _one("caf\xe9", b"x", fmt=tarfile.GNU_FORMAT)[512:]
     assert _members(data) == ["caf\xe9"]
-    assert [m.name for m in tarfile.open(fileobj=io.BytesIO(data))] == ["caf\xe9"]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        assert [m.name for m in tf] == ["caf\xe9"]
