@@ -4,8 +4,9 @@
 encloses it (a `try`, an `if TYPE_CHECKING:`, a function). A top-level statement whose text never
 spells `import` holds no import statement and no `import_module`/`__import__` call, so its tree
 is not needed. In the Python sources of the bench images about 60 % of the bytes are in such
-statements (whole classes and functions), and `ast.parse` costs about 0.15 µs a byte: parsing
-only the rest is about 2.5 times faster.
+statements (whole classes and functions), and more than half of what is left is the methods of
+classes that import in one method: parsing only the rest is about 3 times faster than `ast.parse`
+of the whole module.
 
 Where a top-level statement starts is found from the text alone: a line that starts in column 0
 with something other than white space, a comment or a closing bracket, and is none of
@@ -13,15 +14,22 @@ with something other than white space, a comment or a closing bracket, and is no
 * a clause continuing the statement before it (`else`, `elif`, `except`, `finally`);
 * the line after a decorator line (`@…`), which belongs to the decorated definition;
 * the line after a backslash continuation;
-* inside a triple-quoted string: an odd number of `\"\"\"` or `'''` before it (a docstring with text in
-  column 0 is common; a triple quote inside a comment or a one-line string can only make this
-  merge more statements, or stop at a line the parse below refuses).
+* inside a triple-quoted string: an odd number of `\"\"\"` or `'''` before it (a docstring with
+  text in column 0 is common).
 
 Consecutive statements that spell `import` (or `__main__`) are parsed together, at their own
-line numbers. A part that does not parse (a boundary taken inside a bracket, say) makes the whole
-module parsed. So does a `__main__` block that names a private name: deadcode.py decides which
-private functions only that block calls from every statement of the module. A module with a CR
-line end is parsed whole too (column 0 is found after LF).
+line numbers. In a class with a one-line header, the statements of its body are found the same
+way at the indentation of its first statement, and those that do not spell `import` (but the
+last, which ends the block) are parsed as `pass` on the same lines (_thinned).
+
+A wrong boundary (one taken inside a bracket) makes a part that does not parse, and then the
+whole module is parsed. A triple quote that is no string's (one in a comment) miscounts, and a
+part can start inside a string: the parse then reads the string's closing quote as an opening
+one and takes the code after it for the string's text. So a string statement spanning lines that
+read as imports makes the module parsed whole too (a docstring showing an import does the
+same). So does a `__main__` block that names a private name: deadcode.py decides which private
+functions only that block calls from every statement of the module. A module with a CR line end
+is parsed whole (column 0 is found after LF).
 
 What a partial parse does not do is reject a module whose other statements are not valid Python:
 their imports are followed instead of being reported as unparseable, which keeps more, never less.
@@ -30,32 +38,83 @@ their imports are followed instead of being reported as unparseable, which keeps
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 import re
 from collections.abc import Callable
 
-_START = re.compile(r"(?m)^(?=[^\s#)\]}])")  # column 0: not blank, a comment or a closing bracket
 _CLAUSE = re.compile(r"(?:else|elif|except|finally)\b")
 _WORDS = ("import", "__main__")  # what a statement scan_imports reads spells
+_CLASS_HEADER = re.compile(r"class[ \t]+\w+[ \t]*(?:\([^\n]*\))?[ \t]*:[ \t]*(?:#[^\n]*)?\n")
 
 
-def _starts(source: str) -> list[int]:
-    """Offsets of the lines that start a new top-level statement (after the first)."""
+@functools.lru_cache(maxsize=32)
+def _line_start(indent: str) -> re.Pattern[str]:
+    """A line at exactly `indent` that starts something: not blank, a comment or a closing bracket."""
+    return re.compile(f"(?m)^{re.escape(indent)}(?=[^\\s#)\\]}}])")
+
+
+@functools.lru_cache(maxsize=32)
+def _shallower(indent: str) -> re.Pattern[str]:
+    """A line that is neither blank, a comment, nor indented by at least `indent`."""
+    return re.compile(f"(?m)^(?!{re.escape(indent)}|[ \\t]*(?:#|\\n|$))")
+
+
+def _starts(source: str, indent: str = "", start: int = 1, end: int | None = None) -> list[int]:
+    """Offsets of the lines in source[start:end] that start a new statement of the block at
+    `indent` (the module's by default; rules in the module doc)."""
     out: list[int] = []
     dq = sq = 0  # triple quotes before the candidate line
-    last = 0
-    after_decorator = source.startswith("@")
-    for m in _START.finditer(source, 1):
+    last = start - 1
+    after_decorator = source.startswith("@", start - 1 + len(indent))  # the first statement's
+    for m in _line_start(indent).finditer(source, start, len(source) if end is None else end):
         at = m.start()
         dq += source.count('"""', last, at)
         sq += source.count("'''", last, at)
         last = at
-        decorated, after_decorator = after_decorator, source.startswith("@", at)
+        code = at + len(indent)
+        decorated, after_decorator = after_decorator, source.startswith("@", code)
         if (decorated or dq & 1 or sq & 1 or source.startswith("\\\n", at - 2)
-                or _CLAUSE.match(source, at)):
+                or _CLAUSE.match(source, code)):
             continue
         out.append(at)
     return out
+
+
+def _thinned(source: str, a: int, b: int) -> str:
+    """source[a:b], a top-level statement, as it is parsed: when it is a class with a one-line
+    header, each statement of its body that does not spell `import` (but the last, which ends the
+    block) becomes `pass` on the same lines. A class holds most of a module's code, and an import
+    in it is mostly in one method. The body's indentation is that of its first statement (the
+    rule of the language); a line less indented (column 0 in a docstring, a continuation line)
+    leaves the class whole."""
+    at = a
+    while source.startswith("@", at):  # one-line decorators
+        at = source.find("\n", at, b) + 1
+        if at <= 0:
+            return source[a:b]
+    header = _CLASS_HEADER.match(source, at, b)
+    if header is None:
+        return source[a:b]
+    body = header.end()
+    first = re.compile(r"(?m)^([ \t]+)[^\s#]").search(source, body, b)
+    if first is None or source.count("\n", body, first.start()) != len(
+            re.findall(r"(?m)^[ \t]*(?:#[^\n]*)?\n", source[body:first.start()])):
+        return source[a:b]  # not a blank or comment line before the first statement
+    indent = first.group(1)
+    if _shallower(indent).search(source, first.start(), b):
+        return source[a:b]
+    bounds = [first.start(), *_starts(source, indent, first.start() + 1, b), b]
+    if len(bounds) < 3:
+        return source[a:b]
+    parts = [source[a:first.start()]]
+    for x, y in itertools.pairwise(bounds[:-1]):
+        if source.find("import", x, y) >= 0:
+            parts.append(source[x:y])
+        else:
+            parts.append(indent + "pass" + "\n" * source.count("\n", x, y))
+    parts.append(source[bounds[-2]:b])
+    return "".join(parts)
 
 
 def import_tree(source: str, path: str, main_guard: Callable[[ast.AST], bool]) -> tuple[ast.Module, int]:
@@ -67,28 +126,51 @@ def import_tree(source: str, path: str, main_guard: Callable[[ast.AST], bool]) -
         return ast.parse(source, filename=path), 0
     words = _WORDS if "__main__" in source else _WORDS[:1]
     bounds = [0, *_starts(source), len(source)]
-    runs: list[tuple[int, int]] = []  # [start, end) of consecutive statements that spell them
+    runs: list[list[tuple[int, int]]] = []  # runs of consecutive statements that spell them
     for a, b in itertools.pairwise(bounds):
         if all(source.find(word, a, b) < 0 for word in words):
             continue
-        if runs and runs[-1][1] == a:
-            runs[-1] = (runs[-1][0], b)
+        if runs and runs[-1][-1][1] == a:
+            runs[-1].append((a, b))
         else:
-            runs.append((a, b))
-    if len(runs) == 1 and runs[0] == (0, len(source)):
-        return ast.parse(source, filename=path), 0
+            runs.append([(a, b)])
+    if len(bounds) == 2 and runs:
+        return ast.parse(source, filename=path), 0  # one statement that spells import
     body: list[ast.stmt] = []
     line, done = 1, 0
     try:
-        for a, b in runs:
-            line += source.count("\n", done, a)
-            done = a
-            body.extend(ast.parse("\n" * (line - 1) + source[a:b], filename=path).body)
+        for run in runs:
+            line += source.count("\n", done, run[0][0])
+            done = run[0][0]
+            text = "".join(_thinned(source, a, b) for a, b in run)
+            part = ast.parse("\n" * (line - 1) + text, filename=path).body
+            if _may_have_swallowed(part):
+                return ast.parse(source, filename=path), 0
+            body.extend(part)
     except (SyntaxError, ValueError):
         return ast.parse(source, filename=path), 0
     if len(words) > 1 and _main_names_private(body, main_guard):
         return ast.parse(source, filename=path), 0
     return ast.Module(body=body, type_ignores=[]), source.count("\n") + 1
+
+
+_IMPORT_LINE = re.compile(r"(?m)(?:^[ \t]*|[:;][ \t]*)(?:import[ \t]+[\w.]|from[ \t]+[\w.]+[ \t]+import\b)")
+
+
+def _may_have_swallowed(body: list[ast.stmt]) -> bool:
+    """Whether a string statement of `body` (or of a class in it) spans lines that read as
+    import statements. A miscounted triple quote (one in a comment) can make a part start
+    inside a string; the parse then reads the string's closing quote as an opening one and
+    real imports as the string's text. A docstring showing an import looks the same: either
+    way the module is parsed whole."""
+    for node in body:
+        if isinstance(node, ast.ClassDef) and _may_have_swallowed(node.body):
+            return True
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str) and "\n" in node.value.value
+                and _IMPORT_LINE.search(node.value.value)):
+            return True
+    return False
 
 
 def _main_names_private(body: list[ast.stmt], main_guard: Callable[[ast.AST], bool]) -> bool:

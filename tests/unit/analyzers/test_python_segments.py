@@ -134,3 +134,55 @@ def test_the_token_bound_never_undercounts() -> None:
     for source in sources:
         n = sum(1 for _ in tokenize.generate_tokens(io.StringIO(source).readline))
         assert _more_tokens_than(source, n - 1) and not _more_tokens_than(source, n)
+
+
+SWALLOWING = '''# a stray """ in a comment
+def f():
+    """
+text in column 0
+"""
+    return 1
+import os
+X = """
+value
+"""
+'''
+
+
+def test_a_stray_triple_quote_never_hides_an_import() -> None:
+    """The triple quote in the comment flips the count: a part then starts at the docstring's
+    closing quote, which parses as a string holding `import os`. The module is parsed whole."""
+    whole, part, end = _both(SWALLOWING)
+    assert part == whole and "os" in _modules(part) and end == 0
+
+
+CLASS = '''class A(Base):
+    """Doc."""
+
+    def one(self):
+        return [i for i in range(10)]
+
+    @property
+    def two(self):
+        import json
+        return json
+
+    # a comment
+    def three(self):
+        return 3
+'''
+
+
+def test_class_members_without_imports_are_not_parsed() -> None:
+    from slim.analyzers.python.segments import _thinned
+
+    thin = _thinned(CLASS, 0, len(CLASS))
+    assert thin.count("\n") == CLASS.count("\n")
+    assert "def one" not in thin and '"""Doc."""' not in thin  # made `pass`
+    assert "import json" in thin and "def three" in thin  # holds an import; ends the block
+    whole, part, end = _both(CLASS + "import os\n")
+    assert part == whole and end and _modules(part) == ["json", "os"]
+    for odd in ("class A:\n    x = (\n    1)\n    def f(self):\n        import json\n    y = 2\n",
+                'class A:\n    def f(self):\n        """\ncolumn 0\n"""\n        import json\n    y = 2\n'):
+        whole, part, _ = _both(odd + "import os\n")  # a continuation line; column 0 in a docstring
+        assert part == whole and "json" in _modules(part)
