@@ -395,7 +395,8 @@ class _Raw:
         raise _Unusual
 
     def info(self, path: str) -> ElfInfo:
-        """What _parse reads with pyelftools, the same way (module doc)."""
+        """What _parse reads with pyelftools; the dynamic string table found from DT_STRTAB
+        and the program headers, as ld.so finds it (module doc)."""
         if self.etype == ET_CORE:
             raise _Unusual
         etype_raw = _E_TYPE.get(self.etype, str(self.etype))

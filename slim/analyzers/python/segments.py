@@ -46,6 +46,8 @@ from collections.abc import Callable
 _CLAUSE = re.compile(r"(?:else|elif|except|finally)\b")
 _WORDS = ("import", "__main__")  # what a statement scan_imports reads spells
 _CLASS_HEADER = re.compile(r"class[ \t]+\w+[ \t]*(?:\([^\n]*\))?[ \t]*:[ \t]*(?:#[^\n]*)?\n")
+_FIRST_STATEMENT = re.compile(r"(?m)^([ \t]+)[^\s#]")  # an indented line that is not blank or a comment
+_BLANK_OR_COMMENT = re.compile(r"(?m)^[ \t]*(?:#[^\n]*)?\n")
 
 
 @functools.lru_cache(maxsize=32)
@@ -97,10 +99,10 @@ def _thinned(source: str, a: int, b: int) -> str:
     if header is None:
         return source[a:b]
     body = header.end()
-    first = re.compile(r"(?m)^([ \t]+)[^\s#]").search(source, body, b)
+    first = _FIRST_STATEMENT.search(source, body, b)
     if first is None or source.count("\n", body, first.start()) != len(
-            re.findall(r"(?m)^[ \t]*(?:#[^\n]*)?\n", source[body:first.start()])):
-        return source[a:b]  # not a blank or comment line before the first statement
+            _BLANK_OR_COMMENT.findall(source, body, first.start())):
+        return source[a:b]  # a line before the first statement that is not blank or a comment
     indent = first.group(1)
     if _shallower(indent).search(source, first.start(), b):
         return source[a:b]
