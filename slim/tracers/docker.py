@@ -15,7 +15,8 @@ its loopback (`--network none`, the default); probes reach the app from inside i
 namespace (`nsenter --target PID --net`, slim.tracers.probehelper). The first traced execve is
 setpriv's (`skip_execs=1`); strace's own start is not traced.
 
-Everything made — image, container, bundle and log directory — is removed in `finally`.
+Everything made — image, container, bundle and log directory — is removed in `finally`; the
+imported image in a thread of its own, which the process waits for before it exits.
 """
 
 from __future__ import annotations
@@ -209,6 +210,31 @@ class _DockerProcess(Process):
         return ExecResult(code, (stdout or b"")[-TAIL_BYTES:], (stderr or b"")[-TAIL_BYTES:], trace)
 
 
+_removals: list[threading.Thread] = []
+
+
+def _remove_later(client: Any, image_id: str, tag: str) -> None:
+    """Remove a session's image in a thread of its own: the daemon took 2 s to delete the
+    imported root of a 224 MB image, and the analysis that follows a trace does not need to
+    wait for it. The thread is no daemon thread, so the process waits for it before it exits
+    (slim.cli joins threads before it ends); wait_for_removals waits for it too."""
+    def remove() -> None:
+        try:
+            client.images.remove(image_id, force=True)
+        except Exception as err:  # report: the run itself went on
+            log.warning("%s: could not remove the temporary image: %s", tag, err)
+
+    thread = threading.Thread(target=remove, name="slim-docker-remove")
+    thread.start()
+    _removals.append(thread)
+
+
+def wait_for_removals() -> None:
+    """Return once every temporary image the runner made is removed (or failed to be)."""
+    while _removals:
+        _removals.pop().join()
+
+
 class _DockerSession(Session):
     """The root imported as a throwaway image, with the strace bundle; removed on exit."""
 
@@ -269,10 +295,7 @@ class _DockerSession(Session):
 
     def __exit__(self, *exc: object) -> None:
         if self.image_id is not None and self.owned:
-            try:
-                self.client.images.remove(self.image_id, force=True)
-            except Exception as err:  # report, but do not hide the real error
-                log.warning("%s: could not remove the temporary image: %s", self.tag, err)
+            _remove_later(self.client, self.image_id, self.tag)
             self.image_id = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -19,6 +19,7 @@ from slim.errors import TraceError
 from slim.image import prepare_root
 from slim.pipeline import load_image
 from slim.tracers import RUNNERS
+from slim.tracers import docker as docker_runner
 from slim.tracers.probes import parse_probe
 from slim.tracers.sandbox import SandboxRunner
 from tests.conftest import have_docker, require
@@ -43,6 +44,7 @@ def runner(client):  # type: ignore[no-untyped-def]
     require(cls is not None and cls.available(), "docker runner unavailable")
     before_dirs = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("slim-trace-")}
     yield cls()
+    docker_runner.wait_for_removals()
     assert [c.name for c in client.containers.list(all=True)
             if any(t.startswith("slim-trace") for t in (c.image.tags or []))] == []
     assert [t for i in client.images.list() for t in i.tags if t.startswith("slim-trace")] == []

@@ -80,6 +80,7 @@ def no_leftovers(tmp_path: Path, docker_client, monkeypatch: pytest.MonkeyPatch)
     with open("/proc/self/mountinfo") as f:
         assert marker not in f.read()
     assert sorted(os.listdir(private_tmp)) == []
+    docker_runner.wait_for_removals()
     assert imported, "the docker runner imported no image: was it used at all?"
     tags = {t for i in docker_client.images.list() for t in i.tags}
     assert [t for t in imported if t in tags] == []
