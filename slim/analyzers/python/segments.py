@@ -17,8 +17,8 @@ with something other than white space, a comment or a closing bracket, and is no
 * inside a triple-quoted string: an odd number of `\"\"\"` or `'''` before it (a docstring with
   text in column 0 is common).
 
-Consecutive statements that spell `import` (or `__main__`) are parsed together, at their own
-line numbers. In a class with a one-line header, the statements of its body are found the same
+The statements that spell `import` (or `__main__`) are parsed in one parse of the source with
+every other statement made blank lines, so each keeps its line numbers. In a class with a one-line header, the statements of its body are found the same
 way at the indentation of its first statement, and those that do not spell `import` (but the
 last, which ends the block) are parsed as `pass` on the same lines (_thinned).
 
@@ -123,35 +123,27 @@ def import_tree(source: str, path: str, main_guard: Callable[[ast.AST], bool]) -
     """A module of the top-level statements of `source` that can hold an import (at their
     own lines), and the module's last line, or (the whole tree, 0) when it had to be parsed
     whole. `main_guard(test)`: whether an `if` test is `__name__ == "__main__"`. Raises what
-    ast.parse raises, from the whole parse."""
+    ast.parse raises, from the whole parse.
+
+    One parse of the source with every other statement made blank lines (so the lines stay
+    where they are, and the work stays linear in the size of the source)."""
     if "\r" in source:
         return ast.parse(source, filename=path), 0
     words = _WORDS if "__main__" in source else _WORDS[:1]
     bounds = [0, *_starts(source), len(source)]
-    runs: list[list[tuple[int, int]]] = []  # runs of consecutive statements that spell them
+    if len(bounds) == 2 and any(word in source for word in words):
+        return ast.parse(source, filename=path), 0  # one statement, which may import
+    pieces: list[str] = []
     for a, b in itertools.pairwise(bounds):
-        if all(source.find(word, a, b) < 0 for word in words):
-            continue
-        if runs and runs[-1][-1][1] == a:
-            runs[-1].append((a, b))
+        if any(source.find(word, a, b) >= 0 for word in words):
+            pieces.append(_thinned(source, a, b))
         else:
-            runs.append([(a, b)])
-    if len(bounds) == 2 and runs:
-        return ast.parse(source, filename=path), 0  # one statement that spells import
-    body: list[ast.stmt] = []
-    line, done = 1, 0
+            pieces.append("\n" * source.count("\n", a, b))
     try:
-        for run in runs:
-            line += source.count("\n", done, run[0][0])
-            done = run[0][0]
-            text = "".join(_thinned(source, a, b) for a, b in run)
-            part = ast.parse("\n" * (line - 1) + text, filename=path).body
-            if _may_have_swallowed(part):
-                return ast.parse(source, filename=path), 0
-            body.extend(part)
+        body = ast.parse("".join(pieces), filename=path).body
     except (SyntaxError, ValueError):
         return ast.parse(source, filename=path), 0
-    if len(words) > 1 and _main_names_private(body, main_guard):
+    if _may_have_swallowed(body) or (len(words) > 1 and _main_names_private(body, main_guard)):
         return ast.parse(source, filename=path), 0
     return ast.Module(body=body, type_ignores=[]), source.count("\n") + 1
 
