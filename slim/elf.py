@@ -172,7 +172,6 @@ def _parse(elf: ELFFile, path: str) -> ElfInfo:
     if elfclass not in (32, 64):
         raise AnalysisError(f"{path}: not a valid ELF: ELF class {elfclass}")
     etype_raw = str(elf["e_type"])
-    etype = etype_raw[3:] if etype_raw.startswith("ET_") else etype_raw
     interp: str | None = None
     needed: list[str] = []
     rpath: tuple[str, ...] = ()
@@ -210,28 +209,34 @@ def _parse(elf: ELFFile, path: str) -> ElfInfo:
                     desc = note["n_desc"]
                     build_id = desc if isinstance(desc, str) else bytes(desc).hex()
                     break
-    is_static = interp is None and not needed
-    is_static_pie = etype == "DYN" and interp is None and bool(flags_1 & DF_1_PIE)
+    return _elf_info(path, elfclass, str(elf["e_machine"]), bool(elf.little_endian),
+                     str(elf["e_ident"]["EI_OSABI"]), etype_raw, interp, needed, rpath, runpath, soname,
+                     flags_1, build_id, has_dynamic)
+
+
+def _elf_info(path: str, elfclass: int, machine: str, little_endian: bool, osabi: str, etype_raw: str,
+              interp: str | None, needed: list[str], rpath: tuple[str, ...], runpath: tuple[str, ...],
+              soname: str | None, flags_1: int, build_id: str, has_dynamic: bool) -> ElfInfo:
+    """The ElfInfo of what either reader (pyelftools' _parse, the struct reader) found:
+    `etype_raw` as pyelftools names e_type ("ET_DYN", or the number), `flags_1` DT_FLAGS_1."""
+    etype = etype_raw[3:] if etype_raw.startswith("ET_") else etype_raw
     # Old linkers do not set DF_1_PIE; an ET_DYN with an interpreter and no soname is a PIE
     # (libc.so.6 has PT_INTERP too, but also a soname).
-    is_pie = etype == "DYN" and (
-        bool(flags_1 & DF_1_PIE) or (interp is not None and soname is None)
-    )
     info = ElfInfo(
         path=path,
         elfclass=elfclass,
-        machine=str(elf["e_machine"]),
-        little_endian=bool(elf.little_endian),
-        osabi=str(elf["e_ident"]["EI_OSABI"]),
+        machine=machine,
+        little_endian=little_endian,
+        osabi=osabi,
         etype=etype,
         interp=interp,
         needed=tuple(needed),
         rpath=rpath,
         runpath=runpath,
         soname=soname,
-        is_static=is_static,
-        is_static_pie=is_static_pie,
-        is_pie=is_pie,
+        is_static=interp is None and not needed,
+        is_static_pie=etype == "DYN" and interp is None and bool(flags_1 & DF_1_PIE),
+        is_pie=etype == "DYN" and (bool(flags_1 & DF_1_PIE) or (interp is not None and soname is None)),
         build_id=build_id,
         libc=libc_from_interp(interp),
         nodeflib=bool(flags_1 & DF_1_NODEFLIB),
@@ -417,14 +422,15 @@ class _Raw:
         runpath: tuple[str, ...] = ()
         soname: str | None = None
         flags_1 = 0
-        strtab = next((value for tag, value in tags if tag == DT_STRTAB), None)
+        strtab = 0
         if tags:  # pyelftools needs a string table for any tag
-            if strtab is None:
+            address = next((value for tag, value in tags if tag == DT_STRTAB), None)
+            if address is None:
                 raise _Unusual
-            strtab = self.file_offset(strtab)
+            strtab = self.file_offset(address)
         for tag, value in tags:
             if tag in (DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME):
-                string = self.text(strtab + value) if strtab is not None else ""
+                string = self.text(strtab + value)
                 if tag == DT_NEEDED:
                     needed.append(string)
                 elif tag == DT_RPATH:
@@ -435,16 +441,9 @@ class _Raw:
                     soname = string
             elif tag == DT_FLAGS_1:
                 flags_1 = value
-        etype = etype_raw[3:] if etype_raw.startswith("ET_") else etype_raw
-        return ElfInfo(
-            path=path, elfclass=self.bits, machine=_E_MACHINE.get(self.machine, str(self.machine)),
-            little_endian=self.order == "<", osabi=_EI_OSABI.get(self.osabi, str(self.osabi)), etype=etype,
-            interp=interp, needed=tuple(needed), rpath=rpath, runpath=runpath, soname=soname,
-            is_static=interp is None and not needed,
-            is_static_pie=etype == "DYN" and interp is None and bool(flags_1 & DF_1_PIE),
-            is_pie=etype == "DYN" and (bool(flags_1 & DF_1_PIE) or (interp is not None and soname is None)),
-            build_id=build_id, libc=libc_from_interp(interp), nodeflib=bool(flags_1 & DF_1_NODEFLIB),
-            has_dynamic=has_dynamic)
+        return _elf_info(path, self.bits, _E_MACHINE.get(self.machine, str(self.machine)), self.order == "<",
+                         _EI_OSABI.get(self.osabi, str(self.osabi)), etype_raw, interp, needed, rpath,
+                         runpath, soname, flags_1, build_id, has_dynamic)
 
     def _dynamic(self, offset: int, filesz: int) -> list[tuple[int, int]]:
         """(d_tag, d_val) up to DT_NULL, which must lie inside the segment."""
