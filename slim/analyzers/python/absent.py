@@ -119,8 +119,9 @@ def dead_spans(ctx: AnalysisContext, env: PythonEnv, path: str,
     return spans
 
 
-def in_spans(line: int, spans: Iterable[tuple[int, int, str]]) -> bool:
-    return any(first < line <= last for first, last, _ in spans)
+def dead_after(line: int, spans: Iterable[tuple[int, int, str]]) -> str:
+    """The absent module whose import makes `line` dead code (dead_spans), "" when none does."""
+    return next((module for first, last, module in spans if first < line <= last), "")
 
 
 def _archive_use(path: str, text: str, archives: frozenset[str]) -> tuple[str, str] | None:
@@ -178,4 +179,4 @@ def dead_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge | 
     return out
 
 
-__all__ = ["DeadImport", "absent", "dead_import_edges", "dead_spans", "in_spans"]
+__all__ = ["DeadImport", "absent", "dead_after", "dead_import_edges", "dead_spans"]

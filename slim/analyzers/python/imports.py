@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, Parses, link_edges
-from slim.analyzers.python.absent import DeadImport, dead_spans, in_spans
+from slim.analyzers.python.absent import DeadImport, dead_after, dead_spans
 from slim.analyzers.python.deadcode import dead_functions
 from slim.analyzers.python.django import DjangoState, is_django_catalog, is_load_backend
 from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges, unread_sources
@@ -608,7 +608,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
     out: list[Edge | Unknown] = []
     spans = dead_spans(ctx, env, path, parsed)
     for ref in parsed:
-        missing = next((name for first, last, name in spans if first < ref.line <= last), "")
+        missing = dead_after(ref.line, spans)
         if missing:
             held: list[Edge | Unknown] = []
             _one_import(ctx, env, site, ref, held)
@@ -809,7 +809,7 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
         blanked = _prose_blanked(text)
         dead = state.dead_spans.get(path, ())
         for m in pattern.finditer(blanked):
-            if dead and in_spans(blanked.count("\n", 0, m.start()) + 1, dead):
+            if dead and dead_after(blanked.count("\n", 0, m.start()) + 1, dead):
                 continue  # code that never runs (absent.py) asks for nothing
             for word in _WORD.findall(m.group(0)):
                 if word in attrs:
