@@ -104,13 +104,13 @@ class Parses:
         from slim.cache import ParseStore
 
         self.store = ParseStore()
-        self._ahead: dict[tuple[str, str], Any] = {}  # (kind, digest) → Future
+        # (kind, digest) → (Future, fn, args): the call, to do it here when taken back
+        self._ahead: dict[tuple[str, str], tuple[Any, Callable[..., Any], tuple[Any, ...]]] = {}
         self._done: set[tuple[str, str]] = set()  # parsed (or read from the cache) in this run
         self._found: dict[tuple[str, str], Any] = {}  # cache entries `ahead` read, for `memo`
         self.from_workers = 0  # results a worker computed
         self._pool: Any = None
         self._workers = _parse_workers()
-        self._calls: dict[tuple[str, str], tuple[Callable[..., Any], tuple[Any, ...]]] = {}
         self._taken: dict[tuple[str, str], Any] = {}  # parses taken back from the queue, done here
 
     def ahead(self, kind: str, data: bytes, fn: Callable[..., Any], *args: Any) -> None:
@@ -131,8 +131,7 @@ class Parses:
         if pool is None:
             return
         try:
-            self._ahead[key] = pool.submit(fn, *args)
-            self._calls[key] = (fn, args)
+            self._ahead[key] = (pool.submit(fn, *args), fn, args)
         except RuntimeError as exc:  # a broken or shut-down pool
             self._stop(exc)
 
@@ -153,7 +152,6 @@ class Parses:
             logging.getLogger(__name__).debug("parsing ahead off: %s", exc)
         self._workers = 0
         self._ahead.clear()
-        self._calls.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -180,14 +178,12 @@ class Parses:
 
     def _from_ahead(self, kind: str, digest: str, decode: Callable[[Any], T]) -> T | None:
         key = (kind, digest)
-        self._calls.pop(key, None)
-        future = self._ahead.pop(key, None)
-        if key in self._taken:
-            if future is not None:
-                future.cancel()
+        if key in self._taken:  # taken back from the queue: no longer in _ahead
             return decode(self._taken.pop(key))
-        if future is None:
+        ahead = self._ahead.pop(key, None)
+        if ahead is None:
             return None
+        future = ahead[0]
         if future.cancel():
             return None  # still queued: parsing it here beats waiting behind the queue
         while not future.done() and self._take_back():
@@ -204,13 +200,9 @@ class Parses:
         """Take the parse queued last back from the workers and do it here (its result waits
         in `_taken` for `memo`); False when none is still queued."""
         for key in reversed(self._ahead):
-            future = self._ahead[key]
+            future, fn, args = self._ahead[key]
             if future.cancel():
                 del self._ahead[key]
-                call = self._calls.pop(key, None)
-                if call is None:
-                    continue  # nothing to do it with: memo parses it when it is reached
-                fn, args = call
                 try:
                     self._taken[key] = fn(*args)
                 except Exception:  # as in a worker: memo parses it again when it is reached

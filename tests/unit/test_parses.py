@@ -34,7 +34,7 @@ def test_waiting_for_a_busy_worker_the_process_takes_back_what_is_queued_behind(
     for n in range(4):
         parses.ahead("k", f"q{n}".encode(), subprocess.getoutput, f"echo q{n}")
     deadline = time.monotonic() + 30
-    while not parses._ahead[next(iter(parses._ahead))].running():  # the worker has started it
+    while not parses._ahead[next(iter(parses._ahead))][0].running():  # the worker has started it
         assert time.monotonic() < deadline
         time.sleep(0.01)
 
@@ -54,7 +54,7 @@ def test_a_parse_taken_back_and_asked_for_again_is_not_lost(parses: Parses) -> N
     parses.ahead("k", b"slow", subprocess.getoutput, "sleep 1; echo slow")
     parses.ahead("k", b"same", subprocess.getoutput, "echo same")
     deadline = time.monotonic() + 30
-    while not parses._ahead[next(iter(parses._ahead))].running():
+    while not parses._ahead[next(iter(parses._ahead))][0].running():
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert parses.memo("k", b"slow", _never, encode=_same, decode=_same) == "slow"
