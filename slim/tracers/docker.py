@@ -226,6 +226,7 @@ def _remove_later(client: Any, image_id: str, tag: str) -> None:
 
     thread = threading.Thread(target=remove, name="slim-docker-remove")
     thread.start()
+    _removals[:] = [t for t in _removals if t.is_alive()]  # a fleet traces many images
     _removals.append(thread)
 
 
