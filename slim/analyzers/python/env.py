@@ -90,6 +90,8 @@ class PythonState:
         self.dead_named: dict[str, str] = {}  # module name → a kept file that quotes it
         self.dead_spans: dict[str, list[tuple[int, int, str]]] = {}  # file → (after, to, module)
         self.ahead: set[str] = set()  # sources handed to Parses.ahead
+        # (interpreter, try body, sys.path) → why its except handler never runs (accelerators.py)
+        self.accelerators: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
 
     def add_main_dir(self, d: str) -> None:
         if d not in self.main_dirs:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from slim.analyzers.base import AnalysisContext, Parses, link_edges
 from slim.analyzers.python.absent import DeadImport, dead_after, dead_spans
+from slim.analyzers.python.accelerators import accelerators_load
 from slim.analyzers.python.deadcode import dead_functions
 from slim.analyzers.python.django import DjangoState, is_django_catalog, is_load_backend
 from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges, unread_sources
@@ -76,6 +77,10 @@ class ImportRef:
     # the last line of the block the statement is in: when it fails, nothing after it up to
     # there runs (absent.py)
     block_end: int = 0
+    # in an `except ImportError:` handler whose try only imports these top-level modules
+    # ("mod", or "mod:name,name" for `from mod import name, name`): it runs only when one of
+    # them fails to import (accelerators.py)
+    fallback_for: tuple[str, ...] = ()
 
 
 _GUARD_NAMES = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
@@ -225,6 +230,21 @@ def _block_ends(tree: ast.AST, module_end: int = 0) -> dict[int, int]:
     return out
 
 
+def _plain_imports(body: list[ast.stmt]) -> tuple[str, ...]:
+    """What a try body imports when it does nothing but import top-level modules by absolute
+    name ("mod" or "mod:name,name"); () for any other body. Only such a body can be proven
+    not to fail (accelerators.py), and then its except handler never runs."""
+    out: list[str] = []
+    for stmt in body:
+        if isinstance(stmt, ast.Import) and all("." not in a.name for a in stmt.names):
+            out += [a.name for a in stmt.names]
+        elif isinstance(stmt, ast.ImportFrom) and not stmt.level and stmt.module and "." not in stmt.module:
+            out.append(f"{stmt.module}:{','.join(a.name for a in stmt.names)}")
+        else:
+            return ()
+    return tuple(out)
+
+
 def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
@@ -243,9 +263,10 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
     block_ends = _block_ends(tree, module_end)
     gates = _getattr_gates(tree)
     gate: tuple[str, ...] = ()
+    fallback: tuple[str, ...] = ()
 
     def visit(node: ast.AST, guarded: bool, main_only: bool) -> None:
-        nonlocal gate
+        nonlocal gate, fallback
         if dead and id(node) in dead:  # only the __main__ block calls it (deadcode.py)
             main_only = True
         if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
@@ -255,9 +276,12 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
             # an `except ImportError:` handler is the fallback of the try's imports (Python 2
             # names, optional accelerators): it runs only when they fail, so its own imports
             # are optional too
+            outer_fallback = fallback
+            fallback = (_plain_imports(node.body) if g else ()) or fallback  # type: ignore[attr-defined]
             for handler in node.handlers:  # type: ignore[attr-defined]
                 for child in handler.body:
                     visit(child, guarded or g, main_only)
+            fallback = outer_fallback
             for part in (node.orelse, node.finalbody):  # type: ignore[attr-defined]
                 for child in part:
                     visit(child, guarded, main_only)
@@ -280,11 +304,11 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
         if isinstance(node, ast.Import):
             for a in node.names:
                 out.append(ImportRef(a.name, 0, node.lineno, (), guarded, main_only=main_only, attr_gate=gate,
-                                     block_end=block_ends.get(id(node), 0)))
+                                     block_end=block_ends.get(id(node), 0), fallback_for=fallback))
         elif isinstance(node, ast.ImportFrom):
             out.append(ImportRef(node.module or "", node.level, node.lineno,
                                  tuple(a.name for a in node.names), guarded, main_only=main_only,
-                                 attr_gate=gate, block_end=block_ends.get(id(node), 0)))
+                                 attr_gate=gate, block_end=block_ends.get(id(node), 0), fallback_for=fallback))
         elif isinstance(node, ast.Call):
             f = node.func
             fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
@@ -586,7 +610,8 @@ def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str)
         return Unknown(path, str(value))
     assert isinstance(value, list)
     return [ImportRef(**{**r, "names": tuple(r["names"]), "attr_gate": tuple(r.get("attr_gate", ())),
-                         "block_end": int(r.get("block_end", 0))})
+                         "block_end": int(r.get("block_end", 0)),
+                         "fallback_for": tuple(r.get("fallback_for", ()))})
             for r in value]
 
 
@@ -639,7 +664,7 @@ class _Site:
     maybe_main: bool  # the file may run as __main__
 
 
-def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str) -> bool:
+def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str, guarded: bool) -> bool:
     """Whether `path`'s import of `module` runs only on a path a program does not take, so
     the edge is made elsewhere or not at all:
 
@@ -649,14 +674,19 @@ def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str) -> bool:
       which brings pydoc_data (700 kB of topics), http.server, email …;
     * the stdlib imports CPython's regression-test package only in helpers its test suite
       calls (multiprocessing.util._cleanup_tests: `from test import support`, which imports
-      distutils and so setuptools in a venv).
+      distutils and so setuptools in a venv);
+    * pydoc imports pydoc_data.topics (1.2 MB with its bytecode) only in `Helper`, for
+      `help("keyword")` and `help("TOPIC")`, inside `try:` … `except ImportError:` that answers
+      "documentation is not available" (`guarded`: a pydoc that imports it unguarded keeps it).
 
     The same import in any other file — the program's own `import pydoc` — is followed."""
     if posixpath.basename(posixpath.dirname(path)) == "_distutils_hack":
         return top in ("setuptools", "distutils")
     if not under(path, env.stdlib):
         return False
-    return ((posixpath.basename(path) == "_sitebuiltins.py" and module == "pydoc")
+    name = posixpath.basename(path)
+    return ((name == "_sitebuiltins.py" and module == "pydoc")
+            or (name == "pydoc.py" and guarded and top == "pydoc_data")
             or (top == "test" and not under(path, posixpath.join(env.stdlib, "test"))))
 
 
@@ -687,6 +717,11 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
     where = f"{path}:{ref.line}"
     if ref.main_only and not site.maybe_main:
         return  # an imported module is never __main__ (its self-test block does not run)
+    if ref.fallback_for:
+        why = accelerators_load(ctx, env, ref.fallback_for, search)
+        if why:
+            log.debug("%s: not followed: in an except ImportError handler that never runs (%s)", where, why)
+            return
     if ref.dynamic:
         if in_stdlib:
             log.debug("%s: line %d: %s (stdlib machinery; not reported)", path, ref.line, ref.dynamic)
@@ -724,7 +759,7 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
     top = ref.module.split(".")[0]
     if top in FOREIGN_MODULES or not ref.module:
         return
-    if _runs_elsewhere(env, path, top, ref.module):
+    if _runs_elsewhere(env, path, top, ref.module, ref.guarded):
         return
     if top == "distutils":
         out.extend(_distutils_edges(ctx, env, path, ref.module, where))

@@ -380,6 +380,16 @@ def test_help_at_the_prompt_does_not_keep_pydoc(tmp_path: Path) -> None:
     assert {f"{STD}/pydoc.py", f"{STD}/pydoc_data/topics.py"} <= keep
     # …and the test package's imports of itself are followed
     assert {f"{STD}/test/support/__init__.py", f"{STD}/test/regrtest.py"} <= keep
+    # pydoc's Helper imports the topics inside `try: … except ImportError:` (Lib/pydoc.py):
+    # without them help("if") says the documentation is not available
+    files[f"{STD}/pydoc.py"] = ("import sys\n\nclass Helper:\n    def _gettopic(self, topic):\n"
+                                "        try:\n            import pydoc_data.topics\n"
+                                "        except ImportError:\n            return 'not available'\n")
+    write_tree(tmp_path / "guarded", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "guarded") as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{STD}/pydoc.py" in keep
+    assert not keep & {f"{STD}/pydoc_data/__init__.py", f"{STD}/pydoc_data/topics.py"}
 
 
 LAZY_INIT = (
