@@ -64,7 +64,7 @@ class PythonState:
     def __init__(self, ctx: AnalysisContext) -> None:
         self.envs: dict[str, PythonEnv | None] = {}
         self.dists: dict[str, dict[str, tuple[str, list[str]]]] = {}
-        self.pkgdata_done: set[tuple[str, str]] = set()
+        self.pkgdata_done: set[tuple[str, str, str]] = set()  # (site, top, test dir or "")
         self.main_scripts: set[str] = set()
         self.main_dirs: list[str] = []
         self.entry_interpreters: list[str] = []  # interpreters command lines run

@@ -452,16 +452,37 @@ _CODE_SUFFIXES = (".py", ".pyc", ".pyi")
 _NOT_DATA_SUFFIXES = (*_CODE_SUFFIXES, ".po", ".pot")
 
 
+# Directories holding a package's test suite: their data is read by their test modules
+_TEST_DIRS = frozenset({"tests", "test"})
+
+
+def _test_root(site: str, path: str) -> str:
+    """The test-suite directory below a top-level package that `path` is in
+    (`…/numpy/_core/tests` for `…/numpy/_core/tests/data/x.csv`), or ""."""
+    if not under(path, site) or path == site:
+        return ""
+    parts = path[len(site) + 1:].split("/")
+    for i in range(1, len(parts) - 1):
+        if parts[i] in _TEST_DIRS:
+            return posixpath.join(site, *parts[:i + 1])
+    return ""
+
+
 def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[Edge]:
-    """Non-code files of the distribution (or package directory) that `path` belongs to."""
+    """Non-code files of the distribution (or package directory) that `path` belongs to.
+
+    Files inside a test-suite directory of the package (`numpy/_core/tests/data/*.csv`, 1.4 MB
+    in numpy) come only with a kept module of that directory: test data is read by the tests,
+    which find it next to themselves (`os.path.dirname(__file__)`)."""
     loc = _package_dir_of(env, path)
     if loc is None:
         return []
     site, top = loc
     done = ctx.service(PythonState).pkgdata_done
-    if (site, top) in done:
+    scopes = {s for s in ("", _test_root(site, path)) if (site, top, s) not in done}
+    if not scopes:
         return []
-    done.add((site, top))
+    done.update((site, top, s) for s in scopes)
     out: list[Edge] = []
     dist = _dist_index(ctx, site).get(top) if site in env.site_dirs else None
     if dist is not None:
@@ -478,7 +499,7 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
             if no_catalogs and is_django_catalog(site, top, f):
                 continue  # USE_I18N = False in every settings module (django.py)
             if (not elsewhere and not f.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in f
-                    and ctx.fs.is_file(f)):
+                    and _test_root(site, f) in scopes and ctx.fs.is_file(f)):
                 out.append(Edge(path, f, "package", ev))
         return out
     pkg_dir = posixpath.join(site, top)
@@ -486,7 +507,8 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
         return []
     ev = f"package data in {pkg_dir}"
     for e in ctx.files_under(pkg_dir):
-        if not e.path.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in e.path:
+        if (not e.path.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in e.path
+                and _test_root(site, e.path) in scopes):
             out.append(Edge(path, e.path, "package", ev))
     return out
 

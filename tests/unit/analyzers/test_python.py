@@ -487,3 +487,30 @@ def test_an_import_alias_is_not_a_use_of_a_lazy_attribute() -> None:
     for line in ("from numpy import ma", "from numpy import ma as m", "x = np.ma.array(1)",
                  'getattr(np, "ma")'):
         assert uses.search(line), line
+
+
+def test_test_suite_data_comes_only_with_a_kept_module_of_its_test_directory(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    data = {f"{SITE}/webkit/tests/data/sample.json": "{}", f"{SITE}/webkit/core/tests/big.csv": "a,b\n",
+            f"{SITE}/certifi/tests/fixture.pem": "x"}  # with RECORD, and a package without one
+    files.update(data)
+    files[f"{SITE}/webkit/tests/__init__.py"] = ""
+    files[f"{SITE}/webkit/tests/test_render.py"] = "import os\n"
+    files[f"{SITE}/webkit/core/__init__.py"] = ""
+    files[f"{SITE}/webkit/core/tests/test_core.py"] = ""
+    files[f"{SITE}/webkit-1.0.dist-info/RECORD"] += "".join(
+        f"{p[len(SITE) + 1:]},sha256=x,1\n" for p in [*data, f"{SITE}/webkit/tests/test_render.py"]
+        if p.startswith(f"{SITE}/webkit/"))
+    write_tree(tmp_path / "app", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "app") as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert {f"{SITE}/webkit/templates/index.html", f"{SITE}/certifi/cacert.pem"} <= keep
+    assert not keep & set(data)
+    files["/app/app.py"] = "import webkit.tests.test_render\n" + files["/app/app.py"]
+    write_tree(tmp_path / "tests", files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path / "tests") as ctx:
+        keep, edges, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{SITE}/webkit/tests/data/sample.json" in keep  # its test module is kept
+    assert not keep & {f"{SITE}/webkit/core/tests/big.csv", f"{SITE}/certifi/tests/fixture.pem"}
+    assert [e.src for e in edges if e.dst == f"{SITE}/webkit/tests/data/sample.json"] == [
+        f"{SITE}/webkit/tests/test_render.py"]
