@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from slim.analyzers.base import AnalysisContext, link_edges
 from slim.analyzers.python.env import PythonEnv, PythonState, _package_dir_of
 from slim.analyzers.python.resolver import FOREIGN_MODULES, resolve_module
+from slim.elf import imported_symbols
 from slim.errors import SlimError
 from slim.model import Edge, Unknown, under
 
@@ -178,6 +179,11 @@ def extension_name_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> lis
     return out
 
 
+# What an extension module imports modules or runs Python code with (the C API). One whose
+# dynamic symbols import none of these imports nothing by name: its strings are method and
+# attribute names (`_multibytecodec` spells "readline", the StreamReader method).
+_IMPORTING_SYMBOLS = ("PyImport_", "_PyImport_", "PyCapsule_Import", "PyRun_", "Py_CompileString",
+                      "PyEval_EvalCode", "PyEval_GetBuiltins", "_PyEval_GetBuiltin")
 _C_STRING = re.compile(rb"\x00([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?=\x00)")
 MAX_STDLIB_EXTENSION = 16 << 20
 
@@ -187,7 +193,16 @@ def stdlib_extension_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> l
     the C API: the NUL-terminated strings in its bytes that name a standard-library module
     (`_json` → `json.decoder`, `_zoneinfo` → `zoneinfo._common`), and the module of a capsule
     it imports (`PyCapsule_Import("_socket.CAPI")` in `_ssl` → `_socket`). Modules are looked
-    up in the standard library only, so a string that happens to be a word names nothing."""
+    up in the standard library only, so a string that happens to be a word names nothing. A
+    module whose dynamic symbols include no import function (_IMPORTING_SYMBOLS) imports
+    nothing; when its symbols cannot be read (or none are), its strings are followed."""
+    try:
+        symbols = imported_symbols(ctx.fs, path)
+    except SlimError as exc:
+        log.debug("%s: symbols not read (%s): its strings are followed", path, exc)
+        symbols = set()
+    if symbols and not any(s.startswith(_IMPORTING_SYMBOLS) for s in symbols):
+        return []
     try:
         data = ctx.fs.read(path, MAX_STDLIB_EXTENSION)
     except (SlimError, OSError) as exc:

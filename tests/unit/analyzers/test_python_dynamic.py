@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from slim.analyzers.python import PythonAnalyzer, python_env
+from slim.analyzers.python import PythonAnalyzer, python_env, python_roots
 from slim.analyzers.python.env import env_for_file
 from slim.analyzers.python.imports import literal_prefix
 from slim.analyzers.script import ScriptAnalyzer
@@ -209,3 +209,27 @@ def test_dotted_names_in_prose_are_not_imports(tmp_path: Path) -> None:
         edges = dotted_string_edges(ctx, env, f"{VSITE}/gunicorn/config.py", source, list(env.sys_path))
     assert {e.dst for e in edges} == {f"{VSITE}/gunicorn/app/wsgiapp.py"}
     assert edges[0].evidence.endswith(":3: module named by string 'gunicorn.app.wsgiapp'")
+
+
+
+def test_a_stdlib_extension_without_import_functions_imports_nothing(tmp_path: Path) -> None:
+    from tests.unit.analyzers.conftest import need_gcc, shlib
+
+    need_gcc()
+    dyn = f"{STD}/lib-dynload"
+    files = dict(PY_FILES, **{"/app/a.py": "import _codec\n", "/app/b.py": "import _importer\n"})
+    write_tree(tmp_path, files, PY_LINKS, {"Cmd": ["python3", "/app/a.py"]})
+    # both spell "json": a method name in one, a module the other imports
+    names = 'const char *names[] = {"json", "readline", 0};\n'
+    shlib(tmp_path, f"{dyn}/_codec.cpython-311-x86_64-linux-gnu.so", "_codec.so", body=names)
+    shlib(tmp_path, f"{dyn}/_importer.cpython-311-x86_64-linux-gnu.so", "_importer.so",
+          body=names + "extern void *PyImport_ImportModule(const char *);\n"
+                       "void *load(void) { return PyImport_ImportModule(names[0]); }\n")
+    with context(tmp_path) as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "/app/a.py"]), [PythonAnalyzer])
+    assert f"{dyn}/_codec.cpython-311-x86_64-linux-gnu.so" in keep
+    assert f"{STD}/json/__init__.py" not in keep  # no import function: "json" names nothing
+    with context(tmp_path) as ctx:
+        keep, edges, _ = closure(ctx, python_roots(ctx, ["python3", "/app/b.py"]), [PythonAnalyzer])
+    assert f"{STD}/json/__init__.py" in keep
+    assert f"{dyn}/_importer.cpython-311-x86_64-linux-gnu.so" in {e.src for e in edges if e.dst == f"{STD}/json/__init__.py"}
