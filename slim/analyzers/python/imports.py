@@ -81,6 +81,8 @@ class ImportRef:
     # ("mod", or "mod:name,name" for `from mod import name, name`): it runs only when one of
     # them fails to import (accelerators.py)
     fallback_for: tuple[str, ...] = ()
+    # guarded, and no handler of the guard raises or exits: the code goes on without the module
+    degrades: bool = False
 
 
 _GUARD_NAMES = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
@@ -97,6 +99,23 @@ def _is_import_guard(node: ast.Try) -> bool:
             if isinstance(t, ast.Attribute) and t.attr in _GUARD_NAMES:
                 return True
     return False
+
+
+_EXITS = frozenset({"exit", "_exit", "quit", "abort"})
+
+
+def _handlers_go_on(node: ast.Try) -> bool:
+    """Whether no handler of a try raises or exits (sys.exit, os._exit, os.abort, quit)."""
+    for h in node.handlers:
+        for sub in ast.walk(h):
+            if isinstance(sub, ast.Raise):
+                return False
+            if isinstance(sub, ast.Call):
+                f = sub.func
+                name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+                if name in _EXITS:
+                    return False
+    return True
 
 
 def _platform_value(node: ast.AST) -> str | None:
@@ -264,15 +283,20 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
     gates = _getattr_gates(tree)
     gate: tuple[str, ...] = ()
     fallback: tuple[str, ...] = ()
+    degrades = False
 
     def visit(node: ast.AST, guarded: bool, main_only: bool) -> None:
-        nonlocal gate, fallback
+        nonlocal gate, fallback, degrades
         if dead and id(node) in dead:  # only the __main__ block calls it (deadcode.py)
             main_only = True
         if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
             g = _is_import_guard(node)  # type: ignore[arg-type]
+            outer_degrades = degrades
+            if g:
+                degrades = _handlers_go_on(node)  # type: ignore[arg-type]
             for child in node.body:  # type: ignore[attr-defined]
                 visit(child, guarded or g, main_only)
+            degrades = outer_degrades
             # an `except ImportError:` handler is the fallback of the try's imports (Python 2
             # names, optional accelerators): it runs only when they fail, so its own imports
             # are optional too
@@ -304,11 +328,11 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
         if isinstance(node, ast.Import):
             for a in node.names:
                 out.append(ImportRef(a.name, 0, node.lineno, (), guarded, main_only=main_only, attr_gate=gate,
-                                     block_end=block_ends.get(id(node), 0), fallback_for=fallback))
+                                     block_end=block_ends.get(id(node), 0), fallback_for=fallback, degrades=degrades))
         elif isinstance(node, ast.ImportFrom):
             out.append(ImportRef(node.module or "", node.level, node.lineno,
                                  tuple(a.name for a in node.names), guarded, main_only=main_only,
-                                 attr_gate=gate, block_end=block_ends.get(id(node), 0), fallback_for=fallback))
+                                 attr_gate=gate, block_end=block_ends.get(id(node), 0), fallback_for=fallback, degrades=degrades))
         elif isinstance(node, ast.Call):
             f = node.func
             fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
@@ -325,9 +349,13 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
                     out.append(ImportRef("", 0, node.lineno, (), guarded,
                                          dynamic=f"{fname}() with a non-literal name", main_only=main_only,
                                          prefix=literal_prefix(arg)))
+        outer_degrades = degrades
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            degrades = False  # its body runs when called, outside the try around the def
         for child in ast.iter_child_nodes(node):
             if calls or isinstance(child, block_parts):
                 visit(child, guarded, main_only)
+        degrades = outer_degrades
 
     visit(tree, False, False)
     return out
@@ -633,7 +661,8 @@ def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str)
     assert isinstance(value, list)
     return [ImportRef(**{**r, "names": tuple(r["names"]), "attr_gate": tuple(r.get("attr_gate", ())),
                          "block_end": int(r.get("block_end", 0)),
-                         "fallback_for": tuple(r.get("fallback_for", ()))})
+                         "fallback_for": tuple(r.get("fallback_for", ())),
+                         "degrades": bool(r.get("degrades", False))})
             for r in value]
 
 
@@ -684,6 +713,13 @@ class _Site:
     in_stdlib: bool
     search: list[str]
     maybe_main: bool  # the file may run as __main__
+
+
+# Modules that only serve a person typing at a terminal. Their importers guard the import and
+# go on without them (site's interactive hook, pdb, cmd, code.interact, `flask shell`, Django's
+# `shell`): input() then reads plain lines, with no editing, completion or history. An import
+# that is not guarded, or whose handler raises or exits, is followed.
+TERMINAL_ONLY = frozenset({"readline"})
 
 
 def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str, guarded: bool) -> bool:
@@ -782,6 +818,9 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
     if top in FOREIGN_MODULES or not ref.module:
         return
     if _runs_elsewhere(env, path, top, ref.module, ref.guarded):
+        return
+    if ref.degrades and top in TERMINAL_ONLY:
+        log.debug("%s: not followed: %s only serves a terminal, and the code goes on without it", where, top)
         return
     if top == "distutils":
         out.extend(_distutils_edges(ctx, env, path, ref.module, where))

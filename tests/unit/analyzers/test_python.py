@@ -514,3 +514,30 @@ def test_test_suite_data_comes_only_with_a_kept_module_of_its_test_directory(tmp
     assert not keep & {f"{SITE}/webkit/core/tests/big.csv", f"{SITE}/certifi/tests/fixture.pem"}
     assert [e.src for e in edges if e.dst == f"{SITE}/webkit/tests/data/sample.json"] == [
         f"{SITE}/webkit/tests/test_render.py"]
+
+
+@pytest.mark.parametrize(("app", "kept"), [
+    ("import pdb\n", False),  # site's interactive hook and pdb guard it and go on without it
+    ("import pdb\nimport readline\n", True),  # the program's own, unguarded
+    ("import pdb\ntry:\n    import readline\nexcept ImportError:\n    sys.exit('needs readline')\n", True),
+    ("import pdb\ntry:\n    def f():\n        import readline\nexcept ImportError:\n    pass\n", True),
+])
+def test_readline_is_kept_only_where_the_code_needs_it(tmp_path: Path, app: str, kept: bool) -> None:
+    files = dict(PY_FILES)
+    rl = f"{STD}/lib-dynload/readline.cpython-311-x86_64-linux-gnu.so"
+    files[rl] = ELF
+    files[f"{STD}/site.py"] = ("import os\nimport sys\n\ndef enablerlcompleter():\n    def register_readline():\n"
+                               "        try:\n            import readline\n            import rlcompleter\n"
+                               "        except ImportError:\n            return\n"
+                               "    sys.__interactivehook__ = register_readline\n")
+    files[f"{STD}/rlcompleter.py"] = ""
+    files[f"{STD}/pdb.py"] = ("import os\n\nclass Pdb:\n    def __init__(self):\n        try:\n"
+                              "            import readline\n            readline.set_completer_delims(' ')\n"
+                              "        except ImportError:\n            pass\n")
+    files["/app/app.py"] = app
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert f"{STD}/pdb.py" in keep and f"{STD}/site.py" in keep
+    assert (rl in keep) is kept
+    assert f"{STD}/rlcompleter.py" in keep  # not a terminal-only module itself: followed as before
