@@ -389,12 +389,33 @@ def _more_tokens_than(source: str, limit: int) -> bool:
 
 
 # -- edges ---------------------------------------------------------------------------------
+# Standard-library modules CPython 3.11+ freezes into the interpreter (Tools/build/
+# freeze_modules.py): imported from the frozen code, never from their bytecode cache. Without
+# frozen modules (`-X frozen_modules=off`, a build directory) a missing cache is compiled from
+# the source, which is kept.
+FROZEN_STDLIB = frozenset({
+    "abc", "codecs", "io", "_collections_abc", "_sitebuiltins", "genericpath", "ntpath", "posixpath",
+    "os", "site", "stat", "runpy", "zipimport", "importlib.util", "importlib.machinery",
+    "importlib._bootstrap", "importlib._bootstrap_external",
+})
+
+
+def _frozen(env: PythonEnv | None, d: str, stem: str) -> bool:
+    if env is None or env.version < (3, 11) or not under(d, env.stdlib):
+        return False
+    rel = d[len(env.stdlib):].strip("/").replace("/", ".")
+    return (f"{rel}.{stem}" if rel else stem) in FROZEN_STDLIB
+
+
 def _pycache_edges(ctx: AnalysisContext, env: PythonEnv | None, src: str) -> list[Edge]:
-    """`dir/mod.py` → `dir/__pycache__/mod.<tag>.pyc` (PEP 3147), kept with its source."""
+    """`dir/mod.py` → `dir/__pycache__/mod.<tag>.pyc` (PEP 3147), kept with its source (not
+    for a module the interpreter has frozen: FROZEN_STDLIB)."""
     if not src.endswith(".py"):
         return []
     d, base = posixpath.split(src)
     stem = base[:-3]
+    if _frozen(env, d, stem):
+        return []
     out: list[Edge] = []
     tags = [env.cache_tag] if env else []
     names = ctx.fs.listdir(posixpath.join(d, "__pycache__"))

@@ -541,3 +541,14 @@ def test_readline_is_kept_only_where_the_code_needs_it(tmp_path: Path, app: str,
     assert f"{STD}/pdb.py" in keep and f"{STD}/site.py" in keep
     assert (rl in keep) is kept
     assert f"{STD}/rlcompleter.py" in keep  # not a terminal-only module itself: followed as before
+
+
+def test_the_bytecode_of_modules_the_interpreter_freezes_is_not_kept(tmp_path: Path) -> None:
+    files = dict(PY_FILES)
+    frozen = [f"{STD}/__pycache__/os.cpython-311.pyc", f"{STD}/__pycache__/site.cpython-311.pyc"]
+    files.update({p: b"\x00" * 16 for p in [*frozen, f"{STD}/json/__pycache__/decoder.cpython-311.pyc"]})
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    with context(tmp_path) as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+    assert {f"{STD}/os.py", f"{STD}/site.py", f"{STD}/json/__pycache__/decoder.cpython-311.pyc"} <= keep
+    assert not keep & set(frozen)  # Python 3.11 runs os and site from its frozen copies
