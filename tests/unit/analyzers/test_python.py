@@ -480,13 +480,15 @@ def test_startup_keeps_site_dirs_and_the_bytecode_beside_a_linked_module(tmp_pat
 
 
 def test_an_import_alias_is_not_a_use_of_a_lazy_attribute() -> None:
-    from slim.analyzers.python.imports import _uses_pattern
+    from slim.analyzers.python.imports import _uses, _uses_patterns
 
-    uses = _uses_pattern(["ma"])
-    assert not uses.search("import numpy._core.multiarray as ma")  # binds a name, asks nothing
+    patterns = _uses_patterns(["ma"])
+    for line in ("import numpy._core.multiarray as ma",  # binds a name, asks nothing
+                 "reimport(ma)", "x = ma + 1", "'ma' in sys.modules"):
+        assert not list(_uses(patterns, line)), line
     for line in ("from numpy import ma", "from numpy import ma as m", "x = np.ma.array(1)",
-                 'getattr(np, "ma")'):
-        assert uses.search(line), line
+                 'getattr(np, "ma")', "reimport(x); import numpy.ma", "x = (np.\n     ma)"):
+        assert list(_uses(patterns, line)), line
 
 
 def test_test_suite_data_comes_only_with_a_kept_module_of_its_test_directory(tmp_path: Path) -> None:
