@@ -13,6 +13,9 @@ For every cached bench image (`$SLIM_BENCH_CACHE/images/NAME/NAME.docker.tar`; b
 - new top layer: the parse cache and the layer cache (slim.layer_cache) of an earlier run
   without the top layer's entry, and no result: an image that adds one layer to layers
   analyzed before (the next build of an application on the same base);
+- top layer alone: `slim analyze --no-cache` of an archive holding only the image's top layer
+  (same config, one diff_id): the denominator of issue 17's "adding one layer to analyzed base
+  layers costs at most 1.2 times analyzing that layer alone" (the `÷ alone` column);
 - re-analysis: the result cache holds this image (`slim analyze` of an unchanged image).
 
 Wall times are medians of `--repeat` runs (whole process, from exec to exit); peak RSS is the
@@ -24,18 +27,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
 import statistics
 import sys
+import tarfile
 import tempfile
 import time
 
 from bench import measure
 from bench.build import cache_dir
 
-COLUMNS = ("dive", "cold", "no-static", "parses warm", "new top layer", "re-analysis")
+COLUMNS = ("dive", "cold", "no-static", "parses warm", "new top layer", "top layer alone", "re-analysis")
 
 
 def _images(names: str | None) -> list[tuple[str, str]]:
@@ -76,11 +82,41 @@ def _drop_top_layer(directory: str) -> None:
                 os.unlink(path)
 
 
+def top_layer_alone(archive: str, dest: str) -> None:
+    """Write a docker-archive at `dest` holding only `archive`'s top layer, with its config's
+    diff_ids cut to that layer's (and no history, which counts layers)."""
+    with tarfile.open(archive) as src:
+        def read(name: str) -> bytes:
+            f = src.extractfile(name)
+            if f is None:
+                raise SystemExit(f"bench.speed: {archive}: no {name}")
+            return f.read()
+
+        manifest = json.loads(read("manifest.json"))
+        entry = manifest[0]
+        config = json.loads(read(entry["Config"]))
+        top = entry["Layers"][-1]
+        config["rootfs"]["diff_ids"] = config["rootfs"]["diff_ids"][-1:]
+        config.pop("history", None)
+        blob = json.dumps(config).encode()
+        config_name = f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}"
+        new_manifest = json.dumps([{"Config": config_name, "RepoTags": None, "Layers": [top]}]).encode()
+        with tarfile.open(dest, "w") as out:
+            for name, data in ((config_name, blob), ("manifest.json", new_manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+            member = src.getmember(top)
+            out.addfile(member, src.extractfile(member))
+
+
 def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[measure.Run]]:
     runs: dict[str, list[measure.Run]] = {c: [] for c in COLUMNS}
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         warm = os.path.join(tmp, "warm")
         _slim(archive, warm)  # fills the parse and result caches
+        alone = os.path.join(tmp, "top-layer-alone.tar")
+        top_layer_alone(archive, alone)
         for _ in range(repeat):
             runs["dive"].append(measure.dive(dive_exe, archive).run)
             runs["cold"].append(_slim(archive, None))
@@ -96,13 +132,15 @@ def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[me
             runs["parses warm"].append(_slim(archive, parses))
             _drop_top_layer(os.path.join(layers, "layers"))
             runs["new top layer"].append(_slim(archive, layers))
+            runs["top layer alone"].append(_slim(alone, None))
             runs["re-analysis"].append(_slim(archive, warm))
     return runs
 
 
 def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int) -> str:
     head = ("| image | archive MB | dive s | slim analyze (cold) s | x dive | --no-static s | x dive | "
-            "parses warm s | x dive | new top layer s | x dive | re-analysis s | peak RSS MB (cold) | "
+            "parses warm s | x dive | new top layer s | x dive | top layer alone s | ÷ alone | re-analysis s | "
+            "peak RSS MB (cold) | "
             "keep MB | unknowns |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, size, runs in rows:
@@ -116,6 +154,7 @@ def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int
             f"| {name} | {size / 1e6:.0f} | {d:.2f} | {med['cold']:.2f} | {med['cold'] / d:.1f} | "
             f"{med['no-static']:.2f} | {med['no-static'] / d:.1f} | {med['parses warm']:.2f} | "
             f"{med['parses warm'] / d:.1f} | {med['new top layer']:.2f} | {med['new top layer'] / d:.1f} | "
+            f"{med['top layer alone']:.2f} | {med['new top layer'] / med['top layer alone']:.1f} | "
             f"{med['re-analysis']:.2f} | {rss:.0f} | {keep:.1f} | {unknowns} |")
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     return "\n".join([
