@@ -1,6 +1,6 @@
 """What a Django project's settings prove it never loads.
 
-Two things Django would otherwise make slim keep whole are decided by settings:
+Three things Django would otherwise make slim keep whole are decided by settings:
 
 * Message catalogs. With `USE_I18N = False` Django's translation machinery is off
   (django/utils/translation/__init__.py picks trans_null, which returns messages unchanged and
@@ -10,6 +10,12 @@ Two things Django would otherwise make slim keep whole are decided by settings:
   databases configured in `DATABASES` (an empty DATABASES, or a database without ENGINE, is
   `django.db.backends.dummy`). That computed import made slim keep every module of django.db;
   with literal ENGINEs it keeps `<ENGINE>.base` of each.
+* The static files, templates and catalogs of contrib apps. Django finds an app's `static/`
+  (staticfiles' AppDirectoriesFinder), `templates/` and `jinja2/` (the app_directories
+  loaders) and `locale/` (the translation machinery) only for the apps in `INSTALLED_APPS`; the
+  admin's static files alone are 1.4 MB. With a literal INSTALLED_APPS, those directories of a
+  `django.contrib` app it does not name are not kept (the app's modules and other data are,
+  when imported: `auth`'s common-passwords list is read by a validator named in settings).
 
 Each narrowing holds only when it is proven for every settings module the image could run
 with (`settings_of`): the module DJANGO_SETTINGS_MODULE names (the image's environment, and
@@ -59,6 +65,7 @@ class DjangoSettings:
     modules: tuple[str, ...]
     i18n_off: bool  # USE_I18N = False in every one
     engines: tuple[str, ...] | None  # the database engines they configure; None: not proven
+    apps: tuple[str, ...] | None = None  # INSTALLED_APPS, all of them; None: not proven
 
 
 class DjangoState:
@@ -72,8 +79,8 @@ class DjangoState:
     def settings(self) -> DjangoSettings | None:
         settings = settings_of(self.ctx)
         if settings is not None:
-            log.info("Django settings %s: USE_I18N off: %s; database engines: %s",
-                     ", ".join(settings.modules), settings.i18n_off, settings.engines)
+            log.info("Django settings %s: USE_I18N off: %s; database engines: %s; installed apps: %s",
+                     ", ".join(settings.modules), settings.i18n_off, settings.engines, settings.apps)
         return settings
 
 
@@ -150,21 +157,26 @@ def settings_of(ctx: AnalysisContext) -> DjangoSettings | None:
         candidates.update(hits)
     i18n_off = True
     engines: set[str] | None = set()
+    apps: set[str] | None = set()
     for path in sorted(candidates):
         facts = _module_facts(ctx, path)
         if facts is None:
             return None
-        use_i18n, module_engines = facts
+        use_i18n, module_engines, module_apps = facts
         i18n_off = i18n_off and use_i18n is False
         if engines is not None:
             engines = None if module_engines is None else engines | module_engines
+        if apps is not None:
+            apps = None if module_apps is None else apps | module_apps
     return DjangoSettings(tuple(sorted(candidates)), i18n_off,
-                          tuple(sorted(engines)) if engines is not None else None)
+                          tuple(sorted(engines)) if engines is not None else None,
+                          tuple(sorted(apps)) if apps is not None else None)
 
 
-def _module_facts(ctx: AnalysisContext, path: str) -> tuple[object, set[str] | None] | None:
-    """(USE_I18N's proven value — None when not proven —, the database engines — None when
-    not proven —) of one settings module; None when the module proves nothing."""
+def _module_facts(ctx: AnalysisContext, path: str) -> tuple[object, set[str] | None, set[str] | None] | None:
+    """(USE_I18N's proven value — None when not proven —, the database engines and the
+    installed apps — None when not proven —) of one settings module; None when the module
+    proves nothing."""
     try:
         tree = ast.parse(ctx.fs.read_text(path), filename=path)
     except (SlimError, OSError, SyntaxError, ValueError, RecursionError, MemoryError):
@@ -202,7 +214,15 @@ def _module_facts(ctx: AnalysisContext, path: str) -> tuple[object, set[str] | N
         engines = {DUMMY}  # Django's default: {}
     elif uses["DATABASES"] == 1 and "DATABASES" in values:
         engines = _engines(values["DATABASES"])
-    return use_i18n, engines
+    apps: set[str] | None = None
+    if uses.get("INSTALLED_APPS", 0) == 0:
+        apps = set()  # Django's default: []
+    elif uses["INSTALLED_APPS"] == 1 and "INSTALLED_APPS" in values:
+        node = values["INSTALLED_APPS"]
+        if isinstance(node, (ast.List, ast.Tuple)) and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+            apps = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    return use_i18n, engines, apps
 
 
 def _engines(node: ast.expr) -> set[str] | None:
@@ -239,9 +259,27 @@ def is_load_backend(ctx: AnalysisContext, path: str, line: int) -> bool:
     return 0 < line <= len(lines) and '"%s.base" % backend_name' in lines[line - 1]
 
 
+# the directories of an app Django reads only when the app is installed (module doc)
+_APP_DIRS = re.compile(r"^django/contrib/([A-Za-z_]\w*)/(?:static|templates|jinja2|locale)/")
+
+
+def uninstalled_app_file(site: str, top: str, path: str, apps: tuple[str, ...]) -> str:
+    """The contrib app (`django.contrib.admin`) whose static, templates, jinja2 or locale
+    directory `path` is in, when INSTALLED_APPS (`apps`) does not name it; "" otherwise. An
+    entry installs an app when it is the app's module or below it (`….apps.AdminConfig`)."""
+    if top != "django" or not path.startswith(site + "/"):
+        return ""
+    m = _APP_DIRS.match(path[len(site) + 1:])
+    if m is None:
+        return ""
+    app = f"django.contrib.{m.group(1)}"
+    return "" if any(a == app or a.startswith(app + ".") for a in apps) else app
+
+
 def is_django_catalog(site: str, top: str, path: str) -> bool:
     """Whether `path` is a message catalog of Django's own locale directories."""
     return top == "django" and path.startswith(posixpath.join(site, "django") + "/") and bool(CATALOG.search(path))
 
 
-__all__ = ["DjangoSettings", "DjangoState", "is_django_catalog", "is_load_backend", "settings_of"]
+__all__ = ["DjangoSettings", "DjangoState", "is_django_catalog", "is_load_backend", "settings_of",
+           "uninstalled_app_file"]

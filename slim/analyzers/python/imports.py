@@ -26,7 +26,12 @@ from slim.analyzers.base import AnalysisContext, Parses, link_edges
 from slim.analyzers.python.absent import DeadImport, dead_after, dead_spans
 from slim.analyzers.python.accelerators import accelerators_load
 from slim.analyzers.python.deadcode import dead_functions
-from slim.analyzers.python.django import DjangoState, is_django_catalog, is_load_backend
+from slim.analyzers.python.django import (
+    DjangoState,
+    is_django_catalog,
+    is_load_backend,
+    uninstalled_app_file,
+)
 from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges, unread_sources
 from slim.analyzers.python.env import (
     _INTERP_RE,
@@ -542,11 +547,14 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
         own = posixpath.join(site, top) + "/"
         django = ctx.service(DjangoState).settings if top == "django" else None
         no_catalogs = django is not None and django.i18n_off
+        apps = django.apps if django is not None else None
         for f in sorted(set(files)):
             rel = f[len(site) + 1:] if under(f, site) else ""
             elsewhere = "/" in rel and not f.startswith(own) and not under(f, info)
             if no_catalogs and is_django_catalog(site, top, f):
                 continue  # USE_I18N = False in every settings module (django.py)
+            if apps is not None and uninstalled_app_file(site, top, f, apps):
+                continue  # a contrib app INSTALLED_APPS does not name (django.py)
             if (not elsewhere and not f.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in f
                     and _test_root(site, f) in scopes and ctx.fs.is_file(f)):
                 out.append(Edge(path, f, "package", ev))

@@ -1,5 +1,6 @@
 """Django settings that prove what Django never loads (slim.analyzers.python.django): message
-catalogs with USE_I18N = False, database backends other than the configured ENGINEs."""
+catalogs with USE_I18N = False, database backends other than the configured ENGINEs, the
+static files, templates and catalogs of contrib apps INSTALLED_APPS does not name."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def _backends(keep: set[str]) -> set[str]:
     return {b for b in ("dummy", "sqlite3", "postgresql") if f"{DJ}/db/backends/{b}/base.py" in keep}
 
 
-PROVEN = "USE_I18N = False\nDATABASES: dict = {}\nINSTALLED_APPS = []\n"
+PROVEN = "USE_I18N = False\nDATABASES: dict = {}\nINSTALLED_APPS = ['django.contrib.admin']\n"
 
 
 def test_settings_prove_no_catalogs_and_the_dummy_backend(tmp_path: Path) -> None:
@@ -103,7 +104,8 @@ def test_each_setting_is_proven_on_its_own(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("settings", [
-    "DATABASES = {}\nDATABASES['default'] = {'ENGINE': 'x.y'}\nUSE_I18N = False\nUSE_I18N = True\n",
+    "DATABASES = {}\nDATABASES['default'] = {'ENGINE': 'x.y'}\nUSE_I18N = False\nUSE_I18N = True\n"
+    "INSTALLED_APPS = ['django.contrib.admin']\n",
     "from .base import *\nDATABASES = {}\nUSE_I18N = False\n",
     "import os\nUSE_I18N = os.environ.get('I18N') == '1'\nDATABASES = {}\nglobals()['USE_I18N'] = True\n",
 ])
@@ -138,3 +140,28 @@ def test_settings_chosen_in_code_prove_nothing(tmp_path: Path, wsgi: str) -> Non
     with context(tmp_path) as ctx:
         assert settings_of(ctx) is None
     assert CATALOG in _kept(tmp_path)
+
+
+@pytest.mark.parametrize(("apps", "admin"), [
+    ("INSTALLED_APPS = ['django.contrib.auth']\n", False),
+    ("", False),  # Django's default: no app
+    ("INSTALLED_APPS = ('django.contrib.auth', 'django.contrib.admin.apps.SimpleAdminConfig')\n", True),
+    ("APPS = ['django.contrib.auth']\nINSTALLED_APPS = APPS + []\n", True),  # not a literal: not proven
+])
+def test_contrib_apps_not_installed_leave_their_static_templates_and_catalogs(
+        tmp_path: Path, apps: str, admin: bool) -> None:
+    auth = f"{DJ}/contrib/auth"
+    extra = {f"{auth}/__init__.py": "", f"{auth}/password_validation.py": "",
+             f"{auth}/common-passwords.txt.gz": "x", f"{auth}/templates/registration/x.html": "x",
+             f"{DJ}/contrib/admin/__init__.py": "", f"{DJ}/contrib/__init__.py": "",
+             f"{DJ}/contrib/admin/templates/admin/base.html": "x"}
+    wsgi = WSGI + "import django.contrib.auth.password_validation\nimport django.contrib.admin\n"
+    record = "".join(f"{p[len(VSITE) + 1:]},,\n" for p in extra)
+    _image(tmp_path, "DATABASES = {}\n" + apps,
+           {**extra, "/app/mysite/wsgi.py": wsgi, f"{VSITE}/django-5.2.dist-info/RECORD": RECORD + record})
+    keep = _kept(tmp_path)
+    admin_dirs = {STATIC, ADMIN_CATALOG, f"{DJ}/contrib/admin/templates/admin/base.html"}
+    assert (admin_dirs <= keep) if admin else not (admin_dirs & keep)
+    assert f"{auth}/common-passwords.txt.gz" in keep  # not an app directory: data its code reads
+    if apps.startswith("INSTALLED_APPS = ['django.contrib.auth']"):
+        assert f"{auth}/templates/registration/x.html" in keep  # auth is installed
