@@ -13,7 +13,6 @@ roots.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import io
 import logging
 import posixpath
@@ -640,7 +639,7 @@ def _scan(source: str, path: str, version: tuple[int, int]) -> tuple[str, object
         return "unknown", f"not parseable as Python {version[0]}.{version[1]}: {exc}"
     except (RecursionError, MemoryError):
         return "unknown", "nested too deeply to parse; its imports are not analyzed"
-    return "refs", [dataclasses.asdict(r) for r in refs]
+    return "refs", [dict(vars(r)) for r in refs]  # shallow: the fields are str, int, bool and tuples of str
 
 
 def _parse_kind(env: PythonEnv) -> str:
