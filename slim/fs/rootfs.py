@@ -182,13 +182,15 @@ class RootFS:
         cur = "/"
         links: list[str] = []
         hops = 0
+        get = self.tree.get
         while pending:
             part = pending.pop()
             if part == "..":
-                cur = posixpath.dirname(cur) if cur != "/" else "/"
+                cur = cur.rsplit("/", 1)[0] or "/"  # posixpath.dirname of a normalized path
                 continue
-            nxt = posixpath.join(cur, part)
-            entry = self.tree.get(nxt)
+            # posixpath.join(cur, part): a part never holds "/" (split above), cur is normalized
+            nxt = "/" + part if cur == "/" else cur + "/" + part
+            entry = get(nxt)
             if entry is None:
                 rest = "/".join(reversed(pending))
                 missing = posixpath.join(nxt, rest) if rest else nxt
