@@ -330,6 +330,8 @@ def why(
         fail(exc)
     if not answer.steps:
         typer.echo(f"{answer.path}: not kept" + ("" if answer.in_image else " (not in the image)"))
+        for src, reason in answer.declined:
+            typer.echo(f"  {src} would keep it, but: {reason}")
         raise typer.Exit(1)
     for i, item in enumerate(answer.steps):
         step = item.step

@@ -274,6 +274,8 @@ class WhyAnswer:
     path: str  # the path asked about, normalized
     steps: tuple[WhyStep, ...] = ()  # empty: not kept
     in_image: bool = True
+    # not kept: (the file that would have kept it, why the analysis did not follow that edge)
+    declined: tuple[tuple[str, str], ...] = ()
 
 
 def why(analysis: Analysis, path: str) -> WhyAnswer:
@@ -294,7 +296,14 @@ def why(analysis: Analysis, path: str) -> WhyAnswer:
     if steps is None and final.exists and final.path != target:
         steps = closure.graph.why(final.path)
     if steps is None:
-        return WhyAnswer(target, (), fs.lexists(canonical) or final.exists)
+        declined: list[tuple[str, str]] = []
+        if closure.context is not None:
+            from slim.analyzers.base import Declined
+
+            reasons = closure.context.service(Declined)
+            for p in dict.fromkeys((target, canonical, final.path)):
+                declined += [r for r in reasons.of(p) if r not in declined]
+        return WhyAnswer(target, (), fs.lexists(canonical) or final.exists, tuple(declined))
     out = []
     for step in steps:
         m = re.match(r"(?:DT_NEEDED|LD_PRELOAD|/etc/ld.so.preload) (\S+)", step.evidence)

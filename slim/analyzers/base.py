@@ -83,6 +83,26 @@ class AnalysisContext:
             yield e
 
 
+class Declined:
+    """Edges an analyzer found and chose not to follow, with the reason (a context service):
+    `slim why` answers a path that is not kept with them. At most MAX_DECLINED reasons a path."""
+
+    MAX_DECLINED = 8
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.reasons: dict[str, list[tuple[str, str]]] = {}
+
+    def add(self, src: str, dst: str, why: str) -> None:
+        """Record that `src` would have kept `dst` (the first reason per file is kept)."""
+        got = self.reasons.setdefault(dst, [])
+        if len(got) < self.MAX_DECLINED and all(s != src for s, _ in got):
+            got.append((src, why))
+
+    def of(self, path: str) -> list[tuple[str, str]]:
+        """(the file that would have kept `path`, why it did not)."""
+        return list(self.reasons.get(path, ()))
+
+
 class Parses:
     """The parse cache of a run (slim.cache.ParseStore) as a context service: `memo` returns
     what `compute()` returns for these bytes, from the cache when the same bytes were parsed

@@ -192,3 +192,20 @@ def test_the_fast_exit_keeps_what_threads_and_exit_handlers_print(tmp_path) -> N
         rc = subprocess.run([sys.executable, "-c", code], stdout=f, env=env, timeout=60).returncode
     assert rc == 3
     assert out.read_text().split() == ["command", "thread", "atexit"]
+
+
+def test_why_says_which_edge_the_analysis_declined_and_why(tmp_path):
+    from tests.imagekit import write_tree
+    from tests.unit.analyzers.test_python import PY_CONFIG, PY_FILES, PY_LINKS, STD
+
+    files = dict(PY_FILES)
+    files[f"{STD}/pydoc.py"] = ("class Helper:\n    def _gettopic(self):\n        try:\n"
+                                "            import pydoc_data.topics\n        except ImportError:\n"
+                                "            return ''\n")
+    files[f"{STD}/pydoc_data/__init__.py"] = ""
+    files[f"{STD}/pydoc_data/topics.py"] = "topics = {}\n"
+    files["/app/app.py"] = "import pydoc\n"
+    write_tree(tmp_path, files, PY_LINKS, PY_CONFIG)
+    r = invoke("why", f"rootfs:{tmp_path}", f"{STD}/pydoc_data/topics.py")
+    assert r.exit_code == 1 and "not kept" in r.output
+    assert f"{STD}/pydoc.py would keep it, but: {STD}/pydoc.py:4: import pydoc_data.topics: only help" in r.output

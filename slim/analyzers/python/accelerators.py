@@ -73,7 +73,7 @@ def _prove(ctx: AnalysisContext, env: PythonEnv, imports: tuple[str, ...], searc
         if wanted and not _names_written(ctx, path, wanted):
             return ""
         loaded.append(path)
-    return "its try imports only extension modules that load: " + ", ".join(loaded)
+    return "its try imports only extension modules that load: " + ", ".join(dict.fromkeys(loaded))
 
 
 def _libraries_found(ctx: AnalysisContext, env: PythonEnv, path: str) -> bool:

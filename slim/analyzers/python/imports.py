@@ -19,9 +19,9 @@ import posixpath
 import re
 import tokenize
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from slim.analyzers.base import AnalysisContext, Parses, link_edges
+from slim.analyzers.base import AnalysisContext, Declined, Parses, link_edges
 from slim.analyzers.python.absent import DeadImport, dead_after, dead_spans
 from slim.analyzers.python.accelerators import accelerators_load
 from slim.analyzers.python.deadcode import dead_functions
@@ -545,17 +545,27 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
         # _distutils_hack): the data of the one imported, its metadata, files beside no package
         own = posixpath.join(site, top) + "/"
         django = ctx.service(DjangoState).settings if top == "django" else None
-        no_catalogs = django is not None and django.i18n_off
+        no_catalogs = f"USE_I18N = False in {', '.join(django.modules)}" if django and django.i18n_off else ""
         apps = django.apps if django is not None else None
+        declined = ctx.service(Declined)
         for f in sorted(set(files)):
             rel = f[len(site) + 1:] if under(f, site) else ""
             elsewhere = "/" in rel and not f.startswith(own) and not under(f, info)
+            if elsewhere or f.endswith(_NOT_DATA_SUFFIXES) or "/__pycache__/" in f:
+                continue
+            test_root = _test_root(site, f)
+            if test_root not in scopes:
+                if test_root and "" in scopes:
+                    declined.add(path, f, f"{ev}: test data of {test_root}, kept only with a module of it")
+                continue
             if no_catalogs and is_django_catalog(site, top, f):
-                continue  # USE_I18N = False in every settings module (django.py)
-            if apps is not None and uninstalled_app_file(site, top, f, apps):
-                continue  # a contrib app INSTALLED_APPS does not name (django.py)
-            if (not elsewhere and not f.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in f
-                    and _test_root(site, f) in scopes and ctx.fs.is_file(f)):
+                declined.add(path, f, f"{ev}: {no_catalogs}")
+                continue
+            app = uninstalled_app_file(site, top, f, apps) if apps is not None else ""
+            if app:
+                declined.add(path, f, f"{ev}: {app} is not in INSTALLED_APPS")
+                continue
+            if ctx.fs.is_file(f):
                 out.append(Edge(path, f, "package", ev))
         return out
     pkg_dir = posixpath.join(site, top)
@@ -563,9 +573,13 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
         return []
     ev = f"package data in {pkg_dir}"
     for e in ctx.files_under(pkg_dir):
-        if (not e.path.endswith(_NOT_DATA_SUFFIXES) and "/__pycache__/" not in e.path
-                and _test_root(site, e.path) in scopes):
+        if e.path.endswith(_NOT_DATA_SUFFIXES) or "/__pycache__/" in e.path:
+            continue
+        test_root = _test_root(site, e.path)
+        if test_root in scopes:
             out.append(Edge(path, e.path, "package", ev))
+        elif test_root and "" in scopes:
+            ctx.service(Declined).add(path, e.path, f"{ev}: test data of {test_root}, kept only with a module of it")
     return out
 
 
@@ -716,8 +730,11 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         if missing:
             held: list[Edge | Unknown] = []
             _one_import(ctx, env, site, ref, held)
-            log.debug("%s:%d: not followed: runs only after `import %s`, which this image "
-                      "cannot provide", path, ref.line, missing)
+            declined = ctx.service(Declined)
+            for e in held:
+                if isinstance(e, Edge):
+                    declined.add(path, e.dst, f"{path}:{ref.line}: runs only after `import {missing}`, "
+                                              "which this image cannot provide")
             state.dead.append(DeadImport(path, ref.line, missing, tuple(e for e in held if isinstance(e, Edge)),
                                          tuple(u for u in held if isinstance(u, Unknown))))
             continue
@@ -750,9 +767,9 @@ class _Site:
 TERMINAL_ONLY = frozenset({"readline"})
 
 
-def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str, guarded: bool) -> bool:
-    """Whether `path`'s import of `module` runs only on a path a program does not take, so
-    the edge is made elsewhere or not at all:
+def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str, guarded: bool) -> str:
+    """Why `path`'s import of `module` runs only on a path a program does not take, so the
+    edge is made elsewhere or not at all ("" when it may run):
 
     * setuptools' `_distutils_hack` imports setuptools/distutils from its finder (someone
       imports distutils: see _distutils_edges) or from do_override (setuptools imports it);
@@ -767,13 +784,28 @@ def _runs_elsewhere(env: PythonEnv, path: str, top: str, module: str, guarded: b
 
     The same import in any other file — the program's own `import pydoc` — is followed."""
     if posixpath.basename(posixpath.dirname(path)) == "_distutils_hack":
-        return top in ("setuptools", "distutils")
+        return ("setuptools' distutils hack imports it when the program imports distutils"
+                if top in ("setuptools", "distutils") else "")
     if not under(path, env.stdlib):
-        return False
+        return ""
     name = posixpath.basename(path)
-    return ((name == "_sitebuiltins.py" and module == "pydoc")
-            or (name == "pydoc.py" and guarded and top == "pydoc_data")
-            or (top == "test" and not under(path, posixpath.join(env.stdlib, "test"))))
+    if name == "_sitebuiltins.py" and module == "pydoc":
+        return "only help() at the interactive prompt imports it"
+    if name == "pydoc.py" and guarded and top == "pydoc_data":
+        return "only help('keyword') reads the topics, and says they are not available without them"
+    if top == "test" and not under(path, posixpath.join(env.stdlib, "test")):
+        return "only CPython's own test suite runs this import"
+    return ""
+
+
+def _decline(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRef, why: str) -> None:
+    """Record the files `ref` would have kept (as if it were followed) as declined, with `why`."""
+    held: list[Edge | Unknown] = []
+    _one_import(ctx, env, site, replace(ref, fallback_for=(), degrades=False), held, declining=True)
+    declined = ctx.service(Declined)
+    for e in held:
+        if isinstance(e, Edge):
+            declined.add(site.path, e.dst, f"{site.path}:{ref.line}: import {ref.module or '.'}: {why}")
 
 
 def _django_backends(ctx: AnalysisContext, env: PythonEnv, path: str, line: int,
@@ -797,7 +829,7 @@ def _django_backends(ctx: AnalysisContext, env: PythonEnv, path: str, line: int,
 
 
 def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRef,
-                out: list[Edge | Unknown]) -> None:
+                out: list[Edge | Unknown], declining: bool = False) -> None:
     """The edges (and Unknowns) of one import statement, appended to `out`."""
     path, in_stdlib, search = site.path, site.in_stdlib, site.search
     where = f"{path}:{ref.line}"
@@ -806,7 +838,7 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
     if ref.fallback_for:
         why = accelerators_load(ctx, env, ref.fallback_for, search)
         if why:
-            log.debug("%s: not followed: in an except ImportError handler that never runs (%s)", where, why)
+            _decline(ctx, env, site, ref, f"in an except ImportError handler that never runs ({why})")
             return
     if ref.dynamic:
         if in_stdlib:
@@ -845,10 +877,12 @@ def _one_import(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRe
     top = ref.module.split(".")[0]
     if top in FOREIGN_MODULES or not ref.module:
         return
-    if _runs_elsewhere(env, path, top, ref.module, ref.guarded):
+    elsewhere = "" if declining else _runs_elsewhere(env, path, top, ref.module, ref.guarded)
+    if elsewhere:
+        _decline(ctx, env, site, ref, elsewhere)
         return
     if ref.degrades and top in TERMINAL_ONLY:
-        log.debug("%s: not followed: %s only serves a terminal, and the code goes on without it", where, top)
+        _decline(ctx, env, site, ref, f"{top} only serves a terminal, and the code goes on without it")
         return
     if top == "distutils":
         out.extend(_distutils_edges(ctx, env, path, ref.module, where))

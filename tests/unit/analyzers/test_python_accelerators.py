@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from slim.analyzers.base import Declined
 from slim.analyzers.elf import ElfAnalyzer
 from slim.analyzers.python import PythonAnalyzer, python_roots
 from slim.analyzers.python.imports import scan_imports
@@ -54,9 +55,16 @@ def _keep(root: Path) -> set[str]:
 
 def test_the_fallback_of_an_accelerator_that_loads_is_not_kept(tmp_path: Path) -> None:
     need_gcc()
-    keep = _keep(_image(tmp_path))
+    root = _image(tmp_path)
+    with context(root) as ctx:
+        keep, _, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer, ElfAnalyzer])
+        declined = ctx.service(Declined).of(f"{STD}/_pyfast.py")
     assert {FAST, f"/{MULTIARCH}/libfast.so.1", f"{STD}/fastmod.py"} <= keep
     assert f"{STD}/_pyfast.py" not in keep and f"{STD}/slowhelper.py" not in keep
+    # `slim why` says which import was not followed, and why
+    assert [src for src, _ in declined] == [f"{STD}/fastmod.py"]
+    assert f"{STD}/fastmod.py:6: import _pyfast: in an except ImportError handler that never runs" in declined[0][1]
+    assert FAST in declined[0][1]
 
 
 @pytest.mark.parametrize("case", ["library missing", "name not in the object", "body does more",
