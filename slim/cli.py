@@ -159,7 +159,6 @@ def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str =
              save_trace: str | None = None) -> Tracing | None:
     """The tracing options of a command (None: no trace). Raises UsageError."""
     from slim.pipeline import Tracing
-    from slim.tracers.base import RunOptions
 
     if trace_file:
         return Tracing(trace_file=trace_file)
@@ -167,6 +166,8 @@ def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str =
         if probes:
             raise UsageError("--probe needs --trace (or use `slim build`, which verifies with probes)")
         return None
+    from slim.tracers.base import RunOptions  # the runners' code only when the image is run
+
     return Tracing(run=RunOptions(_probes(probes), runner, network, timeout),
                    save_trace=save_trace or "")
 

@@ -120,10 +120,10 @@ def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions
 
 def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | None, RunResult | None]:
     """(trace, run): a new traced run, a saved trace, or neither. Raises TraceError."""
+    if tracing is None:
+        return None, None  # the tracers' modules (probes import http.client, ssl …) not loaded
     from slim.tracers.trace import Trace
 
-    if tracing is None:
-        return None, None
     if tracing.trace_file:
         return Trace.load(tracing.trace_file), None
     if tracing.run is None:
