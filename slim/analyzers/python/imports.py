@@ -536,50 +536,48 @@ def package_data_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[
     if not scopes:
         return []
     done.update((site, top, s) for s in scopes)
-    out: list[Edge] = []
     dist = _dist_index(ctx, site).get(top) if site in env.site_dirs else None
+    django = None
     if dist is not None:
         info, files = dist
         ev = f"package data of {posixpath.basename(info)} (RECORD)"
         # a distribution with several top-level packages (setuptools: setuptools, pkg_resources,
         # _distutils_hack): the data of the one imported, its metadata, files beside no package
         own = posixpath.join(site, top) + "/"
-        django = ctx.service(DjangoState).settings if top == "django" else None
-        no_catalogs = f"USE_I18N = False in {', '.join(django.modules)}" if django and django.i18n_off else ""
-        apps = django.apps if django is not None else None
-        declined = ctx.service(Declined)
-        for f in sorted(set(files)):
+
+        def ours(f: str) -> bool:
             rel = f[len(site) + 1:] if under(f, site) else ""
-            elsewhere = "/" in rel and not f.startswith(own) and not under(f, info)
-            if elsewhere or f.endswith(_NOT_DATA_SUFFIXES) or "/__pycache__/" in f:
-                continue
-            test_root = _test_root(site, f)
-            if test_root not in scopes:
-                if test_root and "" in scopes:
-                    declined.add(path, f, f"{ev}: test data of {test_root}, kept only with a module of it")
-                continue
-            if no_catalogs and is_django_catalog(site, top, f):
-                declined.add(path, f, f"{ev}: {no_catalogs}")
-                continue
-            app = uninstalled_app_file(site, top, f, apps) if apps is not None else ""
-            if app:
-                declined.add(path, f, f"{ev}: {app} is not in INSTALLED_APPS")
-                continue
-            if ctx.fs.is_file(f):
-                out.append(Edge(path, f, "package", ev))
-        return out
-    pkg_dir = posixpath.join(site, top)
-    if not ctx.fs.is_dir(pkg_dir):
-        return []
-    ev = f"package data in {pkg_dir}"
-    for e in ctx.files_under(pkg_dir):
-        if e.path.endswith(_NOT_DATA_SUFFIXES) or "/__pycache__/" in e.path:
+            return "/" not in rel or f.startswith(own) or under(f, info)
+
+        candidates = [f for f in sorted(set(files)) if ours(f)]
+        django = ctx.service(DjangoState).settings if top == "django" else None
+    else:
+        pkg_dir = posixpath.join(site, top)
+        if not ctx.fs.is_dir(pkg_dir):
+            return []
+        ev = f"package data in {pkg_dir}"
+        candidates = [e.path for e in ctx.files_under(pkg_dir)]
+    i18n_off = f"USE_I18N = False in {', '.join(django.modules)}" if django and django.i18n_off else ""
+    apps = django.apps if django is not None else None
+    declined = ctx.service(Declined)
+    out: list[Edge] = []
+    for f in candidates:
+        if f.endswith(_NOT_DATA_SUFFIXES) or "/__pycache__/" in f:
             continue
-        test_root = _test_root(site, e.path)
-        if test_root in scopes:
-            out.append(Edge(path, e.path, "package", ev))
-        elif test_root and "" in scopes:
-            ctx.service(Declined).add(path, e.path, f"{ev}: test data of {test_root}, kept only with a module of it")
+        test_root = _test_root(site, f)
+        if test_root not in scopes:
+            if test_root and "" in scopes:
+                declined.add(path, f, f"{ev}: test data of {test_root}, kept only with a module of it")
+            continue
+        if i18n_off and is_django_catalog(site, top, f):
+            declined.add(path, f, f"{ev}: {i18n_off}")
+            continue
+        app = uninstalled_app_file(site, top, f, apps) if apps is not None else ""
+        if app:
+            declined.add(path, f, f"{ev}: {app} is not in INSTALLED_APPS")
+            continue
+        if dist is None or ctx.fs.is_file(f):  # a RECORD may list files the image lacks
+            out.append(Edge(path, f, "package", ev))
     return out
 
 
@@ -730,10 +728,7 @@ def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,
         if missing:
             held: list[Edge | Unknown] = []
             _one_import(ctx, env, site, ref, held)
-            declined = ctx.service(Declined)
-            for e in held:
-                if isinstance(e, Edge):
-                    declined.add(path, e.dst, f"{path}:{ref.line}: runs only after `import {missing}`, "
+            _record_declined(ctx, path, held, f"{path}:{ref.line}: runs only after `import {missing}`, "
                                               "which this image cannot provide")
             state.dead.append(DeadImport(path, ref.line, missing, tuple(e for e in held if isinstance(e, Edge)),
                                          tuple(u for u in held if isinstance(u, Unknown))))
@@ -802,10 +797,15 @@ def _decline(ctx: AnalysisContext, env: PythonEnv, site: _Site, ref: ImportRef, 
     """Record the files `ref` would have kept (as if it were followed) as declined, with `why`."""
     held: list[Edge | Unknown] = []
     _one_import(ctx, env, site, replace(ref, fallback_for=(), degrades=False), held, declining=True)
+    _record_declined(ctx, site.path, held, f"{site.path}:{ref.line}: import {ref.module or '.'}: {why}")
+
+
+def _record_declined(ctx: AnalysisContext, src: str, held: Iterable[Edge | Unknown], why: str) -> None:
+    """The targets of the edges `src` would have made, as declined for `why` (slim why)."""
     declined = ctx.service(Declined)
     for e in held:
         if isinstance(e, Edge):
-            declined.add(site.path, e.dst, f"{site.path}:{ref.line}: import {ref.module or '.'}: {why}")
+            declined.add(src, e.dst, why)
 
 
 def _django_backends(ctx: AnalysisContext, env: PythonEnv, path: str, line: int,
