@@ -268,6 +268,20 @@ def _plain_imports(body: list[ast.stmt]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _block_fields() -> dict[type, tuple[str, ...]]:
+    """Per AST node class, its fields that hold statements, except handlers or match cases
+    (in field order: the order ast.iter_child_nodes visits them)."""
+    out: dict[type, tuple[str, ...]] = {}
+    for cls in (ast.Module, ast.Interactive, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Match,
+                ast.Try, getattr(ast, "TryStar", ast.Try), ast.ExceptHandler, ast.match_case):
+        out[cls] = tuple(f for f in cls._fields if f in ("body", "orelse", "finalbody", "handlers", "cases"))
+    return out
+
+
+_BLOCK_FIELDS = _block_fields()
+
+
 def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list[ImportRef]:
     """Every import in a module: statements anywhere, importlib/`__import__` calls.
 
@@ -281,7 +295,6 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
     statements (segments.import_tree).
     """
     out: list[ImportRef] = []
-    block_parts = (ast.stmt, ast.excepthandler, ast.match_case)
     dead = dead_functions(tree, _is_main_guard)
     block_ends = _block_ends(tree, module_end)
     gates = _getattr_gates(tree)
@@ -356,9 +369,13 @@ def scan_imports(tree: ast.AST, calls: bool = True, module_end: int = 0) -> list
         outer_degrades = degrades
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             degrades = False  # its body runs when called, outside the try around the def
-        for child in ast.iter_child_nodes(node):
-            if calls or isinstance(child, block_parts):
+        if calls:
+            for child in ast.iter_child_nodes(node):
                 visit(child, guarded, main_only)
+        else:  # statements live only in these fields (expressions hold none: a lambda's is one)
+            for name in _BLOCK_FIELDS.get(type(node), ()):
+                for child in getattr(node, name):
+                    visit(child, guarded, main_only)
         degrades = outer_degrades
 
     visit(tree, False, False)
