@@ -399,7 +399,7 @@ def _strs(value: Any, where: str, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _check_glob(pattern: str, where: str, key: str, *, absolute: bool) -> None:
+def _check_glob(pattern: str, where: str, key: str, *, absolute: bool, compiled: bool = True) -> None:
     if not pattern.strip():
         raise RuleError(f"{where}: '{key}': empty glob")
     if absolute and not pattern.startswith("/"):
@@ -409,12 +409,12 @@ def _check_glob(pattern: str, where: str, key: str, *, absolute: bool) -> None:
                         "(`*` stays in one path component; write **/NAME for any directory)")
     if ".." in pattern.split("/"):
         raise RuleError(f"{where}: '{key}': {pattern!r} must not contain '..'")
-    problem = check_glob(pattern)
+    problem = check_glob(pattern, compiled=compiled)
     if problem:
         raise RuleError(f"{where}: '{key}': {pattern!r}: {problem}")
 
 
-def _parse_rule(name: str, body: Any, file: str) -> Rule:
+def _parse_rule(name: str, body: Any, file: str, compiled: bool = True) -> Rule:
     where = f"{file}: [rule.{name}]"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise RuleError(f"{where}: rule names use letters, digits, '.', '_' and '-'")
@@ -438,7 +438,7 @@ def _parse_rule(name: str, body: Any, file: str) -> Rule:
         raise RuleError(f"{where}: unknown handler {handler!r} (known: {', '.join(sorted(HANDLERS))})")
     keep = _strs(body["keep"], where, "keep") if "keep" in body else ()
     for pattern in keep:
-        _check_glob(pattern, where, "keep", absolute=True)
+        _check_glob(pattern, where, "keep", absolute=True, compiled=compiled)
 
     when = body["when"]
     if isinstance(when, (str, list)):  # shorthand: when = "GLOB" (or a list) is when.kept
@@ -460,7 +460,7 @@ def _parse_rule(name: str, body: Any, file: str) -> Rule:
         raise RuleError(f"{where}: 'when.always' cannot be combined with other conditions")
     kept = _strs(when["kept"], where, "when.kept") if "kept" in when else ()
     for pattern in kept:
-        _check_glob(pattern, where, "when.kept", absolute=False)
+        _check_glob(pattern, where, "when.kept", absolute=False, compiled=compiled)
     env = _strs(when["env"], where, "when.env") if "env" in when else ()
     for var in env:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
@@ -499,7 +499,7 @@ def parse_rule_pack(text: str, file: str, *, required: bool = True) -> list[Rule
     table = doc["rule"]
     if not isinstance(table, dict):
         raise RuleError(f"{file}: 'rule' must be a table of [rule.NAME] tables")
-    return [_parse_rule(name, body, file) for name, body in sorted(table.items())]
+    return [_parse_rule(name, body, file, compiled=required) for name, body in sorted(table.items())]
 
 
 def _pack_files(path: Path) -> list[Path]:

@@ -56,9 +56,11 @@ class AnalysisContext:
 
     def service(self, cls: Callable[[AnalysisContext], S]) -> S:
         """The one instance of service class `cls` for this run (built on first use)."""
-        if cls not in self._services:
-            self._services[cls] = cls(self)
-        return cast(S, self._services[cls])
+        try:
+            return cast(S, self._services[cls])  # ~20,000 calls a run: one lookup
+        except KeyError:
+            instance = self._services[cls] = cls(self)
+            return instance
 
     def which(self, name: str, cwd: str | None = None) -> str | None:
         """The program execvp would run for `name` with the image's PATH (slim.programs)."""

@@ -92,6 +92,18 @@ def test_shipped_packs_load_and_user_rules_override(tmp_path: Path) -> None:
     assert len(merged.rules) == len(shipped.rules)
 
 
+def test_shipped_packs_pass_the_checks_user_packs_get(tmp_path: Path) -> None:
+    """Loading the shipped packs skips compiling their globs (every run pays for that): here
+    each shipped pack is parsed as a user pack, with every glob compiled."""
+    from slim.rules import rules_dir
+
+    packs = [p for p in sorted(rules_dir().glob("*.toml")) if "[rule." in p.read_text(encoding="utf-8")]
+    assert packs
+    for pack in packs:  # (the directory holds other TOML data too)
+        (tmp_path / pack.name).write_text(pack.read_text(encoding="utf-8"), encoding="utf-8")
+    assert len(load_rules([tmp_path], shipped=False).rules) == len(load_rules().rules)
+
+
 def test_parse_rule_pack_shorthand_and_lists() -> None:
     rules = parse_rule_pack('[rule.x]\nwhen = ["**/a", "/b"]\nkeep = "/c"\n', "t.toml")
     assert rules[0].when.kept == ("**/a", "/b") and rules[0].keep == ("/c",)
