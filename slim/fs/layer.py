@@ -645,12 +645,23 @@ class _Pipe(io.RawIOBase):
             elif chunk.startswith(ZSTD_MAGIC):
                 self.compression = "zstd"
             decoder = _Decoder(self.compression)
+            blob_hashes, tar_hashes = self._blob_hashes, self._tar_hashes
+            if self.compression == "none":
+                # the tar is the blob: hash its bytes once, for the digests of both
+                self.tar_sha = self.blob_sha
+                if self.tar_other is not None and self.blob_other is not None \
+                        and self.tar_other.name == self.blob_other.name:
+                    self.tar_other = self.blob_other
+                blob_hashes = tuple(dict.fromkeys((*self._blob_hashes, self.tar_sha, *(
+                    (self.tar_other,) if self.tar_other is not None else ()))))
+                tar_hashes = ()
             while chunk and not self._stop.is_set():
-                self._put((self._blob_hashes, chunk), self._hq)
+                self._put((blob_hashes, chunk), self._hq)
                 self.blob_count += len(chunk)
                 for piece in decoder.feed(chunk):
                     if piece:
-                        self._put((self._tar_hashes, piece), self._hq)
+                        if tar_hashes:
+                            self._put((tar_hashes, piece), self._hq)
                         self.tar_count += len(piece)
                         self._put(piece)
                 if self._on_bytes is not None:

@@ -145,6 +145,24 @@ def test_digests_of_a_many_chunk_layer_and_no_thread_left_behind() -> None:
     assert not [t.name for t in threading.enumerate() if t.name.startswith("slim-layer-")]
 
 
+@pytest.mark.parametrize(("blob_alg", "tar_alg"), [("sha256", "sha256"), ("sha512", "sha384"),
+                                                 ("sha384", "sha384"), ("sha256", "sha512")])
+def test_an_uncompressed_layer_is_hashed_once_for_both_digests(blob_alg: str, tar_alg: str) -> None:
+    """An uncompressed blob is its tar: one pass of hashing gives both digests, each checked
+    with the algorithm its own document names."""
+    tar = layer_tar([M(f"f{i}", data=os.urandom(300_000)) for i in range(12)])
+    assert len(tar) > 3 * CHUNK
+    digest = f"{blob_alg}:{hashlib.new(blob_alg, tar).hexdigest()}"
+    diff_id = f"{tar_alg}:{hashlib.new(tar_alg, tar).hexdigest()}"
+    result = _read(tar, digest=digest, diff_id=diff_id)
+    assert result.blob_digest == result.diff_id == f"sha256:{hashlib.sha256(tar).hexdigest()}"
+    assert (result.blob_bytes, result.tar_bytes) == (len(tar), len(tar))
+    with pytest.raises(LayerError, match="diff_id mismatch"):
+        _read(tar, digest=digest, diff_id=f"{tar_alg}:{hashlib.new(tar_alg, tar + b'x').hexdigest()}")
+    with pytest.raises(LayerError, match="digest mismatch"):
+        _read(tar, digest=f"{blob_alg}:{hashlib.new(blob_alg, tar[:-1]).hexdigest()}", diff_id=diff_id)
+
+
 def test_stored_zero_runs_are_holes_and_small_reads_are_exact() -> None:
     store = ContentStore()
     try:
