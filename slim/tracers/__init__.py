@@ -12,8 +12,9 @@ import tempfile
 
 from slim.errors import TraceError
 from slim.image import LoadedImage, prepare_root
-from slim.tracers.base import Runner, RunOptions, RunResult
+from slim.tracers.base import ImageNotStored, Runner, RunOptions, RunResult
 from slim.tracers.docker import DockerRunner
+from slim.tracers.hostroot import tables_readable
 from slim.tracers.probes import default_probes
 from slim.tracers.sandbox import SandboxRunner
 from slim.tracers.trace import PathAccess, Trace
@@ -82,13 +83,24 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     Raises TraceError (and LayerError / SourceError when the image cannot be unpacked).
     """
     config = loaded.image.config
+    runner = choose_runner(options.runner)
+    probes = list(options.probes) or default_probes(config)
+    image_id = loaded.image.digest or ""
+    if image_id and runner.stores(image_id) and (not config.user or tables_readable(loaded.rootfs)):
+        # the runner has this very image (its ID is the digest of its config): run it from
+        # there, finding USER and the entrypoint in the image's RootFS, with no copy of it
+        log.debug("%s: in the %s runner's image store: run without unpacking", loaded.image.ref, runner.name)
+        try:
+            return runner.run(loaded.rootfs, config, probes, network=options.network,
+                              timeout=options.timeout, image_id=image_id)
+        except ImageNotStored as exc:  # removed meanwhile: unpack it after all
+            log.debug("%s", exc)
     parent = run_parent(loaded.rootfs.size_bytes)
     log.debug("%s: unpacking the image for the run under %s", loaded.image.ref, parent or tempfile.gettempdir())
     with tempfile.TemporaryDirectory(prefix="slim-run-", dir=parent) as work:
         root = prepare_root(loaded.image, work, private=True)
-        return choose_runner(options.runner).run(
-            root, config, list(options.probes) or default_probes(config), network=options.network,
-            timeout=options.timeout, image_id=loaded.image.digest or "")
+        return runner.run(root, config, probes, network=options.network, timeout=options.timeout,
+                          image_id=image_id)
 
 
 __all__ = ["RUNNERS", "PathAccess", "RunOptions", "RunResult", "Runner", "SandboxRunner", "Trace",

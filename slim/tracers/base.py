@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 from slim.errors import TraceError
+from slim.fs.rootfs import RootFS
 from slim.model import ImageConfig
 from slim.result import ProbeOutcome
 from slim.tracers.probehelper import run_isolated
@@ -146,6 +147,10 @@ class Process(ABC):
         return run_network(probe, deadline, self.alive)
 
 
+class ImageNotStored(TraceError):
+    """The image a runner was to run from its own store is not there (any more)."""
+
+
 class Session(AbstractContextManager["Session"], ABC):
     """A root prepared for running (a private copy bound by bwrap, an imported Docker image);
     released on exit."""
@@ -171,11 +176,19 @@ class Runner(ABC):
         """Whether this runner can work on this host (tools, daemon)."""
 
     @abstractmethod
-    def session(self, image_root: str, config: ImageConfig, *, network: str, image_id: str = "") -> Session:
+    def session(self, image_root: str | RootFS, config: ImageConfig, *, network: str,
+                image_id: str = "") -> Session:
         """Prepare `image_root`, a private copy of the image's root (slim.image.prepare_root
         with `private`), for runs; the runner may change it. `image_id` is the image's ID (its
         config digest): a runner that finds that very image already stored (Docker's image
-        store) may run it instead of importing the copy. Raises TraceError."""
+        store) may run it instead of importing the copy. When `stores(image_id)` said so,
+        `image_root` may instead be the image's RootFS, only looked up (USER, PATH); the session
+        then raises ImageNotStored if the image has left the store. Raises TraceError."""
+
+    def stores(self, image_id: str) -> bool:
+        """Whether the image `image_id` (its config digest) can run from a store of this
+        runner's own, with no unpacked copy of its root."""
+        return False
 
     def program(self, session: Session, config: ImageConfig, args: tuple[str, ...] | None) -> list[str]:
         """Entrypoint + Cmd (or Entrypoint + `args`) with the program found as execvp finds it.
@@ -193,7 +206,7 @@ class Runner(ABC):
     def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
         """The image path execvp would run for `name` in this session's root."""
 
-    def run(self, image_root: str, config: ImageConfig, probes: list[Probe], *,
+    def run(self, image_root: str | RootFS, config: ImageConfig, probes: list[Probe], *,
             network: str = "none", timeout: float = 60.0, image_id: str = "") -> RunResult:
         """Run the entrypoint traced, exercise it with `probes`, stop it, parse.
 

@@ -34,8 +34,9 @@ import uuid
 from typing import Any, BinaryIO
 
 from slim.errors import TraceError
+from slim.fs.rootfs import RootFS
 from slim.model import ImageConfig
-from slim.tracers.base import TAIL_BYTES, ExecResult, Process, Runner, Session
+from slim.tracers.base import TAIL_BYTES, ExecResult, ImageNotStored, Process, Runner, Session
 from slim.tracers.hostroot import ResolvedUser, find_program, resolve_user
 from slim.tracers.strace import STRACE_OPTIONS, parse_strace
 from slim.tracers.trace import Trace
@@ -210,6 +211,17 @@ class _DockerProcess(Process):
         return ExecResult(code, (stdout or b"")[-TAIL_BYTES:], (stderr or b"")[-TAIL_BYTES:], trace)
 
 
+def _stored_id(client: Any, image_id: str) -> str | None:
+    """`image_id` when the daemon stores the image with that ID (its config digest), else None."""
+    if not image_id.startswith("sha256:"):
+        return None
+    try:
+        found = client.images.get(image_id).id
+    except Exception:  # not there (ImageNotFound), or the daemon did not answer
+        return None
+    return image_id if found == image_id else None
+
+
 _removals: list[threading.Thread] = []
 
 
@@ -237,9 +249,10 @@ def wait_for_removals() -> None:
 
 
 class _DockerSession(Session):
-    """The root imported as a throwaway image, with the strace bundle; removed on exit."""
+    """The root imported as a throwaway image, with the strace bundle; removed on exit. With
+    the image's RootFS for `root` the image must be in the daemon's store already."""
 
-    def __init__(self, runner: DockerRunner, root: str, config: ImageConfig, network: str,
+    def __init__(self, runner: DockerRunner, root: str | RootFS, config: ImageConfig, network: str,
                  known_id: str = "") -> None:
         self.runner = runner
         self.root = root
@@ -267,6 +280,8 @@ class _DockerSession(Session):
             os.chmod(self.outdir, 0o777)  # the app's user writes the log
             self.image_id = self._stored(self.known_id)
             if self.image_id is None:
+                if not isinstance(self.root, str):
+                    raise ImageNotStored(f"{self.known_id or 'the image'}: no longer in the daemon's image store")
                 repo, _, tagname = self.tag.partition(":")
                 _import_root(self.client, self.root, repo, tagname)
                 self.owned = True
@@ -280,19 +295,12 @@ class _DockerSession(Session):
         return self
 
     def _stored(self, image_id: str) -> str | None:
-        """`image_id` when the daemon already stores that very image: its ID is the digest of
-        its config, which names every layer's diff_id, so its files are the image's files.
-        Running it saves writing the private copy into Docker's store once more."""
-        if not image_id.startswith("sha256:"):
-            return None
-        try:
-            found = self.client.images.get(image_id).id
-        except Exception:  # not there (ImageNotFound), or the daemon did not answer
-            return None
-        if found != image_id:
-            return None
-        log.debug("%s: already in the daemon's image store: run as it is", image_id)
-        return image_id
+        """`image_id` when the daemon already stores that very image. Running it saves
+        writing the private copy into Docker's store once more."""
+        found = _stored_id(self.client, image_id)
+        if found is not None:
+            log.debug("%s: already in the daemon's image store: run as it is", image_id)
+        return found
 
     def __exit__(self, *exc: object) -> None:
         if self.image_id is not None and self.owned:
@@ -360,12 +368,19 @@ class DockerRunner(Runner):
             return False
         return True
 
-    def session(self, image_root: str, config: ImageConfig, *, network: str, image_id: str = "") -> Session:
+    def session(self, image_root: str | RootFS, config: ImageConfig, *, network: str,
+                image_id: str = "") -> Session:
         if network not in ("host", "none"):
             raise TraceError(f"{network}: unknown network mode (host or none)")
         if not self.strace or not self.setpriv:
             raise TraceError("docker runner: strace and setpriv (util-linux) are needed on the host")
-        return _DockerSession(self, os.path.realpath(image_root), config, network, image_id)
+        root = os.path.realpath(image_root) if isinstance(image_root, str) else image_root
+        return _DockerSession(self, root, config, network, image_id)
+
+    def stores(self, image_id: str) -> bool:
+        """Whether the daemon stores the image whose ID is `image_id`: its ID is the digest of
+        its config, which names every layer's diff_id, so its files are the image's files."""
+        return _stored_id(_client(), image_id) is not None
 
     def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
         assert isinstance(session, _DockerSession)

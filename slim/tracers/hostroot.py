@@ -11,7 +11,8 @@ import os
 import stat
 from dataclasses import dataclass
 
-from slim.errors import TraceError
+from slim.errors import SlimError, TraceError
+from slim.fs.rootfs import RootFS
 from slim.model import EntryKind, FileEntry, ImageConfig
 from slim.programs import which
 
@@ -68,9 +69,24 @@ class HostRoot:
         return FileEntry(path, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size)
 
 
-def find_program(root: str, name: str, config: ImageConfig) -> str | None:
-    """The image path execvp would run for `name` (PATH and WorkingDir from the image)."""
-    return which(HostRoot(root), name, config.path_dirs, config.workdir or "/")
+def find_program(root: str | RootFS, name: str, config: ImageConfig) -> str | None:
+    """The image path execvp would run for `name` (PATH and WorkingDir from the image), in an
+    unpacked root or the image's RootFS."""
+    return which(HostRoot(root) if isinstance(root, str) else root, name, config.path_dirs,
+                 config.workdir or "/")
+
+
+def tables_readable(fs: RootFS) -> bool:
+    """Whether `resolve_user` can read the account files of the image `fs` (the layer reader
+    kept their contents): each of /etc/passwd and /etc/group is absent, not a file, or read."""
+    for path in ACCOUNT_TABLES:
+        res = fs.resolve(path)
+        if res.exists and fs.is_file(res.path) and not fs.has_content(res.path):
+            return False
+    return True
+
+
+ACCOUNT_TABLES = ("/etc/passwd", "/etc/group")
 
 
 def shift_ownership(root: str, base: int, count: int) -> None:
@@ -128,7 +144,18 @@ class ResolvedUser:
     groups: tuple[int, ...] = ()  # supplementary groups: /etc/group entries naming the user
 
 
-def _table(root: str, path: str) -> list[list[str]]:
+def _table(root: str | RootFS, path: str) -> list[list[str]]:
+    if not isinstance(root, str):
+        res = root.resolve(path)
+        if not res.exists or not root.is_file(res.path):
+            return []
+        # as a file opened in text mode reads it: \r\n and \r end lines too
+        try:
+            text = root.read_text(res.path)
+        except (SlimError, OSError) as exc:
+            raise TraceError(f"{path}: cannot read the image's account file: {exc}") from None
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return [line.split(":") for line in text.split("\n") if line.count(":") >= 2]
     host = resolve_in_root(root, path)
     if host is None or not os.path.isfile(host):
         return []
@@ -141,7 +168,7 @@ def _number(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
-def resolve_user(root: str, user: str) -> ResolvedUser:
+def resolve_user(root: str | RootFS, user: str) -> ResolvedUser:
     """Docker's USER semantics: name or uid, optional `:group`, looked up in the image; the
     supplementary groups are the /etc/group entries that list the user by name.
 

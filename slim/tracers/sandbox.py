@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass, field
 
 from slim.errors import TraceError
+from slim.fs.rootfs import RootFS
 from slim.model import ImageConfig
 from slim.tracers.base import (
     TAIL_BYTES,
@@ -366,7 +367,10 @@ class SandboxRunner(Runner):
     def available(cls) -> bool:
         return bool(shutil.which("bwrap") and shutil.which("strace") and shutil.which("nsenter"))
 
-    def session(self, image_root: str, config: ImageConfig, *, network: str, image_id: str = "") -> Session:
+    def session(self, image_root: str | RootFS, config: ImageConfig, *, network: str,
+                image_id: str = "") -> Session:
+        if not isinstance(image_root, str):
+            raise TraceError("sandbox runner: the image must be unpacked to run")
         if not self.bwrap or not self.strace:
             raise TraceError("sandbox runner: needs bwrap (bubblewrap) and strace on the host")
         if network not in ("host", "none"):

@@ -131,3 +131,40 @@ def test_an_image_the_daemon_stores_is_run_as_it_is(runner, client, work: Path) 
     finally:
         if not was_there:
             client.images.remove(image_id, force=True)
+
+
+def test_run_image_of_a_stored_image_unpacks_nothing(runner, client, work: Path,  # type: ignore[no-untyped-def]
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the daemon stores the image, run_image runs it without unpacking a copy (the
+    entrypoint is found in the image's RootFS): the same files traced as from a copy."""
+    import slim.tracers as tracers
+    from slim.tracers.base import RunOptions
+
+    path = SAMPLES / "hello-glibc" / "hello-glibc.docker.tar"
+    require(path.exists(), f"{path}: sample image not built")
+    options = RunOptions(runner="docker", timeout=60)
+    real_prepare = tracers.prepare_root
+    unpacked: list[str] = []
+
+    def counting(image, dest, **kw):  # type: ignore[no-untyped-def]
+        unpacked.append(dest)
+        return real_prepare(image, dest, **kw)
+
+    monkeypatch.setattr(tracers, "prepare_root", counting)
+    with load_image(f"docker-archive:{path}") as loaded:
+        image_id = loaded.image.digest
+        was_there = any(i.id == image_id for i in client.images.list(all=True))
+        if was_there:
+            client.images.remove(image_id, force=True)
+        copied = tracers.run_image(loaded, options)
+        assert len(unpacked) == 1 and copied.exit_code == 0
+        with open(path, "rb") as f:
+            client.images.load(f.read())
+        try:
+            stored = tracers.run_image(loaded, options)
+            assert len(unpacked) == 1, "a stored image was unpacked"
+            assert stored.exit_code == 0 and stored.trace.executed, stored.stderr_tail
+            assert image_files(stored.trace.opened) == image_files(copied.trace.opened)
+        finally:
+            if not was_there:
+                client.images.remove(image_id, force=True)

@@ -87,3 +87,37 @@ def test_bwrap_command_line(root: str) -> None:
         assert os.stat(os.path.join(root, "usr/bin/tool")).st_uid == 1 << 30  # owners shifted
     with pytest.raises(TraceError, match="bridge: unknown network"):
         runner.session(root, ImageConfig(), network="bridge")
+
+
+def test_lookups_in_the_image_rootfs_match_the_unpacked_root(root: str) -> None:
+    """A runner that runs the image from its own store finds USER and the entrypoint in the
+    image's RootFS, with no unpacked copy: the same answers as in the copy."""
+    from slim.pipeline import load_image
+    from slim.tracers.hostroot import tables_readable
+
+    Path(root, "etc/group").write_text("root:x:0:\r\nstaff:x:50:web\r\n")  # CRLF, as text mode reads it
+    with load_image(f"rootfs:{root}") as loaded:
+        fs = loaded.rootfs
+        assert tables_readable(fs)
+        config = ImageConfig(env=("PATH=/nope:/bin",), workdir="/app")
+        for name in ("tool", "data", "./run", "missing", "/app/escape"):
+            assert find_program(fs, name, config) == find_program(root, name, config), name
+        for user in ("web", "33", "web:staff", "1000:1000", "root"):
+            assert resolve_user(fs, user) == resolve_user(root, user), user
+        assert resolve_user(fs, "web").groups == (50,)
+        for bad in ("ghost", "web:nogroup"):
+            with pytest.raises(TraceError):
+                resolve_user(fs, bad)
+
+
+def test_account_tables_not_read_by_the_layer_reader_are_not_guessed() -> None:
+    from slim.fs.rootfs import RootFS
+    from slim.fs.tree import FileTree, squash
+    from slim.model import EntryKind, FileEntry
+    from slim.tracers.hostroot import tables_readable
+
+    tree = FileTree()
+    tree.add(FileEntry("/etc", EntryKind.DIR, 0o755, 0, 0, 0))
+    assert tables_readable(RootFS(squash([tree])))  # no account files: nothing to read
+    tree.add(FileEntry("/etc/passwd", EntryKind.FILE, 0o644, 0, 0, 40))
+    assert not tables_readable(RootFS(squash([tree])))  # listed, contents not kept
