@@ -28,7 +28,8 @@ from dataclasses import dataclass, field, replace
 from slim.emitters.image import LAYER_MODES, BuiltImage, build_image
 from slim.emitters.imagewriter import is_slim_layout
 from slim.errors import EmitError, TraceError, UsageError
-from slim.image import LoadedImage
+from slim.fs.layer import Capture
+from slim.image import LoadedImage, load
 from slim.outputs import check_output
 from slim.pipeline import Analysis, AnalyzeOptions, analyze, load_image, probe_outcomes
 from slim.programs import which
@@ -36,6 +37,7 @@ from slim.progress import SILENT, Phases
 from slim.refs import OutputRef, parse_output, split_name
 from slim.result import AnalysisResult, ProbeOutcome
 from slim.tracers import RunOptions, RunResult, choose_runner, run_image
+from slim.tracers.hostroot import ACCOUNT_TABLES
 from slim.tracers.probes import Probe
 from slim.tracers.trace import Trace
 from slim.verify import RUNTIME_PREFIXES, Verification, missing_files, verify
@@ -182,7 +184,9 @@ def _publish(staged: OutputRef, out: OutputRef) -> None:
 
 def _load_into_daemon(archive: str, tag: str) -> None:
     from slim.sources.daemon import docker_client
+    from slim.tracers.docker import wait_for_removals
 
+    wait_for_removals()  # verification loaded this image and removes it in the background
     client = docker_client()
     with open(archive, "rb") as f:
         images = client.images.load(f.read() if os.path.getsize(archive) < (1 << 26) else f)
@@ -229,7 +233,8 @@ def verify_image(staged: OutputRef | str, original: RunResult,
     """Run the original's concrete probes against a written image and compare the runs
     (slim.verify). Raises SourceError / LayerError when the image cannot be read."""
     probes = tuple(original.resolved)
-    with load_image(str(staged), contents=False) as slim_loaded:  # run, not analyzed
+    # run, not analyzed: only the account files are read (USER is looked up in them)
+    with load(str(staged), capture=Capture(globs=ACCOUNT_TABLES)) as slim_loaded:
         try:
             minimal = run_image(slim_loaded, replace(options.run, probes=probes))
         except TraceError as exc:

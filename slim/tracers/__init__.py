@@ -80,21 +80,37 @@ def _is_tmpfs(path: str) -> bool:
 def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     """Run `loaded`'s image traced with `options.probes` (or its default probes).
 
-    Raises TraceError (and LayerError / SourceError when the image cannot be unpacked).
+    The runner runs the image from its own store when it has it (Docker: an image with the same
+    ID), or can load it there (a docker-archive the layer reader took whole, loaded without its
+    names and removed after the run); otherwise from a private copy of its root, unpacked by
+    slim (slim.image.prepare_root). Raises TraceError (and LayerError / SourceError when the
+    image cannot be unpacked).
     """
     config = loaded.image.config
     runner = choose_runner(options.runner)
     probes = list(options.probes) or default_probes(config)
     image_id = loaded.image.digest or ""
-    if image_id and runner.stores(image_id) and (not config.user or tables_readable(loaded.rootfs)):
-        # the runner has this very image (its ID is the digest of its config): run it from
-        # there, finding USER and the entrypoint in the image's RootFS, with no copy of it
-        log.debug("%s: in the %s runner's image store: run without unpacking", loaded.image.ref, runner.name)
-        try:
-            return runner.run(loaded.rootfs, config, probes, network=options.network,
-                              timeout=options.timeout, image_id=image_id)
-        except ImageNotStored as exc:  # removed meanwhile: unpack it after all
-            log.debug("%s", exc)
+    if image_id and (not config.user or tables_readable(loaded.rootfs)):
+        # the runner has this very image (its ID is the digest of its config), or loads a
+        # docker-archive into its store: run it from there, finding USER and the entrypoint
+        # in the image's RootFS, with no copy of it
+        ref = loaded.image.ref
+        stored = runner.stores(image_id)
+        # an archive whose reading refused or skipped anything (unsafe names, links out of the
+        # root) goes through slim's own extraction instead, never raw to the daemon
+        mine = (not stored and ref.transport == "docker-archive" and not loaded.issues
+                and runner.store(ref.location, image_id))
+        if stored or mine:
+            log.debug("%s: in the %s runner's image store%s: run without unpacking", ref, runner.name,
+                      " (loaded)" if mine else "")
+            try:
+                return runner.run(loaded.rootfs, config, probes, network=options.network,
+                                  timeout=options.timeout, image_id=image_id)
+            except ImageNotStored as exc:  # removed meanwhile: unpack it after all
+                log.debug("%s", exc)
+            finally:
+                if mine:
+                    runner.release(image_id)
     parent = run_parent(loaded.rootfs.size_bytes)
     log.debug("%s: unpacking the image for the run under %s", loaded.image.ref, parent or tempfile.gettempdir())
     with tempfile.TemporaryDirectory(prefix="slim-run-", dir=parent) as work:

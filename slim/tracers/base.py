@@ -190,6 +190,14 @@ class Runner(ABC):
         runner's own, with no unpacked copy of its root."""
         return False
 
+    def store(self, archive: str, image_id: str) -> bool:
+        """Put the image `image_id`, the docker-archive `archive`, into this runner's store;
+        False when the runner has no store or the archive did not go in (nothing is left)."""
+        return False
+
+    def release(self, image_id: str) -> None:  # noqa: B027 - a runner without a store has nothing to remove
+        """Remove from the store an image `store` put there."""
+
     def program(self, session: Session, config: ImageConfig, args: tuple[str, ...] | None) -> list[str]:
         """Entrypoint + Cmd (or Entrypoint + `args`) with the program found as execvp finds it.
         Raises TraceError when there is nothing to run or the program is missing."""

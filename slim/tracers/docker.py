@@ -22,6 +22,8 @@ imported image in a thread of its own, which the process waits for before it exi
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import logging
 import os
 import re
@@ -127,6 +129,77 @@ def _import_root(client: Any, root: str, repository: str, tag: str) -> None:
         with contextlib.suppress(Exception):
             client.images.remove(f"{repository}:{tag}", force=True)
         raise TraceError(f"{root}: docker import: the root could not be read: {failed[0]}")
+
+
+def _unnamed_archive(path: str, entry: dict[str, Any], out: BinaryIO) -> None:
+    """The one image of the docker-archive at `path` (its manifest `entry`) as a new
+    docker-archive stream holding only its config and layers, under names slim chose, and a
+    manifest without RepoTags: loading it moves no tag in the daemon, and the daemon sees no
+    member of the archive but those (whose digests slim's reader checked)."""
+    config, layers = entry["Config"], entry["Layers"]
+    if not isinstance(config, str) or not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+        raise ValueError("manifest.json: Config or Layers malformed")
+    names = ["config.json", *(f"layer{i}.tar" for i in range(len(layers)))]
+    manifest = json.dumps([{"Config": names[0], "RepoTags": None, "Layers": names[1:]}]).encode()
+    with tarfile.open(path, mode="r:") as src, tarfile.open(fileobj=out, mode="w|") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for name, member_name in zip(names, [config, *layers], strict=True):
+            member = src.getmember(member_name)
+            f = src.extractfile(member)  # follows the archive's own links (legacy layer dirs)
+            if f is None:
+                raise ValueError(f"{member_name}: not a file")
+            size = f.seek(0, io.SEEK_END)
+            f.seek(0)
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, f)
+
+
+def load_archive(client: Any, path: str, image_id: str) -> bool:
+    """`docker load` of the one-image docker-archive at `path`, without its names (see
+    _unnamed_archive), streamed through a pipe. True when the daemon then stores `image_id`
+    (the archive's image: its ID is its config's digest, which the daemon checks the layers
+    against); False, with nothing left behind, when it does not."""
+    try:
+        with tarfile.open(path, mode="r:") as src:
+            f = src.extractfile("manifest.json")
+            manifest = json.loads(f.read(1 << 20)) if f is not None else None
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return False
+    if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
+        return False  # one image, as slim read it
+    read_fd, write_fd = os.pipe()
+    failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb", buffering=1 << 20) as out:
+                _unnamed_archive(path, manifest[0], out)
+        except BrokenPipeError:
+            pass
+        except BaseException as exc:
+            failed.append(exc)
+
+    writer = threading.Thread(target=produce, name="slim-docker-load", daemon=True)
+    writer.start()
+    try:
+        with os.fdopen(read_fd, "rb", buffering=1 << 20) as stream:
+            for message in client.api.load_image(stream, quiet=True) or ():
+                if isinstance(message, dict) and message.get("error"):
+                    log.debug("%s: docker load: %s", path, message["error"])
+    except Exception as exc:  # the SDK raises many kinds (APIError, requests errors)
+        log.debug("%s: docker load failed: %s", path, exc)
+    finally:
+        writer.join()
+    stored = _stored_id(client, image_id) is not None
+    if failed or not stored:
+        log.debug("%s: not loaded%s", path, f": {failed[0]}" if failed else "")
+        if stored:
+            _remove_later(client, image_id, path)
+        return False
+    return True
 
 
 class _DockerProcess(Process):
@@ -381,6 +454,16 @@ class DockerRunner(Runner):
         """Whether the daemon stores the image whose ID is `image_id`: its ID is the digest of
         its config, which names every layer's diff_id, so its files are the image's files."""
         return _stored_id(_client(), image_id) is not None
+
+    def store(self, archive: str, image_id: str) -> bool:
+        """Load the docker-archive `archive` (image `image_id`) into the daemon, with no names:
+        `docker load` applies the layers the daemon does not have yet, where running an
+        unpacked copy means importing the whole root (Ruby: 3.8 s against 9.3 s)."""
+        return load_archive(_client(), archive, image_id)
+
+    def release(self, image_id: str) -> None:
+        """Remove an image `store` loaded (in the background: see _remove_later)."""
+        _remove_later(_client(), image_id, image_id)
 
     def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
         assert isinstance(session, _DockerSession)

@@ -6,6 +6,7 @@ may remain afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -133,10 +134,14 @@ def test_an_image_the_daemon_stores_is_run_as_it_is(runner, client, work: Path) 
             client.images.remove(image_id, force=True)
 
 
-def test_run_image_of_a_stored_image_unpacks_nothing(runner, client, work: Path,  # type: ignore[no-untyped-def]
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """When the daemon stores the image, run_image runs it without unpacking a copy (the
-    entrypoint is found in the image's RootFS): the same files traced as from a copy."""
+def test_run_image_runs_from_the_store_and_unpacks_nothing(runner, client, work: Path,  # type: ignore[no-untyped-def]
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A docker-archive is loaded into the daemon (without its names: no tag moves), run from
+    there and removed after; an image the daemon already stores is run as it is and left in
+    place. Neither is unpacked, and both trace the files a run of an unpacked copy traces."""
+    import json
+    import tarfile
+
     import slim.tracers as tracers
     from slim.tracers.base import RunOptions
 
@@ -151,20 +156,53 @@ def test_run_image_of_a_stored_image_unpacks_nothing(runner, client, work: Path,
         return real_prepare(image, dest, **kw)
 
     monkeypatch.setattr(tracers, "prepare_root", counting)
+    with tarfile.open(path) as tf:
+        f = tf.extractfile("manifest.json")
+        assert f is not None
+        names = json.load(f)[0].get("RepoTags") or []
+    assert names, "the sample archive names its image"
     with load_image(f"docker-archive:{path}") as loaded:
         image_id = loaded.image.digest
         was_there = any(i.id == image_id for i in client.images.list(all=True))
         if was_there:
             client.images.remove(image_id, force=True)
-        copied = tracers.run_image(loaded, options)
-        assert len(unpacked) == 1 and copied.exit_code == 0
-        with open(path, "rb") as f:
-            client.images.load(f.read())
+        # the archive's name points at another image: loading it must not move that name
+        other = client.images.list()[0] if client.images.list() else None
+        require(other is not None, "an image to point the name at")
+        repo, _, tag = names[0].rpartition(":")
         try:
+            before: str | None = client.images.get(names[0]).id
+        except Exception:
+            before = None
+        other.tag(repo, tag)
+        try:
+            with monkeypatch.context() as m:  # no store: an unpacked copy is imported
+                m.setattr(docker_runner.DockerRunner, "store", lambda self, archive, iid: False)
+                copied = tracers.run_image(loaded, options)
+            assert len(unpacked) == 1 and copied.exit_code == 0
+            loaded_run = tracers.run_image(loaded, options)
+            assert len(unpacked) == 1, "a loadable archive was unpacked"
+            assert loaded_run.exit_code == 0 and loaded_run.trace.executed, loaded_run.stderr_tail
+            assert image_files(loaded_run.trace.opened) == image_files(copied.trace.opened)
+            docker_runner.wait_for_removals()
+            assert not any(i.id == image_id for i in client.images.list(all=True)), "the loaded image stayed"
+            assert client.images.get(names[0]).id == other.id, "loading moved a name"
+            with open(path, "rb") as f:
+                client.images.load(f.read())  # now the daemon has it: run as it is, left in place
             stored = tracers.run_image(loaded, options)
-            assert len(unpacked) == 1, "a stored image was unpacked"
-            assert stored.exit_code == 0 and stored.trace.executed, stored.stderr_tail
+            assert len(unpacked) == 1 and stored.exit_code == 0
             assert image_files(stored.trace.opened) == image_files(copied.trace.opened)
+            docker_runner.wait_for_removals()
+            client.images.get(image_id)
         finally:
-            if not was_there:
-                client.images.remove(image_id, force=True)
+            docker_runner.wait_for_removals()
+            if was_there:
+                with open(path, "rb") as f:
+                    client.images.load(f.read())  # the image and its name, as they were
+            else:
+                with contextlib.suppress(Exception):
+                    client.images.remove(image_id, force=True)
+                if before is None:
+                    client.api.remove_image(names[0], noprune=True)  # the name only: `other` keeps its own
+                elif before != other.id:
+                    client.api.tag(before, repo, tag)
