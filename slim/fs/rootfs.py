@@ -121,10 +121,12 @@ class RootFS:
         Only the paths sharing the pattern's literal prefix are tested (a bisect into the
         sorted path list), so a rule like /usr/lib/locale/C.utf8/* costs little on a big image.
         """
-        regex = compile_glob(pattern)
         prefix = literal_prefix(pattern)
         paths = self._sorted_paths()
         lo = bisect.bisect_left(paths, prefix)
+        if lo == len(paths) or not paths[lo].startswith(prefix):
+            return []  # no candidate: the regex is not even compiled
+        regex = compile_glob(pattern)
         out = []
         for p in itertools.islice(paths, lo, None):
             if not p.startswith(prefix):
