@@ -160,6 +160,11 @@ _DOCROOT_PATTERNS: tuple[tuple[str, str, re.Pattern[str], bool], ...] = (
 )
 
 
+# the words of the case-insensitive patterns, in any case (no lower() copy of every text)
+_FOLDED_WORDS = re.compile("|".join(sorted({re.escape(w) for _, w, p, _ in _DOCROOT_PATTERNS
+                                            if p.flags & re.IGNORECASE})), re.IGNORECASE)
+
+
 def _starts_directive(text: str, at: int) -> bool:
     """Whether an nginx directive may start at `at`: only whitespace lies between it and the
     start of the text, of a line, or a `{`, `}` or `;`."""
@@ -172,9 +177,14 @@ def _starts_directive(text: str, at: int) -> bool:
 def docroot_edges(ctx: AnalysisContext, path: str, text: str) -> list[Edge]:
     """Edges from config `path` to every file of each existing document root it names."""
     out: set[Edge] = set()
-    lowered = text.lower()
+    folded: bool | None = None  # whether a case-insensitive pattern's word is there (asked once)
     for label, word, pat, directive in _DOCROOT_PATTERNS:
-        if word not in lowered:
+        if pat.flags & re.IGNORECASE:
+            if folded is None:
+                folded = _FOLDED_WORDS.search(text) is not None
+            if not folded:
+                continue
+        elif word not in text:  # every match of a case-sensitive pattern spells its word
             continue
         for m in pat.finditer(text):
             if directive and not _starts_directive(text, m.start()):

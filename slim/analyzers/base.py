@@ -134,6 +134,9 @@ class Parses:
         self._pool: Any = None
         self._workers = _parse_workers()
         self._taken: dict[tuple[str, str], Any] = {}  # parses taken back from the queue, done here
+        # (kind, size) → (bytes, digest) of the last `ahead`: memo compares bytes (memcmp)
+        # instead of hashing them again, and a different source of that size is hashed
+        self._digests: dict[tuple[str, int], tuple[bytes, str]] = {}
 
     def ahead(self, kind: str, data: bytes, fn: Callable[..., Any], *args: Any) -> None:
         """Start `fn(*args)` (a module-level function, the parse of `data`) in a worker, unless
@@ -143,6 +146,7 @@ class Parses:
         import hashlib
 
         key = (kind, hashlib.sha256(data).hexdigest())
+        self._digests[kind, len(data)] = (data, key[1])  # memo of the same bytes skips the hash
         if key in self._ahead or key in self._done or key in self._found or key in self._taken:
             return
         cached = self.store.get(*key)
@@ -182,7 +186,8 @@ class Parses:
              encode: Callable[[T], Any], decode: Callable[[Any], T]) -> T:
         import hashlib
 
-        digest = hashlib.sha256(data).hexdigest()
+        known = self._digests.pop((kind, len(data)), None)
+        digest = known[1] if known is not None and known[0] == data else hashlib.sha256(data).hexdigest()
         self._done.add((kind, digest))
         cached = self._found.pop((kind, digest), None)
         if cached is None:

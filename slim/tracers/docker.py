@@ -1,8 +1,9 @@
 """DockerRunner: run the image's root in a Docker container, traced by the host's strace.
 
-The prepared root is imported as a throwaway image (`docker import` of a tar of the root; Env
-and WorkingDir are given at container creation, so Docker applies them as it would for the real
-image). The host's strace and setpriv, their shared libraries and the host's dynamic loader are
+The image runs from the daemon's store: as it is when the daemon has it (same image ID), else
+`docker load`ed from its docker-archive (`store`: no name, removed after), else a prepared root
+is imported as a throwaway image (`docker import` of a tar of the root). Env and WorkingDir are
+given at container creation, so Docker applies them as it would for the real image. The host's strace and setpriv, their shared libraries and the host's dynamic loader are
 copied into a bundle directory bind-mounted read-only at /.slim-strace, and run through that
 loader, so they work whatever libc the image has (or none). The log goes to a writable mount.
 
