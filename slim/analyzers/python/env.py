@@ -69,6 +69,8 @@ class PythonState:
         self.main_dirs: list[str] = []
         self.entry_interpreters: list[str] = []  # interpreters command lines run
         self.venv_interpreters: list[str] | None = None  # computed on first use
+        self.env_candidates: dict[str | None, list[PythonEnv]] = {}  # entry interpreter → envs
+        self.entry_memo: tuple[tuple[str, ...], str | None] | None = None  # see entry_interpreter
         self.named_modules: dict[tuple[str, str], str | None] = {}  # (interpreter, name) → file
         self.dir_names: dict[str, frozenset[str]] = {}  # directory → the names in it
         self.found: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}  # FileFinder memo
@@ -121,6 +123,16 @@ def entry_interpreter(ctx: AnalysisContext) -> str | None:
     """The Python interpreter the container's Entrypoint/Cmd starts, directly (`python3 app.py`)
     or through a `#!` script (a console script), or one a command line analyzed so far ran."""
     state = ctx.service(PythonState)
+    # what follows reads the image config and the first interpreter a command line ran
+    known = tuple(state.entry_interpreters[:1])
+    if state.entry_memo is not None and state.entry_memo[0] == known:
+        return state.entry_memo[1]
+    found = _entry_interpreter(ctx, state)
+    state.entry_memo = (known, found)
+    return found
+
+
+def _entry_interpreter(ctx: AnalysisContext, state: PythonState) -> str | None:
     argv = ctx.config.argv
     prog = ctx.which(argv[0]) if argv else None
     if prog and _INTERP_RE.match(posixpath.basename(prog)):
@@ -140,11 +152,16 @@ def entry_interpreter(ctx: AnalysisContext) -> str | None:
 
 def env_for_file(ctx: AnalysisContext, path: str) -> PythonEnv | None:
     """The environment that imports module file `path` (module doc)."""
-    candidates: list[PythonEnv] = []
-    for interp in [entry_interpreter(ctx), *_venv_interpreters(ctx), None]:
-        env = python_env(ctx, interp)
-        if env is not None and env not in candidates:
-            candidates.append(env)
+    state = ctx.service(PythonState)
+    key = entry_interpreter(ctx)
+    candidates = state.env_candidates.get(key)
+    if candidates is None:  # the same for every file until the entry interpreter is known
+        candidates = []
+        for interp in [key, *_venv_interpreters(ctx), None]:
+            env = python_env(ctx, interp)
+            if env is not None and env not in candidates:
+                candidates.append(env)
+        state.env_candidates[key] = candidates
     best: tuple[int, PythonEnv] | None = None
     for env in candidates:
         loc = _package_dir_of(env, path)

@@ -65,6 +65,24 @@ def test_docroots_kept_whole(tmp_path: Path) -> None:
         assert {"/var/www/site/a.html", "/srv/static/logo.png"} <= {e.dst for e in inline}
         for prose in ("myroot /srv/static;", "# root /srv/static;", "x = 'the root /srv/static;'"):
             assert docroot_edges(ctx, "/etc/nginx/x.conf", prose) == [], prose
+        # Apache directives are case-insensitive, after blanks at the start of a line, in ASCII
+        # texts and others (found by another route), as re.finditer of the pattern finds them
+        import re
+
+        from slim.analyzers.app import _DOCROOT_PATTERNS
+        for text in ("documentroot /var/www/site\n", "<x>\n\t  DOCUMENTROOT '/var/www/site'\n",
+                     "# é\n  DocumentRoot /var/www/site\n", "ALIAS /u /srv/static\nalias /v /var/www/site\n",
+                     "# ı alias\n\tAlias /v /srv/static\n", "x DocumentRoot /var/www/site\n",
+                     "a = 1  # Alias /v /srv/static\n"):
+            want = set()
+            for label, _, pat, _ in _DOCROOT_PATTERNS:
+                if pat.flags & re.IGNORECASE:
+                    for m in pat.finditer(text):
+                        root = m.group(1)
+                        want |= {e.path for e in ctx.files_under(root)}
+            got = {e.dst for e in docroot_edges(ctx, "/etc/apache2/x.conf", text)}
+            assert got == want, text
+            assert bool(got) == (not text.startswith(("x ", "a ="))), text
 
 
 def test_path_literals(tmp_path: Path) -> None:
