@@ -72,10 +72,10 @@ def test_docroots_kept_whole(tmp_path: Path) -> None:
         from slim.analyzers.app import _DOCROOT_PATTERNS
         for text in ("documentroot /var/www/site\n", "<x>\n\t  DOCUMENTROOT '/var/www/site'\n",
                      "# é\n  DocumentRoot /var/www/site\n", "ALIAS /u /srv/static\nalias /v /var/www/site\n",
-                     "# ı alias\n\tAlias /v /srv/static\n", "x DocumentRoot /var/www/site\n",
+                     "# \u0131 alias\n\tAlias /v /srv/static\n", "x DocumentRoot /var/www/site\n",
                      "a = 1  # Alias /v /srv/static\n"):
             want = set()
-            for label, _, pat, _ in _DOCROOT_PATTERNS:
+            for _label, _, pat, _ in _DOCROOT_PATTERNS:
                 if pat.flags & re.IGNORECASE:
                     for m in pat.finditer(text):
                         root = m.group(1)
