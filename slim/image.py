@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -56,14 +56,19 @@ class LoadedImage:
 
 
 def load(reference: str | ImageRef | Image, *, capture: Capture | None = None,
-         on_bytes: ByteProgress | None = None, pull: bool = False) -> LoadedImage:
+         on_bytes: ByteProgress | None = None, pull: bool = False,
+         when_stored: Sequence[tuple[str, Callable[[], None]]] = ()) -> LoadedImage:
     """Open `reference` (or take an opened Image) and read every layer once.
 
-    `capture` says which file contents are kept for analysis (None: every regular file).
-    Raises SourceError / LayerError; on error nothing is left behind.
+    `capture` says which file contents are kept for analysis (None: every regular file);
+    `when_stored`: (suffix, callback) pairs, each called once when the reader first stores a
+    file whose path ends so (ContentStore.when_stored). Raises SourceError / LayerError; on
+    error nothing is left behind.
     """
     image = reference if isinstance(reference, Image) else open_image(reference, pull=pull)
     store = ContentStore(capture)
+    for suffix, callback in when_stored:
+        store.when_stored(suffix, callback)
     squashed = SquashedTree()
     results: list[LayerReadResult] = []
     deleted: list[list[FileEntry]] = []

@@ -91,8 +91,14 @@ def load_image(reference: str | ImageRef, *, on_bytes: Progress | None = None,
     """Open and read `reference` once for analysis; without `contents` only the layers'
     headers are read (enough for the image summary, or to run the image). Raises
     SourceError / LayerError."""
-    return load(reference, capture=capture_policy() if contents else Capture(), on_bytes=on_bytes,
-                pull=pull)
+    if not contents:
+        return load(reference, capture=Capture(), on_bytes=on_bytes, pull=pull)
+    from slim.analyzers.base import Parses
+
+    # a Python standard library (its os.py) read: start the parse workers while the rest is
+    # read (not at any .py: Debian's base layer has libstdc++'s gdb helpers)
+    return load(reference, capture=capture_policy(), on_bytes=on_bytes, pull=pull,
+                when_stored=[("/os.py", Parses.prestart)])
 
 
 @contextmanager

@@ -242,6 +242,20 @@ class ContentStore:
         self._packs: dict[int, BinaryIO] = {}  # layer → its pack
         self._sizes: dict[int, int] = {}  # pack fd → bytes written
         self._overflow: BinaryIO | None = None  # shared by the layers beyond MAX_PACKS
+        self._hooks: list[tuple[str, Callable[[], None]]] = []  # see when_stored
+
+    def when_stored(self, suffix: str, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the first file whose path ends with `suffix` is stored."""
+        self._hooks.append((suffix, callback))
+
+    def _stored(self, path: str) -> None:
+        fired = [h for h in self._hooks if path.endswith(h[0])]
+        for hook in fired:
+            self._hooks.remove(hook)
+            try:
+                hook[1]()
+            except Exception:  # a hint to start work early: the reading goes on without it
+                logging.getLogger(__name__).debug("a store hook failed", exc_info=True)
 
     def _new_pack(self, layer: int) -> BinaryIO:
         if self.pack_dir is not None:
@@ -298,6 +312,8 @@ class ContentStore:
         writer.close()
         self._sizes[pack.fileno()] = writer.pos
         self.index[(layer, path)] = (start, writer.written)
+        if self._hooks:
+            self._stored(path)
 
     def put_host_file(self, layer: int, path: str, host_path: str) -> None:
         """Reference a file that already lives on the host (rootfs: sources); no copy."""

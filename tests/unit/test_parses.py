@@ -64,3 +64,34 @@ def test_a_parse_taken_back_and_asked_for_again_is_not_lost(parses: Parses) -> N
     assert parses.memo("k", b"same", _never, encode=_same, decode=_same) == "same"
     assert parses.memo("k", b"slow2", lambda: "slow2", encode=_same, decode=_same) == "slow2"
     assert parses.memo("k", b"other", lambda: "other", encode=_same, decode=_same) == "other"
+
+
+def test_workers_started_while_layers_are_read_are_the_ones_a_run_uses(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Reading a Python standard library (its os.py) starts the parse workers; the next run's
+    Parses takes that pool instead of starting its own. An image without one starts none."""
+    from slim.analyzers import base
+    from slim.pipeline import load_image
+    from tests.hostile import forge
+    from tests.hostile.forge import APP_CONFIG, T, app_files
+
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    monkeypatch.setenv("SLIM_PARSE_WORKERS", "1")
+    monkeypatch.setattr(base, "_PRESTARTED", [])
+    plain = forge.docker_archive(tmp_path / "plain.tar", [forge.tar([*app_files(), T("usr/share/gdb/x.py", data=b"1")])],
+                                 APP_CONFIG)
+    with load_image(f"docker-archive:{plain}"):
+        assert base._PRESTARTED == []  # a .py of gdb's is no Python install
+    stdlib = [T("usr/lib/python3.11/os.py", data=b"import sys\n"), T("usr/lib/python3.11/abc/os.py", data=b"")]
+    python = forge.docker_archive(tmp_path / "py.tar", [forge.tar([*app_files(), *stdlib])], APP_CONFIG)
+    with load_image(f"docker-archive:{python}"):
+        assert len(base._PRESTARTED) == 1  # once, however many os.py
+    pool = base._PRESTARTED[0]
+    p = Parses(None)  # type: ignore[arg-type]
+    try:
+        p.ahead("k", b"x", _same, "parsed in the prestarted pool")
+        assert p._pool is pool and base._PRESTARTED == []
+        next(iter(p._ahead.values()))[0].result(timeout=60)  # done there (else memo takes it back)
+        assert p.memo("k", b"x", _never, encode=lambda v: v, decode=lambda v: v) == "parsed in the prestarted pool"
+    finally:
+        p.flush()
