@@ -806,9 +806,10 @@ def main() -> None:
     128 + the signal number after one line on stderr; SIGINT exits 130 the same way."""
     import signal
 
-    from slim import tune_gc
+    from slim import tune_gc, tune_switching
 
     tune_gc()
+    tune_switching()
     for name in _CLEANUP_SIGNALS:
         signal.signal(getattr(signal, name), _on_signal)
     try:
