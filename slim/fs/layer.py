@@ -243,15 +243,19 @@ class ContentStore:
         self._sizes: dict[int, int] = {}  # pack fd → bytes written
         self._overflow: BinaryIO | None = None  # shared by the layers beyond MAX_PACKS
         self._hooks: list[tuple[str, Callable[[], None]]] = []  # see when_stored
+        self._hook_suffixes: tuple[str, ...] = ()
 
     def when_stored(self, suffix: str, callback: Callable[[], None]) -> None:
         """Call `callback` once, when the first file whose path ends with `suffix` is stored."""
         self._hooks.append((suffix, callback))
+        self._hook_suffixes = tuple(h[0] for h in self._hooks)
 
     def _stored(self, path: str) -> None:
         fired = [h for h in self._hooks if path.endswith(h[0])]
         for hook in fired:
             self._hooks.remove(hook)
+        self._hook_suffixes = tuple(h[0] for h in self._hooks)
+        for hook in fired:
             try:
                 hook[1]()
             except Exception:  # a hint to start work early: the reading goes on without it
@@ -312,7 +316,7 @@ class ContentStore:
         writer.close()
         self._sizes[pack.fileno()] = writer.pos
         self.index[(layer, path)] = (start, writer.written)
-        if self._hooks:
+        if self._hook_suffixes and path.endswith(self._hook_suffixes):
             self._stored(path)
 
     def put_host_file(self, layer: int, path: str, host_path: str) -> None:
