@@ -196,7 +196,11 @@ class Parses:
         self._workers = 0
         self._ahead.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # wait for the pool's manager thread: one still closing its wakeup pipe when the
+            # process exits races concurrent.futures' exit hook, which then writes to the
+            # closed pipe (CPython 3.11: EBADF, a traceback after the report). The exit hook
+            # joins that thread anyway, so waiting here costs nothing more.
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def memo(self, kind: str, data: bytes, compute: Callable[[], T],

@@ -95,3 +95,17 @@ def test_workers_started_while_layers_are_read_are_the_ones_a_run_uses(
         assert p.memo("k", b"x", _never, encode=lambda v: v, decode=lambda v: v) == "parsed in the prestarted pool"
     finally:
         p.flush()
+
+
+def test_flush_leaves_no_pool_thread_to_race_the_exit(parses: Parses) -> None:
+    """A pool's manager thread still closing its wakeup pipe when the CLI exits races
+    concurrent.futures' exit hook, which then writes to the closed pipe (a traceback after the
+    report, seen once in CI). flush waits for the thread."""
+    import threading
+
+    parses.ahead("k", b"y", _same, "done")
+    next(iter(parses._ahead.values()))[0].result(timeout=60)  # done in the worker
+    assert parses.memo("k", b"y", _never, encode=lambda v: v, decode=lambda v: v) == "done"
+    assert any(type(t).__name__ == "_ExecutorManagerThread" for t in threading.enumerate())
+    parses.flush()
+    assert not any(type(t).__name__ == "_ExecutorManagerThread" for t in threading.enumerate())
