@@ -75,6 +75,8 @@ HEAD_BYTES = 4
 MAX_PACKS = 128  # per-layer pack files of a content store (Docker's overlay2 stacks at most 128 layers)
 ZSTD_BLOCKS_PER_STEP = 8  # x 128 KiB of output at most per decompress() call
 READ_BUFFER = 16 << 10  # readers of stored contents: small reads must stay small
+SMALL_FILE = 64 << 10  # a stored file this small is gathered with others into one write
+GATHER_BYTES = 1 << 20  # bytes gathered before they are written
 DIGEST_ALGORITHMS = ("sha256", "sha384", "sha512")  # OCI image-spec descriptor.md "Digests"
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ class ContentStore:
         self._packs: dict[int, BinaryIO] = {}  # layer → its pack
         self._sizes: dict[int, int] = {}  # pack fd → bytes written
         self._overflow: BinaryIO | None = None  # shared by the layers beyond MAX_PACKS
+        self._gathered: dict[int, tuple[int, bytearray, str]] = {}  # pack fd → (offset, bytes, a path)
         self._hooks: list[tuple[str, Callable[[], None]]] = []  # see when_stored
         self._hook_suffixes: tuple[str, ...] = ()
 
@@ -273,6 +276,7 @@ class ContentStore:
 
     def pack_fd(self, layer: int) -> int | None:
         """The file descriptor of `layer`'s pack (None when nothing of it was stored)."""
+        self.flush()
         pack = self._packs.get(layer)
         return pack.fileno() if pack is not None else None
 
@@ -291,8 +295,12 @@ class ContentStore:
 
     def put_stream(self, layer: int, path: str, head: bytes, stream: BinaryIO) -> None:
         """Copy `head` and the rest of `stream` into the pack. Raises LayerError when the
-        pack cannot be written (a full disk is not a corrupt layer)."""
-        data = head + stream.read(CHUNK)  # a small file goes in one write
+        pack cannot be written (a full disk is not a corrupt layer).
+
+        Small files are gathered and written GATHER_BYTES at a time (`flush`): one pwrite per
+        file cost 34 µs on a disk-backed TMPDIR, 0.15 s of reading the Django image."""
+        data = head + stream.read(CHUNK)
+        more = stream.read(CHUNK) if len(data) <= SMALL_FILE else b""
         try:
             pack = self._packs.get(layer)
             if pack is None:
@@ -303,9 +311,29 @@ class ContentStore:
                         self._overflow = tempfile.TemporaryFile(prefix="slim-content-")  # noqa: SIM115
                     pack = self._overflow
                 self._packs[layer] = pack
-            start = self._sizes.get(pack.fileno(), 0)
-            writer = SparseWriter(pack.fileno(), start)
+            fd = pack.fileno()
+            start = self._sizes.get(fd, 0)
+            pending = self._gathered.get(fd)
+            if pending is not None and pending[0] + len(pending[1]) != start:
+                self._write_gathered(fd)  # not contiguous (cannot happen: large files flush)
+                pending = None
+            if len(data) <= SMALL_FILE and not more:  # the whole file
+                at, gathered, _ = pending or (start, bytearray(), path)
+                gathered += data
+                self._gathered[fd] = (at, gathered, path)
+                self._sizes[fd] = start + len(data)
+                self.index[(layer, path)] = (start, len(data))
+                if len(gathered) >= GATHER_BYTES:
+                    self._write_gathered(fd)
+                if self._hook_suffixes and path.endswith(self._hook_suffixes):
+                    self._stored(path)
+                return
+            if pending is not None:
+                self._write_gathered(fd)  # the gathered files lie before this one
+            writer = SparseWriter(fd, start)
             writer.write(data)
+            if more:
+                writer.write(more)
         except OSError as exc:
             raise _store_error(path, exc) from None
         while chunk := stream.read(CHUNK):
@@ -326,9 +354,27 @@ class ContentStore:
     def has(self, layer: int, path: str) -> bool:
         return (layer, path) in self.index or (layer, path) in self.host
 
+    def _write_gathered(self, fd: int) -> None:
+        at, gathered, _ = self._gathered.pop(fd)
+        writer = SparseWriter(fd, at)  # zero blocks of the gathered files stay holes
+        writer.write(bytes(gathered))
+        writer.close()
+
+    def flush(self) -> None:
+        """Write the gathered small files (before their pack is read or handed on). Raises
+        LayerError when a pack cannot be written."""
+        for fd in list(self._gathered):
+            path = self._gathered[fd][2]
+            try:
+                self._write_gathered(fd)
+            except OSError as exc:
+                raise _store_error(path, exc) from None
+
     def read(self, layer: int, path: str, limit: int | None = None) -> bytes | None:
         """Up to `limit` bytes of a stored file in one pread (None when not stored): a 2-byte
         `#!` check of a large file reads 2 bytes."""
+        if self._gathered:
+            self.flush()
         key = (layer, path)
         if key in self.index:
             start, size = self.index[key]
@@ -341,6 +387,8 @@ class ContentStore:
             return stream.read() if limit is None else stream.read(limit)
 
     def open(self, layer: int, path: str) -> BinaryIO | None:
+        if self._gathered:
+            self.flush()
         key = (layer, path)
         if key in self.index:
             start, size = self.index[key]
@@ -353,6 +401,7 @@ class ContentStore:
         return os.fdopen(fd, "rb", READ_BUFFER)
 
     def close(self) -> None:
+        self._gathered.clear()
         for pack in self._packs.values():
             pack.close()  # the overflow pack more than once: closing is idempotent
         self._packs.clear()
@@ -883,6 +932,8 @@ def read_layer(
         with open_tar_stream(stream) as tf:
             for member in tf:
                 _add_member(tf, member, info.index, store, result, guard)
+        if store is not None:
+            store.flush()  # a write error is this layer's, reported as it is read
         pipe.drain()  # tar padding after the end-of-archive blocks, and the gzip trailer
         pipe.finish()
     except corrupt_errors() as exc:
