@@ -67,10 +67,9 @@ class PythonState:
         self.pkgdata_done: set[tuple[str, str, str]] = set()  # (site, top, test dir or "")
         self.main_scripts: set[str] = set()
         self.main_dirs: list[str] = []
-        self.entry_interpreters: list[str] = []  # interpreters command lines run
         self.venv_interpreters: list[str] | None = None  # computed on first use
-        self.env_candidates: dict[str | None, list[PythonEnv]] = {}  # entry interpreter → envs
-        self.entry_memo: tuple[tuple[str, ...], str | None] | None = None  # see entry_interpreter
+        self.entry: tuple[str | None] | None = None  # (entry_interpreter,) once computed
+        self.env_candidates: list[PythonEnv] | None = None  # env_for_file's, once computed
         self.named_modules: dict[tuple[str, str], str | None] = {}  # (interpreter, name) → file
         self.dir_names: dict[str, frozenset[str]] = {}  # directory → the names in it
         self.found: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}  # FileFinder memo
@@ -121,18 +120,15 @@ def _venv_interpreters(ctx: AnalysisContext) -> list[str]:
 
 def entry_interpreter(ctx: AnalysisContext) -> str | None:
     """The Python interpreter the container's Entrypoint/Cmd starts, directly (`python3 app.py`)
-    or through a `#!` script (a console script), or one a command line analyzed so far ran."""
+    or through a `#!` script (a console script); computed once a run (it reads only the image
+    config and filesystem)."""
     state = ctx.service(PythonState)
-    # what follows reads the image config and the first interpreter a command line ran
-    known = tuple(state.entry_interpreters[:1])
-    if state.entry_memo is not None and state.entry_memo[0] == known:
-        return state.entry_memo[1]
-    found = _entry_interpreter(ctx, state)
-    state.entry_memo = (known, found)
-    return found
+    if state.entry is None:
+        state.entry = (_entry_interpreter(ctx),)
+    return state.entry[0]
 
 
-def _entry_interpreter(ctx: AnalysisContext, state: PythonState) -> str | None:
+def _entry_interpreter(ctx: AnalysisContext) -> str | None:
     argv = ctx.config.argv
     prog = ctx.which(argv[0]) if argv else None
     if prog and _INTERP_RE.match(posixpath.basename(prog)):
@@ -147,21 +143,20 @@ def _entry_interpreter(ctx: AnalysisContext, state: PythonState) -> str | None:
             words = [w for w in words[1:] if not w.startswith("-")]
         if words and _INTERP_RE.match(posixpath.basename(words[0])):
             return words[0] if words[0].startswith("/") else ctx.which(words[0])
-    return state.entry_interpreters[0] if state.entry_interpreters else None
+    return None
 
 
 def env_for_file(ctx: AnalysisContext, path: str) -> PythonEnv | None:
     """The environment that imports module file `path` (module doc)."""
     state = ctx.service(PythonState)
-    key = entry_interpreter(ctx)
-    candidates = state.env_candidates.get(key)
-    if candidates is None:  # the same for every file until the entry interpreter is known
+    candidates = state.env_candidates
+    if candidates is None:  # the same for every file of a run
         candidates = []
-        for interp in [key, *_venv_interpreters(ctx), None]:
+        for interp in [entry_interpreter(ctx), *_venv_interpreters(ctx), None]:
             env = python_env(ctx, interp)
             if env is not None and env not in candidates:
                 candidates.append(env)
-        state.env_candidates[key] = candidates
+        state.env_candidates = candidates
     best: tuple[int, PythonEnv] | None = None
     for env in candidates:
         loc = _package_dir_of(env, path)
