@@ -313,37 +313,32 @@ class ContentStore:
                 self._packs[layer] = pack
             fd = pack.fileno()
             start = self._sizes.get(fd, 0)
-            pending = self._gathered.get(fd)
-            if pending is not None and pending[0] + len(pending[1]) != start:
-                self._write_gathered(fd)  # not contiguous (cannot happen: large files flush)
-                pending = None
-            if len(data) <= SMALL_FILE and not more:  # the whole file
-                at, gathered, _ = pending or (start, bytearray(), path)
+            small = len(data) <= SMALL_FILE and not more  # the whole file, gathered
+            if small:
+                at, gathered, _ = self._gathered.get(fd) or (start, bytearray(), path)
                 gathered += data
                 self._gathered[fd] = (at, gathered, path)
-                self._sizes[fd] = start + len(data)
-                self.index[(layer, path)] = (start, len(data))
                 if len(gathered) >= GATHER_BYTES:
                     self._write_gathered(fd)
-                if self._hook_suffixes and path.endswith(self._hook_suffixes):
-                    self._stored(path)
-                return
-            if pending is not None:
-                self._write_gathered(fd)  # the gathered files lie before this one
-            writer = SparseWriter(fd, start)
-            writer.write(data)
-            if more:
-                writer.write(more)
+            else:
+                if fd in self._gathered:
+                    self._write_gathered(fd)  # the gathered files lie before this one
+                writer = SparseWriter(fd, start)
+                writer.write(data)
+                if more:
+                    writer.write(more)
         except OSError as exc:
             raise _store_error(path, exc) from None
-        while chunk := stream.read(CHUNK):
-            try:
-                writer.write(chunk)
-            except OSError as exc:
-                raise _store_error(path, exc) from None
-        writer.close()
-        self._sizes[pack.fileno()] = writer.pos
-        self.index[(layer, path)] = (start, writer.written)
+        if not small:
+            while chunk := stream.read(CHUNK):
+                try:
+                    writer.write(chunk)
+                except OSError as exc:
+                    raise _store_error(path, exc) from None
+            writer.close()
+        size = len(data) if small else writer.written
+        self._sizes[fd] = start + size
+        self.index[(layer, path)] = (start, size)
         if self._hook_suffixes and path.endswith(self._hook_suffixes):
             self._stored(path)
 
