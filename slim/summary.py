@@ -81,7 +81,7 @@ def largest_dirs(rootfs: RootFS, top: int = TOP_N) -> list[PathBytes]:
     for path, entry in rootfs.tree.entries.items():
         if entry.kind is EntryKind.DIR or path == "/":
             continue
-        acc = own.setdefault(posixpath.dirname(path), [0, 0])
+        acc = own.setdefault(path[:path.rfind("/")] or "/", [0, 0])  # tree paths are normalized
         acc[0] += entry.size if entry.kind is EntryKind.FILE else 0
         acc[1] += 1
     sizes: dict[str, list[int]] = {}
@@ -91,7 +91,7 @@ def largest_dirs(rootfs: RootFS, top: int = TOP_N) -> list[PathBytes]:
             acc = sizes.setdefault(cur, [0, 0])
             acc[0] += size
             acc[1] += count
-            cur = posixpath.dirname(cur)
+            cur = cur[:cur.rfind("/")] or "/"
     # nested directories collapse: a directory whose bytes are all in one subdirectory (/usr
     # when everything is under /usr/lib) says nothing its subdirectory does not; list the child
     redundant = {posixpath.dirname(d) for d, (size, _) in sizes.items()

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import posixpath
@@ -560,13 +561,20 @@ def package_summaries(db: PackageDB, fs: RootFS, kept_paths: set[str] | None) ->
     `metadata_paths`) with its status; `unused` when none of its files is kept. Without a keep
     set (None) status is "" and nothing counts as kept. Sorted by name (then manager)."""
     present: set[str] = set()
+    listed: dict[int, list[tuple[str, int]]] = {}  # id(pkg) → _files, read once for both uses
+
+    def files_of(pkg: Package) -> list[tuple[str, int]]:
+        if (files := listed.get(id(pkg))) is None:
+            files = listed[id(pkg)] = _files(fs, pkg)
+        return files
+
     if kept_paths is not None:
         kept = {db.normalize(p) for p in kept_paths}
-        present = kept | metadata_paths(db, kept)
+        present = kept | metadata_paths(db, kept, files_of if fs is db.fs else None)
     distro = read_distro(fs)
     out: list[PackageSummary] = []
     for pkg in db.all_packages():
-        files = _files(fs, pkg)
+        files = files_of(pkg)
         size = sum(n for _, n in files)
         kept_files = [(f, n) for f, n in files if f in present]
         kept_bytes = sum(n for _, n in kept_files)
@@ -591,13 +599,17 @@ def _language_metadata(fs: RootFS, pkg: Package) -> list[str]:
     return []
 
 
-def metadata_paths(db: PackageDB, kept: set[str]) -> set[str]:
+def metadata_paths(db: PackageDB, kept: set[str],
+                   files_of: Callable[[Package], list[tuple[str, int]]] | None = None) -> set[str]:
     """What the minimal image holds beside the keep set so scanners can still read it: the
     distribution's os-release (and the files it links to) when the image has OS packages, the
     copyright file of every dpkg package that keeps a file, the metadata of every language
     package that keeps a file, and the directory links the databases' spellings of kept files
-    cross. `kept` holds normalized paths."""
+    cross. `kept` holds normalized paths; `files_of` is `_files` in `db.fs`, memoized by the
+    caller that needs it again."""
     fs = db.fs
+    if files_of is None:
+        files_of = functools.partial(_files, fs)
     out: set[str] = set()
     if any(p.manager == "dpkg" and p.info for p in db.packages):
         # dpkg names info files "pkg:arch.*" only when info/format says "1" (the multiarch
@@ -606,7 +618,7 @@ def metadata_paths(db: PackageDB, kept: set[str]) -> set[str]:
     for pkg in db.packages:
         # a kept Debian package keeps its copyright file: the license its binaries ship under
         # (Debian Policy 12.5), and what syft reads for a deb package's licenses
-        if pkg.manager == "dpkg" and any(f in kept for f, _ in _files(fs, pkg)):
+        if pkg.manager == "dpkg" and any(f in kept for f, _ in files_of(pkg)):
             doc = f"/usr/share/doc/{pkg.name}/copyright"
             res = fs.resolve(doc)
             if res.exists and fs.is_file(res.path):

@@ -33,7 +33,6 @@ import io
 import logging
 import math
 import os
-import posixpath
 import queue
 import tarfile
 import tempfile
@@ -872,7 +871,7 @@ class LayerGuard:
         if kind != "dir" and path in self.dirs:
             raise LayerError(f"{self.label}: {path}: replaces a directory the same layer "
                              "already wrote into")
-        d = posixpath.dirname(path)
+        d = path[:path.rfind("/")] or "/"  # posixpath.dirname of a normalized absolute path
         walked: list[str] = []
         while d != "/" and d not in self.dirs:
             seen = self.members.get(d)
@@ -883,7 +882,7 @@ class LayerGuard:
                 raise LayerError(f"{self.label}: {path}: below {d}, which the same layer "
                                  "made a non-directory")
             walked.append(d)
-            d = posixpath.dirname(d)
+            d = d[:d.rfind("/")] or "/"
         self.dirs.update(walked)
         self.members[path] = kind
         if kind == "dir":

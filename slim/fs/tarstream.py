@@ -49,6 +49,7 @@ _SUPPORTED = _REGULAR | {LNKTYPE, SYMTYPE, CHRTYPE, BLKTYPE, DIRTYPE, FIFOTYPE}
 _GNU_TYPES = frozenset((GNU_LONGNAME, GNU_LONGLINK, GNU_SPARSE))
 _EXTENDED = frozenset((PAX_LOCAL, PAX_GLOBAL, SOLARIS_PAX, GNU_LONGNAME, GNU_LONGLINK))
 _SIGNED = struct.Struct("148b8x356b")
+_END = (0, 0x20)  # what ends a numeric field
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
 _PAX_INT = ("size", "uid", "gid")
 
@@ -285,12 +286,34 @@ class TarReader:
         if chksum != 256 + sum(buf) - sum(buf[148:156]) and chksum != 256 + sum(_SIGNED.unpack_from(buf)):
             raise TarFormatError("bad checksum")  # (old tars summed signed bytes)
         m = TarMember()
-        m.name = _str(buf[0:100])
+        # The common form of the five numbers, octal digits and one NUL or space (what Docker,
+        # GNU tar and Go's archive/tar write), is read in one go; any other form, and any field
+        # the one go refuses, is read field by field by _num, which gives the same value.
+        if buf[107] in _END and buf[115] in _END and buf[123] in _END and buf[135] in _END \
+                and buf[147] in _END:
+            try:
+                m.mode = int(buf[100:107], 8)
+                m.uid = int(buf[108:115], 8)
+                m.gid = int(buf[116:123], 8)
+                m.size = int(buf[124:135], 8)
+                m.mtime = int(buf[136:147], 8)
+            except ValueError:
+                TarReader._numbers(m, buf)
+        else:
+            TarReader._numbers(m, buf)
+        return TarReader._names(m, buf)
+
+    @staticmethod
+    def _numbers(m: TarMember, buf: bytes) -> None:
         m.mode = _num(buf[100:108])
         m.uid = _num(buf[108:116])
         m.gid = _num(buf[116:124])
         m.size = _num(buf[124:136])
         m.mtime = _num(buf[136:148])
+
+    @staticmethod
+    def _names(m: TarMember, buf: bytes) -> TarMember:
+        m.name = _str(buf[0:100])
         m.type = buf[156:157]
         m.linkname = _str(buf[157:257])
         if m.type in (CHRTYPE, BLKTYPE):

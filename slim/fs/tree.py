@@ -85,13 +85,13 @@ class SquashedTree:
         that already is one, so members in tar order (parents first) cost O(1) each, not
         O(depth): 5000 nested directories used to cost O(depth^3) in string copies."""
         missing: list[str] = []
-        d = posixpath.dirname(path)
+        d = path[:path.rfind("/")] or "/"  # posixpath.dirname of a normalized absolute path
         while d != "/":
             cur = self.entries.get(d)
             if cur is not None and cur.kind is EntryKind.DIR:
                 break
             missing.append(d)
-            d = posixpath.dirname(d)
+            d = d[:d.rfind("/")] or "/"
         for d in reversed(missing):
             if d in self.entries:
                 # A lower non-directory is replaced by an implied directory.
@@ -113,7 +113,8 @@ class SquashedTree:
         self.entries[path] = entry
         if entry.kind is EntryKind.DIR:
             self.children.setdefault(path, set())
-        self.children[posixpath.dirname(path)].add(posixpath.basename(path))
+        parent, _, base = path.rpartition("/")
+        self.children[parent or "/"].add(base)
 
     def apply(self, tree: FileTree) -> list[FileEntry]:
         """Apply one layer on top; returns the entries its whiteouts deleted."""

@@ -224,3 +224,34 @@ def test_a_checksum_summed_over_signed_bytes_is_accepted() -> None:
     assert _members(data) == ["caf\xe9"]
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         assert [m.name for m in tf] == ["caf\xe9"]
+
+
+_SPELLINGS = [b"0000644\x00", b"0000644 ", b"644\x00\x00\x00\x00\x00", b" 644 \x00\x00\x00", b"00000644",
+              b"\x00" * 8, b" " * 8, b"0000000\x00", b"06\x0044\x00\x00\x00", b"0_644\x00\x00\x00",
+              b"+644\x00\x00\x00\x00", b"-644\x00\x00\x00\x00", b"\x0c644\x00\x00\x00\x00", b"zz\x00\x00\x00\x00\x00\x00",
+              b"0000648\x00", b"06 44\x00\x00\x00", b"\x80" + bytes(6) + b"\x05", b"\xff" * 8,
+              b"7777777\x00", b"7777777 ", b"\x00644\x00\x00\x00\x00"]
+
+
+@pytest.mark.parametrize("spelling", _SPELLINGS)
+def test_numeric_fields_read_the_same_in_either_path(spelling: bytes) -> None:
+    """The one-go read of the common octal form gives what _num gives, field by field, for
+    every spelling of every numeric field (and refuses what _num refuses)."""
+    from slim.fs.tarstream import _num
+
+    fields = {"mode": (100, 8), "uid": (108, 8), "gid": (116, 8), "size": (124, 12), "mtime": (136, 12)}
+    for name, (at, width) in fields.items():
+        raw = spelling if width == 8 else b"0000" + spelling if spelling[:1].isdigit() else spelling + bytes(4)
+        header = bytearray(_one("a", b"")[:512])
+        header[at:at + width] = raw
+        header[148:156] = b" " * 8
+        header[148:156] = f"{sum(header):06o}\x00 ".encode()
+        try:
+            want: int | str = _num(bytes(raw))
+        except TarFormatError:
+            want = "refused"
+        try:
+            got: int | str = getattr(TarReader._parse_header(bytes(header)), name)
+        except TarFormatError:
+            got = "refused"
+        assert got == want, (name, raw)
