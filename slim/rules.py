@@ -152,7 +152,7 @@ def _nss_handler(fs: RootFS, config: ImageConfig) -> list[str]:
         regex = re.compile(
             "(" + "|".join(re.escape(d) for d in NSS_LIB_DIRS) + r")(/.*)?/" + re.escape(name) + "$"
         )
-        out.extend(p for p in fs.tree.entries if regex.match(p))
+        out.extend(p for p in fs.tree.entries if p.endswith(name) and regex.match(p))
     return sorted(set(out))
 
 

@@ -58,12 +58,16 @@ INTERPRETERS = (
 )
 
 
+# every interpreter's name pattern in one regex: group iN matches when INTERPRETERS[N]'s does
+# (the alternatives are tried in order, as the loop over INTERPRETERS would)
+_ANY_NAME = re.compile("|".join(f"(?P<i{n}>{i.names.pattern})" for n, i in enumerate(INTERPRETERS)))
+
+
 def interpreter_of(ctx: AnalysisContext, path: str) -> Interpreter | None:
     """The fallback language of program `path` (its name or its link target's), or None."""
     for name in (posixpath.basename(path), posixpath.basename(ctx.fs.realpath(path))):
-        for interp in INTERPRETERS:
-            if interp.names.match(name):
-                return interp
+        if (m := _ANY_NAME.match(name)) is not None:
+            return next(INTERPRETERS[int(k[1:])] for k, v in m.groupdict().items() if v is not None)
     return None
 
 

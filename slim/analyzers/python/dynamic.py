@@ -71,6 +71,13 @@ def module_file(ctx: AnalysisContext, env: PythonEnv, name: str, search: list[st
     return memo[key]
 
 
+def quoted_dotted_names(source: str) -> list[str]:
+    """The distinct names the first 4 * MAX_NAMES quoted dotted strings of `source` spell,
+    sorted: what dotted_string_edges looks up before it blanks prose. A parse computes them
+    with the imports (imports._scan), in a worker when one is running."""
+    return sorted({m.group(1) for m in itertools.islice(_QUOTED_DOTTED.finditer(source), 4 * MAX_NAMES)})
+
+
 def _prose_blanked(source: str) -> str:
     """`source` with triple-quoted strings (docstrings) and comments blanked, lines kept:
     prose mentions modules it does not import."""
@@ -115,7 +122,8 @@ def dotted_string_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source:
     # Blanking prose only removes names: when no name of the raw source is a module, none of
     # the blanked source is (most files; blanking costs 10x the scan). Past MAX_NAMES distinct
     # names, blank anyway.
-    raw = {m.group(1) for m in itertools.islice(_QUOTED_DOTTED.finditer(source), 4 * MAX_NAMES)}
+    scanned = ctx.service(PythonState).dotted  # from the parse of this very source, if any
+    raw = scanned[1] if scanned is not None and scanned[0] is source else quoted_dotted_names(source)
     if len(raw) < 4 * MAX_NAMES and not any(names_module(n) for n in raw):
         return []
     source = _prose_blanked(source)
@@ -319,4 +327,5 @@ def _entry_point_target(ctx: AnalysisContext, path: str, group: str, name: str) 
 
 
 __all__ = ["computed_import_edges", "dotted_string_edges", "entry_point_edges",
-           "extension_name_edges", "module_file", "package_modules", "stdlib_extension_edges"]
+           "extension_name_edges", "module_file", "package_modules", "quoted_dotted_names",
+           "stdlib_extension_edges"]

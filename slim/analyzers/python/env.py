@@ -91,6 +91,8 @@ class PythonState:
         self.dead_named: dict[str, str] = {}  # module name → a kept file that quotes it
         self.dead_spans: dict[str, list[tuple[int, int, str]]] = {}  # file → (after, to, module)
         self.ahead: set[str] = set()  # sources handed to Parses.ahead
+        # (source, its quoted dotted names) of the source parsed last (dynamic.quoted_dotted_names)
+        self.dotted: tuple[str, list[str]] | None = None
         # (interpreter, try body, sys.path) → why its except handler never runs (accelerators.py)
         self.accelerators: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
 

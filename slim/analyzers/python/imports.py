@@ -20,8 +20,10 @@ import re
 import tokenize
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from slim.analyzers.base import AnalysisContext, Declined, Parses, link_edges
+from slim.analyzers.python import dynamic
 from slim.analyzers.python.absent import DeadImport, dead_after, dead_spans
 from slim.analyzers.python.accelerators import accelerators_load
 from slim.analyzers.python.deadcode import dead_functions
@@ -31,7 +33,12 @@ from slim.analyzers.python.django import (
     is_load_backend,
     uninstalled_app_file,
 )
-from slim.analyzers.python.dynamic import _prose_blanked, computed_import_edges, unread_sources
+from slim.analyzers.python.dynamic import (
+    _prose_blanked,
+    computed_import_edges,
+    quoted_dotted_names,
+    unread_sources,
+)
 from slim.analyzers.python.env import (
     _INTERP_RE,
     PythonEnv,
@@ -645,7 +652,7 @@ def _scan_version() -> str:
 
         from slim.analyzers.python import deadcode, segments
 
-        text = "".join(inspect.getsource(m) for m in (sys.modules[__name__], deadcode, segments))
+        text = "".join(inspect.getsource(m) for m in (sys.modules[__name__], deadcode, segments, dynamic))
         _SCAN_VERSION = hashlib.sha256(text.encode()).hexdigest()[:16]
     return _SCAN_VERSION
 
@@ -654,7 +661,9 @@ _SCAN_VERSION = ""
 
 
 def _scan(source: str, path: str, version: tuple[int, int]) -> tuple[str, object]:
-    """("refs", [ImportRef as dict …]) or ("unknown", why): the cacheable part of a parse."""
+    """("refs", {"refs": [ImportRef as dict …], "dotted": quoted_dotted_names}) or ("unknown",
+    why): the cacheable part of a parse."""
+    raw = source
     calls = "import_module" in source or "__import__" in source
     if len(source) > MAX_PARSE_TOKENS and _more_tokens_than(source, MAX_PARSE_TOKENS):
         return "unknown", (f"more than {MAX_PARSE_TOKENS} Python tokens: not parsed (a parse would "
@@ -668,7 +677,8 @@ def _scan(source: str, path: str, version: tuple[int, int]) -> tuple[str, object
         return "unknown", f"not parseable as Python {version[0]}.{version[1]}: {exc}"
     except (RecursionError, MemoryError):
         return "unknown", "nested too deeply to parse; its imports are not analyzed"
-    return "refs", [dict(vars(r)) for r in refs]  # shallow: the fields are str, int, bool and tuples of str
+    # shallow: the fields are str, int, bool and tuples of str
+    return "refs", {"refs": [dict(vars(r)) for r in refs], "dotted": quoted_dotted_names(raw)}
 
 
 def _parse_kind(env: PythonEnv) -> str:
@@ -701,6 +711,15 @@ def scan_ahead(ctx: AnalysisContext, env: PythonEnv, paths: Iterable[str]) -> No
         parses.ahead(_parse_kind(env), source.encode("utf-8", "surrogatepass"), _scan, source, path, env.version)
 
 
+def _decode_scan(v: Any) -> tuple[str, Any]:
+    """A cached _scan result; ValueError for an entry of another shape (parsed again)."""
+    what, value = str(v[0]), v[1]
+    if what == "refs" and not (isinstance(value, dict) and isinstance(value.get("refs"), list)
+                               and isinstance(value.get("dotted"), list)):
+        raise ValueError("not a scan of this version")
+    return what, value
+
+
 def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str) -> list[ImportRef] | Unknown:
     """The imports `source` names (scan_imports), or an Unknown when it cannot be parsed;
     from the parse cache when the same bytes were scanned before (slim.cache.ParseStore).
@@ -712,15 +731,16 @@ def parsed_imports(ctx: AnalysisContext, env: PythonEnv, path: str, source: str)
     kind = _parse_kind(env)
     what, value = ctx.service(Parses).memo(
         kind, source.encode("utf-8", "surrogatepass"), lambda: _scan(source, path, env.version),
-        encode=list, decode=lambda v: (str(v[0]), v[1]))
+        encode=list, decode=_decode_scan)
     if what == "unknown":
         return Unknown(path, str(value))
-    assert isinstance(value, list)
+    assert isinstance(value, dict)
+    ctx.service(PythonState).dotted = (source, list(value["dotted"]))
     return [ImportRef(**{**r, "names": tuple(r["names"]), "attr_gate": tuple(r.get("attr_gate", ())),
                          "block_end": int(r.get("block_end", 0)),
                          "fallback_for": tuple(r.get("fallback_for", ())),
                          "degrades": bool(r.get("degrades", False))})
-            for r in value]
+            for r in value["refs"]]
 
 
 def import_edges(ctx: AnalysisContext, env: PythonEnv, path: str, source: str,

@@ -29,7 +29,8 @@ LINKS = {"/usr/bin/lua": "lua5.4"}
 def test_interpreter_names(tmp_path: Path) -> None:
     names = {"lua5.4": "Lua", "luajit-2.1.0": "Lua", "tclsh8.6": "Tcl", "Rscript": "R",
              "beam.smp": "Erlang", "elixir": "Erlang", "guile3.0": "Guile", "dotnet": ".NET",
-             "python3": None, "sh": None}
+             "python3": None, "sh": None, "mono-sgen": "Mono", "julia": "Julia", "wish": "Tcl",
+             "R": "R", "erl": "Erlang", "xlua": None, "dotnet2": None, "mono-": None}
     write_tree(tmp_path, {f"/usr/bin/{n}": ELF for n in names}, {"/usr/bin/lua": "lua5.4"}, {})
     with context(tmp_path) as ctx:
         for name, language in names.items():

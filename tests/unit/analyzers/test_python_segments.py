@@ -88,15 +88,15 @@ def test_what_needs_the_whole_module_is_parsed_whole() -> None:
 
 
 def test_a_broken_statement_without_imports_does_not_hide_the_others() -> None:
-    kind, refs = _scan("import os\ndef broken(:\n    pass\nimport json\n", "/x.py", (3, 11))
-    assert kind == "refs" and [r["module"] for r in refs] == ["os", "json"]  # type: ignore[union-attr]
+    kind, scan = _scan("import os\ndef broken(:\n    pass\nimport json\n", "/x.py", (3, 11))
+    assert kind == "refs" and [r["module"] for r in scan["refs"]] == ["os", "json"]  # type: ignore[index]
     kind, why = _scan("import os\ndef broken(:\n    import json\n", "/x.py", (3, 11))
     assert kind == "unknown" and "not parseable" in str(why)
 
 
 def test_a_byte_order_mark_is_skipped_as_python_does() -> None:
-    kind, refs = _scan("\ufeffimport os\n", "/x.py", (3, 11))
-    assert kind == "refs" and [r["module"] for r in refs] == ["os"]  # type: ignore[union-attr]
+    kind, scan = _scan("\ufeffimport os\n", "/x.py", (3, 11))
+    assert kind == "refs" and [r["module"] for r in scan["refs"]] == ["os"]  # type: ignore[index]
 
 
 def test_the_standard_library_gives_the_same_imports() -> None:
@@ -206,3 +206,14 @@ def test_one_parse_however_many_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     tree, end = import_tree(source, "<test>", _is_main_guard)
     assert end and calls == [len(source) - sum(len(f"x = {i}") for i in range(3000))]
     assert [s.lineno for s in tree.body] == list(range(1, 6000, 2))
+
+
+def test_a_parse_carries_the_quoted_dotted_names_of_its_source() -> None:
+    """dotted_string_edges takes the names from the parse (done in a worker when one runs):
+    they are the names it would scan itself, byte order mark and prose included."""
+    from slim.analyzers.python.dynamic import quoted_dotted_names
+
+    source = '\ufeffx = "a.b"\ny = \'c.d:e\'\n"""doc "f.g" """\nz = "a.b"\n'
+    kind, scan = _scan(source, "/x.py", (3, 11))
+    assert kind == "refs"
+    assert scan["dotted"] == quoted_dotted_names(source) == ["a.b", "c.d", "f.g"]  # type: ignore[index]
