@@ -118,6 +118,10 @@ class GlobSet:
         self._suffixes = tuple(suffixes)
         self._prefixes = tuple(prefixes)
         self._rest = tuple(rest)
+        # one scan for any of the literal pieces, so most paths skip the per-pattern tests
+        lits = sorted({lit for lit, _ in rest})
+        self._any_literal = (re.compile("|".join(map(re.escape, lits))) if rest and "" not in lits
+                             else None)
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -126,7 +130,9 @@ class GlobSet:
         return (path in self._exact or path.endswith(self._suffixes)
                 or path.endswith(self._name_suffixes) or path in self._names
                 or path.startswith(self._prefixes)
-                or any(lit in path and rx.match(path) is not None for lit, rx in self._rest))
+                or (bool(self._rest)
+                    and (self._any_literal is None or self._any_literal.search(path) is not None)
+                    and any(lit in path and rx.match(path) is not None for lit, rx in self._rest)))
 
     def first(self, path: str) -> str | None:
         """The first pattern matching `path`, or None."""
