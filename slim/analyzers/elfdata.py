@@ -140,22 +140,26 @@ def read_elf_data(ctx: AnalysisContext, path: str) -> ElfData:
     literals: dict[str, None] = {}
     markers: set[bytes] = set()
     is_go = truncated = False
-    wanted = [row.marker for row in GO_STDLIB]
     segments = data_segments(ctx.fs, path)
     try:
         for data in _chunks(ctx, path, segments):
             is_go = is_go or GO_BUILDINFO_MAGIC in data
-            markers.update(m for m in wanted if m not in markers and m in data)
             if truncated:
+                if is_go:
+                    break  # nothing more to learn from this pass
                 continue
             for m in _LITERAL.finditer(data):
                 literals.setdefault(m.group(1).decode("ascii"), None)
                 if len(literals) >= MAX_LITERALS:
                     truncated = True
                     break
+        if is_go:  # a second pass, for Go programs only, for the standard library's markers
+            wanted = [row.marker for row in GO_STDLIB]
+            for data in _chunks(ctx, path, segments):
+                markers.update(m for m in wanted if m not in markers and m in data)
     except (OSError, ValueError) as exc:
         raise AnalysisError(f"{path}: data not read: {exc}") from exc
-    rows = tuple(row for row in GO_STDLIB if row.marker in markers) if is_go else ()
+    rows = tuple(row for row in GO_STDLIB if row.marker in markers)
     scanned = sum(size for _o, size in segments)
     return ElfData(tuple(literals), is_go, rows, truncated or scanned > MAX_SCAN_BYTES)
 

@@ -165,15 +165,18 @@ def scan_perl(source: str) -> list[PerlRef]:
             if raw.startswith("=cut"):
                 in_pod = False
             continue
-        if re.match(r"^=[a-zA-Z]", raw):
+        if raw[:1] == "=" and re.match(r"^=[a-zA-Z]", raw):
             in_pod = True
             continue
         if raw.startswith(("__END__", "__DATA__")):
             break
         line = raw.split(" #", 1)[0] if not raw.lstrip().startswith("#") else ""
-        for m in _HEREDOC_RE.finditer(line):
-            term = m.group(2) or m.group(3) or m.group(4)
-            heredoc.append((term, bool(m.group(1))))
+        if "<<" in line:
+            for m in _HEREDOC_RE.finditer(line):
+                term = m.group(2) or m.group(3) or m.group(4)
+                heredoc.append((term, bool(m.group(1))))
+        if "use" not in line and "no" not in line and "require" not in line:
+            continue  # most lines: no statement below can match (_USE_RE, _REQ_RE)
         # statements start after `;`, `{` or `}` (a `use` inside a sub body counts: it runs at
         # compile time wherever it is)
         for stmt in re.split(r"[;{}]", _QW_RE.sub(lambda m: m.group(0).replace("{", "(").replace("}", ")"), line)):
