@@ -19,6 +19,12 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("SLIM_NO_CACHE", "1")
@@ -64,6 +70,37 @@ def test_a_parse_taken_back_and_asked_for_again_is_not_lost(parses: Parses) -> N
     assert parses.memo("k", b"same", _never, encode=_same, decode=_same) == "same"
     assert parses.memo("k", b"slow2", lambda: "slow2", encode=_same, decode=_same) == "slow2"
     assert parses.memo("k", b"other", lambda: "other", encode=_same, decode=_same) == "other"
+
+
+def test_a_batch_is_one_task_and_each_parse_of_it_answers_on_its_own(parses: Parses) -> None:
+    """ahead_many hands the workers one task; a parse of it that raises is parsed in the
+    process, the others come from the worker; a batch still queued behind a busy worker is
+    taken back and every parse of it done, none lost."""
+    parses.ahead_many([("k", b"a", subprocess.getoutput, ("echo a",)),
+                       ("k", b"bad", int, ("not a number",)),
+                       ("k", b"a", subprocess.getoutput, ("echo a",)),  # the same bytes: once
+                       ("k", b"c", subprocess.getoutput, ("echo c",))])
+    futures = {slot.future for slot, _fn, _args in parses._ahead.values()}
+    assert len(parses._ahead) == 3 and len(futures) == 1
+    assert parses.memo("k", b"a", _never, encode=_same, decode=_same) == "a"
+    assert parses.memo("k", b"bad", lambda: "parsed here", encode=_same, decode=_same) == "parsed here"
+    assert parses.memo("k", b"c", _never, encode=_same, decode=_same) == "c"
+    assert parses.from_workers == 2
+
+    parses.ahead("k", b"slow", subprocess.getoutput, "sleep 1; echo slow")
+    # two batches behind it: the pool sends the first to the worker's queue at once (it runs
+    # next, as a lone task would), the second waits in the pool and can be taken back
+    parses.ahead_many([("k", f"q{n}".encode(), subprocess.getoutput, (f"echo q{n}",)) for n in range(3)])
+    parses.ahead_many([("k", f"q{n}".encode(), subprocess.getoutput, (f"echo q{n}",)) for n in range(3, 6)])
+    deadline = time.monotonic() + 30
+    while not parses._ahead[(next(k for k in parses._ahead if k[1]))][0].running():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert parses.memo("k", b"slow", _never, encode=_same, decode=_same) == "slow"
+    # the second batch was cancelled and done here meanwhile, every parse of it
+    assert set(parses._taken) == {("k", _sha(f"q{n}")) for n in range(3, 6)}
+    for n in range(6):
+        assert parses.memo("k", f"q{n}".encode(), lambda n=n: f"q{n}", encode=_same, decode=_same) == f"q{n}"
 
 
 def test_workers_started_while_layers_are_read_are_the_ones_a_run_uses(

@@ -695,7 +695,7 @@ def scan_ahead(ctx: AnalysisContext, env: PythonEnv, paths: Iterable[str]) -> No
     """Start parsing the Python sources `paths` in a worker (Parses.ahead) before the
     worklist reaches them; each path once per run."""
     state = ctx.service(PythonState)
-    parses = ctx.service(Parses)
+    calls = []
     for path in paths:
         if path in state.ahead or not path.endswith(".py"):
             continue
@@ -708,7 +708,10 @@ def scan_ahead(ctx: AnalysisContext, env: PythonEnv, paths: Iterable[str]) -> No
         except (SlimError, OSError):
             continue
         source = data.decode("utf-8", errors="replace")  # as PythonAnalyzer.analyze reads it
-        parses.ahead(_parse_kind(env), source.encode("utf-8", "surrogatepass"), _scan, source, path, env.version)
+        calls.append((_parse_kind(env), source.encode("utf-8", "surrogatepass"), _scan,
+                      (source, path, env.version)))
+    if calls:
+        ctx.service(Parses).ahead_many(calls)
 
 
 def _decode_scan(v: Any) -> tuple[str, Any]:
