@@ -82,6 +82,10 @@ def test_a_batch_is_one_task_and_each_parse_of_it_answers_on_its_own(parses: Par
                        ("k", b"c", subprocess.getoutput, ("echo c",))])
     futures = {slot.future for slot, _fn, _args in parses._ahead.values()}
     assert len(parses._ahead) == 3 and len(futures) == 1
+    deadline = time.monotonic() + 30
+    while not next(iter(futures)).running():  # handed to the worker (else memo takes it back)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     assert parses.memo("k", b"a", _never, encode=_same, decode=_same) == "a"
     assert parses.memo("k", b"bad", lambda: "parsed here", encode=_same, decode=_same) == "parsed here"
     assert parses.memo("k", b"c", _never, encode=_same, decode=_same) == "c"
