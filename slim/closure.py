@@ -74,6 +74,9 @@ class ClosureBuilder:
         self._queue: deque[str] = deque()
         self._done: set[str] = set()
         self._canon: dict[str, str] = {}  # path → the entry it names (see _canonical)
+        # a visited link → where it leads: what needs the link needs that for the same reason,
+        # also when the need is found after the link was visited (the order is no one's choice)
+        self._leads: dict[str, str] = {}
         self._drops = GlobSet(drop)
 
     def _dropped(self, path: str) -> bool:
@@ -111,6 +114,8 @@ class ClosureBuilder:
         if item.dst not in self._done and not item.dst.startswith("pkg:"):
             self._done.add(item.dst)
             self._queue.append(item.dst)
+        elif item.kind != "symlink" and item.dst in self._leads:
+            self.add(Edge(item.src, self._leads[item.dst], item.kind, f"{item.evidence} (via {item.dst})"))
 
     def add_all(self, items: Iterable[Edge | Unknown]) -> None:
         for it in items:
@@ -142,6 +147,11 @@ class ClosureBuilder:
 
     def run(self, on_visit: Callable[[int], None] | None = None) -> Closure:
         """Visit until nothing new is reachable; `on_visit(1)` after each visited path."""
+        self.drain(on_visit)
+        return self.finish()
+
+    def drain(self, on_visit: Callable[[int], None] | None = None) -> None:
+        """Visit until nothing new is reachable (more roots may be added after, and drained)."""
         while self._queue:
             if len(self._done) > MAX_NODES:
                 self.unknowns.add(Unknown("<image>", f"more than {MAX_NODES} reachable paths; stopped"))
@@ -153,6 +163,9 @@ class ClosureBuilder:
                 # the worklist ran dry: conditions on the whole keep set may now hold
                 for analyzer in self.analyzers:
                     self.add_all(analyzer.at_fixpoint(self._done))
+
+    def finish(self) -> Closure:
+        """The closure of everything drained (ends the run: the parse cache is written)."""
         self.ctx.service(Parses).flush()
         keep = {n for n in self.graph.closure() if n != ROOT and not n.startswith("pkg:") and self.fs.lexists(n)}
         return Closure(self.graph, keep, sorted(self.unknowns), self.missing, self.dropped,
@@ -174,7 +187,9 @@ class ClosureBuilder:
                 self.missing.add(res.path)
         elif res.path != path:
             self.add(Edge(path, res.path, "symlink", f"-> {res.path}"))
-            # what needed the link needs its target for the same reason
+            # what needed the link needs its target for the same reason (and what needs it
+            # later: add)
+            self._leads[path] = res.path
             for into in self.graph.edges_into(path):
                 if into.kind != "symlink":
                     self.add(Edge(into.src, res.path, into.kind, f"{into.evidence} (via {path})"))
