@@ -31,7 +31,15 @@ from slim.errors import EmitError, TraceError, UsageError
 from slim.fs.layer import Capture
 from slim.image import LoadedImage, load
 from slim.outputs import check_output
-from slim.pipeline import Analysis, AnalyzeOptions, analyze, load_image, probe_outcomes
+from slim.pipeline import (
+    Analysis,
+    AnalyzeOptions,
+    StaticStart,
+    analyze,
+    cancelled_on_error,
+    load_image,
+    probe_outcomes,
+)
 from slim.programs import which
 from slim.progress import SILENT, Phases
 from slim.refs import OutputRef, parse_output, split_name
@@ -196,10 +204,11 @@ def _load_into_daemon(archive: str, tag: str) -> None:
 
 
 def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say,
-                    progress: Phases) -> tuple[RunResult | None, list[ProbeOutcome], str]:
+                    progress: Phases, meanwhile: bool = False) -> tuple[RunResult | None, list[ProbeOutcome], str]:
     """(the original's traced run, the probes dropped because they fail on it, why there is
     no run); no run when verification is off or no runner works here (and the mode does not
-    need one). Raises TraceError when the original cannot run at all, or fails every probe."""
+    need one). Raises TraceError when the original cannot run at all, or fails every probe.
+    `meanwhile`: the static analysis runs during the run (said in the phase)."""
     needs_run = options.mode in ("traced", "both")
     if not (options.verify or needs_run):
         return None, [], "--no-verify"
@@ -210,7 +219,8 @@ def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say,
             raise
         say(f"verification skipped: {exc}")
         return None, [], f"no runner works on this host: {exc}"
-    progress.phase("running the original image traced")
+    progress.phase("running the original image traced" + (" (the static analysis runs meanwhile)"
+                                                            if meanwhile else ""))
     original = run_image(loaded, options.run)
     if not original.trace.executed:
         why = original.stderr_tail.strip().splitlines()[-1:] or [f"exit code {original.exit_code}"]
@@ -293,20 +303,27 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
     say = say or (lambda _msg: None)
     start = time.monotonic()
     out = parse_output(options.dest)
-    original, dropped, why_not = _trace_original(loaded, options, say, progress)
+    # the static part of the analysis runs while the original runs traced (pipeline.StaticStart)
+    static = None
+    if options.mode in ("", "both") and analyze_options.static and analyze_options.static_roots:
+        static = StaticStart(loaded, analyze_options)
+    with cancelled_on_error(static):
+        original, dropped, why_not = _trace_original(loaded, options, say, progress,
+                                                     meanwhile=static is not None)
     mode = options.mode or ("both" if original is not None else "static")
     options = replace(options, mode=mode)
     trace = original.trace if original is not None and mode != "static" else None
     if mode != "static" and original is not None:
         # traced: the run's files and their static closure; both: plus the entrypoint's
         analyze_options = replace(analyze_options, static_roots=mode == "both")
-    try:
-        work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
-    except OSError as exc:
-        raise EmitError(f"{out}: cannot stage the image next to it: {exc.strerror}") from None
+    with cancelled_on_error(static):
+        try:
+            work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
+        except OSError as exc:
+            raise EmitError(f"{out}: cannot stage the image next to it: {exc.strerror}") from None
     try:
         outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work,
-                              (say, progress), start)
+                              (say, progress), start, static)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return replace(outcome, dropped=dropped, unverified_why=why_not if outcome.verified is None else "")
@@ -314,13 +331,19 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
 
 def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: BuildOptions,
                 out: OutputRef, original: RunResult | None, trace: Trace | None, work: str,
-                report: tuple[Say, Phases], start: float) -> BuildOutcome:
-    """Write → verify → repair, at most options.max_fixes + 1 times."""
+                report: tuple[Say, Phases], start: float, static: StaticStart | None = None) -> BuildOutcome:
+    """Write → verify → repair, at most options.max_fixes + 1 times. The first analysis is
+    `static`'s when it was begun with the same options."""
     say, progress = report
     fixes: list[dict[str, str]] = []
-    tag = output_tag(options, loaded, out)
+    if static is not None and static.options != analyze_options:
+        static.cancel()
+        static = None
+    with cancelled_on_error(static):
+        tag = output_tag(options, loaded, out)
     for attempt in range(options.max_fixes + 1):
-        analysis = analyze(loaded, analyze_options, trace=trace, progress=progress)
+        analysis = analyze(loaded, analyze_options, trace=trace, progress=progress,
+                           start=static if attempt == 0 else None)
         assert analysis.closure is not None
         keep = analysis.closure.keep
         _check_not_hollow(loaded, keep)

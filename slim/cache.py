@@ -145,7 +145,10 @@ class ParseStore:
             try:
                 directory = cache_dir("parse")
                 directory.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(directory / "parse.sqlite3", timeout=2.0, isolation_level=None)
+                # one thread at a time, but not always the same one: the static part of an
+                # analysis may run in a thread while the image runs traced (pipeline.StaticStart)
+                db = sqlite3.connect(directory / "parse.sqlite3", timeout=2.0, isolation_level=None,
+                                     check_same_thread=False)
                 db.execute("CREATE TABLE IF NOT EXISTS parse (kind TEXT, digest TEXT, value TEXT, "
                            "used INTEGER, PRIMARY KEY (kind, digest))")
                 self._db = db

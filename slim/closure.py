@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -150,9 +151,12 @@ class ClosureBuilder:
         self.drain(on_visit)
         return self.finish()
 
-    def drain(self, on_visit: Callable[[int], None] | None = None) -> None:
-        """Visit until nothing new is reachable (more roots may be added after, and drained)."""
+    def drain(self, on_visit: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> None:
+        """Visit until nothing new is reachable (more roots may be added after, and drained),
+        or until `stop` is set (the worklist is then unfinished: only `abandon` is left)."""
         while self._queue:
+            if stop is not None and stop.is_set():
+                return
             if len(self._done) > MAX_NODES:
                 self.unknowns.add(Unknown("<image>", f"more than {MAX_NODES} reachable paths; stopped"))
                 break
@@ -163,6 +167,10 @@ class ClosureBuilder:
                 # the worklist ran dry: conditions on the whole keep set may now hold
                 for analyzer in self.analyzers:
                     self.add_all(analyzer.at_fixpoint(self._done))
+
+    def abandon(self) -> None:
+        """End an unfinished run: stop the parse workers (what they parsed is cached)."""
+        self.ctx.service(Parses).flush()
 
     def finish(self) -> Closure:
         """The closure of everything drained (ends the run: the parse cache is written)."""

@@ -4,6 +4,12 @@ Every command goes through here: `analyzed()` opens and reads an image once (cap
 what the registered analyzers and rules read), runs it traced when asked, computes the keep set
 and returns a frozen `Analysis`. `slim build` (slim.build) adds writing and verification on
 top; the CLI only parses options and renders what comes back.
+
+The keep set is reached static roots first: the entrypoint, rules, --keep and the app's files
+are followed until nothing new is reachable, and only then the trace's files (the closure is
+the same either way; this order makes the reasons the same whether the trace came first or
+not). So while the image runs traced, the static part runs in a thread (`StaticStart`): the
+run mostly waits on the runtime and the app, and the analysis needs no trace to start.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import dataclasses
 import logging
 import posixpath
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +32,7 @@ from slim.progress import SILENT, Phases
 from slim.result import AnalysisResult, KeptFile, ProbeOutcome, Totals, UnknownItem
 
 if TYPE_CHECKING:
-    from slim.closure import Closure
+    from slim.closure import Closure, ClosureBuilder
     from slim.graph import Step
     from slim.refs import ImageRef
     from slim.syscalls.extract import StaticSyscalls
@@ -118,10 +125,15 @@ def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions
             on_bytes(n)
 
     with load_image(reference, on_bytes=read, pull=pull, contents=options.static) as loaded:
+        start = None
         if tracing is not None and (tracing.run is not None or tracing.trace_file):
-            progress.phase("running the image traced" if tracing.run else "reading the trace")
-        trace, run = obtain_trace(loaded, tracing)
-        yield analyze(loaded, options, trace=trace, run=run, progress=progress)
+            if tracing.run is not None and options.static:
+                start = StaticStart(loaded, options)
+            progress.phase(("running the image traced (the static analysis runs meanwhile)"
+                            if start else "running the image traced") if tracing.run else "reading the trace")
+        with cancelled_on_error(start):
+            trace, run = obtain_trace(loaded, tracing)
+        yield analyze(loaded, options, trace=trace, run=run, progress=progress, start=start)
 
 
 def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | None, RunResult | None]:
@@ -145,22 +157,92 @@ def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | 
     return run.trace, run
 
 
+class StaticStart:
+    """What `analyze` computes before it needs the trace — the image summary and the static
+    closure, drained — in a thread, started while the image runs traced (module doc).
+
+    `analyze(start=…)` takes it over; `cancel()` stops it (the run failed or was interrupted:
+    the thread stops at its next visited path). The thread only reads the loaded image, which
+    the traced run reads too (RootFS lookups and the content store's preads are safe to share).
+    """
+
+    def __init__(self, loaded: LoadedImage, options: AnalyzeOptions) -> None:
+        self.loaded = loaded
+        self.options = options
+        self.summary: AnalysisResult | None = None
+        self.builder: ClosureBuilder | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="slim-static", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        from slim.summary import summarize
+
+        builder = None
+        try:
+            self.summary = summarize(self.loaded)
+            builder = static_builder(self.loaded, self.options)
+            builder.drain(stop=self._stop)
+            self.builder = builder
+        except BaseException as exc:  # re-raised by `taken`, in the thread that asks
+            self._error = exc
+            if builder is not None:
+                builder.abandon()
+
+    def taken(self) -> tuple[AnalysisResult, ClosureBuilder]:
+        """Wait for the thread; (summary, drained builder). Raises what the thread raised."""
+        try:
+            self._thread.join()
+        except BaseException:  # a signal while waiting: the thread stops too
+            self.cancel()
+            raise
+        if self._error is not None:
+            raise self._error
+        assert self.summary is not None and self.builder is not None
+        return self.summary, self.builder
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.builder is not None:
+            self.builder.abandon()
+
+
+@contextmanager
+def cancelled_on_error(start: StaticStart | None) -> Iterator[None]:
+    """Cancel `start` when the block raises (a failed run, Ctrl-C)."""
+    try:
+        yield
+    except BaseException:
+        if start is not None:
+            start.cancel()
+        raise
+
+
 def analyze(loaded: LoadedImage, options: AnalyzeOptions = AnalyzeOptions(), *,
             trace: Trace | None = None, run: RunResult | None = None,
-            progress: Phases = SILENT) -> Analysis:
-    """Summarize the image and, unless options.static is off, compute what the app needs."""
+            progress: Phases = SILENT, start: StaticStart | None = None) -> Analysis:
+    """Summarize the image and, unless options.static is off, compute what the app needs
+    (from `start`'s summary and drained closure when given: it was begun with `options`)."""
     from slim.summary import summarize
 
-    progress.phase("summarizing")
-    result = summarize(loaded)
+    builder = None
+    if start is not None:
+        progress.phase("analyzing", unit="files")  # what the thread has left, then the trace's
+        result, builder = start.taken()
+    else:
+        progress.phase("summarizing")
+        result = summarize(loaded)
     if trace is not None:
         result = dataclasses.replace(result, syscalls_traced=trace.syscall_names)
     if run is not None:
         result = dataclasses.replace(result, probes=probe_outcomes(run))
     if not options.static:
         return Analysis(loaded, result, None, run, trace)
-    progress.phase("analyzing", unit="files")
-    closure = reachability(loaded, options, trace, on_visit=progress.advance)
+    if start is None:
+        progress.phase("analyzing", unit="files")
+    closure = reachability(loaded, options, trace, on_visit=progress.advance, builder=builder)
     result = with_keep(result, loaded, closure)
     if trace is not None:
         from slim.excess import excess_report
@@ -180,12 +262,27 @@ def probe_outcomes(run: RunResult) -> list[ProbeOutcome]:
 
 
 def reachability(loaded: LoadedImage, options: AnalyzeOptions, trace: Trace | None = None,
-                 on_visit: Callable[[int], None] | None = None) -> Closure:
+                 on_visit: Callable[[int], None] | None = None,
+                 builder: ClosureBuilder | None = None) -> Closure:
     """The keep set: static closure from the entrypoint, the app's files, rules, user globs and
-    a trace. `on_visit(1)` is called for every path the worklist visits."""
+    then a trace (module doc). `on_visit(1)` is called for every path the worklist visits;
+    `builder` is static_builder's, drained already (StaticStart)."""
+    from slim.closure import trace_edges
+
+    if builder is None:
+        builder = static_builder(loaded, options)
+        builder.drain(on_visit)
+    if trace is not None:
+        builder.add_all(trace_edges(trace, loaded.rootfs))
+    return builder.run(on_visit)
+
+
+def static_builder(loaded: LoadedImage, options: AnalyzeOptions) -> ClosureBuilder:
+    """A worklist holding every root but a trace's: the entrypoint's (unless options say
+    not), the rules', runtime scaffolding, --keep, verification fixes and the app's files."""
     # imported here: the graph library is only needed when a keep set is computed
     from slim.analyzers.base import AnalysisOptions
-    from slim.closure import ClosureBuilder, trace_edges
+    from slim.closure import ClosureBuilder
     from slim.rules import keep_glob_edges, load_rules
 
     fs, config = loaded.rootfs, loaded.image.config
@@ -202,9 +299,7 @@ def reachability(loaded: LoadedImage, options: AnalyzeOptions, trace: Trace | No
     for path in options.fixes:
         builder.add(Edge(ROOT, path, "verify-fix", "the original used it; the minimal image lacked it"))
     builder.add_all(builder.always_roots())
-    if trace is not None:
-        builder.add_all(trace_edges(trace, fs))
-    return builder.run(on_visit)
+    return builder
 
 
 def keep_source(reasons: tuple[str, ...]) -> str:

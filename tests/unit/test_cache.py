@@ -131,6 +131,24 @@ def test_parse_store_round_trip_prune_and_failure(tmp_path: Path, monkeypatch: p
     assert off.get("k", "c" * 64) is None
 
 
+def test_parse_store_opened_in_one_thread_is_written_from_another(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The static part of an analysis reads the parse cache in a thread while the image runs
+    traced; the analysis writes it from the main thread when it ends."""
+    import threading
+
+    from slim.cache import ParseStore
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path))
+    store = ParseStore()
+    opened = threading.Thread(target=lambda: store.get("k", "a" * 64))
+    opened.start()
+    opened.join()
+    store.put("k", "b" * 64, {"n": 1})
+    store.flush()
+    assert ParseStore().get("k", "b" * 64) == {"n": 1}
+
+
 def test_analyze_reads_a_cached_result_only_for_the_same_image_options_and_code(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
