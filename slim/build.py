@@ -44,7 +44,7 @@ from slim.programs import which
 from slim.progress import SILENT, Phases
 from slim.refs import OutputRef, parse_output, split_name
 from slim.result import AnalysisResult, ProbeOutcome
-from slim.tracers import RunOptions, RunResult, choose_runner, run_image
+from slim.tracers import RunOptions, RunResult, choose_runner, run_image, runs_as_stored
 from slim.tracers.hostroot import ACCOUNT_TABLES
 from slim.tracers.probes import Probe
 from slim.tracers.trace import Trace
@@ -303,9 +303,12 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
     say = say or (lambda _msg: None)
     start = time.monotonic()
     out = parse_output(options.dest)
-    # the static part of the analysis runs while the original runs traced (pipeline.StaticStart)
+    # the static part of the analysis runs while the original runs traced from the runner's
+    # store (pipeline.StaticStart); beside a load or an unpack (Python streams in this process)
+    # it would only slow them down
     static = None
-    if options.mode in ("", "both") and analyze_options.static and analyze_options.static_roots:
+    if (options.mode in ("", "both") and analyze_options.static and analyze_options.static_roots
+            and (options.verify or options.mode == "both") and runs_as_stored(loaded, options.run)):
         static = StaticStart(loaded, analyze_options)
     with cancelled_on_error(static):
         original, dropped, why_not = _trace_original(loaded, options, say, progress,

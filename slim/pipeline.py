@@ -8,8 +8,10 @@ top; the CLI only parses options and renders what comes back.
 The keep set is reached static roots first: the entrypoint, rules, --keep and the app's files
 are followed until nothing new is reachable, and only then the trace's files (the closure is
 the same either way; this order makes the reasons the same whether the trace came first or
-not). So while the image runs traced, the static part runs in a thread (`StaticStart`): the
-run mostly waits on the runtime and the app, and the analysis needs no trace to start.
+not). So while the image runs traced from the runner's store, the static part runs in a
+thread (`StaticStart`): such a run mostly waits on the runtime and the app, and the analysis
+needs no trace to start. (Beside a `docker load` or an unpack, Python streams in this
+process, it slowed them down as much as it saved.)
 """
 
 from __future__ import annotations
@@ -128,7 +130,10 @@ def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions
         start = None
         if tracing is not None and (tracing.run is not None or tracing.trace_file):
             if tracing.run is not None and options.static:
-                start = StaticStart(loaded, options)
+                from slim.tracers import runs_as_stored
+
+                if runs_as_stored(loaded, tracing.run):
+                    start = StaticStart(loaded, options)
             progress.phase(("running the image traced (the static analysis runs meanwhile)"
                             if start else "running the image traced") if tracing.run else "reading the trace")
         with cancelled_on_error(start):

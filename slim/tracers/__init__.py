@@ -77,6 +77,20 @@ def _is_tmpfs(path: str) -> bool:
         return False
 
 
+def runs_as_stored(loaded: LoadedImage, options: RunOptions) -> bool:
+    """Whether `run_image` will run `loaded` straight from the runner's store (Docker: the
+    daemon has this image ID), with nothing to load or unpack first. Loading and unpacking are
+    Python-heavy streams in this process; a run from the store is mostly waiting (the static
+    analysis can run beside it: pipeline.StaticStart). False when no runner works here."""
+    image_id = loaded.image.digest or ""
+    if not image_id or (loaded.image.config.user and not tables_readable(loaded.rootfs)):
+        return False
+    try:
+        return choose_runner(options.runner).stores(image_id)
+    except TraceError:
+        return False
+
+
 def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     """Run `loaded`'s image traced with `options.probes` (or its default probes).
 
@@ -120,4 +134,4 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
 
 
 __all__ = ["RUNNERS", "PathAccess", "RunOptions", "RunResult", "Runner", "SandboxRunner", "Trace",
-           "choose_runner", "run_image"]
+           "choose_runner", "run_image", "runs_as_stored"]

@@ -59,9 +59,10 @@ def test_signal_during_build_removes_the_staging_dir(box: Sandbox, signum: int) 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_while_the_static_analysis_runs_in_its_thread(box: Sandbox, signum: int) -> None:
-    """`slim build` analyzes statically in a thread (pipeline.StaticStart) while the original
-    runs; a signal then stops the thread and its parse workers, and leaves nothing behind."""
+def test_signal_during_the_analysis_of_a_build(box: Sandbox, signum: int) -> None:
+    """A signal while `slim build` analyzes (before anything is staged) leaves nothing behind.
+    (With an original the runner stores, the analysis runs in a thread beside the run:
+    tests/unit/test_static_start.py interrupts the wait for it.)"""
     ref = _busy_image(box)
     dest = box.out / "img"
     before = baseline(box)

@@ -65,3 +65,24 @@ def test_what_the_thread_raises_is_raised_where_the_analysis_is_asked_for(tmp_pa
         started = StaticStart(loaded, options)
         with pytest.raises(RuleError):
             analyze(loaded, options, trace=_trace(), start=started)
+
+
+def test_an_interrupt_while_waiting_stops_the_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a signal the CLI turns into an exception) while the main thread waits for the
+    static thread: the thread is stopped and joined before the interrupt goes on."""
+    with load_image(_image(tmp_path)) as loaded:
+        started = StaticStart(loaded, AnalyzeOptions())
+        real_join = started._thread.join
+        calls: list[int] = []
+
+        def interrupted_once(timeout: float | None = None) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+            real_join(timeout)
+
+        monkeypatch.setattr(started._thread, "join", interrupted_once)
+        with pytest.raises(KeyboardInterrupt):
+            analyze(loaded, AnalyzeOptions(), trace=_trace(), start=started)
+        assert started._stop.is_set() and len(calls) == 2  # asked to stop, then joined
+        assert not any(t.name == "slim-static" for t in threading.enumerate())

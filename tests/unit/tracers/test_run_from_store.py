@@ -137,3 +137,17 @@ def test_the_archive_handed_to_docker_load_is_the_image_without_names(tmp_path: 
     with load_image(f"docker-archive:{archive}") as a, load_image(f"docker-archive:{out}") as b:
         assert a.image.digest == b.image.digest
         assert [r.diff_id for r in a.layers] == [r.diff_id for r in b.layers]
+
+
+def test_runs_as_stored_is_what_run_image_then_does(fake: type[FakeRunner], tmp_path: Path) -> None:
+    """The static analysis runs beside the run only when nothing is loaded or unpacked first."""
+    archive = forge.docker_archive(tmp_path / "img.tar", [forge.tar(app_files())], APP_CONFIG)
+    options = RunOptions(runner="fake", probes=(), timeout=5)
+    with load_image(f"docker-archive:{archive}") as loaded:
+        assert not tracers.runs_as_stored(loaded, options)  # it would be loaded first
+        fake.stored.add(loaded.image.digest)
+        assert tracers.runs_as_stored(loaded, options)
+        tracers.run_image(loaded, options)
+    assert FakeRunner.calls == [("run", "store")]
+    with load_image(f"docker-archive:{archive}") as loaded:
+        assert not tracers.runs_as_stored(loaded, RunOptions(runner="no-such-runner"))
