@@ -54,6 +54,13 @@ def under(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
+def parent(path: str) -> str:
+    """posixpath.dirname of a normalized absolute image path ("/a/b" → "/a", "/a" → "/"),
+    without its general handling of repeated and trailing slashes: the tree's paths are
+    normalized, and this runs once or more for every member of every layer."""
+    return path[:path.rfind("/")] or "/"
+
+
 def parent_dirs(path: str) -> list[str]:
     """The strict ancestors of an absolute image path, root first, excluding "/"."""
     out: list[str] = []

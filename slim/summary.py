@@ -13,7 +13,7 @@ import posixpath
 from slim.efficiency import compute_efficiency
 from slim.fs.rootfs import RootFS
 from slim.image import LoadedImage
-from slim.model import EntryKind
+from slim.model import EntryKind, parent
 from slim.result import AnalysisResult, ImageSummary, LayerSummary, PathBytes, UnknownItem
 from slim.waste import find_waste
 
@@ -81,17 +81,17 @@ def largest_dirs(rootfs: RootFS, top: int = TOP_N) -> list[PathBytes]:
     for path, entry in rootfs.tree.entries.items():
         if entry.kind is EntryKind.DIR or path == "/":
             continue
-        acc = own.setdefault(path[:path.rfind("/")] or "/", [0, 0])  # tree paths are normalized
+        acc = own.setdefault(parent(path), [0, 0])
         acc[0] += entry.size if entry.kind is EntryKind.FILE else 0
         acc[1] += 1
     sizes: dict[str, list[int]] = {}
-    for parent, (size, count) in own.items():
-        cur = parent
+    for folder, (size, count) in own.items():
+        cur = folder
         while cur not in ("/", ""):
             acc = sizes.setdefault(cur, [0, 0])
             acc[0] += size
             acc[1] += count
-            cur = cur[:cur.rfind("/")] or "/"
+            cur = parent(cur)
     # nested directories collapse: a directory whose bytes are all in one subdirectory (/usr
     # when everything is under /usr/lib) says nothing its subdirectory does not; list the child
     redundant = {posixpath.dirname(d) for d, (size, _) in sizes.items()

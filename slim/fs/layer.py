@@ -47,7 +47,7 @@ from slim.errors import LayerError
 from slim.fs.tarstream import MAX_EXTENDED_HEADER, TarMember, TarReader
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX, FileTree
 from slim.globs import GlobSet
-from slim.model import EntryKind, FileEntry, Issue, LayerInfo, normpath
+from slim.model import EntryKind, FileEntry, Issue, LayerInfo, normpath, parent
 from slim.outputs import SparseWriter
 
 log = logging.getLogger(__name__)
@@ -871,7 +871,7 @@ class LayerGuard:
         if kind != "dir" and path in self.dirs:
             raise LayerError(f"{self.label}: {path}: replaces a directory the same layer "
                              "already wrote into")
-        d = path[:path.rfind("/")] or "/"  # posixpath.dirname of a normalized absolute path
+        d = parent(path)
         walked: list[str] = []
         while d != "/" and d not in self.dirs:
             seen = self.members.get(d)
@@ -882,7 +882,7 @@ class LayerGuard:
                 raise LayerError(f"{self.label}: {path}: below {d}, which the same layer "
                                  "made a non-directory")
             walked.append(d)
-            d = d[:d.rfind("/")] or "/"
+            d = parent(d)
         self.dirs.update(walked)
         self.members[path] = kind
         if kind == "dir":
@@ -969,16 +969,16 @@ def _add_member(
         result.issues.append(Issue(path, problem, layer))
     guard.check(path, "dir" if member.isdir() else "symlink" if member.issym() else "other")
     base = path.rsplit("/", 1)[-1]
-    parent = path.rsplit("/", 1)[0] or "/"
+    folder = parent(path)
     if base == OPAQUE_MARKER:
-        result.tree.opaque.add(parent)
+        result.tree.opaque.add(folder)
         return
     if base.startswith(WHITEOUT_PREFIX):
         victim = whiteout_target(base)
         if victim is None:
             result.issues.append(Issue(path, "not a valid whiteout name; ignored", layer))
             return
-        result.tree.whiteouts.add(normpath(parent + "/" + victim))
+        result.tree.whiteouts.add(normpath(folder + "/" + victim))
         return
     kind = _TYPE_KIND.get(member.type)
     if kind is None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from slim.errors import AnalysisError
 from slim.fs.tree import SquashedTree
 from slim.globs import compile_glob, has_magic, literal_prefix
-from slim.model import EntryKind, FileEntry, Issue, normpath
+from slim.model import EntryKind, FileEntry, Issue, normpath, parent
 
 if TYPE_CHECKING:
     from slim.fs.layer import ContentStore
@@ -188,7 +188,7 @@ class RootFS:
         while pending:
             part = pending.pop()
             if part == "..":
-                cur = cur.rsplit("/", 1)[0] or "/"  # posixpath.dirname of a normalized path
+                cur = parent(cur)
                 continue
             # posixpath.join(cur, part): a part never holds "/" (split above), cur is normalized
             nxt = "/" + part if cur == "/" else cur + "/" + part

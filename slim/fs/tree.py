@@ -11,7 +11,7 @@ import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from slim.model import EntryKind, FileEntry, Issue
+from slim.model import EntryKind, FileEntry, Issue, parent
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -85,13 +85,13 @@ class SquashedTree:
         that already is one, so members in tar order (parents first) cost O(1) each, not
         O(depth): 5000 nested directories used to cost O(depth^3) in string copies."""
         missing: list[str] = []
-        d = path[:path.rfind("/")] or "/"  # posixpath.dirname of a normalized absolute path
+        d = parent(path)
         while d != "/":
             cur = self.entries.get(d)
             if cur is not None and cur.kind is EntryKind.DIR:
                 break
             missing.append(d)
-            d = d[:d.rfind("/")] or "/"
+            d = parent(d)
         for d in reversed(missing):
             if d in self.entries:
                 # A lower non-directory is replaced by an implied directory.

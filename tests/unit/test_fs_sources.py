@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import posixpath
 import subprocess
 import tarfile
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from slim.errors import LayerError, SlimError, SourceError
 from slim.fs.tree import FileTree, squash
-from slim.model import EntryKind, FileEntry, normpath
+from slim.model import EntryKind, FileEntry, normpath, parent
 from slim.pipeline import load_image
 from slim.refs import parse_ref
 from tests.imagekit import M, layer_tar, sha, write_docker_archive, write_oci
@@ -108,6 +109,7 @@ def test_resolution_has_chroot_semantics(tmp_path):
 def test_normpath_never_escapes(parts):
     p = normpath("/".join(parts))
     assert p.startswith("/") and ".." not in p.split("/")
+    assert parent(p) == posixpath.dirname(p)  # on a normalized path, what the tree and reader use
 
 
 # -- hostile members ------------------------------------------------------------------------
