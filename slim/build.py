@@ -313,13 +313,15 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
     with cancelled_on_error(static):
         original, dropped, why_not = _trace_original(loaded, options, say, progress,
                                                      meanwhile=static is not None)
-    mode = options.mode or ("both" if original is not None else "static")
-    options = replace(options, mode=mode)
-    trace = original.trace if original is not None and mode != "static" else None
-    if mode != "static" and original is not None:
-        # traced: the run's files and their static closure; both: plus the entrypoint's
-        analyze_options = replace(analyze_options, static_roots=mode == "both")
-    with cancelled_on_error(static):
+        mode = options.mode or ("both" if original is not None else "static")
+        options = replace(options, mode=mode)
+        trace = original.trace if original is not None and mode != "static" else None
+        if mode != "static" and original is not None:
+            # traced: the run's files and their static closure; both: plus the entrypoint's
+            analyze_options = replace(analyze_options, static_roots=mode == "both")
+        if static is not None and static.options != analyze_options:
+            static.cancel()  # begun for other options than the analysis ends up with
+            static = None
         try:
             work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
         except OSError as exc:
@@ -336,14 +338,10 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
                 out: OutputRef, original: RunResult | None, trace: Trace | None, work: str,
                 report: tuple[Say, Phases], start: float, static: StaticStart | None = None) -> BuildOutcome:
     """Write → verify → repair, at most options.max_fixes + 1 times. The first analysis is
-    `static`'s when it was begun with the same options."""
+    taken over from `static` (begun with `analyze_options`)."""
     say, progress = report
     fixes: list[dict[str, str]] = []
-    if static is not None and static.options != analyze_options:
-        static.cancel()
-        static = None
-    with cancelled_on_error(static):
-        tag = output_tag(options, loaded, out)
+    tag = output_tag(options, loaded, out)
     for attempt in range(options.max_fixes + 1):
         analysis = analyze(loaded, analyze_options, trace=trace, progress=progress,
                            start=static if attempt == 0 else None)

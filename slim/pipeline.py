@@ -128,14 +128,15 @@ def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions
 
     with load_image(reference, on_bytes=read, pull=pull, contents=options.static) as loaded:
         start = None
-        if tracing is not None and (tracing.run is not None or tracing.trace_file):
-            if tracing.run is not None and options.static:
-                from slim.tracers import runs_as_stored
+        if tracing is not None and tracing.run is not None:
+            from slim.tracers import runs_as_stored
 
-                if runs_as_stored(loaded, tracing.run):
-                    start = StaticStart(loaded, options)
-            progress.phase(("running the image traced (the static analysis runs meanwhile)"
-                            if start else "running the image traced") if tracing.run else "reading the trace")
+            if options.static and runs_as_stored(loaded, tracing.run):
+                start = StaticStart(loaded, options)
+            progress.phase("running the image traced" + (" (the static analysis runs meanwhile)"
+                                                         if start else ""))
+        elif tracing is not None and tracing.trace_file:
+            progress.phase("reading the trace")
         with cancelled_on_error(start):
             trace, run = obtain_trace(loaded, tracing)
         yield analyze(loaded, options, trace=trace, run=run, progress=progress, start=start)

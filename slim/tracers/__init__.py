@@ -77,13 +77,22 @@ def _is_tmpfs(path: str) -> bool:
         return False
 
 
+def _storable_id(loaded: LoadedImage) -> str:
+    """The image ID under which a runner's store may run `loaded` ("" when it may not): the
+    run then looks USER up in the image's RootFS, so its account files must have been read."""
+    image_id = loaded.image.digest or ""
+    if loaded.image.config.user and not tables_readable(loaded.rootfs):
+        return ""
+    return image_id
+
+
 def runs_as_stored(loaded: LoadedImage, options: RunOptions) -> bool:
     """Whether `run_image` will run `loaded` straight from the runner's store (Docker: the
     daemon has this image ID), with nothing to load or unpack first. Loading and unpacking are
     Python-heavy streams in this process; a run from the store is mostly waiting (the static
     analysis can run beside it: pipeline.StaticStart). False when no runner works here."""
-    image_id = loaded.image.digest or ""
-    if not image_id or (loaded.image.config.user and not tables_readable(loaded.rootfs)):
+    image_id = _storable_id(loaded)
+    if not image_id:
         return False
     try:
         return choose_runner(options.runner).stores(image_id)
@@ -104,7 +113,7 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     runner = choose_runner(options.runner)
     probes = list(options.probes) or default_probes(config)
     image_id = loaded.image.digest or ""
-    if image_id and (not config.user or tables_readable(loaded.rootfs)):
+    if _storable_id(loaded):
         # the runner has this very image (its ID is the digest of its config), or loads a
         # docker-archive into its store: run it from there, finding USER and the entrypoint
         # in the image's RootFS, with no copy of it
