@@ -111,16 +111,18 @@ class Parses:
     before (by this run or an earlier one). The closure flushes it when the run ends.
 
     `ahead` starts a parse in a worker process before the worklist reaches the file (the
-    Python analyzer asks for every module an import names): parsing is pure CPU work on bytes,
+    Python analyzer asks for every source an analyzed file keeps): parsing is pure CPU work on bytes,
     and the worklist's own work — path resolution, reading the image — runs meanwhile on the
     other core. Workers: one fewer than the machine's cores (none on one core), at most
     MAX_WORKERS, `SLIM_PARSE_WORKERS=N` to choose (0: parse in the process). A worker that
     fails (killed, broken pool) turns parsing ahead off; the file is parsed in the process.
     When the worklist needs a parse a worker is still on, the process takes parses still
-    queued back from the workers (the last queued first) and does them while it waits."""
+    queued back from the workers (the last queued first) and does them while it waits; one
+    still queued is done in the process, and the rest of its batch is queued again."""
 
     MAX_WORKERS = 4
     MAX_AHEAD_BYTES = 1 << 20  # larger sources are parsed when reached (and may be refused)
+    BATCH = 16  # parses per worker task: few tasks, and little to requeue when one is cancelled
 
     def __init__(self, ctx: AnalysisContext) -> None:
         from slim.cache import ParseStore
@@ -165,6 +167,10 @@ class Parses:
                 self._found[key] = cached  # memo reads it from here, not from the database again
                 continue
             batch.append((key, fn, args))
+        for i in range(0, len(batch), self.BATCH):
+            self._submit(batch[i:i + self.BATCH])
+
+    def _submit(self, batch: list[tuple[tuple[str, str], Callable[..., Any], tuple[Any, ...]]]) -> None:
         if not batch:
             return
         pool = self._start()
@@ -177,6 +183,15 @@ class Parses:
             return
         for i, (key, fn, args) in enumerate(batch):
             self._ahead[key] = (_Slot(future, i), fn, args)
+
+    def _requeue(self, slot: _Slot) -> None:
+        """After `slot` was cancelled (its batch still queued): the batch's other parses go back
+        to the workers as a batch of their own, at the end of the queue."""
+        rest = [(key, fn, args) for key, (other, fn, args) in self._ahead.items()
+                if other.future is slot.future]
+        for key, _fn, _args in rest:
+            del self._ahead[key]
+        self._submit(rest)
 
     def _start(self) -> Any:
         if self._pool is None and self._workers:
@@ -250,6 +265,7 @@ class Parses:
             return None
         future = ahead[0]
         if future.cancel():
+            self._requeue(future)
             return None  # still queued: parsing it here beats waiting behind the queue
         while not future.done() and self._take_back():
             pass  # the worker is on it: meanwhile do a parse still queued behind it
@@ -271,6 +287,7 @@ class Parses:
             future, fn, args = self._ahead[key]
             if future.cancel():
                 del self._ahead[key]
+                self._requeue(future)
                 try:
                     self._taken[key] = fn(*args)
                 except Exception:  # as in a worker: memo parses it again when it is reached
@@ -304,8 +321,8 @@ def _run_batch(calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[
 
 class _Slot:
     """One parse of a batch task, as the Future of a task of its own would answer for it.
-    Cancelling a slot cancels the whole batch while it is still queued; every parse of it is
-    then done in the process, each when reached or taken back."""
+    Cancelling a slot cancels the whole batch while it is still queued; Parses then hands the
+    batch's other parses to the workers again (`_requeue`)."""
 
     __slots__ = ("future", "index")
 

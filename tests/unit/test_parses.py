@@ -109,6 +109,29 @@ def test_a_batch_is_one_task_and_each_parse_of_it_answers_on_its_own(parses: Par
         assert parses.memo("k", f"q{n}".encode(), lambda n=n: f"q{n}", encode=_same, decode=_same) == f"q{n}"
 
 
+def test_a_parse_needed_while_its_batch_is_queued_leaves_the_rest_of_the_batch_to_the_workers(
+        parses: Parses) -> None:
+    """The worklist reaching one source of a batch still queued parses that one in the
+    process; the batch's other parses go back to the workers (Django's 88 locale formats
+    modules, one batch, were all parsed in the process when a cancel dropped the batch)."""
+    parses.ahead("k", b"slow", subprocess.getoutput, "sleep 1; echo slow")
+    for first in (0, 3):  # the pool moves up to two tasks into the worker's queue: not cancellable
+        parses.ahead_many([("k", f"f{n}".encode(), _same, (f"f{n}",)) for n in range(first, first + 3)])
+    parses.ahead_many([("k", f"x{n}".encode(), _same, (f"x{n}",)) for n in range(3)])
+    assert parses.memo("k", b"x0", lambda: "x0 here", encode=_same, decode=_same) == "x0 here"
+    rest = [("k", _sha(f"x{n}")) for n in (1, 2)]
+    assert all(key in parses._ahead for key in rest)  # queued again, not dropped
+    for key in rest:
+        parses._ahead[key][0].result(timeout=60)  # the worker did them
+    assert parses.memo("k", b"x1", _never, encode=_same, decode=_same) == "x1"
+    assert parses.memo("k", b"x2", _never, encode=_same, decode=_same) == "x2"
+
+
+def test_ahead_many_hands_large_batches_over_in_parts(parses: Parses) -> None:
+    parses.ahead_many([("k", f"p{n}".encode(), _same, (f"p{n}",)) for n in range(Parses.BATCH * 2 + 1)])
+    assert len({slot.future for slot, _fn, _args in parses._ahead.values()}) == 3
+
+
 def test_workers_started_while_layers_are_read_are_the_ones_a_run_uses(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """Reading a Python standard library (its os.py) starts the parse workers; the next run's

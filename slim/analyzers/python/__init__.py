@@ -47,6 +47,7 @@ from slim.analyzers.python.imports import (
     lazy_import_edges,
     package_data_edges,
     python_roots,
+    scan_ahead,
     scan_imports,
     startup_edges,
 )
@@ -118,10 +119,11 @@ class PythonAnalyzer(Analyzer):
         if _EXTENSION.search(base):
             env = env_for_file(self.ctx, path)
             if env is not None and posixpath.dirname(path) == posixpath.join(env.stdlib, "lib-dynload"):
-                return tidy(stdlib_extension_edges(self.ctx, env, path))
+                return self._ahead(env, tidy(stdlib_extension_edges(self.ctx, env, path)))
             if env is None or _package_dir_of(env, path) is None:
                 return []
-            return tidy([*extension_name_edges(self.ctx, env, path), *package_data_edges(self.ctx, env, path)])
+            return self._ahead(env, tidy([*extension_name_edges(self.ctx, env, path),
+                                          *package_data_edges(self.ctx, env, path)]))
         prog = None if path.endswith(".py") else self._shebang(path)
         interp = None
         if prog:
@@ -152,7 +154,15 @@ class PythonAnalyzer(Analyzer):
         if prog is None or path.endswith(".py"):
             results.extend(_parent_init_edges(self.ctx, env, path))
         results.extend(package_data_edges(self.ctx, env, path))
-        return tidy(results)
+        return self._ahead(env, tidy(results))
+
+    def _ahead(self, env: PythonEnv, results: list[Edge | Unknown]) -> list[Edge | Unknown]:
+        """`results`, after starting the parse of every Python source they keep (scan_ahead):
+        imports start theirs when resolved (startup_edges those of the startup set), but modules
+        named in strings (Django's settings), package data and enclosing packages are sources
+        too (of Django's 1,100, 380 were parsed in the process, not ahead; 160 with this)."""
+        scan_ahead(self.ctx, env, [e.dst for e in results if isinstance(e, Edge) and e.dst.endswith(".py")])
+        return results
 
 
 def _parent_init_edges(ctx: AnalysisContext, env: PythonEnv, path: str) -> list[Edge]:

@@ -638,6 +638,8 @@ def startup_edges(ctx: AnalysisContext, env: PythonEnv) -> list[Edge]:
                 for item in import_edges(ctx, env, p, line):
                     if isinstance(item, Edge):
                         out.append(item)
+    # the startup set (all of encodings/ among it) is reached by no import: parse it ahead here
+    scan_ahead(ctx, env, [e.dst for e in out if e.dst.endswith(".py")])
     return [e for e in out if e.src != e.dst]
 
 

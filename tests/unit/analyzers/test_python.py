@@ -462,6 +462,38 @@ def test_parsing_ahead_in_a_worker_finds_what_parsing_in_the_process_finds(
     assert found["0"][3] == 0 and found["1"][3] > 0  # the worker parsed some modules
 
 
+def test_sources_kept_other_than_by_an_import_are_parsed_ahead_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter's startup set and dotted names in strings (and package data, enclosing
+    packages) reach sources no import statement names; they are handed to the parse workers when found,
+    not parsed in the process when the worklist reaches them."""
+    import slim.analyzers.python as python_pkg
+    import slim.analyzers.python.imports as imports_mod
+
+    named = "HANDLER = 'plugins.beta'\n"  # a module named in a string (a Django setting's way)
+    write_tree(tmp_path, {**PY_FILES, "/app/app.py": named + str(PY_FILES["/app/app.py"])}, PY_LINKS, PY_CONFIG)
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    monkeypatch.setenv("SLIM_PARSE_WORKERS", "1")
+    handed: set[str] = set()
+    original = python_pkg.scan_ahead
+
+    def recording(ctx: AnalysisContext, env: object, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        handed.update(paths)
+        original(ctx, env, paths)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(python_pkg, "scan_ahead", recording)
+    monkeypatch.setattr(imports_mod, "scan_ahead", recording)  # the startup set is handed there
+    with context(tmp_path) as ctx:
+        keep, _edges, _unknowns = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+        from slim.analyzers.base import Parses
+
+        ctx.service(Parses).flush()
+    assert {f"{STD}/site.py", f"{STD}/encodings/latin_1.py"} <= handed  # the startup set
+    assert "/app/plugins/beta.py" in handed  # kept for the string, which no import statement names
+    assert handed <= keep
+
+
 def test_startup_keeps_site_dirs_and_the_bytecode_beside_a_linked_module(tmp_path: Path) -> None:
     """What the original's start stats and the minimal image must have too (else verification
     sees missing-file events): every existing site directory, even empty, and the .pyc of a
