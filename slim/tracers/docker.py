@@ -1,7 +1,8 @@
 """DockerRunner: run the image's root in a Docker container, traced by the host's strace.
 
 The image runs from the daemon's store: as it is when the daemon has it (same image ID), else
-`docker load`ed from its docker-archive (`store`: no name, removed after), else a prepared root
+`docker load`ed from its docker-archive (`store`: no name, held by a `slim-lease:` tag per run
+that uses it and removed with the last one), else a prepared root
 is imported as a throwaway image (`docker import` of a tar of the root). Env and WorkingDir are
 given at container creation, so Docker applies them as it would for the real image. The host's strace and setpriv, their shared libraries and the host's dynamic loader are
 copied into a bundle directory bind-mounted read-only at /.slim-strace, and run through that
@@ -197,8 +198,8 @@ def load_archive(client: Any, path: str, image_id: str) -> bool:
     stored = _stored_id(client, image_id) is not None
     if failed or not stored:
         log.debug("%s: not loaded%s", path, f": {failed[0]}" if failed else "")
-        if stored:
-            _remove_later(client, image_id, path)
+        if stored:  # not forced: an image another run holds a lease on stays
+            _remove_later(client, image_id, path, force=False)
         return False
     return True
 
@@ -299,14 +300,16 @@ def _stored_id(client: Any, image_id: str) -> str | None:
 _removals: list[threading.Thread] = []
 
 
-def _remove_later(client: Any, image_id: str, tag: str) -> None:
+def _remove_later(client: Any, image_id: str, tag: str, *, force: bool = True) -> None:
     """Remove a session's image in a thread of its own: the daemon took 2 s to delete the
     imported root of a 224 MB image, and the analysis that follows a trace does not need to
     wait for it. The thread is no daemon thread, so the process waits for it before it exits
-    (slim.cli joins threads before it ends); wait_for_removals waits for it too."""
+    (slim.cli joins threads before it ends); wait_for_removals waits for it too. `image_id`
+    may be a tag: without `force` the daemon then removes the tag, and the image with it only
+    when no other tag names it."""
     def remove() -> None:
         try:
-            client.images.remove(image_id, force=True)
+            client.images.remove(image_id, force=force)
         except Exception as err:  # report: the run itself went on
             log.warning("%s: could not remove the temporary image: %s", tag, err)
 
@@ -320,6 +323,56 @@ def wait_for_removals() -> None:
     """Return once every temporary image the runner made is removed (or failed to be)."""
     while _removals:
         _removals.pop().join()
+
+
+# An image slim loads from a docker-archive is held by a lease: a tag `slim-lease:RANDOM` per
+# run that uses it. Releasing removes that tag only, and the daemon deletes the image with the
+# last one, so runs of the same image in parallel (a fleet's Dask workers, other slim
+# processes) share one load and none removes the image from under another; an image that
+# carries only lease tags is no user's, and a run takes a lease of its own on it.
+LEASE_REPOSITORY = "slim-lease"
+_leases: dict[str, list[str]] = {}  # image ID → the lease tags this process holds on it
+_leases_lock = threading.Lock()
+
+
+def _tags_of(client: Any, image_id: str) -> list[str] | None:
+    """The tags of the stored image `image_id`; None when the daemon does not store it."""
+    if not image_id.startswith("sha256:"):
+        return None
+    try:
+        image = client.images.get(image_id)
+    except Exception:  # not there (ImageNotFound), or the daemon did not answer
+        return None
+    return list(image.tags or []) if image.id == image_id else None
+
+
+def _leased_only(tags: list[str]) -> bool:
+    return bool(tags) and all(t.startswith(LEASE_REPOSITORY + ":") for t in tags)
+
+
+def _take_lease(client: Any, image_id: str) -> bool:
+    """Tag the stored image `image_id` with a lease of this run's; False when it is not stored
+    (any more: the last lease of another run may have just removed it)."""
+    token = uuid.uuid4().hex[:16]
+    try:
+        client.api.tag(image_id, LEASE_REPOSITORY, token)
+    except Exception as exc:  # ImageNotFound, or the daemon did not answer
+        log.debug("%s: no lease: %s", image_id, exc)
+        return False
+    with _leases_lock:
+        _leases.setdefault(image_id, []).append(f"{LEASE_REPOSITORY}:{token}")
+    return True
+
+
+def _drop_lease(client: Any, image_id: str) -> None:
+    """Remove one lease of this process on `image_id` (the image goes with the last tag)."""
+    with _leases_lock:
+        held = _leases.get(image_id)
+        tag = held.pop() if held else None
+        if held is not None and not held:
+            del _leases[image_id]
+    if tag is not None:
+        _remove_later(client, tag, tag, force=False)
 
 
 class _DockerSession(Session):
@@ -452,19 +505,31 @@ class DockerRunner(Runner):
         return _DockerSession(self, root, config, network, image_id)
 
     def stores(self, image_id: str) -> bool:
-        """Whether the daemon stores the image whose ID is `image_id`: its ID is the digest of
-        its config, which names every layer's diff_id, so its files are the image's files."""
-        return _stored_id(_client(), image_id) is not None
+        """Whether the daemon stores the image whose ID is `image_id` as the user's: its ID is
+        the digest of its config, which names every layer's diff_id, so its files are the
+        image's files. One only slim's leases name is not (`store` takes a lease on it)."""
+        tags = _tags_of(_client(), image_id)
+        return tags is not None and not _leased_only(tags)
 
     def store(self, archive: str, image_id: str) -> bool:
-        """Load the docker-archive `archive` (image `image_id`) into the daemon, with no names:
-        `docker load` applies the layers the daemon does not have yet, where running an
-        unpacked copy means importing the whole root (Ruby: 3.8 s against 9.3 s)."""
-        return load_archive(_client(), archive, image_id)
+        """Load the docker-archive `archive` (image `image_id`) into the daemon, with no names,
+        under a lease of this run's (see LEASE_REPOSITORY): `docker load` applies the layers
+        the daemon does not have yet, where running an unpacked copy means importing the whole
+        root (Ruby: 3.8 s against 9.3 s). An image another run loaded is shared, not loaded."""
+        client = _client()
+        if _tags_of(client, image_id) is not None and _take_lease(client, image_id):
+            return True
+        if not load_archive(client, archive, image_id):
+            return False
+        if _take_lease(client, image_id):
+            return True
+        _remove_later(client, image_id, archive, force=False)  # loaded, and gone or untaggable
+        return False
 
     def release(self, image_id: str) -> None:
-        """Remove an image `store` loaded (in the background: see _remove_later)."""
-        _remove_later(_client(), image_id, image_id)
+        """End the lease `store` took (the image goes with the last one; in the background:
+        see _remove_later)."""
+        _drop_lease(_client(), image_id)
 
     def find_program(self, session: Session, config: ImageConfig, name: str) -> str | None:
         assert isinstance(session, _DockerSession)

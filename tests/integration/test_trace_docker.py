@@ -48,7 +48,7 @@ def runner(client):  # type: ignore[no-untyped-def]
     docker_runner.wait_for_removals()
     assert [c.name for c in client.containers.list(all=True)
             if any(t.startswith("slim-trace") for t in (c.image.tags or []))] == []
-    assert [t for i in client.images.list() for t in i.tags if t.startswith("slim-trace")] == []
+    assert [t for i in client.images.list() for t in i.tags if t.startswith(("slim-trace", "slim-lease"))] == []
     after = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("slim-trace-")}
     assert after <= before_dirs
 
@@ -202,7 +202,54 @@ def test_run_image_runs_from_the_store_and_unpacks_nothing(runner, client, work:
             else:
                 with contextlib.suppress(Exception):
                     client.images.remove(image_id, force=True)
-                if before is None:
-                    client.api.remove_image(names[0], noprune=True)  # the name only: `other` keeps its own
+                if before is None:  # the name only (`other` keeps its own); gone already when the
+                    with contextlib.suppress(Exception):  # image it moved to was removed above
+                        client.api.remove_image(names[0], noprune=True)
                 elif before != other.id:
                     client.api.tag(before, repo, tag)
+
+
+def test_runs_of_one_loaded_image_share_it_and_the_last_release_removes_it(  # type: ignore[no-untyped-def]
+        runner, client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run holds a lease (a `slim-lease:` tag) on an image slim loaded: a second run
+    (another fleet worker) shares the loaded image instead of loading it again, and the first
+    release does not remove it from under the second; the last one does."""
+    path = SAMPLES / "hello-glibc" / "hello-glibc.docker.tar"
+    require(path.exists(), f"{path}: sample image not built")
+    with load_image(f"docker-archive:{path}") as loaded:
+        image_id = loaded.image.digest
+    was_there = any(i.id == image_id for i in client.images.list(all=True))
+    if was_there:
+        client.images.remove(image_id, force=True)
+
+    def leases() -> list[str]:
+        try:
+            return sorted(t for t in client.images.get(image_id).tags if t.startswith("slim-lease:"))
+        except Exception:  # ImageNotFound
+            return []
+
+    first, second = type(runner)(), type(runner)()
+    try:
+        assert not first.stores(image_id)
+        assert first.store(str(path), image_id)
+        assert len(leases()) == 1
+        assert not second.stores(image_id)  # only slim's leases name it: no user's image
+        loads: list[str] = []
+        real = docker_runner.load_archive
+        monkeypatch.setattr(docker_runner, "load_archive",
+                            lambda c, archive, iid: loads.append(archive) or real(c, archive, iid))
+        assert second.store(str(path), image_id)
+        assert loads == [] and len(leases()) == 2  # shared, not loaded again
+        first.release(image_id)
+        docker_runner.wait_for_removals()
+        assert len(leases()) == 1 and client.images.get(image_id).id == image_id
+        second.release(image_id)
+        docker_runner.wait_for_removals()
+        assert not any(i.id == image_id for i in client.images.list(all=True)), "the last release left it"
+    finally:
+        docker_runner.wait_for_removals()
+        with contextlib.suppress(Exception):
+            client.images.remove(image_id, force=True)
+        if was_there:
+            with open(path, "rb") as f:
+                client.images.load(f.read())
