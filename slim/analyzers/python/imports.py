@@ -1000,6 +1000,9 @@ def _uses(patterns: tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]], te
 _WORD = re.compile(r"[A-Za-z_]\w*")
 
 
+_STAR_IMPORT = re.compile(r"import[ \t]+\*")  # what every `from M import *` holds
+
+
 def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     """The held-back lazy imports (LazyImport) that kept code can now trigger: one of their
     attribute names appears, outside docstrings and comments, in a kept Python file other than
@@ -1022,7 +1025,8 @@ def lazy_import_edges(ctx: AnalysisContext, kept: Iterable[str]) -> list[Edge]:
     for path, text in unread_sources(ctx, kept, state.lazy_scanned):
         if "\r" in text:  # line numbers as the parser counts them (a lone CR ends a line)
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        if star is not None and "*" in text:
+        # a line-anchored pattern is tried at every line; `import *` is searched for first
+        if star is not None and "*" in text and _STAR_IMPORT.search(text):
             for m in star.finditer(text):
                 state.lazy_star_users.setdefault(m.group(1), set()).add(path)
         if not any(a in text for a in attrs):

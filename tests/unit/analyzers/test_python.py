@@ -435,6 +435,8 @@ def test_lazy_module_attributes_are_kept_only_when_kept_code_names_them(tmp_path
     # a star import asks the module for every name of its __all__: every lazy one is kept
     keep, _ = kept("star", "from numlike import *\n")
     assert {dist, testing} <= keep
+    keep, _ = kept("star-tab", "def f(*args):\n    pass\nfrom  numlike  import\t*\n")
+    assert {dist, testing} <= keep
     # named by a library the app imports (found at the fixpoint, whatever the visiting order)
     files = _lazy_files("import helper_lib\n")
     files[f"{SITE}/helper_lib.py"] = "import numlike\ndef check(a):\n    return numlike.testing.ok(a)\n"
