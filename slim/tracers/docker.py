@@ -355,9 +355,11 @@ def _take_lease(client: Any, image_id: str) -> bool:
     (any more: the last lease of another run may have just removed it)."""
     token = uuid.uuid4().hex[:16]
     try:
-        client.api.tag(image_id, LEASE_REPOSITORY, token)
+        tagged = client.api.tag(image_id, LEASE_REPOSITORY, token)
     except Exception as exc:  # ImageNotFound, or the daemon did not answer
         log.debug("%s: no lease: %s", image_id, exc)
+        return False
+    if not tagged:  # the SDK answers whether the daemon said 201 Created
         return False
     with _leases_lock:
         _leases.setdefault(image_id, []).append(f"{LEASE_REPOSITORY}:{token}")
