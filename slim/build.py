@@ -34,6 +34,7 @@ from slim.outputs import check_output
 from slim.pipeline import (
     Analysis,
     AnalyzeOptions,
+    Meanwhile,
     StaticStart,
     analyze,
     cancelled_on_error,
@@ -44,7 +45,7 @@ from slim.programs import which
 from slim.progress import SILENT, Phases
 from slim.refs import OutputRef, parse_output, split_name
 from slim.result import AnalysisResult, ProbeOutcome
-from slim.tracers import RunOptions, RunResult, choose_runner, run_image, runs_as_stored
+from slim.tracers import RunOptions, RunResult, choose_runner, run_image
 from slim.tracers.hostroot import ACCOUNT_TABLES
 from slim.tracers.probes import Probe
 from slim.tracers.trace import Trace
@@ -204,11 +205,12 @@ def _load_into_daemon(archive: str, tag: str) -> None:
 
 
 def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say,
-                    progress: Phases, meanwhile: bool = False) -> tuple[RunResult | None, list[ProbeOutcome], str]:
+                    progress: Phases, meanwhile: Meanwhile | None = None
+                    ) -> tuple[RunResult | None, list[ProbeOutcome], str]:
     """(the original's traced run, the probes dropped because they fail on it, why there is
     no run); no run when verification is off or no runner works here (and the mode does not
     need one). Raises TraceError when the original cannot run at all, or fails every probe.
-    `meanwhile`: the static analysis runs during the run (said in the phase)."""
+    `meanwhile` starts the static analysis once the image is ready and names the run's phase."""
     needs_run = options.mode in ("traced", "both")
     if not (options.verify or needs_run):
         return None, [], "--no-verify"
@@ -219,9 +221,9 @@ def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say,
             raise
         say(f"verification skipped: {exc}")
         return None, [], f"no runner works on this host: {exc}"
-    progress.phase("running the original image traced" + (" (the static analysis runs meanwhile)"
-                                                            if meanwhile else ""))
-    original = run_image(loaded, options.run)
+    progress.phase("preparing the original image for its traced run")
+    original = run_image(loaded, options.run, on_ready=meanwhile or Meanwhile(
+        loaded, None, progress, "running the original image traced"))
     if not original.trace.executed:
         why = original.stderr_tail.strip().splitlines()[-1:] or [f"exit code {original.exit_code}"]
         raise TraceError(f"{loaded.image.ref}: the ORIGINAL image does not start ({why[0][:300]}); "
@@ -303,16 +305,16 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
     say = say or (lambda _msg: None)
     start = time.monotonic()
     out = parse_output(options.dest)
-    # the static part of the analysis runs while the original runs traced from the runner's
-    # store (pipeline.StaticStart); beside a load or an unpack (Python streams in this process)
-    # it would only slow them down
-    static = None
-    if (options.mode in ("", "both") and analyze_options.static and analyze_options.static_roots
-            and (options.verify or options.mode == "both") and runs_as_stored(loaded, options.run)):
-        static = StaticStart(loaded, analyze_options)
-    with cancelled_on_error(static):
-        original, dropped, why_not = _trace_original(loaded, options, say, progress,
-                                                     meanwhile=static is not None)
+    # the static part of the analysis runs while the original runs traced, once the image is
+    # ready in the runner (pipeline.Meanwhile); beside a load or an unpack (Python streams in
+    # this process) it would only slow them down
+    overlap = (options.mode in ("", "both") and analyze_options.static and analyze_options.static_roots
+               and (options.verify or options.mode == "both"))
+    meanwhile = Meanwhile(loaded, analyze_options if overlap else None, progress,
+                          "running the original image traced")
+    with cancelled_on_error(meanwhile):
+        original, dropped, why_not = _trace_original(loaded, options, say, progress, meanwhile)
+        static = meanwhile.start
         mode = options.mode or ("both" if original is not None else "static")
         options = replace(options, mode=mode)
         trace = original.trace if original is not None and mode != "static" else None
@@ -320,7 +322,7 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
             # traced: the run's files and their static closure; both: plus the entrypoint's
             analyze_options = replace(analyze_options, static_roots=mode == "both")
         if static is not None and static.options != analyze_options:
-            static.cancel()  # begun for other options than the analysis ends up with
+            meanwhile.cancel()  # begun for other options than the analysis ends up with
             static = None
         try:
             work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))

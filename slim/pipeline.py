@@ -8,10 +8,12 @@ top; the CLI only parses options and renders what comes back.
 The keep set is reached static roots first: the entrypoint, rules, --keep and the app's files
 are followed until nothing new is reachable, and only then the trace's files (the closure is
 the same either way; this order makes the reasons the same whether the trace came first or
-not). So while the image runs traced from the runner's store, the static part runs in a
-thread (`StaticStart`): such a run mostly waits on the runtime and the app, and the analysis
-needs no trace to start. (Beside a `docker load` or an unpack, Python streams in this
-process, it slowed them down as much as it saved.)
+not). So once the image is ready in the runner (run_image's `on_ready`: from Docker's store,
+after a `docker load`, or unpacked for the sandbox), the static part runs in a thread
+(`StaticStart`, started by `Meanwhile`) while the image runs traced: such a run mostly waits on
+the runtime and the app, and the analysis needs no trace to start. It never runs beside the
+load or the unpack themselves (Python streams in this process, which it slowed down as much as
+it saved), nor beside Docker's import of an unpacked copy.
 """
 
 from __future__ import annotations
@@ -127,23 +129,44 @@ def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions
             on_bytes(n)
 
     with load_image(reference, on_bytes=read, pull=pull, contents=options.static) as loaded:
-        start = None
+        meanwhile = Meanwhile(loaded, options if options.static else None, progress, "running the image traced")
         if tracing is not None and tracing.run is not None:
-            from slim.tracers import runs_as_stored
-
-            if options.static and runs_as_stored(loaded, tracing.run):
-                start = StaticStart(loaded, options)
-            progress.phase("running the image traced" + (" (the static analysis runs meanwhile)"
-                                                         if start else ""))
+            progress.phase("preparing the image for its traced run")
         elif tracing is not None and tracing.trace_file:
             progress.phase("reading the trace")
-        with cancelled_on_error(start):
-            trace, run = obtain_trace(loaded, tracing)
-        yield analyze(loaded, options, trace=trace, run=run, progress=progress, start=start)
+        with cancelled_on_error(meanwhile):
+            trace, run = obtain_trace(loaded, tracing, on_ready=meanwhile)
+        yield analyze(loaded, options, trace=trace, run=run, progress=progress, start=meanwhile.start)
 
 
-def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | None, RunResult | None]:
-    """(trace, run): a new traced run, a saved trace, or neither. Raises TraceError."""
+class Meanwhile:
+    """run_image's `on_ready`: once the image is ready and its run is mostly waiting on the
+    runtime and the app, the static analysis starts beside it (StaticStart, with `options`;
+    None: no static analysis). Each call names the run's phase."""
+
+    def __init__(self, loaded: LoadedImage, options: AnalyzeOptions | None, progress: Phases,
+                 phase: str) -> None:
+        self.loaded = loaded
+        self.options = options
+        self.progress = progress
+        self.phase = phase
+        self.start: StaticStart | None = None
+
+    def __call__(self, quiet: bool) -> None:
+        if quiet and self.options is not None and self.start is None:
+            self.start = StaticStart(self.loaded, self.options)
+        self.progress.phase(self.phase + (" (the static analysis runs meanwhile)" if self.start else ""))
+
+    def cancel(self) -> None:
+        if self.start is not None:
+            self.start.cancel()
+            self.start = None
+
+
+def obtain_trace(loaded: LoadedImage, tracing: Tracing | None,
+                 on_ready: Callable[[bool], None] | None = None) -> tuple[Trace | None, RunResult | None]:
+    """(trace, run): a new traced run, a saved trace, or neither (`on_ready`: run_image's).
+    Raises TraceError."""
     if tracing is None:
         return None, None  # the tracers' modules (probes import http.client, ssl …) not loaded
     from slim.tracers.trace import Trace
@@ -157,7 +180,7 @@ def obtain_trace(loaded: LoadedImage, tracing: Tracing | None) -> tuple[Trace | 
 
     if tracing.save_trace:
         check_output(tracing.save_trace, what="trace")
-    run = run_image(loaded, tracing.run)
+    run = run_image(loaded, tracing.run, on_ready=on_ready)
     if tracing.save_trace:
         write_file(tracing.save_trace, run.trace.dumps(), what="trace")
     return run.trace, run
@@ -216,8 +239,8 @@ class StaticStart:
 
 
 @contextmanager
-def cancelled_on_error(start: StaticStart | None) -> Iterator[None]:
-    """Cancel `start` when the block raises (a failed run, Ctrl-C)."""
+def cancelled_on_error(start: StaticStart | Meanwhile | None) -> Iterator[None]:
+    """Cancel `start` (what it started) when the block raises (a failed run, Ctrl-C)."""
     try:
         yield
     except BaseException:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 
 from slim.errors import TraceError
 from slim.image import LoadedImage, prepare_root
@@ -86,21 +87,8 @@ def _storable_id(loaded: LoadedImage) -> str:
     return image_id
 
 
-def runs_as_stored(loaded: LoadedImage, options: RunOptions) -> bool:
-    """Whether `run_image` will run `loaded` straight from the runner's store (Docker: the
-    daemon has this image ID), with nothing to load or unpack first. Loading and unpacking are
-    Python-heavy streams in this process; a run from the store is mostly waiting (the static
-    analysis can run beside it: pipeline.StaticStart). False when no runner works here."""
-    image_id = _storable_id(loaded)
-    if not image_id:
-        return False
-    try:
-        return choose_runner(options.runner).stores(image_id)
-    except TraceError:
-        return False
-
-
-def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
+def run_image(loaded: LoadedImage, options: RunOptions,
+              on_ready: Callable[[bool], None] | None = None) -> RunResult:
     """Run `loaded`'s image traced with `options.probes` (or its default probes).
 
     The runner runs the image from its own store when it has it (Docker: an image with the same
@@ -108,7 +96,21 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     names and removed after the run); otherwise from a private copy of its root, unpacked by
     slim (slim.image.prepare_root). Raises TraceError (and LayerError / SourceError when the
     image cannot be unpacked).
+
+    `on_ready(quiet)` is called once, when the image is ready and its run begins: loading and
+    unpacking (Python-heavy streams in this process) are over, and `quiet` says whether the run
+    is mostly waiting on the runtime and the app — False only when the runner still copies an
+    unpacked root into a store of its own (Docker's import). The static analysis can then run
+    beside it (pipeline.StaticStart).
     """
+    fired = False
+
+    def ready(quiet: bool) -> None:
+        nonlocal fired
+        if on_ready is not None and not fired:
+            fired = True
+            on_ready(quiet)
+
     config = loaded.image.config
     runner = choose_runner(options.runner)
     probes = list(options.probes) or default_probes(config)
@@ -126,6 +128,7 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
         if stored or mine:
             log.debug("%s: in the %s runner's image store%s: run without unpacking", ref, runner.name,
                       " (loaded)" if mine else "")
+            ready(True)
             try:
                 return runner.run(loaded.rootfs, config, probes, network=options.network,
                                   timeout=options.timeout, image_id=image_id)
@@ -138,9 +141,10 @@ def run_image(loaded: LoadedImage, options: RunOptions) -> RunResult:
     log.debug("%s: unpacking the image for the run under %s", loaded.image.ref, parent or tempfile.gettempdir())
     with tempfile.TemporaryDirectory(prefix="slim-run-", dir=parent) as work:
         root = prepare_root(loaded.image, work, private=True)
+        ready(not runner.copies_root)
         return runner.run(root, config, probes, network=options.network, timeout=options.timeout,
                           image_id=image_id)
 
 
 __all__ = ["RUNNERS", "PathAccess", "RunOptions", "RunResult", "Runner", "SandboxRunner", "Trace",
-           "choose_runner", "run_image", "runs_as_stored"]
+           "choose_runner", "run_image"]

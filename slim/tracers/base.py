@@ -169,6 +169,9 @@ class Runner(ABC):
     """Runs an image's root filesystem traced, with probes."""
 
     name: str = ""
+    # whether a run of an unpacked root first copies it into a store of the runner's own
+    # (Docker: `docker import`, a stream in this process), rather than running it in place
+    copies_root: bool = False
 
     @classmethod
     @abstractmethod

@@ -482,6 +482,7 @@ class DockerRunner(Runner):
     """Runs the image root in a Docker container under the host's strace."""
 
     name = "docker"
+    copies_root = True  # an unpacked root is `docker import`ed first (_DockerSession)
 
     def __init__(self, strace: str | None = None) -> None:
         self.strace = strace or shutil.which("strace") or ""

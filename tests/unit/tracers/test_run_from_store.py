@@ -139,15 +139,30 @@ def test_the_archive_handed_to_docker_load_is_the_image_without_names(tmp_path: 
         assert [r.diff_id for r in a.layers] == [r.diff_id for r in b.layers]
 
 
-def test_runs_as_stored_is_what_run_image_then_does(fake: type[FakeRunner], tmp_path: Path) -> None:
-    """The static analysis runs beside the run only when nothing is loaded or unpacked first."""
-    archive = forge.docker_archive(tmp_path / "img.tar", [forge.tar(app_files())], APP_CONFIG)
+def test_on_ready_comes_when_the_image_is_ready_and_says_whether_the_run_is_quiet(
+        fake: type[FakeRunner], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The static analysis may run beside a run once loading or unpacking is over (pipeline.
+    Meanwhile): on_ready comes after those, before the run, once; `quiet` is False only when
+    the runner still copies an unpacked root into a store of its own (Docker's import)."""
     options = RunOptions(runner="fake", probes=(), timeout=5)
+
+    def on_ready(quiet: bool) -> None:
+        FakeRunner.calls.append(("ready", str(quiet)))
+
+    archive = forge.docker_archive(tmp_path / "img.tar", [forge.tar(app_files())], APP_CONFIG)
     with load_image(f"docker-archive:{archive}") as loaded:
-        assert not tracers.runs_as_stored(loaded, options)  # it would be loaded first
-        fake.stored.add(loaded.image.digest)
-        assert tracers.runs_as_stored(loaded, options)
-        tracers.run_image(loaded, options)
-    assert FakeRunner.calls == [("run", "store")]
-    with load_image(f"docker-archive:{archive}") as loaded:
-        assert not tracers.runs_as_stored(loaded, RunOptions(runner="no-such-runner"))
+        tracers.run_image(loaded, options, on_ready=on_ready)
+        assert fake.calls == [("store", str(archive)), ("ready", "True"), ("run", "store"),
+                              ("release", loaded.image.digest)]
+        fake.calls.clear()
+        fake.stored.add(loaded.image.digest)  # the user's: run as it is
+        tracers.run_image(loaded, options, on_ready=on_ready)
+        assert fake.calls == [("ready", "True"), ("run", "store")]
+    fake.stored.clear()
+    oci = forge.oci(tmp_path / "oci", [forge.tar(app_files())], APP_CONFIG)  # unpacked, never loaded
+    for copies, quiet in ((False, "True"), (True, "False")):
+        monkeypatch.setattr(FakeRunner, "copies_root", copies)
+        fake.calls.clear()
+        with load_image(f"oci:{oci}") as loaded:
+            tracers.run_image(loaded, options, on_ready=on_ready)
+        assert fake.calls == [("unpack", ""), ("ready", quiet), ("run", "copy")]
