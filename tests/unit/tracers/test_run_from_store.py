@@ -166,3 +166,38 @@ def test_on_ready_comes_when_the_image_is_ready_and_says_whether_the_run_is_quie
         with load_image(f"oci:{oci}") as loaded:
             tracers.run_image(loaded, options, on_ready=on_ready)
         assert fake.calls == [("unpack", ""), ("ready", quiet), ("run", "copy")]
+
+
+def test_the_static_analysis_runs_beside_a_run_that_followed_a_load(
+        fake: type[FakeRunner], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`analyzed` with a traced run: the image is loaded into the runner's store first (no
+    thread beside the load), then the static analysis runs in its thread while the image runs,
+    and the analysis comes out as without a thread."""
+    from slim import pipeline
+    from slim.pipeline import AnalyzeOptions, Tracing, analyzed
+
+    seen: list[str] = []
+    real_store, real_run, real_start = FakeRunner.store, FakeRunner.run, pipeline.StaticStart.__init__
+
+    def store(self: FakeRunner, archive: str, image_id: str) -> bool:
+        seen.append("store")
+        return real_store(self, archive, image_id)
+
+    def run(self: FakeRunner, *args: Any, **kw: Any) -> RunResult:
+        seen.append("run")
+        return real_run(self, *args, **kw)
+
+    def start(self: Any, *args: Any, **kw: Any) -> None:
+        seen.append("static thread")
+        real_start(self, *args, **kw)
+
+    monkeypatch.setattr(FakeRunner, "store", store)
+    monkeypatch.setattr(FakeRunner, "run", run)
+    monkeypatch.setattr(pipeline.StaticStart, "__init__", start)
+    archive = forge.docker_archive(tmp_path / "img.tar", [forge.tar(app_files())], APP_CONFIG)
+    tracing = Tracing(run=RunOptions(runner="fake", probes=(), timeout=5))
+    with analyzed(f"docker-archive:{archive}", AnalyzeOptions(), tracing) as overlapped:
+        keep = overlapped.closure.keep if overlapped.closure is not None else set()
+    assert seen == ["store", "static thread", "run"]
+    with analyzed(f"docker-archive:{archive}", AnalyzeOptions()) as alone:
+        assert alone.closure is not None and keep == alone.closure.keep
