@@ -93,7 +93,8 @@ def run_image(loaded: LoadedImage, options: RunOptions,
 
     The runner runs the image from its own store when it has it (Docker: an image with the same
     ID), or can load it there (a docker-archive the layer reader took whole, loaded without its
-    names and removed after the run); otherwise from a private copy of its root, unpacked by
+    names, held by a lease of this run's and released after it); otherwise from a private copy
+    of its root, unpacked by
     slim (slim.image.prepare_root). Raises TraceError (and LayerError / SourceError when the
     image cannot be unpacked).
 
