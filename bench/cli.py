@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -119,7 +120,8 @@ def measure_image(t: Target, dive_exe: str | None, docker: bool, scratch: str) -
         traced = measure.analyze(ref, "--trace", "--probe", t.probe)
         c["traced keep MB"] = _mb(traced.get("reachable", "size_bytes"))
         minimal_archive = os.path.join(scratch, f"{t.name}.minimal.docker.tar")
-        built = measure.build_minimal(ref, minimal_archive, t.probe, f"slim-bench/{t.name}:minimal")
+        slug = re.sub(r"[^a-z0-9]+", "-", t.name.lower()).strip("-")  # "hello-glibc (sample)"
+        built = measure.build_minimal(ref, minimal_archive, t.probe, f"slim-bench/{slug}:minimal")
         if built is not None:
             mode, _ = built
             row.notes.append(f"minimal image: {mode} build")
@@ -134,8 +136,8 @@ def measure_image(t: Target, dive_exe: str | None, docker: bool, scratch: str) -
                 if col == "probe (minimal)" and built is None:
                     continue
                 try:
-                    image = measure.docker_load(archive)
-                    res = measure.probe_image(image, t.probe, t.expect_output)
+                    with measure.loaded(archive) as image:
+                        res = measure.probe_image(image, t.probe, t.expect_output)
                 except (RuntimeError, OSError) as exc:
                     res = measure.ProbeResult(False, str(exc))
                 c[col] = "PASS" if res.passed else "FAIL"

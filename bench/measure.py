@@ -238,6 +238,32 @@ def docker_load(archive: str) -> str:
     return ref
 
 
+def _image_ids() -> set[str]:
+    out = subprocess.run(["docker", "images", "-q", "--no-trunc"], capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+@contextlib.contextmanager
+def loaded(archive: str) -> Iterator[str]:
+    """`docker_load` for the block; afterwards the image is removed again unless the daemon
+    had it before (a user's copy of the same image stays). Raises RuntimeError."""
+    before = _image_ids()
+    ref = docker_load(archive)
+    image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref],
+                              capture_output=True, text=True).stdout.strip()
+    try:
+        yield ref
+    finally:
+        if image_id and image_id not in before:
+            # `docker run --rm` returns before the daemon has removed the container, and an
+            # image a container still uses is only untagged by `rmi -f`: remove those first
+            ps = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image_id}"],
+                                capture_output=True, text=True).stdout.split()
+            if ps:
+                subprocess.run(["docker", "rm", "-f", *ps], capture_output=True)
+            subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
+
+
 def free_port(first: int, tries: int = 20) -> int:
     """The first port from `first` on that nothing listens on at 127.0.0.1."""
     for port in range(first, first + tries):

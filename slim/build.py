@@ -43,7 +43,7 @@ from slim.pipeline import (
 )
 from slim.programs import which
 from slim.progress import SILENT, Phases
-from slim.refs import OutputRef, parse_output, split_name
+from slim.refs import OutputRef, image_name_problem, parse_output, split_name
 from slim.result import AnalysisResult, ProbeOutcome
 from slim.tracers import RunOptions, RunResult, choose_runner, run_image
 from slim.tracers.hostroot import ACCOUNT_TABLES
@@ -113,6 +113,12 @@ def check_destination(dest: str, options: BuildOptions) -> OutputRef:
         raise UsageError("--layers preserve keeps every layer already; drop --keep-base")
     if options.load and out.transport != "docker-archive":
         raise UsageError("--load needs a docker-archive:FILE output")
+    names = [("--tag", options.tag)] if options.tag else []
+    if out.tag and out.transport in ("docker-archive", "docker"):
+        names.append((str(out), out.tag))
+    for what, name in names:
+        if problem := image_name_problem(name):
+            raise UsageError(f"{what} {name!r}: {problem}")
     try:  # the image is staged next to its destination: prove that works before any work
         os.rmdir(tempfile.mkdtemp(prefix=".slim-check-", dir=_work_parent(out)))
     except OSError as exc:

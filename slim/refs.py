@@ -17,6 +17,7 @@ first ':' after the file name's extension (outputs, whose file does not exist ye
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 
@@ -164,6 +165,26 @@ def split_name(name: str) -> tuple[str, str]:
     if colon > slash:
         return name[:colon], name[colon + 1 :]
     return name, ""
+
+
+# Docker's reference grammar (github.com/distribution/reference, regexp.go): NAME[:TAG]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+           r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
+_DOCKER_NAME = re.compile(rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?")
+MAX_NAME = 255  # characters of the repository part
+
+
+def image_name_problem(name: str) -> str:
+    """Why `name` is no image name Docker accepts as NAME[:TAG] ("" when it is one): `docker
+    load` refuses an archive whose RepoTags hold one ("invalid reference format") after it has
+    stored the image, which then stays behind unnamed."""
+    if not _DOCKER_NAME.fullmatch(name):
+        return ("not an image name (lowercase letters, digits and . _ - separators, an optional "
+                "registry host first, an optional :TAG of at most 128 letters, digits, . _ -)")
+    if len(split_name(name)[0]) > MAX_NAME:
+        return f"the repository name is longer than {MAX_NAME} characters"
+    return ""
 
 
 def looks_like_registry(name: str) -> bool:

@@ -219,3 +219,29 @@ def test_app_keeps_its_empty_directories_and_skips_account_files(tmp_path: Path)
     assert "/var/lib/pg/data/PG_VERSION" in closure.keep
     # /etc/passwd names root's login shell; nothing in the app runs it
     assert "/etc/passwd" in closure.keep and "/bin/bash" not in closure.keep
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("app:slim", True), ("example.org/team/app:1.2", True), ("localhost:5000/app:v1", True),
+    ("slim-bench/hello-glibc:minimal", True), ("app", True),
+    ("hello-glibc (sample):minimal", False), ("App:1", False), ("app:", False), (":tag", False),
+    ("app@sha256:" + "0" * 64, False), ("a//b:c", False), ("app:" + "t" * 129, False),
+])
+def test_image_names_are_docker_references(name: str, ok: bool) -> None:
+    from slim.refs import image_name_problem
+
+    assert (image_name_problem(name) == "") is ok
+
+
+def test_a_name_docker_load_would_refuse_is_refused_before_any_work(tmp_path: Path) -> None:
+    """`docker load` stores the image, then fails on a bad RepoTags name and leaves it unnamed:
+    --tag and docker-archive:FILE:NAME are checked first, with a one-line usage error."""
+    from slim.build import BuildOptions, check_destination
+
+    out = tmp_path / "out.tar"
+    for dest, tag in ((f"docker-archive:{out}", "slim-bench/hello-glibc (sample):minimal"),
+                      (f"docker-archive:{out}:Bad Name", "")):
+        with pytest.raises(UsageError, match="not an image name"):
+            check_destination(dest, BuildOptions(dest=dest, tag=tag))
+    check_destination(f"docker-archive:{out}:good/name:v1", BuildOptions(dest=str(out), tag="mine:v2"))
+    assert not out.exists()
