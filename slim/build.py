@@ -211,8 +211,7 @@ def _load_into_daemon(archive: str, tag: str) -> None:
 
 
 def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say,
-                    progress: Phases, meanwhile: Meanwhile | None = None
-                    ) -> tuple[RunResult | None, list[ProbeOutcome], str]:
+                    progress: Phases, meanwhile: Meanwhile) -> tuple[RunResult | None, list[ProbeOutcome], str]:
     """(the original's traced run, the probes dropped because they fail on it, why there is
     no run); no run when verification is off or no runner works here (and the mode does not
     need one). Raises TraceError when the original cannot run at all, or fails every probe.
@@ -228,8 +227,7 @@ def _trace_original(loaded: LoadedImage, options: BuildOptions, say: Say,
         say(f"verification skipped: {exc}")
         return None, [], f"no runner works on this host: {exc}"
     progress.phase("preparing the original image for its traced run")
-    original = run_image(loaded, options.run, on_ready=meanwhile or Meanwhile(
-        loaded, None, progress, "running the original image traced"))
+    original = run_image(loaded, options.run, on_ready=meanwhile)
     if not original.trace.executed:
         why = original.stderr_tail.strip().splitlines()[-1:] or [f"exit code {original.exit_code}"]
         raise TraceError(f"{loaded.image.ref}: the ORIGINAL image does not start ({why[0][:300]}); "

@@ -239,13 +239,12 @@ class StaticStart:
 
 
 @contextmanager
-def cancelled_on_error(start: StaticStart | Meanwhile | None) -> Iterator[None]:
-    """Cancel `start` (what it started) when the block raises (a failed run, Ctrl-C)."""
+def cancelled_on_error(meanwhile: Meanwhile) -> Iterator[None]:
+    """Cancel what `meanwhile` started when the block raises (a failed run, Ctrl-C)."""
     try:
         yield
     except BaseException:
-        if start is not None:
-            start.cancel()
+        meanwhile.cancel()
         raise
 
 

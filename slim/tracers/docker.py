@@ -286,15 +286,20 @@ class _DockerProcess(Process):
         return ExecResult(code, (stdout or b"")[-TAIL_BYTES:], (stderr or b"")[-TAIL_BYTES:], trace)
 
 
-def _stored_id(client: Any, image_id: str) -> str | None:
-    """`image_id` when the daemon stores the image with that ID (its config digest), else None."""
+def _tags_of(client: Any, image_id: str) -> list[str] | None:
+    """The tags of the stored image `image_id`; None when the daemon does not store it."""
     if not image_id.startswith("sha256:"):
         return None
     try:
-        found = client.images.get(image_id).id
+        image = client.images.get(image_id)
     except Exception:  # not there (ImageNotFound), or the daemon did not answer
         return None
-    return image_id if found == image_id else None
+    return list(image.tags or []) if image.id == image_id else None
+
+
+def _stored_id(client: Any, image_id: str) -> str | None:
+    """`image_id` when the daemon stores the image with that ID (its config digest), else None."""
+    return image_id if _tags_of(client, image_id) is not None else None
 
 
 _removals: list[threading.Thread] = []
@@ -335,17 +340,6 @@ _leases: dict[str, list[str]] = {}  # image ID → the lease tags this process h
 _leases_lock = threading.Lock()
 
 
-def _tags_of(client: Any, image_id: str) -> list[str] | None:
-    """The tags of the stored image `image_id`; None when the daemon does not store it."""
-    if not image_id.startswith("sha256:"):
-        return None
-    try:
-        image = client.images.get(image_id)
-    except Exception:  # not there (ImageNotFound), or the daemon did not answer
-        return None
-    return list(image.tags or []) if image.id == image_id else None
-
-
 def _leased_only(tags: list[str]) -> bool:
     return bool(tags) and all(t.startswith(LEASE_REPOSITORY + ":") for t in tags)
 
@@ -353,6 +347,8 @@ def _leased_only(tags: list[str]) -> bool:
 def _take_lease(client: Any, image_id: str) -> bool:
     """Tag the stored image `image_id` with a lease of this run's; False when it is not stored
     (any more: the last lease of another run may have just removed it)."""
+    if not image_id.startswith("sha256:"):  # an ID, never a name another image may carry
+        return False
     token = uuid.uuid4().hex[:16]
     try:
         tagged = client.api.tag(image_id, LEASE_REPOSITORY, token)
@@ -520,7 +516,7 @@ class DockerRunner(Runner):
         the daemon does not have yet, where running an unpacked copy means importing the whole
         root (Ruby: 3.8 s against 9.3 s). An image another run loaded is shared, not loaded."""
         client = _client()
-        if _tags_of(client, image_id) is not None and _take_lease(client, image_id):
+        if _take_lease(client, image_id):  # stored already (another run's load): tagging says so
             return True
         if not load_archive(client, archive, image_id):
             return False
