@@ -9,7 +9,7 @@ outside) are skipped and reported as Issues; they never reach the host filesyste
 
 The blob is untrusted, so every cost is bounded by its size or by a constant:
 
-* decompression hands out at most CHUNK bytes per step (zlib `max_length`; zstd is fed at
+* decompression hands out at most INFLATE_STEP bytes per step (zlib `max_length`; zstd is fed at
   most ZSTD_BLOCKS_PER_STEP blocks of at most 128 KiB each, RFC 8878 §3.1.1.2.4), so a
   1 MB frame that expands to 4 GiB never sits in memory;
 * tar headers are parsed by slim.fs.tarstream, which refuses extended headers (PAX, GNU long
@@ -67,6 +67,13 @@ else:
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
+# Bytes the reader thread inflates (and reads of the blob) per step, and the steps it may hold
+# ready: 16 MiB in flight, as in 16 steps of 1 MiB, but a quarter of the returns to the GIL.
+# Each inflate call gives the GIL back and must take it again from the thread parsing the tar,
+# which hands it over only every switch interval (5 ms): in 1 MiB steps the inflater waited on
+# the parser more than it worked (Django's layers: 1.0 s wall for 0.45 s of its CPU).
+INFLATE_STEP = 4 << 20
+INFLATE_AHEAD = 4
 
 # Contents larger than this are not copied for analysis; the file is kept and reported.
 MAX_STORED_FILE = 1 << 30
@@ -560,7 +567,7 @@ class _ZstdFrames:
 
 class _Decoder:
     """Incremental decompression of gzip (multi-member), zstd (multi-frame) or plain data,
-    handing out at most CHUNK bytes per piece whatever the compression ratio.
+    handing out at most INFLATE_STEP bytes per piece whatever the compression ratio.
 
     zlib and zstandard release the GIL on large buffers, so running this in a thread lets the
     tar parsing in the caller's thread use the second core. `truncated` tells, at the end of
@@ -591,7 +598,7 @@ class _Decoder:
     def _gzip(self, data: bytes) -> Iterator[bytes]:
         while data:
             self.in_member = True
-            out = self._obj.decompress(data, CHUNK)
+            out = self._obj.decompress(data, INFLATE_STEP)
             if out:
                 yield out
             if self._obj.eof:
@@ -603,8 +610,8 @@ class _Decoder:
                     return  # zero padding after the last gzip member
                 continue
             data = self._obj.unconsumed_tail
-            while not data and len(out) == CHUNK:
-                out = self._obj.decompress(b"", CHUNK)  # output still held back by zlib
+            while not data and len(out) == INFLATE_STEP:
+                out = self._obj.decompress(b"", INFLATE_STEP)  # output still held back by zlib
                 if out:
                     yield out
                 data = self._obj.unconsumed_tail
@@ -653,8 +660,8 @@ class _Pipe(io.RawIOBase):
         self.blob_count = 0
         self.tar_count = 0
         self.compression = "none"
-        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
-        self._hq: queue.Queue[tuple[tuple[Any, ...], bytes] | None] = queue.Queue(maxsize=16)
+        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=INFLATE_AHEAD)
+        self._hq: queue.Queue[tuple[tuple[Any, ...], bytes] | None] = queue.Queue(maxsize=INFLATE_AHEAD)
         self._buf = memoryview(b"")
         self._done = False
         self._stop = threading.Event()
@@ -702,7 +709,7 @@ class _Pipe(io.RawIOBase):
 
     def _run(self) -> None:
         try:
-            chunk = self._blob.read(CHUNK)
+            chunk = self._blob.read(INFLATE_STEP)
             if chunk.startswith(GZIP_MAGIC):
                 self.compression = "gzip"
             elif chunk.startswith(ZSTD_MAGIC):
@@ -729,7 +736,7 @@ class _Pipe(io.RawIOBase):
                         self._put(piece)
                 if self._on_bytes is not None:
                     self._on_bytes(len(chunk))
-                chunk = self._blob.read(CHUNK)
+                chunk = self._blob.read(INFLATE_STEP)
             if decoder.truncated:
                 raise EOFError("compressed stream ended before its end marker")
             self._put(None, self._hq)
