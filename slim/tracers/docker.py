@@ -18,7 +18,9 @@ namespace (`nsenter --target PID --net`, slim.tracers.probehelper). The first tr
 setpriv's (`skip_execs=1`); strace's own start is not traced.
 
 Everything made — image, container, bundle and log directory — is removed in `finally`; the
-imported image in a thread of its own, which the process waits for before it exits.
+imported image in a thread of its own, which the process waits for before it exits. Containers
+and image names carry their owner process, and a watchdog removes them when that process is
+killed (slim.reaper).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import threading
 import uuid
 from typing import Any, BinaryIO
 
+from slim import reaper
 from slim.errors import TraceError
 from slim.fs.rootfs import RootFS
 from slim.model import ImageConfig
@@ -349,7 +352,8 @@ def _take_lease(client: Any, image_id: str) -> bool:
     (any more: the last lease of another run may have just removed it)."""
     if not image_id.startswith("sha256:"):  # an ID, never a name another image may carry
         return False
-    token = uuid.uuid4().hex[:16]
+    reaper.guard(client)
+    token = reaper.owned_name(uuid.uuid4().hex[:16])
     try:
         tagged = client.api.tag(image_id, LEASE_REPOSITORY, token)
     except Exception as exc:  # ImageNotFound, or the daemon did not answer
@@ -385,7 +389,7 @@ class _DockerSession(Session):
         self.network = network
         self.client = _client()
         self.tmp = tempfile.mkdtemp(prefix="slim-trace-")
-        self.tag = f"slim-trace:{uuid.uuid4().hex[:12]}"
+        self.tag = f"slim-trace:{reaper.owned_name(uuid.uuid4().hex[:12])}"
         self.known_id = known_id
         self.image_id: str | None = None  # the image the containers run
         self.owned = False  # imported by this session, removed with it
@@ -396,6 +400,7 @@ class _DockerSession(Session):
 
     def __enter__(self) -> _DockerSession:
         try:
+            reaper.guard(self.client)
             os.mkdir(self.bundle)
             self.prefix = tool_bundle(self.bundle, {"strace": self.runner.strace,
                                                     "setpriv": self.runner.setpriv})
@@ -460,7 +465,7 @@ class _DockerSession(Session):
                 healthcheck={"test": ["NONE"]},  # as the imported copy, which has no config
                 working_dir=config.workdir or "/", user=config.user or "",
                 network_mode=self.network, cap_add=["SYS_PTRACE"] if self.as_root else [],
-                detach=True,
+                detach=True, labels={reaper.OWNER_LABEL: reaper.owner()} if reaper.owner() else {},
                 volumes={self.bundle: {"bind": BUNDLE, "mode": "ro"},
                          self.outdir: {"bind": OUTPUT, "mode": "rw"}},
             )

@@ -262,3 +262,100 @@ def test_runs_of_one_loaded_image_share_it_and_the_last_release_removes_it(  # t
         if was_there:
             with open(path, "rb") as f:
                 client.images.load(f.read())
+
+
+def _sleeper_archive(dest: Path) -> None:
+    """The busybox-static sample with an entrypoint that runs long (`sleep 120`): its traced
+    run is still going when the test kills slim."""
+    import json
+    import tarfile
+
+    from tests.imagekit import write_docker_archive
+
+    path = SAMPLES / "busybox-static" / "busybox-static.docker.tar"
+    require(path.exists(), f"{path}: sample image not built")
+    with tarfile.open(path) as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        layers = [tf.extractfile(name).read() for name in manifest[0]["Layers"]]  # type: ignore[union-attr]
+    write_docker_archive(str(dest), layers, {"Entrypoint": ["/bin/busybox", "sleep", "120"]}, repo_tags=[])
+
+
+def test_a_killed_run_leaves_nothing_running_in_the_daemon(client, work: Path) -> None:  # type: ignore[no-untyped-def]
+    """`kill -9` of slim mid-trace: its watchdog (slim.reaper) removes the container, whose app
+    would otherwise run on, and the loaded image's lease; the watchdog then ends."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from slim import reaper
+
+    require(RUNNERS["docker"].available(), "docker runner unavailable")
+    archive = work / "sleeper.tar"
+    _sleeper_archive(archive)
+    proc = subprocess.Popen([sys.executable, "-m", "slim", "analyze", f"docker-archive:{archive}",
+                             "--trace", "--runner", "docker", "--format", "json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def mine() -> tuple[list[str], list[str]]:
+        owned = [c.id for c in client.containers.list(all=True, filters={"label": reaper.OWNER_LABEL})
+                 if reaper.parse_owner(c.labels[reaper.OWNER_LABEL]) is not None
+                 and reaper.parse_owner(c.labels[reaper.OWNER_LABEL])[2] == proc.pid]  # type: ignore[index]
+        names = [t for repo in reaper.REPOSITORIES for i in client.images.list(name=repo) for t in i.tags
+                 if (reaper.parse_owner(reaper.tag_owner(t)) or ("", 0, 0, 0))[2] == proc.pid]
+        return owned, names
+
+    def watchdogs() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", f"slim.reaper .*\\.{proc.pid}\\."], capture_output=True, text=True)
+        return out.stdout.split()
+
+    try:
+        deadline = time.monotonic() + 90
+        while not mine()[0]:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the traced container never started"
+            time.sleep(0.2)
+        containers, names = mine()
+        assert len(containers) == 1 and client.containers.get(containers[0]).status == "running"
+        assert names and all(n.startswith("slim-lease:") for n in names)
+        assert len(watchdogs()) == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    try:
+        deadline = time.monotonic() + 30
+        while (mine() != ([], []) or watchdogs()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert mine() == ([], []), "the watchdog left the dead run's container or image names"
+        assert watchdogs() == []
+    finally:
+        reaper.sweep(client)  # what a failed watchdog left: the owner is dead
+
+
+def test_the_sweep_removes_what_dead_owners_left_in_the_daemon(client) -> None:  # type: ignore[no-untyped-def]
+    """What a run whose watchdog died with it left (a killed process group) is removed by the
+    next run's sweep: its containers and its image names; a live owner's stay."""
+    from slim import reaper
+    from tests.unit.test_reaper import finished_owner
+
+    path = SAMPLES / "busybox-static" / "busybox-static.docker.tar"
+    require(path.exists(), f"{path}: sample image not built")
+    with load_image(f"docker-archive:{path}") as loaded:
+        was_there = any(i.id == loaded.image.digest for i in client.images.list(all=True))
+    with open(path, "rb") as f:
+        image = client.images.load(f.read())[0]
+    dead, live = finished_owner(), reaper.owner()
+    containers = [client.containers.create(image.id, ["/bin/busybox", "true"], network_mode="none",
+                                           labels={reaper.OWNER_LABEL: owner}) for owner in (dead, live)]
+    try:
+        for owner in (dead, live):
+            client.api.tag(image.id, "slim-lease", f"{owner}-test")
+        assert reaper.sweep(client) >= 2
+        left = {c.id for c in client.containers.list(all=True, filters={"label": reaper.OWNER_LABEL})}
+        assert containers[0].id not in left and containers[1].id in left
+        assert sorted(client.images.get(image.id).tags) == sorted([*image.tags, f"slim-lease:{live}-test"])
+    finally:
+        containers[1].remove(force=True)
+        client.images.remove(f"slim-lease:{live}-test")
+        if not was_there:
+            client.images.remove(image.id, force=True)
