@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from slim import reaper
 from slim.emitters.image import LAYER_MODES, BuiltImage, build_image
 from slim.emitters.imagewriter import is_slim_layout
 from slim.errors import EmitError, TraceError, UsageError
@@ -329,14 +330,14 @@ def build_loaded(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: 
             meanwhile.cancel()  # begun for other options than the analysis ends up with
             static = None
         try:
-            work = tempfile.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
+            work = reaper.mkdtemp(prefix=".slim-build-", dir=_work_parent(out))
         except OSError as exc:
             raise EmitError(f"{out}: cannot stage the image next to it: {exc.strerror}") from None
     try:
         outcome = _build_loop(loaded, analyze_options, options, out, original, trace, work,
                               (say, progress), start, static)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        reaper.remove_tree(work)
     return replace(outcome, dropped=dropped, unverified_why=why_not if outcome.verified is None else "")
 
 

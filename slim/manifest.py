@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import posixpath
 import re
-import tempfile
 
+from slim import reaper
 from slim.emitters.unikernel import AppManifest, ManifestResult, render_manifest
 from slim.errors import AnalysisError, UsageError
 from slim.fs.rootfs import RootFS
@@ -99,7 +99,7 @@ def write_manifest(analysis: Analysis, target: str, output: str) -> ManifestResu
     """
     from slim.image import load, prepare_root
 
-    with tempfile.TemporaryDirectory(prefix="slim-manifest-") as work:
+    with reaper.temporary_directory(prefix="slim-manifest-") as work:
         root = prepare_root(analysis.loaded.image, work)
         with load(f"rootfs:{root}") as full:
             app = app_manifest(analysis, full.rootfs)

@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from slim import reaper
 from slim.errors import EmitError
 
 STDOUT = "-"
@@ -130,6 +131,7 @@ def atomic_file(path: str, *, what: str = "output", mode: int = 0o666) -> Iterat
         os.close(fd)
     except OSError as exc:
         raise EmitError(f"{path}: cannot write the {what}: {exc.strerror}") from None
+    reaper.track(tmp)  # a killed process leaves no half-written sibling either
     try:
         yield tmp
         if through:
@@ -145,6 +147,7 @@ def atomic_file(path: str, *, what: str = "output", mode: int = 0o666) -> Iterat
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        reaper.untrack(tmp)
 
 
 def write_file(path: str, data: str | bytes, *, what: str = "output") -> None:
@@ -168,7 +171,7 @@ def atomic_dir(path: str, *, what: str = "output",
     parent = os.path.dirname(os.path.abspath(target)) or "."
     base = os.path.basename(os.path.abspath(target))
     try:
-        tmp = tempfile.mkdtemp(prefix=f".{base}.slim-", dir=parent)
+        tmp = reaper.mkdtemp(prefix=f".{base}.slim-", dir=parent)
     except OSError as exc:
         raise EmitError(f"{path}: cannot write the {what}: {exc.strerror}") from None
     try:
@@ -185,7 +188,7 @@ def atomic_dir(path: str, *, what: str = "output",
     except OSError as exc:
         raise EmitError(f"{path}: cannot write the {what}: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        reaper.remove_tree(tmp)
 
 
 class SparseWriter:

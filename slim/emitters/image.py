@@ -21,12 +21,10 @@ import dataclasses
 import io
 import os
 import posixpath
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from slim import __version__
+from slim import __version__, reaper
 from slim.analyzers.packages import (
     metadata_paths,
     package_summaries,
@@ -239,7 +237,7 @@ def build_image(
         from slim.emitters.sbom import SbomSubject, render_sbom
 
         sbom_doc = render_sbom(sbom, plan.packages, SbomSubject.of(loaded, minimal=True))
-    work = tempfile.mkdtemp(prefix="slim-build-")
+    work = reaper.mkdtemp(prefix="slim-build-")
     try:
         blobs: list[LayerBlob] = []
         whiteouts: list[str] = []
@@ -278,7 +276,7 @@ def build_image(
     except OSError as exc:
         raise EmitError(f"{dest}: {exc}") from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        reaper.remove_tree(work)
     view = dict(base_view) if keep_base else {}
     for e, _ in entries if not keep_base else minimal_entries(loaded, plan.keep):
         data = plan.written.get(e.path)

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from slim import __version__
+from slim import __version__, reaper
 from slim.errors import EmitError
 from slim.fs.layer import decompressed
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
@@ -488,7 +488,7 @@ def write_image(
     cfg_bytes = canonical_json(_image_config(layers, config))
     cfg_digest = "sha256:" + hashlib.sha256(cfg_bytes).hexdigest()
     try:
-        with tempfile.TemporaryDirectory(prefix="slim-write-") as scratch:
+        with reaper.temporary_directory(prefix="slim-write-") as scratch:
             if transport == "docker-archive" and docker_form == "legacy":
                 files = _legacy_files(layers, cfg_bytes, cfg_digest, repo_tag, scratch)
             else:

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable
 
+from slim import reaper
 from slim.errors import TraceError
 from slim.image import LoadedImage, prepare_root
 from slim.tracers.base import ImageNotStored, Runner, RunOptions, RunResult
@@ -140,7 +141,7 @@ def run_image(loaded: LoadedImage, options: RunOptions,
                     runner.release(image_id)
     parent = run_parent(loaded.rootfs.size_bytes)
     log.debug("%s: unpacking the image for the run under %s", loaded.image.ref, parent or tempfile.gettempdir())
-    with tempfile.TemporaryDirectory(prefix="slim-run-", dir=parent) as work:
+    with reaper.temporary_directory(prefix="slim-run-", dir=parent) as work:
         root = prepare_root(loaded.image, work, private=True)
         ready(not runner.copies_root)
         return runner.run(root, config, probes, network=options.network, timeout=options.timeout,

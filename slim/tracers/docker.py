@@ -34,7 +34,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import threading
 import uuid
 from typing import Any, BinaryIO
@@ -388,7 +387,7 @@ class _DockerSession(Session):
         self.config = config
         self.network = network
         self.client = _client()
-        self.tmp = tempfile.mkdtemp(prefix="slim-trace-")
+        self.tmp = reaper.mkdtemp(prefix="slim-trace-")
         self.tag = f"slim-trace:{reaper.owned_name(uuid.uuid4().hex[:12])}"
         self.known_id = known_id
         self.image_id: str | None = None  # the image the containers run
@@ -436,7 +435,7 @@ class _DockerSession(Session):
         if self.image_id is not None and self.owned:
             _remove_later(self.client, self.image_id, self.tag)
             self.image_id = None
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        reaper.remove_tree(self.tmp)
 
     @property
     def as_root(self) -> bool:

@@ -30,7 +30,9 @@ reaper exits and the kernel kills the rest of the pid namespace (pid_namespaces(
 that daemonizes and exits is stopped, and reported as such. Stopping kills the namespace's init
 (its pid comes from `--json-status-fd`), then waits for strace to see every tracee die and flush
 its log; `--die-with-parent` and the process group are the fallbacks. Afterwards we check that
-no process of the namespace remains.
+no process of the namespace remains. strace runs in a session of its own and would outlive a
+slim killed with SIGKILL (and the app under it): its process group is told to the watchdog
+(slim.reaper), which kills it then, and bwrap's `--die-with-parent` ends the sandbox.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 
+from slim import reaper
 from slim.errors import TraceError
 from slim.fs.rootfs import RootFS
 from slim.model import ImageConfig
@@ -194,6 +196,8 @@ class _SandboxProcess(Process):
         if run.poll() is None:
             with_suppress_kill(run.pid)
             run.wait(timeout=STOP_GRACE)
+        if run.poll() is not None:
+            reaper.untrack_group(run.pid)
         status.done.wait(timeout=5)
         if status.pid_ns:
             deadline = time.monotonic() + STOP_GRACE
@@ -273,7 +277,7 @@ class _SandboxSession(Session):
         self.network = network
         self.as_root = os.geteuid() == 0
         self.user = resolve_user(root, config.user) if config.user else ResolvedUser(0, 0, "/root")
-        self.tmp = tempfile.mkdtemp(prefix="slim-trace-")
+        self.tmp = reaper.mkdtemp(prefix="slim-trace-")
 
     def __enter__(self) -> _SandboxSession:
         try:
@@ -293,7 +297,7 @@ class _SandboxSession(Session):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        reaper.remove_tree(self.tmp)
 
     def host_id(self, uid: int) -> int:
         """The host id of container id `uid` (shifted when slim runs as root)."""
@@ -333,6 +337,7 @@ class _SandboxSession(Session):
             raise TraceError(f"{runner.strace}: cannot start the sandbox: {exc}") from None
         finally:
             os.close(wfd)
+        reaper.track_group(proc.pid)  # strace outlives a killed slim: the watchdog kills it
         threading.Thread(target=_read_status, args=(rfd, status), daemon=True).start()
         # launcher execs before the app's: the python launcher and bwrap, or bwrap alone
         return _SandboxProcess(proc, status, files, self, skip_execs=2 if launcher else 1)

@@ -282,7 +282,8 @@ def _sleeper_archive(dest: Path) -> None:
 
 def test_a_killed_run_leaves_nothing_running_in_the_daemon(client, work: Path) -> None:  # type: ignore[no-untyped-def]
     """`kill -9` of slim mid-trace: its watchdog (slim.reaper) removes the container, whose app
-    would otherwise run on, and the loaded image's lease; the watchdog then ends."""
+    would otherwise run on, the loaded image's lease and the run's temporary directory (the
+    strace bundle and log); the watchdog then ends."""
     import signal
     import subprocess
     import sys
@@ -293,9 +294,12 @@ def test_a_killed_run_leaves_nothing_running_in_the_daemon(client, work: Path) -
     require(RUNNERS["docker"].available(), "docker runner unavailable")
     archive = work / "sleeper.tar"
     _sleeper_archive(archive)
+    tmp = work / "tmp"
+    tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "slim", "analyze", f"docker-archive:{archive}",
                              "--trace", "--runner", "docker", "--format", "json"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "TMPDIR": str(tmp)})
 
     def mine() -> tuple[list[str], list[str]]:
         owned = [c.id for c in client.containers.list(all=True, filters={"label": reaper.OWNER_LABEL})
@@ -319,6 +323,7 @@ def test_a_killed_run_leaves_nothing_running_in_the_daemon(client, work: Path) -
         assert len(containers) == 1 and client.containers.get(containers[0]).status == "running"
         assert names and all(n.startswith("slim-lease:") for n in names)
         assert len(watchdogs()) == 1
+        assert [p.name for p in tmp.iterdir() if p.name.startswith("slim-trace-")]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -328,6 +333,7 @@ def test_a_killed_run_leaves_nothing_running_in_the_daemon(client, work: Path) -
             time.sleep(0.2)
         assert mine() == ([], []), "the watchdog left the dead run's container or image names"
         assert watchdogs() == []
+        assert list(tmp.iterdir()) == []
     finally:
         reaper.sweep(client)  # what a failed watchdog left: the owner is dead
 

@@ -176,3 +176,42 @@ def test_unknown_user(no_leftovers: Path) -> None:
     root, config = busybox_root(no_leftovers)
     with pytest.raises(TraceError, match="ghost: user not found"):
         SandboxRunner().run(root, replace(config, user="ghost"), [])
+
+
+def test_a_killed_build_leaves_no_files_and_no_process(no_leftovers: Path) -> None:
+    """`kill -9` of `slim build` while the sandbox runs the original: bubblewrap dies with its
+    parent, and the watchdog (slim.reaper) removes the unpacked root (by default in /dev/shm,
+    RAM until the next boot), the run's strace directory and the build's staging directory
+    beside the output."""
+    import signal
+    import subprocess
+    import sys
+
+    import tests.integration.test_trace_docker as docker_tests
+
+    work = no_leftovers
+    archive = work / "sleeper.tar"
+    docker_tests._sleeper_archive(archive)
+    run_dir, tmp, out = work / "run", work / "tmp", work / "out"
+    for d in (run_dir, tmp, out):
+        d.mkdir(mode=0o755)
+        d.chmod(0o755)
+    proc = subprocess.Popen([sys.executable, "-m", "slim", "build", f"docker-archive:{archive}",
+                             "--runner", "sandbox", "--output", f"docker-archive:{out / 'app.tar'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "TMPDIR": str(tmp), "SLIM_RUN_DIR": str(run_dir)})
+    try:
+        deadline = time.monotonic() + 90
+        while not (list(run_dir.iterdir()) and processes_mentioning("sleep 120")):
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the traced run never started"
+            time.sleep(0.2)
+        assert [p.name for p in tmp.iterdir() if p.name.startswith("slim-trace-")]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while (list(run_dir.iterdir()) or list(tmp.iterdir()) or list(out.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(run_dir.iterdir()) == [] and list(tmp.iterdir()) == [] and list(out.iterdir()) == []
+    assert processes_mentioning("sleep 120") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,8 +125,33 @@ def test_the_watchdog_ends_without_the_daemon_after_a_goodbye(tmp_path: Any) -> 
     # a `docker` module that fails on import: a goodbye must not even load the SDK
     (tmp_path / "docker.py").write_text("raise SystemExit(7)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    assert run_watchdog(reaper.BYE, env).returncode == 0
-    assert run_watchdog(b"", env).returncode == 7  # no goodbye: it went for the daemon
+    docker_used = b'{"docker": true}\n'
+    assert run_watchdog(docker_used + reaper.BYE, env).returncode == 0
+    assert run_watchdog(b"", env).returncode == 0  # no goodbye, but the daemon was never used
+    assert run_watchdog(docker_used, env).returncode == 7  # no goodbye: it went for the daemon
+
+
+def test_the_watchdog_removes_the_paths_still_listed_without_following_links(tmp_path: Any) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not slim's")
+    outside.chmod(0o755)
+    work = tmp_path / "slim-run-x"
+    (work / "root" / "ro").mkdir(parents=True)
+    (work / "root" / "ro" / "f").write_text("x")
+    (work / "root" / "link").symlink_to(outside)
+    (work / "root" / "ro").chmod(0o500)
+    done = tmp_path / "slim-build-y"
+    done.mkdir()
+    half = tmp_path / ".out.tar.slim-z"
+    half.write_bytes(b"half")
+    said = b"".join(json.dumps(m).encode() + b"\n" for m in (
+        {"add": str(work)}, {"add": str(done)}, {"add": str(half)}, {"drop": str(done)}))
+    assert run_watchdog(said, dict(os.environ)).returncode == 0
+    assert not work.exists() and not half.exists()
+    assert done.exists()  # dropped: removed by its maker (here: still there, so never touched)
+    assert (outside / "keep").read_text() == "not slim's"
+    assert outside.stat().st_mode & 0o777 == 0o755  # the link into it was not followed
 
 
 def test_a_watchdog_needs_one_owner() -> None:
