@@ -53,7 +53,7 @@ from typing import Any
 
 from bench.build import BuildError, build_image, cache_dir
 from bench.images import APP_IMAGES, IMAGES, DeepCheck, ImageSpec
-from bench.measure import _unescape, docker_load, have_docker, last_line
+from bench.measure import _unescape, have_docker, last_line, loaded
 from bench.mirror import MirrorError
 
 log = logging.getLogger("bench.apps")
@@ -482,61 +482,61 @@ def port_free(probe: str) -> bool:
 
 def run_probes(archive: str, spec: ImageSpec, startup: float = 60, settle: float = 20) -> ProbeRun:
     """Load `archive`, run it detached with --network host, wait for the shallow probe, then run
-    every deep check (retrying while its port does not accept yet). The image is removed after."""
+    every deep check (retrying while its port does not accept yet). The image is removed after,
+    unless the daemon had it before (measure.loaded)."""
     out = ProbeRun()
     busy = [c.probe for c in (DeepCheck(spec.probe), *spec.deep_probe) if not port_free(c.probe)]
     if busy:
         out.details.append(f"port already taken on 127.0.0.1 before the run: {busy[0]}")
         return out
     try:
-        image = docker_load(archive)
+        with loaded(archive) as image:
+            name = f"slim-bench-apps-{os.getpid()}"
+            proc = subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", image],
+                                  capture_output=True, text=True)
+            try:
+                if proc.returncode != 0:
+                    out.details.append(f"docker run: {proc.stderr.strip()[-200:]}")
+                    out.shallow = out.deep = False
+                    return out
+
+                def attempt(c: DeepCheck, deadline: float) -> tuple[bool, str]:
+                    detail = "not tried"
+                    while True:
+                        try:
+                            return check(c)
+                        except NotReady as exc:
+                            detail = str(exc)
+                        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name],
+                                               capture_output=True, text=True).stdout.strip()
+                        if state != "true":
+                            return False, f"{detail} (container exited)"
+                        if time.monotonic() > deadline:
+                            return False, f"{detail} (gave up)"
+                        time.sleep(0.5)
+
+                ok, detail = attempt(DeepCheck(spec.probe), time.monotonic() + startup)
+                out.shallow = ok
+                if not ok:
+                    out.details.append(f"shallow {detail}")
+                results = []
+                for c in grouped(spec.deep_probe):
+                    ok, detail = attempt(c, time.monotonic() + settle)
+                    results.append(ok)
+                    if not ok:
+                        out.details.append(f"deep {detail}")
+                out.deep = all(results) if results else None
+                if not (out.shallow and out.deep):
+                    logs = subprocess.run(["docker", "logs", "--tail", "60", name], capture_output=True, text=True)
+                    summary = log_summary(logs.stdout + "\n" + logs.stderr)
+                    if summary:
+                        out.details.append(f"container log: {summary}")
+                return out
+            finally:
+                subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     except (RuntimeError, OSError) as exc:
         out.details.append(str(exc))
         return out
-    name = f"slim-bench-apps-{os.getpid()}"
-    proc = subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", image],
-                          capture_output=True, text=True)
-    try:
-        if proc.returncode != 0:
-            out.details.append(f"docker run: {proc.stderr.strip()[-200:]}")
-            out.shallow = out.deep = False
-            return out
-
-        def attempt(c: DeepCheck, deadline: float) -> tuple[bool, str]:
-            detail = "not tried"
-            while True:
-                try:
-                    return check(c)
-                except NotReady as exc:
-                    detail = str(exc)
-                state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name],
-                                       capture_output=True, text=True).stdout.strip()
-                if state != "true":
-                    return False, f"{detail} (container exited)"
-                if time.monotonic() > deadline:
-                    return False, f"{detail} (gave up)"
-                time.sleep(0.5)
-
-        ok, detail = attempt(DeepCheck(spec.probe), time.monotonic() + startup)
-        out.shallow = ok
-        if not ok:
-            out.details.append(f"shallow {detail}")
-        results = []
-        for c in grouped(spec.deep_probe):
-            ok, detail = attempt(c, time.monotonic() + settle)
-            results.append(ok)
-            if not ok:
-                out.details.append(f"deep {detail}")
-        out.deep = all(results) if results else None
-        if not (out.shallow and out.deep):
-            logs = subprocess.run(["docker", "logs", "--tail", "60", name], capture_output=True, text=True)
-            summary = log_summary(logs.stdout + "\n" + logs.stderr)
-            if summary:
-                out.details.append(f"container log: {summary}")
-        return out
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
 
 
 # -- one image -----------------------------------------------------------------------------------
