@@ -15,12 +15,12 @@ the staged image and a half-written output's temporary sibling. So:
   or hang-up does not reach it, and it ignores SIGTERM: a service manager's stop signal goes
   to every process, and the watchdog must outlive slim to clean up after it), and writes to it
   through a pipe, one JSON line per path made (`add`) and removed (`drop`), and whether the
-  daemon was used. At a normal exit the process writes `bye` (it removed everything itself) and
-  the watchdog ends; when the pipe closes without it, the watchdog removes the paths still
-  listed, then the owner's containers (force: the app stops) and image names, and ends;
-* the process groups of runs slim started on the host (the sandbox runner's strace, under
-  which bubblewrap runs with `--die-with-parent`: strace outlived a killed slim, and the app
-  with it) are told too, and killed first;
+  daemon was used, and the process group of each run it starts on the host (the sandbox
+  runner's strace, under which bubblewrap runs with `--die-with-parent`: strace outlived a
+  killed slim, and the app with it). At a normal exit the process writes `bye` (it removed
+  everything itself) and the watchdog ends; when the pipe closes without it, the watchdog
+  kills the process groups still listed, removes the owner's containers (force: the app stops)
+  and image names, then the paths still listed, and ends;
 * when a process first uses the daemon, it also removes what dead owners of its own host and
   PID namespace left there (their watchdog was killed with them: a whole process group, a
   cgroup).
@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,18 +65,30 @@ def _boot_id() -> str:
         return f.read().strip().replace("-", "")[:12]
 
 
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (after the command name, which may hold spaces and parens)."""
+def _stat(pid: int) -> tuple[bytes, int] | None:
+    """(state, start time): fields 3 and 22 of /proc/PID/stat (read after the command name,
+    which may hold spaces and parens)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+            raw = f.read()
     except OSError:
         return None
-    fields = stat.rpartition(b")")[2].split()
+    fields = raw.rpartition(b")")[2].split()
     try:
-        return int(fields[19])
+        return fields[0], int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def _start_time(pid: int) -> int | None:
+    found = _stat(pid)
+    return found[1] if found else None
+
+
+def _running(pid: int, start: int) -> bool:
+    """Process `pid` is the one that started at `start` and has not ended (a zombie has)."""
+    found = _stat(pid)
+    return found is not None and found[1] == start and found[0] != b"Z"
 
 
 def _here() -> tuple[str, int] | None:
@@ -342,10 +355,14 @@ def main(argv: list[str]) -> int:
                 groups[message["group"][0]] = message["group"][1]
             elif isinstance(message.get("ungroup"), int):
                 groups.pop(message["ungroup"], None)
-    for pid, start in groups.items():  # the same process still (a PID is reused)
-        if pid > 1 and _start_time(pid) == start:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+    killed = [pid for pid, start in groups.items()  # the same process still (a PID is reused)
+              if pid > 1 and _start_time(pid) == start]
+    for pid in killed:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5  # gone before their files are: bwrap's sandbox dies with them
+    while any(_running(pid, groups[pid]) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
     code = 0
     if docker_used:  # first: the containers' apps stop before their mounts' files go
         try:
