@@ -13,7 +13,15 @@ import pytest
 import zstandard
 
 from slim.errors import LayerError
-from slim.fs.layer import CHUNK, INFLATE_STEP, ContentStore, _Decoder, _ZstdFrames, read_layer
+from slim.fs.layer import (
+    CHUNK,
+    INFLATE_STEP,
+    ZSTD_BLOCKS_PER_STEP,
+    ContentStore,
+    _Decoder,
+    _ZstdFrames,
+    read_layer,
+)
 from slim.fs.tree import squash
 from slim.model import LayerInfo
 from tests.imagekit import M, layer_tar
@@ -41,11 +49,13 @@ def test_decoder_pieces_are_bounded(kind: str) -> None:
 
 
 def test_zstd_frames_cut_every_few_blocks_and_at_frame_ends() -> None:
-    frame = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(os.urandom(3 << 20))
+    # random data: every block of 128 KiB is stored, so a frame holds 3 steps' worth of blocks
+    frame = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(
+        os.urandom(3 * ZSTD_BLOCKS_PER_STEP << 17))
     walker = _ZstdFrames()
     cuts = list(walker.cuts(frame + frame))
     assert cuts.count((len(frame), True)) == 1 and cuts[-1] == (2 * len(frame), True)
-    assert len(cuts) >= 2 * 3  # 24 blocks of 128 KiB per frame, a cut every 8
+    assert len(cuts) >= 2 * 3  # a cut every ZSTD_BLOCKS_PER_STEP blocks, and at each frame end
     assert walker.complete
     with pytest.raises(ValueError):
         list(_ZstdFrames().cuts(b"nope"))
