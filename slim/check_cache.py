@@ -2,7 +2,8 @@
 
 The cache is slim.result_cache, keyed also by the budget configuration's hash; an entry holds
 the paths that matched `forbid_paths` besides the result. On a hit the layers are hashed,
-never parsed. Images without a content address (`rootfs:` directories) are never cached.
+never parsed; an image in the Docker daemon is not even saved (result_cache: `daemon_key`).
+Images without a content address (`rootfs:` directories) are never cached.
 Location: slim.cache, kind `check`.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from slim.budget import BudgetConfig, match_paths
 from slim.result import AnalysisResult
-from slim.result_cache import ResultCache, blob_identity, result_key
+from slim.result_cache import ResultCache, blob_identity, daemon_key, result_key
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,28 @@ def check_image(reference: str, config: BudgetConfig, *, use_cache: bool = True,
     Raises SourceError / LayerError / AnalysisError / RuleError from opening and analyzing.
     """
     # only slim.sources here: slim.pipeline imports networkx (slow), needed on a miss only
+    from slim.refs import parse_ref
     from slim.sources import open_image
 
-    image = open_image(reference)  # manifest + config only
-    key = result_key(image, {"budget": config.digest(), "static": static})
-    blobs = blob_identity(image)
-    hit = CACHE.get(key, image) if use_cache else None
-    if hit is not None:
-        image.close()
-        result, forbidden = hit
-        return CheckedImage(result, sorted(str(p) for p in forbidden or []), cached=True)
+    material = {"budget": config.digest(), "static": static}
+    ref = parse_ref(reference)
+    key: str | None = None
+    if ref.transport == "docker-daemon" and use_cache:
+        # its ID and diff_ids from `docker inspect`: an unchanged image is not saved again
+        from slim.sources.daemon import daemon_image_id
+
+        known = daemon_image_id(ref)
+        key, expected, blobs = daemon_key(known, material), known.digest, None
+        hit = CACHE.get(key, known, vouched=True)
+        if hit is not None:
+            return _checked(hit)
+    image = open_image(reference)  # manifest + config only (a daemon's image: saved)
+    if key is None:
+        key, expected, blobs = result_key(image, material), image.digest, blob_identity(image)
+        hit = CACHE.get(key, image) if use_cache else None
+        if hit is not None:
+            image.close()
+            return _checked(hit)
     from slim.image import load
     from slim.pipeline import AnalyzeOptions, analyze, capture_policy
 
@@ -53,8 +66,14 @@ def check_image(reference: str, config: BudgetConfig, *, use_cache: bool = True,
         forbidden = match_paths((e.path for e in loaded.rootfs.walk()), config.forbid_paths)
         if not static:
             result = _with_packages(result, loaded)
-    CACHE.put(key, result, forbidden, blobs=blobs)
+    if result.image.digest == expected:  # the image the key stands for (a tag may have moved)
+        CACHE.put(key, result, forbidden, blobs=blobs)
     return CheckedImage(result, forbidden, cached=False)
+
+
+def _checked(hit: tuple[AnalysisResult, Any]) -> CheckedImage:
+    result, forbidden = hit
+    return CheckedImage(result, sorted(str(p) for p in forbidden or []), cached=True)
 
 
 def _with_packages(result: AnalysisResult, loaded: Any) -> AnalysisResult:

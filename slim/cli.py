@@ -186,27 +186,38 @@ def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = Non
 
 
 def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
-                     ) -> tuple[AnalysisResult | None, str | None, list[list[Any]] | None]:
+                     ) -> tuple[AnalysisResult | None, str | None, list[list[Any]] | None, str]:
     """(the cached result of this analysis, or None; the cache key to store it under; the
-    identity of the blob files before they are read, result_cache.blob_identity)."""
+    identity of the blob files before they are read, result_cache.blob_identity; the image
+    ID the key stands for: store a result under it only when the analyzed image has it)."""
     from slim.cache import disabled
     from slim.refs import parse_ref
     from slim.result import to_plain
-    from slim.result_cache import ResultCache, blob_identity, result_key, rules_digest
+    from slim.result_cache import ResultCache, blob_identity, daemon_key, result_key, rules_digest
     from slim.sources import open_image
 
-    # only images on disk: opening a daemon's or a registry's image would fetch it twice on a miss
-    if disabled() or parse_ref(image).transport not in ("oci", "oci-archive", "docker-archive"):
-        return None, None, None
+    ref = parse_ref(image)
+    material = {"command": "analyze", "options": to_plain(options), "rules": rules_digest(options.rules_dirs)}
+    if disabled():
+        return None, None, None, ""
+    if ref.transport == "docker-daemon":  # its ID and diff_ids from `docker inspect`, no save
+        from slim.sources.daemon import daemon_image_id
+
+        known = daemon_image_id(ref)
+        key = daemon_key(known, material)
+        hit = ResultCache("analyze").get(key, known, vouched=True)
+        return (hit[0] if hit else None), key, None, known.digest
+    # other images only on disk: opening a registry's image would fetch it twice on a miss
+    if ref.transport not in ("oci", "oci-archive", "docker-archive"):
+        return None, None, None, ""
     source = open_image(image, pull=pull)  # manifest and config only
     try:
-        key = result_key(source, {"command": "analyze", "options": to_plain(options),
-                                  "rules": rules_digest(options.rules_dirs)})
+        key = result_key(source, material)
         blobs = blob_identity(source)
         hit = ResultCache("analyze").get(key, source)
     finally:
         source.close()
-    return (hit[0] if hit else None), key, blobs
+    return (hit[0] if hit else None), key, blobs, source.digest
 
 
 @contextmanager
@@ -281,7 +292,8 @@ def analyze(
             check_output(sbom_output or "", what="SBOM")
         # the graph is needed by the HTML report and the SBOM; a trace is new every time
         cacheable = tracing is None and not sbom and "html" not in formats
-        result, key, blobs = _cached_analysis(image, options, pull) if cacheable else (None, None, None)
+        result, key, blobs, digest = (_cached_analysis(image, options, pull) if cacheable
+                                      else (None, None, None, ""))
         if result is not None:
             _write_reports(result, formats, output)
         else:
@@ -292,7 +304,7 @@ def analyze(
                     _write_reports(result, formats, output, why=why_fn)
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
-            if key:
+            if key and result.image.digest == digest:  # the image the key stands for
                 from slim.result_cache import ResultCache
 
                 ResultCache("analyze").put(key, result, blobs=blobs)

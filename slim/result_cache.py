@@ -13,6 +13,13 @@ changes its ctime, which no unprivileged process can set back, and a replaced fi
 inode. Images without a content address (`rootfs:` directories, images without layer digests)
 are never cached.
 
+An image in the local Docker daemon is looked up without saving it: `docker inspect` gives its
+ID and its layers' diff_ids (`daemon_key`), which the daemon computed and stores the layers by,
+so it vouches for them and a hit hashes nothing (`vouched`); on a miss the image is saved by
+that ID, and the result is stored only when the image analyzed has it (a tag moved meanwhile
+is a miss next time, never a wrong hit). A pre-push hook's `slim check` of an unchanged image
+built into the daemon no longer saves it on every push.
+
 `slim check` and `slim analyze` (without a trace, an SBOM or the HTML report, which need the
 graph) use it; `SLIM_NO_CACHE=1` turns it off.
 """
@@ -80,10 +87,21 @@ def layer_ids(image: Any) -> list[str]:
 def result_key(image: Any, material: dict[str, Any]) -> str | None:
     """The entry name for `image` analyzed with `material` (options, config digests …), or
     None when the image has no content address."""
-    ids = layer_ids(image)
-    if not image.digest or not ids or not all(ids) or not isinstance(image, BlobImage):
+    if not isinstance(image, BlobImage):
         return None
-    doc = {"format": FORMAT, "image": image.digest, "layers": ids, "code": code_digest(), **material}
+    return _key(image.digest, layer_ids(image), material)
+
+
+def daemon_key(image: Any, material: dict[str, Any]) -> str | None:
+    """result_key of a daemon image from what `docker inspect` says of it (DaemonImageId):
+    the same entry as result_key of the image saved (its layers' digests are their diff_ids)."""
+    return _key(image.digest, list(image.diff_ids), material)
+
+
+def _key(image_id: str, ids: list[str], material: dict[str, Any]) -> str | None:
+    if not image_id or not ids or not all(ids):
+        return None
+    doc = {"format": FORMAT, "image": image_id, "layers": ids, "code": code_digest(), **material}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -110,8 +128,10 @@ class ResultCache:
     def __init__(self, kind: str) -> None:
         self.store = JsonStore(kind, FORMAT, max_entries=MAX_ENTRIES)
 
-    def get(self, key: str | None, image: Any) -> tuple[AnalysisResult, Any] | None:
-        """(result with this image's reference, the extra data) on a verified hit, else None."""
+    def get(self, key: str | None, image: Any, *, vouched: bool = False) -> tuple[AnalysisResult, Any] | None:
+        """(result with this image's reference, the extra data) on a verified hit, else None.
+        `vouched`: the image's store computed its content address and holds it by that (the
+        Docker daemon, daemon_key); nothing is hashed."""
         if not key:
             return None
         data = self.store.get(key)
@@ -124,7 +144,9 @@ class ResultCache:
             log.info("%s cache %s: ignoring a broken entry: %s", self.store.kind, key, exc)
             return None
         known = data.get("blobs")
-        if known and known == blob_identity(image):
+        if vouched:
+            log.info("%s: the image's ID and diff_ids come from its store: not hashed", image.ref)
+        elif known and known == blob_identity(image):
             log.info("%s: blobs unchanged since they were verified (same files, inodes, sizes, "
                      "mtimes, ctimes): not hashed again", image.ref)
         elif not _blobs_are_what_they_claim(image):
@@ -155,4 +177,4 @@ def _blobs_are_what_they_claim(image: Any) -> bool:
     return True
 
 
-__all__ = ["ResultCache", "blob_identity", "code_digest", "layer_ids", "result_key", "rules_digest"]
+__all__ = ["ResultCache", "blob_identity", "code_digest", "daemon_key", "layer_ids", "result_key", "rules_digest"]

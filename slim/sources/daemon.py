@@ -1,7 +1,8 @@
 """docker-daemon:NAME[:TAG] — an image in the local Docker engine, via the Docker SDK.
 
-`docker save` is streamed chunk by chunk into a temp file (never held in memory) and then read
-as a docker-archive. The temp file has no name (it is reached as /proc/self/fd/N), so it goes
+`docker save` of the image's ID (what `docker inspect` of the name said, so a tag moved
+meanwhile changes nothing) is streamed chunk by chunk into a temp file (never held in memory)
+and then read as a docker-archive. The temp file has no name (it is reached as /proc/self/fd/N), so it goes
 away with the Image, or with the process however it ends: a save killed half-way, even by
 SIGKILL, leaves nothing in TMPDIR. Zero runs are written as holes (slim.outputs.SparseWriter).
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from slim.errors import SourceError
 from slim.outputs import SparseWriter
@@ -42,6 +44,44 @@ def daemon_available() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class DaemonImageId:
+    """A daemon image's content address, from `docker inspect` alone (no save): its ID (the
+    digest of its config, which names every layer's diff_id; with the containerd image store,
+    of its manifest) and its layers' diff_ids. The daemon computed both and holds the layers
+    by them, so a result cached under them stands for the image's content (result_cache)."""
+
+    ref: ImageRef
+    digest: str
+    diff_ids: tuple[str, ...]
+
+
+def daemon_image_id(ref: ImageRef) -> DaemonImageId:
+    """Ask the daemon what `ref` names now. Raises SourceError."""
+    info = _inspect(docker_client(), ref.location)
+    layers = (info.get("RootFS") or {}).get("Layers") or []
+    image_id = info.get("Id")
+    if not isinstance(image_id, str) or not isinstance(layers, list) \
+            or not all(isinstance(x, str) for x in layers):
+        raise SourceError(f"docker-daemon:{ref.location}: the daemon's description of the image is malformed")
+    return DaemonImageId(ref, image_id, tuple(layers))
+
+
+def _inspect(client: Any, name: str) -> dict[str, Any]:
+    from docker.errors import APIError, ImageNotFound
+
+    label = f"docker-daemon:{name}"
+    try:
+        info = client.api.inspect_image(name)
+    except ImageNotFound:
+        raise SourceError(f"{label}: no such image in the local daemon") from None
+    except APIError as exc:
+        raise SourceError(f"{label}: {exc.explanation or exc}") from None
+    if not isinstance(info, dict):
+        raise SourceError(f"{label}: the daemon's description of the image is malformed")
+    return info
+
+
 class _TempArchiveStore(TarStore):
     """A docker-archive in an unnamed temporary file, owned (and closed) by this store."""
 
@@ -57,24 +97,22 @@ class DaemonSource(Source):
     """Exports the image from the daemon with the SDK's streamed `get_image`."""
 
     def open(self, ref: ImageRef) -> StoreImage:
-        from docker.errors import APIError, DockerException, ImageNotFound
+        from docker.errors import DockerException
         from requests import RequestException
 
         client = docker_client()
         name = ref.location
         label = f"docker-daemon:{name}"
-        try:
-            info = client.api.inspect_image(name)
-        except ImageNotFound:
-            raise SourceError(f"{label}: no such image in the local daemon") from None
-        except APIError as exc:
-            raise SourceError(f"{label}: {exc.explanation or exc}") from None
+        info = _inspect(client, name)
+        image_id = info.get("Id")
+        if not isinstance(image_id, str) or not image_id:
+            raise SourceError(f"{label}: the daemon gave the image no ID")
         if not os.path.isdir("/proc/self/fd"):
             raise SourceError(f"{label}: /proc is not mounted; cannot hold the saved image")
         tmp = tempfile.TemporaryFile(prefix="slim-daemon-")  # noqa: SIM115 - owned by the store
         try:
             writer = SparseWriter(tmp.fileno())
-            for chunk in client.api.get_image(name, chunk_size=1 << 20):
+            for chunk in client.api.get_image(image_id, chunk_size=1 << 20):
                 writer.write(chunk)
             writer.close()
             store = _TempArchiveStore(tmp, label)
@@ -90,5 +128,5 @@ class DaemonSource(Source):
             raise
         image.ref = ref
         image.names = (ref.location,)
-        image.digest = str(info.get("Id") or image.digest)  # the image ID = config digest
+        image.digest = image_id  # the image ID = config digest
         return image

@@ -101,6 +101,56 @@ def test_archive_oci_and_daemon_give_the_same_report(archive_report: dict[str, A
     assert archive_report["keep"], "the sample's keep set is empty: nothing was compared"
 
 
+@pytest.mark.docker
+def test_an_unchanged_daemon_image_is_checked_from_the_cache_without_a_save(
+        daemon_image: str, docker_client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The pre-push hook's case: `slim check` (and `slim analyze`) of an image built into the
+    daemon. The second time, `docker inspect` alone finds the entry (the daemon's ID and
+    diff_ids): nothing is saved or hashed. When the name then moves to another image, that one
+    is saved and analyzed, never answered from the first one's entry."""
+    from slim.budget import BudgetConfig
+    from slim.check_cache import check_image
+    from slim.sources import daemon as daemon_source
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    ref = f"docker-daemon:{daemon_image}"
+    cold = check_image(ref, BudgetConfig())
+    assert not cold.cached and cold.result.keep
+
+    def no_save(self, ref):  # type: ignore[no-untyped-def]
+        raise AssertionError("a cache hit must not save the image")
+
+    with monkeypatch.context() as m:
+        m.setattr(daemon_source.DaemonSource, "open", no_save)
+        warm = check_image(ref, BudgetConfig())
+    assert warm.cached and warm.result == cold.result
+    # the CLI: a miss stores the report under the daemon's ID, the second run is that entry
+    first = slim_json(ref, env={"SLIM_CACHE_DIR": str(tmp_path / "cache")})
+    assert list((tmp_path / "cache" / "analyze").glob("*.json"))
+    again = subprocess.run([sys.executable, "-m", "slim", "-v", "analyze", "-f", "json", ref], cwd=REPO,
+                           env={**os.environ, "SLIM_CACHE_DIR": str(tmp_path / "cache")},
+                           capture_output=True, text=True, timeout=300)
+    assert json.loads(again.stdout) == first
+    assert "cache hit" in again.stderr and "come from its store: not hashed" in again.stderr
+    # the name now names another image: a miss, and the report is that image's
+    other = REPO / "sample_images" / "hello-musl" / "hello-musl.docker.tar"
+    require(other.exists(), f"{other}: sample image not built")
+    before = {t for i in docker_client.images.list() for t in i.tags}
+    with open(other, "rb") as f:
+        (musl,) = docker_client.images.load(f.read())
+    added = [t for t in musl.tags if t not in before]
+    old_id = docker_client.images.get(daemon_image).id
+    musl.tag(daemon_image)
+    try:
+        moved = check_image(ref, BudgetConfig())
+        assert not moved.cached and moved.result.image.digest == musl.id != old_id
+        assert slim_json(ref, env={"SLIM_CACHE_DIR": str(tmp_path / "cache")})["image"]["digest"] == musl.id
+    finally:
+        docker_client.images.get(old_id).tag(daemon_image)  # the fixture removes its tag
+        for name in added:  # what the load added (the image goes with its last tag)
+            docker_client.images.remove(name)
+
+
 # -- docker:// against a loopback registry ---------------------------------------------------------
 
 
