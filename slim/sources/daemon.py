@@ -2,9 +2,10 @@
 
 `docker save` of the image's ID (what `docker inspect` of the name said, so a tag moved
 meanwhile changes nothing) is streamed chunk by chunk into a temp file (never held in memory)
-and then read as a docker-archive. The temp file has no name (it is reached as /proc/self/fd/N), so it goes
-away with the Image, or with the process however it ends: a save killed half-way, even by
-SIGKILL, leaves nothing in TMPDIR. Zero runs are written as holes (slim.outputs.SparseWriter).
+and then read as a docker-archive. The temp file has no name (it is reached as
+/proc/self/fd/N), so it goes away with the Image, or with the process however it ends: a save
+killed half-way, even by SIGKILL, leaves nothing in TMPDIR. Zero runs are written as holes
+(slim.outputs.SparseWriter).
 """
 
 from __future__ import annotations
