@@ -364,14 +364,32 @@ def _parse_workers() -> int:
 
 
 def _quiet_worker() -> None:
-    """A parse worker leaves Ctrl-C and termination to its parent, which stops it, and
-    collects garbage as the CLI does (slim.tune_gc)."""
+    """A parse worker leaves Ctrl-C and termination to its parent, which stops it, collects
+    garbage as the CLI does (slim.tune_gc), and ends when its parent is gone: killed with
+    SIGKILL, the parent cannot stop it, and the worker, which holds the write end of its own
+    task queue (multiprocessing hands it both), would wait for work forever, with
+    multiprocessing's resource tracker beside it."""
+    import os
     import signal
+    import threading
 
     from slim import tune_gc
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune_gc()
+    parent = os.getppid()
+    threading.Thread(target=_end_with, args=(parent,), name="slim-parent-watch", daemon=True).start()
+
+
+def _end_with(parent: int) -> None:
+    """Exit this process once `parent` is no longer its parent (it was reparented: the parent
+    died). Polls twice a second: a sleeping thread costs nothing."""
+    import os
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 class Analyzer(ABC):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import Any
@@ -175,3 +176,36 @@ def test_flush_leaves_no_pool_thread_to_race_the_exit(parses: Parses) -> None:
     assert any(type(t).__name__ == "_ExecutorManagerThread" for t in threading.enumerate())
     parses.flush()
     assert not any(type(t).__name__ == "_ExecutorManagerThread" for t in threading.enumerate())
+
+
+def test_a_parse_worker_ends_when_its_parent_is_killed() -> None:
+    """SIGKILL of slim: the parse worker holds the write end of its own task queue, so it
+    would wait for work forever (and multiprocessing's resource tracker with it)."""
+    import signal
+    import sys
+
+    script = ("import os, sys, time\n"
+              "from slim.analyzers.base import _new_pool\n"
+              "pool = _new_pool(1)\n"
+              "print(pool.submit(os.getpid).result(timeout=60), flush=True)\n"
+              "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        os.kill(worker, 0)  # alive while its parent is
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{worker}/stat", "rb") as f:
+                if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                    break  # ended, not yet reaped by init
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the parse worker outlived its killed parent")
