@@ -27,6 +27,7 @@ The blob is untrusted, so every cost is bounded by its size or by a constant:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -780,6 +781,42 @@ class _Pipe(io.RawIOBase):
         self._hasher.join()
 
 
+def _check_digests(pipe: _Pipe, digest: str, diff_id: str, label: str) -> None:
+    """Compare what `pipe` hashed with the blob's `digest` and the tar's `diff_id` (each only
+    when given). Raises LayerError."""
+    if digest:
+        got = (f"{pipe.blob_other.name}:{pipe.blob_other.hexdigest()}" if pipe.blob_other is not None
+               else "sha256:" + pipe.blob_sha.hexdigest())
+        if got != digest:
+            raise LayerError(f"{label}: digest mismatch: manifest says {digest}, blob is {got}")
+    if diff_id:
+        got = (f"{pipe.tar_other.name}:{pipe.tar_other.hexdigest()}" if pipe.tar_other is not None
+               else "sha256:" + pipe.tar_sha.hexdigest())
+        if got != diff_id:
+            raise LayerError(f"{label}: diff_id mismatch: config says {diff_id}, tar is {got}")
+
+
+@contextlib.contextmanager
+def verified_tar(blob: BinaryIO, digest: str, diff_id: str, label: str) -> Iterator[BinaryIO]:
+    """The tar stream of a layer blob read again (decompressed and hashed in threads, as
+    read_layer does), checked at the end against the blob's `digest` and the tar's `diff_id`:
+    the bytes a writer takes from it are the bytes that were analyzed, or it raises
+    LayerError (also for a corrupt stream). A block left early stops the threads."""
+    pipe = _Pipe(blob, None, _digest_alg(digest, "digest", label) or "sha256",
+                 _digest_alg(diff_id, "diff_id", label) or "sha256")
+    try:
+        yield io.BufferedReader(pipe, CHUNK)
+        pipe.drain()
+        pipe.finish()
+    except corrupt_errors() as exc:
+        pipe.stop()
+        raise LayerError(f"{label}: corrupt or truncated layer ({pipe.compression}): {exc}") from None
+    except BaseException:
+        pipe.stop()
+        raise
+    _check_digests(pipe, digest, diff_id, label)
+
+
 def stream_digest(stream: BinaryIO, alg: str = "sha256") -> str:
     """`ALG:HEX` of what is left in `stream` (hashlib.file_digest: no copy per chunk)."""
     # typing.BinaryIO declares no readinto; every stream slim opens (files, BufferedReaders) has it
@@ -949,14 +986,7 @@ def read_layer(
     result.blob_bytes = pipe.blob_count
     result.tar_bytes = pipe.tar_count
     if verify:
-        blob_digest = (f"{blob_alg}:{pipe.blob_other.hexdigest()}" if pipe.blob_other is not None
-                       else result.blob_digest)
-        if blob_alg and info.digest != blob_digest:
-            raise LayerError(f"{label}: digest mismatch: manifest says {info.digest}, blob is {blob_digest}")
-        diff_id = (f"{tar_alg}:{pipe.tar_other.hexdigest()}" if pipe.tar_other is not None
-                   else result.diff_id)
-        if tar_alg and expected_diff_id != diff_id:
-            raise LayerError(f"{label}: diff_id mismatch: config says {expected_diff_id}, tar is {diff_id}")
+        _check_digests(pipe, info.digest, expected_diff_id, label)
     return result
 
 

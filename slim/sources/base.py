@@ -262,14 +262,19 @@ class BlobImage(Image):
 
 
     def read_files(self, wanted: dict[int, set[str]]) -> Iterator[tuple[int, str, BinaryIO]]:
-        from slim.fs.layer import _member_path, corrupt_errors, decompressed, open_tar_stream
+        """As Image.read_files; each layer is decompressed in a thread and hashed as it is
+        read again, and checked against its digest and diff_id at its end (LayerError: the
+        blob changed since it was analyzed)."""
+        from slim.fs.layer import _member_path, corrupt_errors, open_tar_stream, verified_tar
 
         for index in sorted(wanted):
             paths = wanted[index]
             if not paths:
                 continue
-            with self.open_blob(index) as blob:
-                stream, _ = decompressed(blob)
+            layer = self.layers[index]
+            diff_id = self.diff_ids[index] if index < len(self.diff_ids) else ""
+            label = f"{self.ref}: layer {index}"
+            with self.open_blob(index) as blob, verified_tar(blob, layer.digest, diff_id, label) as stream:
                 try:
                     with open_tar_stream(stream) as tf:
                         for member in tf:
@@ -281,7 +286,7 @@ class BlobImage(Image):
                                 if fobj is not None:
                                     yield index, path, fobj
                 except corrupt_errors() as exc:
-                    raise LayerError(f"{self.ref}: layer {index}: cannot re-read: {exc}") from None
+                    raise LayerError(f"{label}: cannot re-read: {exc}") from None
 
 
 class Source(ABC):

@@ -361,3 +361,28 @@ def test_recent_reads_answer_any_limit_as_the_store_would(tmp_path):
         for i in range(12):
             assert fs.read(f"/f{i}.py", 4) == bytes([i]) * 4 and fs.read(f"/f{i}.py") == bytes([i]) * 600
         assert len(fs._recent) == rootfs.RECENT_READS
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker-archive"])
+def test_a_blob_changed_after_its_analysis_is_never_written(tmp_path, kind):
+    """read_files (the writer's second read of a layer, for contents the analysis did not
+    copy) checks the blob against its digest and diff_id: bytes that changed since they were
+    analyzed raise LayerError instead of going into a minimal image."""
+    tar = layer_tar([M("app/data.bin", data=b"hello" * 1000)])
+    if kind == "oci":
+        write_oci(str(tmp_path), [tar], compress=False)
+        ref, files = f"oci:{tmp_path}", list((tmp_path / "blobs" / "sha256").iterdir())
+    else:
+        path = tmp_path / "img.tar"
+        write_docker_archive(str(path), [tar])
+        ref, files = f"docker-archive:{path}", [path]
+    with load_image(ref) as loaded:
+        read = [(i, p, f.read()) for i, p, f in loaded.image.read_files({0: {"/app/data.bin"}})]
+        assert read == [(0, "/app/data.bin", b"hello" * 1000)]
+        for f in files:  # the same length, other bytes
+            data = f.read_bytes()
+            if b"hello" in data:
+                f.write_bytes(data.replace(b"hello", b"HELLO"))
+        with pytest.raises(LayerError, match=r"(digest|diff_id) mismatch"):
+            for _i, _p, stream in loaded.image.read_files({0: {"/app/data.bin"}}):
+                stream.read()
