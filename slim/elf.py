@@ -29,6 +29,7 @@ ordinary exception from the parser means "not a valid ELF".
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import posixpath
@@ -38,15 +39,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
-from elftools.elf.segments import InterpSegment, NoteSegment
-
 from slim.errors import AnalysisError
 
 if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
+
     from slim.fs.rootfs import RootFS
+
+# pyelftools is imported where it is used (20 ms): a cache hit (`slim check` in a pre-push hook)
+# imports this module through slim.rules but reads no ELF.
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ def open_elf(stream: BinaryIO, path: str) -> ELFFile:
     if head != ELF_MAGIC:
         raise AnalysisError(f"{path}: not a valid ELF: bad magic {head!r}")
     with elf_errors(path):
+        from elftools.elf.elffile import ELFFile
+
         return ELFFile(stream)
 
 
@@ -168,6 +171,9 @@ def parse_elf(stream: BinaryIO, path: str) -> ElfInfo:
 
 
 def _parse(elf: ELFFile, path: str) -> ElfInfo:
+    from elftools.elf.dynamic import DynamicSegment
+    from elftools.elf.segments import InterpSegment, NoteSegment
+
     elfclass = elf.elfclass
     if elfclass not in (32, 64):
         raise AnalysisError(f"{path}: not a valid ELF: ELF class {elfclass}")
@@ -330,7 +336,12 @@ def _names(enum: Mapping[str, Any]) -> dict[int, str]:
     return {value: name for name, value in enum.items() if name != "_default_"}
 
 
-_E_TYPE, _E_MACHINE, _EI_OSABI = _names(ENUM_E_TYPE), _names(ENUM_E_MACHINE), _names(ENUM_EI_OSABI)
+@functools.cache
+def _enum_names() -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+    """pyelftools' names of e_type, e_machine and EI_OSABI values."""
+    from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
+
+    return _names(ENUM_E_TYPE), _names(ENUM_E_MACHINE), _names(ENUM_EI_OSABI)
 
 
 def _roundup4(n: int) -> int:
@@ -404,7 +415,8 @@ class _Raw:
         and the program headers, as ld.so finds it (module doc)."""
         if self.etype == ET_CORE:
             raise _Unusual
-        etype_raw = _E_TYPE.get(self.etype, str(self.etype))
+        e_type, e_machine, ei_osabi = _enum_names()
+        etype_raw = e_type.get(self.etype, str(self.etype))
         tags: list[tuple[int, int]] = []
         interp: str | None = None
         build_id = ""
@@ -441,8 +453,8 @@ class _Raw:
                     soname = string
             elif tag == DT_FLAGS_1:
                 flags_1 = value
-        return _elf_info(path, self.bits, _E_MACHINE.get(self.machine, str(self.machine)), self.order == "<",
-                         _EI_OSABI.get(self.osabi, str(self.osabi)), etype_raw, interp, needed, rpath,
+        return _elf_info(path, self.bits, e_machine.get(self.machine, str(self.machine)), self.order == "<",
+                         ei_osabi.get(self.osabi, str(self.osabi)), etype_raw, interp, needed, rpath,
                          runpath, soname, flags_1, build_id, has_dynamic)
 
     def _dynamic(self, offset: int, filesz: int) -> list[tuple[int, int]]:

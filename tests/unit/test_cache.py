@@ -176,3 +176,30 @@ def test_analyze_reads_a_cached_result_only_for_the_same_image_options_and_code(
     monkeypatch.setattr("slim.result_cache.code_digest", lambda: "other code")
     report()  # other code: analyzed again
     assert calls == [1, 1]
+
+
+def test_the_code_digest_is_read_back_while_slims_sources_are_unchanged(tmp_path, monkeypatch):
+    """Hashing slim's sources cost 28 ms of every cache hit: the digest is kept under the
+    files' identities (path, inode, size, ctime) and hashed again only when they change."""
+    from slim.result_cache import code_digest
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path))
+    code_digest.cache_clear()
+    first = code_digest()
+    assert list((tmp_path / "code").glob("*.json"))
+
+    def no_read(self: Path) -> bytes:
+        raise AssertionError("unchanged sources must not be read again")
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(Path, "read_bytes", no_read)
+            code_digest.cache_clear()
+            assert code_digest() == first
+            for entry in (tmp_path / "code").glob("*.json"):  # another identity: hashed again
+                entry.unlink()
+            code_digest.cache_clear()
+            with pytest.raises(AssertionError, match="must not be read"):
+                code_digest()
+    finally:
+        code_digest.cache_clear()
