@@ -131,8 +131,8 @@ def atomic_file(path: str, *, what: str = "output", mode: int = 0o666) -> Iterat
         os.close(fd)
     except OSError as exc:
         raise EmitError(f"{path}: cannot write the {what}: {exc.strerror}") from None
-    reaper.track(tmp)  # a killed process leaves no half-written sibling either
     try:
+        reaper.track(tmp)  # a killed process leaves no half-written sibling either
         yield tmp
         if through:
             with open(tmp, "rb") as src, open(target, "wb") as dst:

@@ -277,9 +277,15 @@ def untrack_group(pid: int) -> None:
 
 
 def mkdtemp(prefix: str, dir: str | None = None) -> str:
-    """tempfile.mkdtemp, tracked (remove it with `remove_tree`)."""
+    """tempfile.mkdtemp, tracked (remove it with `remove_tree`). An exception while it is
+    told to the watchdog (a signal during the watchdog's start) removes it again: the caller
+    never got the path to remove."""
     path = tempfile.mkdtemp(prefix=prefix, dir=dir)
-    track(path)
+    try:
+        track(path)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
 
 
