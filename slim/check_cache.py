@@ -15,7 +15,7 @@ from typing import Any
 
 from slim.budget import BudgetConfig, match_paths
 from slim.result import AnalysisResult
-from slim.result_cache import ResultCache, blob_identity, daemon_key, result_key
+from slim.result_cache import ResultCache, blob_identity, result_key
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,15 @@ def check_image(reference: str, config: BudgetConfig, *, use_cache: bool = True,
 
     material = {"budget": config.digest(), "static": static}
     ref = parse_ref(reference)
-    key: str | None = None
-    if ref.transport == "docker-daemon" and use_cache:
+    inspected = ref.transport == "docker-daemon" and use_cache
+    if inspected:
         # its ID and diff_ids from `docker inspect`: an unchanged image is not saved again
-        from slim.sources.daemon import daemon_image_id
-
-        known = daemon_image_id(ref)
-        key, expected, blobs = daemon_key(known, material), known.digest, None
-        hit = CACHE.get(key, known, vouched=True)
+        hit, key, expected = CACHE.get_daemon(ref, material)
+        blobs = None
         if hit is not None:
             return _checked(hit)
     image = open_image(reference)  # manifest + config only (a daemon's image: saved)
-    if key is None:
+    if not inspected:
         key, expected, blobs = result_key(image, material), image.digest, blob_identity(image)
         hit = CACHE.get(key, image) if use_cache else None
         if hit is not None:

@@ -193,7 +193,7 @@ def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
     from slim.cache import disabled
     from slim.refs import parse_ref
     from slim.result import to_plain
-    from slim.result_cache import ResultCache, blob_identity, daemon_key, result_key, rules_digest
+    from slim.result_cache import ResultCache, blob_identity, result_key, rules_digest
     from slim.sources import open_image
 
     ref = parse_ref(image)
@@ -201,12 +201,8 @@ def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
     if disabled():
         return None, None, None, ""
     if ref.transport == "docker-daemon":  # its ID and diff_ids from `docker inspect`, no save
-        from slim.sources.daemon import daemon_image_id
-
-        known = daemon_image_id(ref)
-        key = daemon_key(known, material)
-        hit = ResultCache("analyze").get(key, known, vouched=True)
-        return (hit[0] if hit else None), key, None, known.digest
+        hit, key, digest = ResultCache("analyze").get_daemon(ref, material)
+        return (hit[0] if hit else None), key, None, digest
     # other images only on disk: opening a registry's image would fetch it twice on a miss
     if ref.transport not in ("oci", "oci-archive", "docker-archive"):
         return None, None, None, ""

@@ -257,9 +257,14 @@ def track(path: str) -> None:
 
 
 def untrack(path: str) -> None:
+    _tell_if_watched({"drop": os.path.abspath(path)})
+
+
+def _tell_if_watched(message: dict[str, Any]) -> None:
+    """_tell, when this process has a watchdog already (a removal starts none)."""
     with _lock:
         if _watchdogs.get(os.getpid(), -1) >= 0:
-            _tell({"drop": os.path.abspath(path)})
+            _tell(message)
 
 
 def track_group(pid: int) -> None:
@@ -271,9 +276,7 @@ def track_group(pid: int) -> None:
 
 
 def untrack_group(pid: int) -> None:
-    with _lock:
-        if _watchdogs.get(os.getpid(), -1) >= 0:
-            _tell({"ungroup": pid})
+    _tell_if_watched({"ungroup": pid})
 
 
 def mkdtemp(prefix: str, dir: str | None = None) -> str:

@@ -172,6 +172,16 @@ class ResultCache:
         log.info("%s: %s cache hit (%s)", image.ref, self.store.kind, key)
         return dataclasses.replace(result, image=dataclasses.replace(result.image, reference=str(image.ref))), extra
 
+    def get_daemon(self, ref: Any, material: dict[str, Any]) -> tuple[tuple[AnalysisResult, Any] | None, str | None, str]:
+        """(`get`'s answer, the key, the image ID it stands for) for the `docker-daemon:` image
+        `ref` names, found by `docker inspect` alone (daemon_key; vouched): the image is not
+        saved. Raises SourceError."""
+        from slim.sources.daemon import daemon_image_id
+
+        known = daemon_image_id(ref)
+        key = daemon_key(known, material)
+        return self.get(key, known, vouched=True), key, known.digest
+
     def put(self, key: str | None, result: AnalysisResult, extra: Any = None,
             blobs: list[list[Any]] | None = None) -> None:
         """Store `result`. `blobs` is `blob_identity` taken before the image was read: it is

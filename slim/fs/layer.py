@@ -797,15 +797,15 @@ def _check_digests(pipe: _Pipe, digest: str, diff_id: str, label: str) -> None:
 
 
 @contextlib.contextmanager
-def verified_tar(blob: BinaryIO, digest: str, diff_id: str, label: str) -> Iterator[BinaryIO]:
-    """The tar stream of a layer blob read again (decompressed and hashed in threads, as
-    read_layer does), checked at the end against the blob's `digest` and the tar's `diff_id`:
-    the bytes a writer takes from it are the bytes that were analyzed, or it raises
-    LayerError (also for a corrupt stream). A block left early stops the threads."""
-    pipe = _Pipe(blob, None, _digest_alg(digest, "digest", label) or "sha256",
-                 _digest_alg(diff_id, "diff_id", label) or "sha256")
+def _piped(blob: BinaryIO, on_bytes: Callable[[int], None] | None, blob_alg: str, tar_alg: str,
+           label: str) -> Iterator[_Pipe]:
+    """A _Pipe over `blob` for the block, which reads the tar from it. When the block ends, the
+    rest (tar padding after the end-of-archive blocks, the gzip trailer) is read and every byte
+    hashed; when it raises (a refused member, an interrupt), the threads are stopped first, and
+    a corrupt stream becomes a LayerError naming `label`."""
+    pipe = _Pipe(blob, on_bytes, blob_alg or "sha256", tar_alg or "sha256")
     try:
-        yield io.BufferedReader(pipe, CHUNK)
+        yield pipe
         pipe.drain()
         pipe.finish()
     except corrupt_errors() as exc:
@@ -814,6 +814,17 @@ def verified_tar(blob: BinaryIO, digest: str, diff_id: str, label: str) -> Itera
     except BaseException:
         pipe.stop()
         raise
+
+
+@contextlib.contextmanager
+def verified_tar(blob: BinaryIO, digest: str, diff_id: str, label: str) -> Iterator[BinaryIO]:
+    """The tar stream of a layer blob read again (decompressed and hashed in threads, as
+    read_layer does), checked at the end against the blob's `digest` and the tar's `diff_id`:
+    the bytes a writer takes from it are the bytes that were analyzed, or it raises
+    LayerError (also for a corrupt stream). A block left early stops the threads."""
+    with _piped(blob, None, _digest_alg(digest, "digest", label),
+                _digest_alg(diff_id, "diff_id", label), label) as pipe:
+        yield io.BufferedReader(pipe, CHUNK)
     _check_digests(pipe, digest, diff_id, label)
 
 
@@ -964,22 +975,12 @@ def read_layer(
     tar_alg = _digest_alg(expected_diff_id, "diff_id", label) if verify else ""
     result = LayerReadResult(tree=FileTree())
     guard = LayerGuard(label)
-    pipe = _Pipe(blob, on_bytes, blob_alg or "sha256", tar_alg or "sha256")
-    try:
-        stream = io.BufferedReader(pipe, CHUNK)
-        with open_tar_stream(stream) as tf:
+    with _piped(blob, on_bytes, blob_alg, tar_alg, label) as pipe:
+        with open_tar_stream(io.BufferedReader(pipe, CHUNK)) as tf:
             for member in tf:
                 _add_member(tf, member, info.index, store, result, guard)
         if store is not None:
             store.flush()  # a write error is this layer's, reported as it is read
-        pipe.drain()  # tar padding after the end-of-archive blocks, and the gzip trailer
-        pipe.finish()
-    except corrupt_errors() as exc:
-        pipe.stop()
-        raise LayerError(f"{label}: corrupt or truncated layer ({pipe.compression}): {exc}") from None
-    except BaseException:  # a refused member, an interrupt: end the reader thread first
-        pipe.stop()
-        raise
     result.compression = pipe.compression
     result.blob_digest = "sha256:" + pipe.blob_sha.hexdigest()
     result.diff_id = "sha256:" + pipe.tar_sha.hexdigest()
