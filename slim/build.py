@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from slim import reaper
-from slim.emitters.image import LAYER_MODES, BuiltImage, build_image
+from slim.emitters.image import LAYER_MODES, BuiltImage, Writing, lay_image
 from slim.emitters.imagewriter import is_slim_layout
 from slim.errors import EmitError, TraceError, UsageError
 from slim.fs.layer import Capture
@@ -355,32 +355,54 @@ def _build_loop(loaded: LoadedImage, analyze_options: AnalyzeOptions, options: B
         assert analysis.closure is not None
         keep = analysis.closure.keep
         _check_not_hollow(loaded, keep)
-        os.makedirs(os.path.join(work, f"try{attempt}"))
-        staged = _stage(out, os.path.join(work, f"try{attempt}"))
+        trydir = os.path.join(work, f"try{attempt}")
+        os.makedirs(trydir)
+        staged = _stage(out, trydir)
         progress.phase(f"writing the minimal image ({len(keep)} paths)")
-        built = build_image(loaded, keep, str(staged), keep_base=options.keep_base,
-                            compression=options.compression, tag=tag, sbom=options.sbom,
-                            layers=options.layers)
-        if not (options.verify and original is not None):
-            _publish(staged, out)
-            return _outcome(analysis, built, None, fixes, None, options, start, original)
-        progress.phase("verifying: the same probes against the minimal image")
-        minimal, verification = verify_image(staged, original, options)
-        if verification.verified:
-            _publish(staged, out)
-            return _outcome(analysis, built, True, fixes, verification, options, start, original)
-        failures = verification.differences
-        candidates = _fix_candidates(original, minimal, loaded, keep)
-        if not candidates or attempt == options.max_fixes:
-            if options.keep_unverified:
+        with lay_image(loaded, keep, keep_base=options.keep_base, tag=tag, sbom=options.sbom,
+                       layers=options.layers) as laid:
+            if not (options.verify and original is not None):
+                built = laid.write(str(staged), options.compression)
                 _publish(staged, out)
-            return _outcome(analysis, built, False, fixes, verification, options, start, original)
+                return _outcome(analysis, built, None, fixes, None, options, start, original)
+            # the probes run against the plain form (no compressing before, nor decompressing
+            # in the runner) while the compressed one is written on the other core: the same
+            # config and diff_ids, so the same image ID (checked in _written)
+            plain = laid.write(f"docker-archive:{os.path.join(trydir, 'verify.tar')}", "none")
+            final = laid.writing(str(staged), options.compression)
+            progress.phase("verifying: the same probes against the minimal image")
+            minimal, verification = verify_image(plain.dest, original, options)
+            if verification.verified:
+                built = _written(final, plain)
+                _publish(staged, out)
+                return _outcome(analysis, built, True, fixes, verification, options, start, original)
+            failures = verification.differences
+            candidates = _fix_candidates(original, minimal, loaded, keep)
+            if not candidates or attempt == options.max_fixes:
+                if options.keep_unverified:
+                    built = _written(final, plain)
+                    _publish(staged, out)
+                else:
+                    final.cancel()
+                    built = plain
+                return _outcome(analysis, built, False, fixes, verification, options, start, original)
+            final.cancel()
         fixes += [{"path": p, "reason": _fix_reason(p, failures), "attempt": str(attempt + 1)}
                   for p in candidates]
         analyze_options = replace(analyze_options, fixes=tuple(analyze_options.fixes) + tuple(candidates))
         say(f"verification found {len(failures)} differences ({failures[0]}); "
             f"adding {len(candidates)} paths and retrying")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _written(final: Writing, plain: BuiltImage) -> BuiltImage:
+    """The compressed image `final` wrote, once it is proven the image `plain` (verified) is:
+    the same image ID, so the same config and layer diff_ids. Raises EmitError."""
+    built = final.result()
+    if built.digest != plain.digest:
+        raise EmitError(f"{final.dest}: written as {built.digest}, but the image verified is "
+                        f"{plain.digest}; not published")
+    return replace(built, dest=final.dest)
 
 
 def _publish_sbom(built: BuiltImage, options: BuildOptions) -> dict[str, str] | None:

@@ -21,6 +21,7 @@ import dataclasses
 import io
 import os
 import posixpath
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,12 @@ from slim.analyzers.packages import (
     rewrite_databases,
 )
 from slim.emitters.imagewriter import (
+    MEDIA_LAYER,
     LayerBlob,
     LayerTarWriter,
     Referrer,
     compress_layer,
+    plain_blob,
     write_image,
 )
 from slim.errors import EmitError
@@ -220,6 +223,130 @@ def build_image(
     original layer slimmed in place: slim.layout).
     Raises EmitError. Nothing is left at `dest` when writing fails.
     """
+    with lay_image(loaded, keep, keep_base=keep_base, tag=tag, sbom=sbom, layers=layers) as laid:
+        return laid.write(dest, compression, docker_form=docker_form)
+
+
+class LaidImage:
+    """The minimal image laid out once as plain (uncompressed) layer tars in a work directory,
+    then written out as often as needed, each time compressed or not (`write`, `writing`).
+
+    slim.build verifies the plain form (quick to write, to load and to unpack) while the
+    compressed form is written beside it. Both are the same image: the same config with the
+    same diff_ids, so the same image ID, which `write` returns as BuiltImage.digest. Use as a
+    context manager (`lay_image`): leaving it stops writes still running and removes the work
+    directory.
+    """
+
+    def __init__(self, work: str, blobs: list[LayerBlob], config: dict[str, Any], tag: str | None,
+                 sbom: str, sbom_doc: bytes, view: dict[str, FileEntry], packages: tuple[PackageSummary, ...],
+                 rewritten: tuple[str, ...]) -> None:
+        self.work = work
+        self.blobs = blobs  # slim's own layers plain; --keep-base layers as the source stores them
+        self.config = config
+        self.tag = tag
+        self.sbom, self.sbom_doc = sbom, sbom_doc
+        files = [e for e in view.values() if e.kind is not EntryKind.DIR]
+        self.size = sum(e.size for e in files if e.kind is EntryKind.FILE)
+        self.file_count = len(files)
+        self.packages = packages
+        self.rewritten = rewritten
+        self._writes: list[Writing] = []
+
+    def write(self, dest: str, compression: str = "gzip", *, docker_form: str = "oci",
+              stop: threading.Event | None = None, threads: int | None = None) -> BuiltImage:
+        """Write the image to `dest` with slim's layers compressed by `compression` (`threads`
+        to compress with; `stop` ends the write early: imagewriter.Cancelled). Raises EmitError;
+        nothing is left at `dest` when writing fails."""
+        blobs = []
+        out_dir = os.path.join(self.work, compression)
+        for blob in self.blobs:
+            if blob.media_type == MEDIA_LAYER["none"] and compression != "none":
+                # level 6: gzip -6 is zlib's default; 9 costs ~5x the time for ~1 % on large layers
+                blob = compress_layer(blob.path, out_dir, compression, diff_id=blob.diff_id,
+                                      level=6 if compression == "gzip" else None, stop=stop, threads=threads)
+            blobs.append(blob)
+        referrers = []
+        if self.sbom_doc and parse_output(dest).transport in ("oci", "oci-archive"):
+            from slim.emitters.sbom import SBOM_FORMATS
+
+            fmt = SBOM_FORMATS[self.sbom]
+            referrers.append(Referrer(fmt.media_type, self.sbom_doc, f"sbom{fmt.suffix}"))
+        try:
+            digest = write_image(dest, blobs, self.config, docker_form=docker_form, mark_slim=True,
+                                 referrers=referrers, tag=self.tag)
+        except OSError as exc:
+            raise EmitError(f"{dest}: {exc}") from None
+        return BuiltImage(dest, digest, self.size, self.file_count, len(blobs), self.packages,
+                          self.sbom_doc, self.sbom, self.rewritten)
+
+    def writing(self, dest: str, compression: str = "gzip") -> Writing:
+        """`write` in a thread, compressing on one core (the other is left to what runs
+        meanwhile); `Writing.result()` waits for it."""
+        w = Writing(self, dest, compression)
+        self._writes.append(w)
+        return w
+
+    def close(self) -> None:
+        for w in self._writes:
+            w.cancel()
+        reaper.remove_tree(self.work)
+
+    def __enter__(self) -> LaidImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Writing:
+    """A LaidImage being written in a thread (LaidImage.writing)."""
+
+    def __init__(self, laid: LaidImage, dest: str, compression: str) -> None:
+        self.dest = dest
+        self._stop = threading.Event()
+        self._built: BuiltImage | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, args=(laid, dest, compression),
+                                        name="slim-write", daemon=True)
+        self._thread.start()
+
+    def _work(self, laid: LaidImage, dest: str, compression: str) -> None:
+        try:
+            self._built = laid.write(dest, compression, stop=self._stop, threads=1)
+        except BaseException as exc:  # re-raised by `result`, in the thread that asks
+            self._error = exc
+
+    def result(self) -> BuiltImage:
+        """Wait for the write; what it built. Raises what the write raised."""
+        try:
+            self._thread.join()
+        except BaseException:  # a signal while waiting: the write stops too
+            self.cancel()
+            raise
+        if self._error is not None:
+            raise self._error
+        assert self._built is not None
+        return self._built
+
+    def cancel(self) -> None:
+        """Stop the write (at its next read of a layer tar) and wait for it; nothing it wrote
+        is left at its destination."""
+        self._stop.set()
+        self._thread.join()
+
+
+def lay_image(
+    loaded: Any,
+    keep: set[str],
+    *,
+    keep_base: int = 0,
+    tag: str | None = "latest",
+    sbom: str = "",
+    layers: str = "squash",
+) -> LaidImage:
+    """The minimal image for `keep` laid out as plain layer tars (build_image's arguments).
+    Raises EmitError; nothing is left behind when it does."""
     image = loaded.image
     if layers not in LAYER_MODES:
         raise EmitError(f"--layers {layers}: choose {', '.join(LAYER_MODES)}")
@@ -255,38 +382,28 @@ def build_image(
                                      if pe[0].layer >= keep_base or pe[0].path in plan.written], loaded)
         note = f"slim build from {image.digest}: {len(keep)} kept paths"
         if layers == "preserve":
-            blobs = _preserve_blobs(loaded, entries, plan.written, work, compression)
+            blobs = _preserve_blobs(loaded, entries, plan.written, work, "none")
             config = preserved_config(loaded, note, package_db=bool(plan.written))
         else:
             tar_path = os.path.join(work, "slim.tar")
             write_layer(loaded, entries, tar_path, whiteouts, plan.written)
-            # level 6: gzip -6 is zlib's default; 9 costs ~5x the time for ~1 % on large layers
-            blobs.append(compress_layer(tar_path, work, compression,
-                                        level=6 if compression == "gzip" else None))
+            blobs.append(plain_blob(tar_path))
             config = minimal_config(loaded, history_note=note, keep_base=keep_base,
                                     package_db=bool(plan.written))
-        referrers = []
-        if sbom_doc and parse_output(dest).transport in ("oci", "oci-archive"):
-            from slim.emitters.sbom import SBOM_FORMATS
-
-            fmt = SBOM_FORMATS[sbom]
-            referrers.append(Referrer(fmt.media_type, sbom_doc, f"sbom{fmt.suffix}"))
-        digest = write_image(dest, blobs, config, docker_form=docker_form, mark_slim=True,
-                             referrers=referrers, tag=tag)
     except OSError as exc:
-        raise EmitError(f"{dest}: {exc}") from None
-    finally:
         reaper.remove_tree(work)
+        raise EmitError(f"{image.ref}: cannot write the minimal image: {exc}") from None
+    except BaseException:
+        reaper.remove_tree(work)
+        raise
     view = dict(base_view) if keep_base else {}
     for e, _ in entries if not keep_base else minimal_entries(loaded, plan.keep):
         data = plan.written.get(e.path)
         view[e.path] = e if data is None else dataclasses.replace(e, kind=EntryKind.FILE, size=len(data))
     for p in plan.absent:
         view.pop(p, None)
-    files = [e for e in view.values() if e.kind is not EntryKind.DIR]
-    size = sum(e.size for e in files if e.kind is EntryKind.FILE)
-    return BuiltImage(dest, digest, size, len(files), len(blobs), plan.packages, sbom_doc, sbom,
-                      tuple(sorted(plan.written)))
+    return LaidImage(work, blobs, config, tag, sbom, sbom_doc, view, plan.packages,
+                     tuple(sorted(plan.written)))
 
 
 def _base_view(loaded: Any, keep_base: int) -> tuple[dict[str, FileEntry], set[str]]:
@@ -382,5 +499,5 @@ def _as_blob(raw_path: str, work: str, read: Any) -> LayerBlob:
     return LayerBlob(final, digest, read.diff_id, os.path.getsize(final), media)
 
 
-__all__ = ["LAYER_MODES", "BuiltImage", "MetadataPlan", "build_image", "kept_entries",
+__all__ = ["LAYER_MODES", "BuiltImage", "LaidImage", "MetadataPlan", "Writing", "build_image", "kept_entries", "lay_image",
            "minimal_config", "plan_metadata", "posixpath", "preserved_config"]

@@ -37,6 +37,7 @@ import os
 import posixpath
 import tarfile
 import tempfile
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -297,22 +298,53 @@ def parallel_gzip(src: BinaryIO, dst: BinaryIO, level: int = 6, threads: int | N
     dst.write(crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
-def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, level: int | None = None) -> LayerBlob:
+def plain_blob(tar_path: str) -> LayerBlob:
+    """An uncompressed layer tar as a blob of its own (digest = diff_id), left where it is.
+    Raises EmitError when it cannot be read."""
+    try:
+        diff_id, size = _sha256_file(tar_path)
+    except OSError as exc:
+        raise EmitError(f"{tar_path}: cannot read layer tar: {exc.strerror or exc}") from None
+    return LayerBlob(path=tar_path, digest=diff_id, diff_id=diff_id, size=size, media_type=MEDIA_LAYER["none"])
+
+
+class Cancelled(EmitError):
+    """A write stopped on request (its `stop` event was set): nothing it wrote is left."""
+
+
+class _Stoppable:
+    """A reader that raises Cancelled once `stop` is set (checked before every read)."""
+
+    def __init__(self, src: BinaryIO, stop: threading.Event, what: str) -> None:
+        self._src, self._stop, self._what = src, stop, what
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise Cancelled(f"{self._what}: write cancelled")
+        return self._src.read(size)
+
+
+def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, level: int | None = None,
+                   diff_id: str = "", stop: threading.Event | None = None,
+                   threads: int | None = None) -> LayerBlob:
     """Compress an uncompressed layer tar into `out_dir/<sha256 hex of the blob>`.
 
-    gzip is written with mtime 0 and an empty file name so equal tars give equal blobs.
+    gzip is written with mtime 0 and an empty file name so equal tars give equal blobs (on any
+    number of `threads`). `diff_id`: the tar's digest when the caller has it. `stop`: set it to
+    end the write early (Cancelled; the partial blob is removed).
     Raises EmitError for an unknown compression or an unreadable tar.
     """
     if compression not in MEDIA_LAYER:
         raise EmitError(f"{tar_path}: unknown layer compression {compression!r} (gzip, zstd, none)")
     os.makedirs(out_dir, exist_ok=True)
     try:
-        diff_id, _ = _sha256_file(tar_path)
+        diff_id = diff_id or _sha256_file(tar_path)[0]
         fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=out_dir)
         try:
-            with os.fdopen(fd, "wb") as raw, open(tar_path, "rb") as src:
+            with os.fdopen(fd, "wb") as raw, open(tar_path, "rb") as plain:
+                src: Any = plain if stop is None else _Stoppable(plain, stop, tar_path)
                 if compression == "gzip":
-                    parallel_gzip(src, raw, 9 if level is None else level)
+                    parallel_gzip(src, raw, 9 if level is None else level, threads)
                 elif compression == "zstd":
                     import zstandard
 

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 import slim.build
+import slim.errors
 from slim.build import BuildOptions, build
 from slim.cli import app
 from slim.pipeline import AnalyzeOptions, load_image
@@ -170,6 +171,45 @@ def test_reproducible_and_same_config_in_every_form(out: Path) -> None:
     with load_image(f"oci:{out / 'a'}") as x, load_image(f"docker-archive:{out / 'c.tar'}") as y:
         assert x.image.digest == y.image.digest == a.built.digest
         assert [r.diff_id for r in x.layers] == [r.diff_id for r in y.layers]
+
+
+def test_the_probes_run_on_the_plain_form_of_the_image_published_compressed(
+        out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verification loads the minimal image with plain layers while the gzip form is written
+    beside it; what is published is the image verified: the same ID, the same layer tars."""
+    seen: list[tuple[str, list[str], list[str]]] = []
+    real = slim.build.verify_image
+
+    def spy(staged, original, options):  # type: ignore[no-untyped-def]
+        with load_image(str(staged)) as loaded:
+            seen.append((loaded.image.digest, [r.compression for r in loaded.layers],
+                         [r.diff_id for r in loaded.layers]))
+        return real(staged, original, options)
+
+    monkeypatch.setattr(slim.build, "verify_image", spy)
+    outcome = run_build(oci("hello-glibc"), f"oci:{out / 'img'}", keep_base=1)
+    assert outcome.verified is True and outcome.built is not None
+    ((digest, compressions, diff_ids),) = seen
+    assert compressions[1] == "none"  # slim's layer; the kept base layer is the source's blob
+    with load_image(f"oci:{out / 'img'}") as published:
+        assert published.image.digest == digest == outcome.built.digest
+        assert [r.compression for r in published.layers] == [compressions[0], "gzip"]
+        assert [r.diff_id for r in published.layers] == diff_ids
+
+
+def test_a_published_image_that_is_not_the_verified_one_is_refused(
+        out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slim.emitters.image import Writing
+
+    real = Writing.result
+
+    def other(self):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(real(self), digest="sha256:" + "0" * 64)
+
+    monkeypatch.setattr(Writing, "result", other)
+    with pytest.raises(slim.errors.EmitError, match="but the image verified is sha256:.*not published"):
+        run_build(oci("hello-glibc"), f"oci:{out / 'img'}")
+    assert not (out / "img").exists()
 
 
 def _manifest(layout: Path) -> dict[str, object]:

@@ -4,10 +4,12 @@ an OCI 1.1 referrer that slim's own reader and skopeo still see past."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,45 @@ def test_docker_archive_returns_the_sbom_without_a_referrer(img: LoadedImage, tm
     with tarfile.open(tmp_path / "a.tar") as tf:
         index = json.load(tf.extractfile("index.json"))  # type: ignore[arg-type]
     assert len(index["manifests"]) == 1
+
+
+def test_a_laid_image_written_plain_and_compressed_is_one_image(img: LoadedImage, tmp_path: Path) -> None:
+    """slim build verifies the plain form and publishes the compressed one: both must be the
+    same image (the same ID) and the compressed layer must inflate to the plain one's bytes."""
+    from slim.emitters.image import lay_image
+
+    with lay_image(img, KEEP, sbom="cyclonedx") as laid:
+        work = Path(laid.work)
+        plain = laid.write(f"oci:{tmp_path / 'plain'}", "none")
+        packed = laid.writing(f"oci:{tmp_path / 'gz'}", "gzip").result()
+    assert not work.exists()  # the laid tars go with the context
+    assert plain.digest == packed.digest and plain.size_bytes == packed.size_bytes
+    assert plain.sbom == packed.sbom and plain.packages == packed.packages
+    layers = {}
+    for name in ("plain", "gz"):
+        layout = tmp_path / name
+        index = json.loads((layout / "index.json").read_text())
+        manifest = json.loads(blob(layout, index["manifests"][0]["digest"]))
+        (layer,) = manifest["layers"]
+        layers[name] = (layer["mediaType"], blob(layout, layer["digest"]))
+        # the SBOM referrer is attached to both
+        assert any(m.get("artifactType") == CYCLONEDX_MEDIA_TYPE for m in index["manifests"])
+    assert layers["plain"][0].endswith(".tar") and layers["gz"][0].endswith(".tar+gzip")
+    assert gzip.decompress(layers["gz"][1]) == layers["plain"][1]
+
+
+def test_a_cancelled_write_leaves_nothing(img: LoadedImage, tmp_path: Path) -> None:
+    from slim.emitters.image import lay_image
+    from slim.emitters.imagewriter import Cancelled
+
+    stop = threading.Event()
+    stop.set()
+    with lay_image(img, KEEP) as laid:
+        with pytest.raises(Cancelled, match="write cancelled"):
+            laid.write(f"docker-archive:{tmp_path / 'a.tar'}", "gzip", stop=stop)
+        assert not any(p.name.startswith(".blob-") for p in Path(laid.work).rglob("*"))
+        w = laid.writing(f"oci:{tmp_path / 'b'}", "zstd")
+        w.cancel()  # stops it or lets it finish: either way, never half an image
+        assert not (tmp_path / "b").exists() or (tmp_path / "b" / "index.json").exists()
+    assert not (tmp_path / "a.tar").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
