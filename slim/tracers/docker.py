@@ -44,7 +44,7 @@ from slim.fs.rootfs import RootFS
 from slim.model import ImageConfig
 from slim.tracers.base import TAIL_BYTES, ExecResult, ImageNotStored, Process, Runner, Session
 from slim.tracers.hostroot import ResolvedUser, find_program, resolve_user
-from slim.tracers.strace import STRACE_OPTIONS, parse_strace
+from slim.tracers.strace import STRACE_OPTIONS, StraceFollower, open_log, parse_strace
 from slim.tracers.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,9 @@ class _DockerProcess(Process):
         self.argv = argv
         self._exit: int | None = None
         self._logs: tuple[bytes, bytes] = (b"", b"")
+        # parsed while the app runs: little is left to parse once it is stopped
+        self._follower = StraceFollower(os.path.join(session.outdir, f"{tag}.strace"), skip_execs=1,
+                                        app_cwd=session.config.workdir or "/")
 
     def alive(self) -> bool:
         if self._exit is not None:
@@ -245,7 +248,10 @@ class _DockerProcess(Process):
             self._logs = (container.logs(stdout=True, stderr=False)[-TAIL_BYTES:],
                           container.logs(stdout=False, stderr=True)[-TAIL_BYTES:])
         finally:
-            container.remove(force=True, v=True)  # and the anonymous volumes of a VOLUME
+            try:
+                container.remove(force=True, v=True)  # and the anonymous volumes of a VOLUME
+            finally:
+                self._follower.ended()
 
     def network_pid(self) -> int | None:
         if self.session.network == "host":
@@ -264,10 +270,8 @@ class _DockerProcess(Process):
         return self._logs
 
     def trace(self) -> Trace:
-        host_log = os.path.join(self.session.outdir, f"{self.tag}.strace")
         try:
-            with open(host_log, encoding="utf-8", errors="surrogateescape") as f:
-                return parse_strace(f, skip_execs=1, app_cwd=self.session.config.workdir or "/").trace
+            return self._follower.finish().trace
         except OSError as exc:
             err = self._logs[1].decode("utf-8", "replace")[-300:]
             raise TraceError(f"{self.argv[0]}: strace wrote no log in the container ({exc}); "
@@ -279,7 +283,7 @@ class _DockerProcess(Process):
         result = self.container.exec_run(cmd, demux=True)
         stdout, stderr = result.output if result.output else (b"", b"")
         try:
-            with open(os.path.join(self.session.outdir, name), encoding="utf-8",
+            with open(open_log(os.path.join(self.session.outdir, name)), encoding="utf-8",
                       errors="surrogateescape") as f:
                 trace = parse_strace(f, skip_execs=1).trace
         except OSError as exc:

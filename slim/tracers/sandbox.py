@@ -69,7 +69,7 @@ from slim.tracers.hostroot import (
     resolve_user,
     shift_ownership,
 )
-from slim.tracers.strace import parse_strace, strace_argv
+from slim.tracers.strace import StraceFollower, parse_strace, strace_argv
 from slim.tracers.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,9 @@ class _SandboxProcess(Process):
         self.files = files  # log, out, err
         self.session = session
         self.skip_execs = skip_execs  # launcher execs before the app's: bwrap, plus setpriv
+        # parsed while the app runs: little is left to parse once it is stopped
+        self._follower = StraceFollower(files["log"], skip_execs=skip_execs,
+                                        app_cwd=session.config.workdir or "/")
 
     def alive(self) -> bool:
         return self.proc.poll() is None and self.status.exit_code is None
@@ -181,6 +184,12 @@ class _SandboxProcess(Process):
 
     def stop(self) -> None:
         """Kill the sandbox's pid namespace, let strace flush, and prove nothing remains."""
+        try:
+            self._stop()
+        finally:
+            self._follower.ended()
+
+    def _stop(self) -> None:
         run, status = self.proc, self.status
         status.started.wait(timeout=5)
         if run.poll() is None and status.child_pid:
@@ -228,9 +237,7 @@ class _SandboxProcess(Process):
 
     def trace(self) -> Trace:
         try:
-            with open(self.files["log"], encoding="utf-8", errors="surrogateescape") as f:
-                parser = parse_strace(f, skip_execs=self.skip_execs,
-                                      app_cwd=self.session.config.workdir or "/")
+            parser = self._follower.finish()
         except OSError as exc:
             raise TraceError(f"{self.files['log']}: strace wrote no log: {exc}") from None
         if parser.unresolved:

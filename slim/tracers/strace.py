@@ -26,10 +26,14 @@ CLONE_FILES (clone(2)).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
+import os
 import posixpath
 import re
+import stat
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -391,3 +395,90 @@ def parse_strace(
     if isinstance(lines, str):
         lines = lines.splitlines()
     return StraceParser(skip_execs=skip_execs, app_cwd=app_cwd).feed(lines)
+
+
+FOLLOW_POLL = 0.05  # seconds between reads of a log that has no new bytes yet
+
+
+def open_log(path: str) -> int:
+    """A descriptor of the strace log at `path`, which must be a regular file: never followed
+    through a symlink, never a FIFO (an app whose container shares the log's directory could
+    plant either, to read a host file or to hang slim). Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class StraceFollower:
+    """Parses a strace log in a thread while strace writes it, so that little is left to parse
+    when the run ends (`finish`). The log may appear after the follower starts; `ended` (or
+    `finish`) must be called once strace is gone, or the thread keeps waiting for more."""
+
+    def __init__(self, path: str, *, skip_execs: int = 1, app_cwd: str | None = None) -> None:
+        self.path = path
+        self.parser = StraceParser(skip_execs=skip_execs, app_cwd=app_cwd)
+        self._ended = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="slim-strace-log", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            fd = self._opened()
+            if fd is None:
+                return
+            with contextlib.closing(os.fdopen(fd, "rb", buffering=0)) as f:
+                self._follow(f)
+        except BaseException as exc:  # re-raised by `finish`
+            self._error = exc
+
+    def _opened(self) -> int | None:
+        while True:
+            ended = self._ended.is_set()  # read before trying: the log may come just before
+            try:
+                return open_log(self.path)
+            except FileNotFoundError:
+                if ended:
+                    raise
+            self._ended.wait(FOLLOW_POLL)
+
+    def _follow(self, f: object) -> None:
+        # as a text file opened with errors="surrogateescape" reads it, line by line
+        decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        rest = ""
+        while True:
+            ended = self._ended.is_set()  # read before reading: what strace wrote is there
+            chunk = f.read(1 << 20)  # type: ignore[attr-defined]
+            if chunk:
+                text = rest + decoder.decode(chunk).replace("\r\n", "\n").replace("\r", "\n")
+                lines = text.split("\n")
+                rest = lines.pop()
+                for line in lines:
+                    self.parser.feed_line(line)
+            elif ended:
+                break
+            else:
+                self._ended.wait(FOLLOW_POLL)
+        rest += decoder.decode(b"", final=True)
+        if rest:
+            self.parser.feed_line(rest)
+
+    def finish(self) -> StraceParser:
+        """Once strace has exited: parse what is left; the parser. Raises OSError when there
+        is no log (or it is not a regular file)."""
+        self._ended.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.parser
+
+    def ended(self) -> None:
+        """strace has exited (or was stopped): the thread reads the log to its end, then ends."""
+        self._ended.set()

@@ -207,7 +207,7 @@ def test_a_published_image_that_is_not_the_verified_one_is_refused(
         return dataclasses.replace(real(self), digest="sha256:" + "0" * 64)
 
     monkeypatch.setattr(Writing, "result", other)
-    with pytest.raises(slim.errors.EmitError, match="but the image verified is sha256:.*not published"):
+    with pytest.raises(slim.errors.EmitError, match=r"but the image verified is sha256:.*not published"):
         run_build(oci("hello-glibc"), f"oci:{out / 'img'}")
     assert not (out / "img").exists()
 

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
-from slim.tracers.strace import decode_string, parse_strace, split_args, strace_argv
+import pytest
+
+from slim.tracers.strace import (
+    FOLLOW_POLL,
+    StraceFollower,
+    decode_string,
+    open_log,
+    parse_strace,
+    split_args,
+    strace_argv,
+)
 from slim.tracers.trace import Trace
 
 DATA = Path(__file__).parent / "data"
@@ -165,3 +177,56 @@ def test_a_single_program_has_no_exec_after_it_starts() -> None:
     assert trace.started_syscalls() == {"exit_group": ["/app/hello"], "write": ["/app/hello"]}
     old = Trace(syscalls={"execve": 1, "write": 1})  # saved before per-program counts
     assert old.started_syscalls() == {"write": []}
+
+
+def _same(a: Trace, b: Trace) -> None:
+    assert a.dumps() == b.dumps()
+
+
+def test_a_followed_log_parses_as_the_whole_log(tmp_path: Path) -> None:
+    """The follower reads the log while strace writes it, in pieces cut anywhere (inside a
+    line, inside a UTF-8 character); what it parses is what the whole log parses to."""
+    whole = (DATA / "bwrap_busybox_sh.strace").read_bytes()
+    whole = whole[:whole.index(b"10173 exit_group")]  # the app (10173, /bin/sh) before it ends
+    whole += '10173 openat(AT_FDCWD, "/srv/café", O_RDONLY) = 3\n'.encode()
+    log = tmp_path / "run.strace"
+    follower = StraceFollower(str(log), skip_execs=1, app_cwd="/")
+    time.sleep(2 * FOLLOW_POLL)  # the log appears after the follower started
+    with open(log, "wb", buffering=0) as f:
+        for i in range(0, len(whole), 97):
+            f.write(whole[i:i + 97])
+            if i % (97 * 20) == 0:
+                time.sleep(FOLLOW_POLL / 5)
+        f.write(b'10173 openat(AT_FDCWD, "/last", O_RDONLY) = 4')  # no newline: a killed strace
+    follower.ended()
+    got = follower.finish()
+    expected = parse_strace((whole + b'10173 openat(AT_FDCWD, "/last", O_RDONLY) = 4').decode(),
+                            skip_execs=1, app_cwd="/")
+    _same(got.trace, expected.trace)
+    assert {"/srv/café", "/last"} <= set(got.trace.paths)
+
+
+def test_a_log_that_never_came_is_an_error(tmp_path: Path) -> None:
+    follower = StraceFollower(str(tmp_path / "none.strace"))
+    follower.ended()
+    with pytest.raises(FileNotFoundError):
+        follower.finish()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_planted_log_is_refused_never_followed_or_waited_on(tmp_path: Path, kind: str) -> None:
+    """The docker runner's log directory is shared with the container: the app could put a
+    symlink to a host file or a FIFO (which would block the reader forever) in its place."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("1 openat(AT_FDCWD, \"/etc/secret\", O_RDONLY) = 3\n")
+    log = tmp_path / "run.strace"
+    if kind == "symlink":
+        os.symlink(secret, log)
+    else:
+        os.mkfifo(log)
+    with pytest.raises(OSError):
+        os.close(open_log(str(log)))
+    follower = StraceFollower(str(log))
+    follower.ended()
+    with pytest.raises(OSError):
+        follower.finish()
