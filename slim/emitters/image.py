@@ -330,8 +330,9 @@ class Writing:
         return self._built
 
     def cancel(self) -> None:
-        """Stop the write (at its next read of a layer tar) and wait for it; nothing it wrote
-        is left at its destination."""
+        """Stop the write at its next read of a layer tar, and wait for it to end: a write
+        stopped in time leaves nothing at its destination (one already past compressing
+        finishes it whole)."""
         self._stop.set()
         self._thread.join()
 

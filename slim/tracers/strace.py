@@ -36,6 +36,7 @@ import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from slim.tracers.trace import Trace
 
@@ -431,15 +432,12 @@ class StraceFollower:
 
     def _work(self) -> None:
         try:
-            fd = self._opened()
-            if fd is None:
-                return
-            with contextlib.closing(os.fdopen(fd, "rb", buffering=0)) as f:
+            with contextlib.closing(os.fdopen(self._opened(), "rb", buffering=0)) as f:
                 self._follow(f)
         except BaseException as exc:  # re-raised by `finish`
             self._error = exc
 
-    def _opened(self) -> int | None:
+    def _opened(self) -> int:
         while True:
             ended = self._ended.is_set()  # read before trying: the log may come just before
             try:
@@ -449,24 +447,29 @@ class StraceFollower:
                     raise
             self._ended.wait(FOLLOW_POLL)
 
-    def _follow(self, f: object) -> None:
-        # as a text file opened with errors="surrogateescape" reads it, line by line
+    def _follow(self, f: BinaryIO) -> None:
+        # line by line, as a text file opened with errors="surrogateescape" reads it; a line
+        # longer than a read is joined once, when its end comes (an app can make a huge one)
         decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-        rest = ""
+        pending: list[str] = []  # the start of a line whose end is still to come
         while True:
             ended = self._ended.is_set()  # read before reading: what strace wrote is there
-            chunk = f.read(1 << 20)  # type: ignore[attr-defined]
-            if chunk:
-                text = rest + decoder.decode(chunk).replace("\r\n", "\n").replace("\r", "\n")
-                lines = text.split("\n")
-                rest = lines.pop()
-                for line in lines:
-                    self.parser.feed_line(line)
-            elif ended:
-                break
-            else:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                if ended:
+                    break
                 self._ended.wait(FOLLOW_POLL)
-        rest += decoder.decode(b"", final=True)
+                continue
+            text = decoder.decode(chunk).replace("\r\n", "\n").replace("\r", "\n")
+            if "\n" not in text:
+                pending.append(text)
+                continue
+            first, *lines, last = text.split("\n")
+            self.parser.feed_line("".join(pending) + first)
+            for line in lines:
+                self.parser.feed_line(line)
+            pending = [last]
+        rest = "".join(pending) + decoder.decode(b"", final=True)
         if rest:
             self.parser.feed_line(rest)
 

@@ -230,3 +230,19 @@ def test_a_planted_log_is_refused_never_followed_or_waited_on(tmp_path: Path, ki
     follower.ended()
     with pytest.raises(OSError):
         follower.finish()
+
+
+def test_a_line_longer_than_a_read_is_parsed_whole(tmp_path: Path) -> None:
+    """An app can make strace print a line of many megabytes (execve of a long argv): it is
+    one line, joined once, and the lines after it still count."""
+    whole = (DATA / "bwrap_busybox_sh.strace").read_text()
+    whole = whole[:whole.index("10173 exit_group")]
+    huge = "10173 write(1, \"" + "x" * (3 << 20) + "\", 3145728) = 3145728\n"
+    text = whole + huge + '10173 openat(AT_FDCWD, "/after", O_RDONLY) = 5\n'
+    log = tmp_path / "run.strace"
+    log.write_text(text)
+    follower = StraceFollower(str(log), skip_execs=1, app_cwd="/")
+    follower.ended()
+    got = follower.finish()
+    _same(got.trace, parse_strace(text, skip_execs=1, app_cwd="/").trace)
+    assert "/after" in got.trace.paths and got.trace.syscalls["write"]
