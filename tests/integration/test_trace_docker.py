@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -107,6 +108,18 @@ def test_failures_in_docker(runner, work: Path) -> None:  # type: ignore[no-unty
                                    cmd=()), [parse_probe("http:1")], timeout=20)
     assert res.exit_code == 7 and not res.passed
     assert "boom" in res.probes[0].detail
+
+
+def test_an_app_that_exits_after_it_started_is_seen_gone(runner, work: Path) -> None:  # type: ignore[no-untyped-def]
+    """While the app starts, its container's first process is watched on this host (no daemon
+    request per poll); its exit is still noticed at once, with the exit code."""
+    root, config = sample_root("busybox-static", work)
+    start = time.monotonic()
+    res = runner.run(root, replace(config, entrypoint=("/bin/sh", "-c", "sleep 2; echo late >&2; exit 5"),
+                                   cmd=()), [parse_probe("http:1")], timeout=60)
+    assert res.exit_code == 5 and not res.passed
+    assert "late" in res.probes[0].detail
+    assert time.monotonic() - start < 30  # not the 60 s start-up deadline
 
 
 def test_an_image_the_daemon_stores_is_run_as_it_is(runner, client, work: Path) -> None:  # type: ignore[no-untyped-def]
