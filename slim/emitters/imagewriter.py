@@ -324,19 +324,33 @@ class _Stoppable:
         return self._src.read(size)
 
 
+def _inflated_digest(path: str, stop: threading.Event | None) -> str:
+    """sha256 of what the compressed blob at `path` inflates to."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        stream, _ = decompressed(f if stop is None else _Stoppable(f, stop, path))  # type: ignore[arg-type]
+        while chunk := stream.read(CHUNK):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
 def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, level: int | None = None,
                    diff_id: str = "", stop: threading.Event | None = None,
                    threads: int | None = None) -> LayerBlob:
     """Compress an uncompressed layer tar into `out_dir/<sha256 hex of the blob>`.
 
     gzip is written with mtime 0 and an empty file name so equal tars give equal blobs (on any
-    number of `threads`). `diff_id`: the tar's digest when the caller has it. `stop`: set it to
-    end the write early (Cancelled; the partial blob is removed).
-    Raises EmitError for an unknown compression or an unreadable tar.
+    number of `threads`). `diff_id`: the tar's digest as the caller knows it (an image it ran);
+    the written blob is then inflated again and must give exactly that digest, so the blob is
+    proven to carry those bytes. `stop`: set it to end the write early (Cancelled; the partial
+    blob is removed).
+    Raises EmitError for an unknown compression, an unreadable tar, or a blob that does not
+    inflate to `diff_id`.
     """
     if compression not in MEDIA_LAYER:
         raise EmitError(f"{tar_path}: unknown layer compression {compression!r} (gzip, zstd, none)")
     os.makedirs(out_dir, exist_ok=True)
+    check = bool(diff_id) and compression != "none"
     try:
         diff_id = diff_id or _sha256_file(tar_path)[0]
         fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=out_dir)
@@ -353,6 +367,8 @@ def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, le
                 else:
                     copy_sparse(src, raw.fileno())
             digest, size = _sha256_file(tmp)
+            if check and (inflated := _inflated_digest(tmp, stop)) != diff_id:
+                raise EmitError(f"{tar_path}: the {compression} blob inflates to {inflated}, not {diff_id}")
             path = os.path.join(out_dir, digest.split(":", 1)[1])
             os.replace(tmp, path)
         except BaseException:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -249,3 +250,26 @@ def test_parallel_gzip_is_one_deterministic_gzip_member() -> None:
         out = _io.BytesIO()
         parallel_gzip(_io.BytesIO(small), out)
         assert _gzip.decompress(out.getvalue()) == small
+
+
+def test_a_blob_that_does_not_inflate_to_the_known_diff_id_is_refused(tmp_path, monkeypatch) -> None:
+    """slim build verifies the plain tar and publishes its compressed form: the compressed blob
+    must be proven to inflate to exactly that tar, whatever the compressor did."""
+    import gzip
+
+    tar = tmp_path / "layer.tar"
+    buf = io.BytesIO()
+    with LayerTarWriter(buf) as w:
+        w.add(FileEntry("/a", EntryKind.FILE, 0o644, 0, 0, 3), io.BytesIO(b"abc"))
+    tar.write_bytes(buf.getvalue())
+    diff_id = "sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()
+    good = compress_layer(str(tar), str(tmp_path / "ok"), "gzip", diff_id=diff_id)
+    assert good.diff_id == diff_id and gzip.decompress(Path(good.path).read_bytes()) == buf.getvalue()
+
+    def wrong(src, dst, level=6, threads=None):  # type: ignore[no-untyped-def]
+        dst.write(gzip.compress(src.read() + b"\0", mtime=0))
+
+    monkeypatch.setattr(imagewriter, "parallel_gzip", wrong)
+    with pytest.raises(EmitError, match="gzip blob inflates to sha256:.*, not " + diff_id):
+        compress_layer(str(tar), str(tmp_path / "bad"), "gzip", diff_id=diff_id)
+    assert os.listdir(tmp_path / "bad") == []  # nothing left behind
