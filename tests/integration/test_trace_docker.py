@@ -111,8 +111,8 @@ def test_failures_in_docker(runner, work: Path) -> None:  # type: ignore[no-unty
 
 
 def test_an_app_that_exits_after_it_started_is_seen_gone(runner, work: Path) -> None:  # type: ignore[no-untyped-def]
-    """While the app starts, its container's first process is watched on this host (no daemon
-    request per poll); its exit is still noticed at once, with the exit code."""
+    """An app that exits while slim waits for its port is noticed at once, with its exit code
+    and its last words, not at the start-up deadline."""
     root, config = sample_root("busybox-static", work)
     start = time.monotonic()
     res = runner.run(root, replace(config, entrypoint=("/bin/sh", "-c", "sleep 2; echo late >&2; exit 5"),
