@@ -33,7 +33,6 @@ from slim.analyzers.packages import (
     rewrite_databases,
 )
 from slim.emitters.imagewriter import (
-    MEDIA_LAYER,
     LayerBlob,
     LayerTarWriter,
     Referrer,
@@ -238,11 +237,12 @@ class LaidImage:
     directory.
     """
 
-    def __init__(self, work: str, blobs: list[LayerBlob], config: dict[str, Any], tag: str | None,
-                 sbom: str, sbom_doc: bytes, view: dict[str, FileEntry], packages: tuple[PackageSummary, ...],
-                 rewritten: tuple[str, ...]) -> None:
+    def __init__(self, work: str, kept: list[LayerBlob], plain: list[LayerBlob], config: dict[str, Any],
+                 tag: str | None, sbom: str, sbom_doc: bytes, view: dict[str, FileEntry],
+                 packages: tuple[PackageSummary, ...], rewritten: tuple[str, ...]) -> None:
         self.work = work
-        self.blobs = blobs  # slim's own layers plain; --keep-base layers as the source stores them
+        self.kept = kept  # the --keep-base layers, as the source stores them (written as they are)
+        self.plain = plain  # slim's own layers above them, uncompressed
         self.config = config
         self.tag = tag
         self.sbom, self.sbom_doc = sbom, sbom_doc
@@ -258,10 +258,10 @@ class LaidImage:
         """Write the image to `dest` with slim's layers compressed by `compression` (`threads`
         to compress with; `stop` ends the write early: imagewriter.Cancelled). Raises EmitError;
         nothing is left at `dest` when writing fails."""
-        blobs = []
+        blobs = list(self.kept)
         out_dir = os.path.join(self.work, compression)
-        for blob in self.blobs:
-            if blob.media_type == MEDIA_LAYER["none"] and compression != "none":
+        for blob in self.plain:
+            if compression != "none":
                 # level 6: gzip -6 is zlib's default; 9 costs ~5x the time for ~1 % on large layers
                 blob = compress_layer(blob.path, out_dir, compression, diff_id=blob.diff_id,
                                       level=6 if compression == "gzip" else None, stop=stop, threads=threads)
@@ -367,14 +367,14 @@ def lay_image(
         sbom_doc = render_sbom(sbom, plan.packages, SbomSubject.of(loaded, minimal=True))
     work = reaper.mkdtemp(prefix="slim-build-")
     try:
-        blobs: list[LayerBlob] = []
+        kept: list[LayerBlob] = []
         whiteouts: list[str] = []
         if keep_base:
             for i in range(keep_base):
                 raw = os.path.join(work, f"base{i}.tar")
                 with image.open_blob(i) as src, open(raw, "wb") as dst:
                     copy_sparse(src, dst.fileno())
-                blobs.append(_as_blob(raw, work, loaded.layers[i]))
+                kept.append(_as_blob(raw, work, loaded.layers[i]))
             # a removed package's database files in the base layers are whited out too
             hidden = gone | {p for p in plan.absent if p in base_view}
             whiteouts = sorted(p for p in hidden if not any(d in hidden for d in parent_dirs(p)))
@@ -383,12 +383,12 @@ def lay_image(
                                      if pe[0].layer >= keep_base or pe[0].path in plan.written], loaded)
         note = f"slim build from {image.digest}: {len(keep)} kept paths"
         if layers == "preserve":
-            blobs = _preserve_blobs(loaded, entries, plan.written, work, "none")
+            plain = _preserve_blobs(loaded, entries, plan.written, work, "none")
             config = preserved_config(loaded, note, package_db=bool(plan.written))
         else:
             tar_path = os.path.join(work, "slim.tar")
             write_layer(loaded, entries, tar_path, whiteouts, plan.written)
-            blobs.append(plain_blob(tar_path))
+            plain = [plain_blob(tar_path)]
             config = minimal_config(loaded, history_note=note, keep_base=keep_base,
                                     package_db=bool(plan.written))
     except OSError as exc:
@@ -403,7 +403,7 @@ def lay_image(
         view[e.path] = e if data is None else dataclasses.replace(e, kind=EntryKind.FILE, size=len(data))
     for p in plan.absent:
         view.pop(p, None)
-    return LaidImage(work, blobs, config, tag, sbom, sbom_doc, view, plan.packages,
+    return LaidImage(work, kept, plain, config, tag, sbom, sbom_doc, view, plan.packages,
                      tuple(sorted(plan.written)))
 
 

@@ -245,3 +245,30 @@ def test_a_name_docker_load_would_refuse_is_refused_before_any_work(tmp_path: Pa
             check_destination(dest, BuildOptions(dest=dest, tag=tag))
     check_destination(f"docker-archive:{out}:good/name:v1", BuildOptions(dest=str(out), tag="mine:v2"))
     assert not out.exists()
+
+
+def test_keep_base_keeps_an_uncompressed_base_blob_as_it_is(tmp_path: Path) -> None:
+    """A docker-archive's layers are plain tars: with --keep-base the base blob is still the
+    source's own (same digest, still plain), never compressed on the way out."""
+    from slim.emitters.image import build_image
+    from slim.emitters.imagewriter import compress_layer, write_image
+    from slim.fs.layer import decompressed
+    from slim.pipeline import AnalyzeOptions, analyze
+
+    samples = Path(__file__).resolve().parents[2] / "sample_images"
+    blobs = []
+    with load_image(f"oci:{samples / 'hello-glibc' / 'hello-glibc.oci'}") as src:
+        for i in range(len(src.layers)):
+            tar = tmp_path / f"{i}.tar"
+            with src.image.open_blob(i) as blob, open(tar, "wb") as out:
+                out.write(decompressed(blob)[0].read())
+            blobs.append(compress_layer(str(tar), str(tmp_path / "blobs"), "none"))
+        config = src.image.raw_config
+    write_image(f"oci:{tmp_path / 'plain'}", blobs, config)
+    with load_image(f"oci:{tmp_path / 'plain'}") as loaded:
+        keep = analyze(loaded, AnalyzeOptions()).closure.keep
+        built = build_image(loaded, keep, f"oci:{tmp_path / 'out'}", keep_base=1)
+    assert built.layers == 2
+    with load_image(f"oci:{tmp_path / 'out'}") as out_image:
+        assert out_image.image.layers[0].digest == blobs[0].digest
+        assert [r.compression for r in out_image.layers] == ["none", "gzip"]
