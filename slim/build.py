@@ -402,7 +402,7 @@ def _written(final: Writing, plain: BuiltImage) -> BuiltImage:
     if built.digest != plain.digest:
         raise EmitError(f"{final.dest}: written as {built.digest}, but the image verified is "
                         f"{plain.digest}; not published")
-    return replace(built, dest=final.dest)
+    return built
 
 
 def _publish_sbom(built: BuiltImage, options: BuildOptions) -> dict[str, str] | None:

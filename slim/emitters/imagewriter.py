@@ -45,7 +45,7 @@ from typing import Any, BinaryIO
 
 from slim import __version__, reaper
 from slim.errors import EmitError
-from slim.fs.layer import decompressed
+from slim.fs.layer import decompressed, stream_digest
 from slim.fs.tree import OPAQUE_MARKER, WHITEOUT_PREFIX
 from slim.model import EntryKind, FileEntry, normpath
 from slim.outputs import SparseWriter, atomic_dir, atomic_file, copy_sparse
@@ -326,12 +326,9 @@ class _Stoppable:
 
 def _inflated_digest(path: str, stop: threading.Event | None) -> str:
     """sha256 of what the compressed blob at `path` inflates to."""
-    sha = hashlib.sha256()
     with open(path, "rb") as f:
         stream, _ = decompressed(f if stop is None else _Stoppable(f, stop, path))  # type: ignore[arg-type]
-        while chunk := stream.read(CHUNK):
-            sha.update(chunk)
-    return "sha256:" + sha.hexdigest()
+        return stream_digest(stream)
 
 
 def compress_layer(tar_path: str, out_dir: str, compression: str = "gzip", *, level: int | None = None,
