@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slim.emitters.imagewriter import LayerBlob, LayerTarWriter, compress_layer
+from slim.emitters.imagewriter import LayerBlob, LayerTarWriter, compress_layer, plain_blob
 from slim.errors import EmitError
 from slim.model import EntryKind, FileEntry, ancestors_of, parent_dirs
 from slim.outputs import copy_sparse
@@ -301,6 +301,7 @@ def write_plan(plan: LayerPlan, open_provider: Opener, out_dir: str,
     the providers' images (`open_provider(name)` opens one). Raises EmitError."""
     os.makedirs(out_dir, exist_ok=True)
     fd, tar_path = tempfile.mkstemp(prefix=".layer-", suffix=".tar", dir=out_dir)
+    blob: LayerBlob | None = None
     try:
         with os.fdopen(fd, "wb") as out, LayerTarWriter(out, keep_mtime=True) as writer:
             wanted = _add_entries(writer, plan)
@@ -313,12 +314,14 @@ def write_plan(plan: LayerPlan, open_provider: Opener, out_dir: str,
                     stream_kept(writer, image, wanted[provider])
         tar_bytes = os.path.getsize(tar_path)
         level = 6 if compression == "gzip" else None  # gzip -6: zlib's default (see image.py)
-        blob = compress_layer(tar_path, out_dir, compression, level=level)
+        blob = (plain_blob(tar_path) if compression == "none"  # the tar is the blob: not copied
+                else compress_layer(tar_path, out_dir, compression, level=level))
     except OSError as exc:
         raise EmitError(f"{out_dir}: cannot write layer {plan.key}: {exc.strerror or exc}") from None
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tar_path)
+        if blob is None or blob.path != tar_path:
+            with contextlib.suppress(OSError):
+                os.unlink(tar_path)
     return WrittenLayer(blob, tar_bytes)
 
 

@@ -272,3 +272,22 @@ def test_keep_base_keeps_an_uncompressed_base_blob_as_it_is(tmp_path: Path) -> N
     with load_image(f"oci:{tmp_path / 'out'}") as out_image:
         assert out_image.image.layers[0].digest == blobs[0].digest
         assert [r.compression for r in out_image.layers] == ["none", "gzip"]
+
+
+def test_preserved_layers_are_laid_plain_and_published_compressed(tmp_path: Path) -> None:
+    """--layers preserve: each slimmed layer is laid out once as a plain tar, and a compressed
+    write of them is the same image (same ID), with every layer gzipped."""
+    from slim.emitters.image import lay_image
+    from slim.pipeline import AnalyzeOptions, analyze
+
+    samples = Path(__file__).resolve().parents[2] / "sample_images"
+    with load_image(f"oci:{samples / 'hello-glibc' / 'hello-glibc.oci'}") as loaded:
+        keep = analyze(loaded, AnalyzeOptions()).closure.keep
+        with lay_image(loaded, keep, layers="preserve") as laid:
+            assert len(laid.plain) == len(loaded.layers) and not laid.kept
+            assert {b.media_type.rsplit(".", 1)[-1] for b in laid.plain} == {"tar"}
+            plain = laid.write(f"oci:{tmp_path / 'plain'}", "none")
+            packed = laid.write(f"oci:{tmp_path / 'gz'}", "gzip")
+    assert plain.digest == packed.digest and packed.layers == len(laid.plain)
+    with load_image(f"oci:{tmp_path / 'gz'}") as out:
+        assert {r.compression for r in out.layers} == {"gzip"}
