@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from slim import __version__
-from slim.errors import AnalysisError, EmitError, SlimError, UsageError
+from slim.errors import AnalysisError, EmitError, SlimError, SourceError, UsageError
 
 if TYPE_CHECKING:
     from slim.build import BuildOutcome
@@ -194,14 +194,19 @@ def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
     from slim.refs import parse_ref
     from slim.result import to_plain
     from slim.result_cache import ResultCache, blob_identity, result_key, rules_digest
-    from slim.sources import open_image
+    from slim.sources import daemon_first, open_image
 
     ref = parse_ref(image)
     material = {"command": "analyze", "options": to_plain(options), "rules": rules_digest(options.rules_dirs)}
     if disabled():
         return None, None, None, ""
-    if ref.transport == "docker-daemon":  # its ID and diff_ids from `docker inspect`, no save
-        hit, key, digest = ResultCache("analyze").get_daemon(ref, material)
+    if daemon_first(ref):  # its ID and diff_ids from `docker inspect`, no save
+        try:
+            hit, key, digest = ResultCache("analyze").get_daemon(ref, material)
+        except SourceError:
+            if ref.transport == "docker-daemon":
+                raise
+            return None, None, None, ""  # a bare name the daemon lacks: a registry's, not cached
         return (hit[0] if hit else None), key, None, digest
     # other images only on disk: opening a registry's image would fetch it twice on a miss
     if ref.transport not in ("oci", "oci-archive", "docker-archive"):

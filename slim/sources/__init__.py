@@ -53,4 +53,11 @@ def open_image(ref: ImageRef | str, *, pull: bool = False) -> Image:
     raise SourceError(f"{ref.location}: no such image or file ({'; '.join(errors)})")
 
 
-__all__ = ["SOURCES", "BlobImage", "DirectoryImage", "Image", "Source", "open_image"]
+def daemon_first(ref: ImageRef) -> bool:
+    """Whether open_image looks `ref` up in the local Docker daemon first: `docker-daemon:NAME`,
+    or a bare NAME[:TAG] while a daemon answers. The result caches then ask the daemon what the
+    name stands for (`docker inspect`) before saving the image."""
+    return ref.transport == "docker-daemon" or (ref.transport == "auto" and daemon_available())
+
+
+__all__ = ["SOURCES", "BlobImage", "DirectoryImage", "Image", "Source", "daemon_first", "open_image"]

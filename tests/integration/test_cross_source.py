@@ -151,6 +151,44 @@ def test_an_unchanged_daemon_image_is_checked_from_the_cache_without_a_save(
             docker_client.images.remove(name)
 
 
+@pytest.mark.docker
+def test_a_bare_name_of_a_daemon_image_is_checked_from_the_cache_too(
+        daemon_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`image = "app:latest"` in .slim.toml, `slim analyze app:latest`: the name a user types
+    is looked up in the daemon like `docker-daemon:app:latest`, so its re-check is `docker
+    inspect` alone too (it saved and hashed the whole image on every push). The report names
+    the image as the user did; a bare name the daemon lacks is the usual error, not a cache's."""
+    from slim.budget import BudgetConfig
+    from slim.check_cache import check_image
+    from slim.errors import SourceError
+    from slim.sources import daemon as daemon_source
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    cold = check_image(daemon_image, BudgetConfig())
+    assert not cold.cached and cold.result.keep
+
+    def no_save(self, ref):  # type: ignore[no-untyped-def]
+        raise AssertionError("a cache hit must not save the image")
+
+    with monkeypatch.context() as m:
+        m.setattr(daemon_source.DaemonSource, "open", no_save)
+        warm = check_image(daemon_image, BudgetConfig())
+        # the explicit transport finds the same entry: one image, one key
+        explicit = check_image(f"docker-daemon:{daemon_image}", BudgetConfig())
+    assert warm.cached and warm.result == cold.result
+    assert explicit.cached and explicit.result.image.reference == f"docker-daemon:{daemon_image}"
+    assert warm.result.image.reference == daemon_image
+    env = {"SLIM_CACHE_DIR": str(tmp_path / "cache")}
+    first = slim_json(daemon_image, env=env)
+    again = subprocess.run([sys.executable, "-m", "slim", "-v", "analyze", "-f", "json", daemon_image], cwd=REPO,
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert json.loads(again.stdout) == first and first["image"]["reference"] == daemon_image
+    assert "cache hit" in again.stderr and "come from its store: not hashed" in again.stderr
+    absent = f"slim-test-absent-{uuid.uuid4().hex[:12]}:latest"
+    with pytest.raises(SourceError, match="no such image or file"):
+        check_image(absent, BudgetConfig())
+
+
 # -- docker:// against a loopback registry ---------------------------------------------------------
 
 
