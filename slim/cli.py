@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from slim.pipeline import Analysis, AnalyzeOptions, Tracing
     from slim.progress import Phases
     from slim.result import AnalysisResult
+    from slim.sources import Image
     from slim.tracers.probes import Probe
 
 app = typer.Typer(
@@ -173,7 +174,7 @@ def _tracing(trace: bool = False, probes: list[str] | None = None, runner: str =
 
 
 @contextmanager
-def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = None,
+def _analyzed(image: str | Image, options: AnalyzeOptions, tracing: Tracing | None = None,
               pull: bool = False) -> Iterator[Analysis]:
     """pipeline.analyzed with its phases shown on stderr when it is a terminal."""
     from slim.pipeline import analyzed
@@ -186,10 +187,11 @@ def _analyzed(image: str, options: AnalyzeOptions, tracing: Tracing | None = Non
 
 
 def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
-                     ) -> tuple[AnalysisResult | None, str | None, list[list[Any]] | None, str]:
+                     ) -> tuple[AnalysisResult | None, str | None, list[list[Any]] | None, str, Image | None]:
     """(the cached result of this analysis, or None; the cache key to store it under; the
     identity of the blob files before they are read, result_cache.blob_identity; the image
-    ID the key stands for: store a result under it only when the analyzed image has it)."""
+    ID the key stands for: store a result under it only when the analyzed image has it; on a
+    miss, the image when it was opened here, for the analysis to read)."""
     from slim.cache import disabled
     from slim.refs import parse_ref
     from slim.result import to_plain
@@ -199,26 +201,32 @@ def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
     ref = parse_ref(image)
     material = {"command": "analyze", "options": to_plain(options), "rules": rules_digest(options.rules_dirs)}
     if disabled():
-        return None, None, None, ""
+        return None, None, None, "", None
     if daemon_first(ref):  # its ID and diff_ids from `docker inspect`, no save
         try:
             hit, key, digest = ResultCache("analyze").get_daemon(ref, material)
         except SourceError:
             if ref.transport == "docker-daemon":
                 raise
-            return None, None, None, ""  # a bare name the daemon lacks: a registry's, not cached
-        return (hit[0] if hit else None), key, None, digest
-    # other images only on disk: opening a registry's image would fetch it twice on a miss
-    if ref.transport not in ("oci", "oci-archive", "docker-archive"):
-        return None, None, None, ""
-    source = open_image(image, pull=pull)  # manifest and config only
+            # a bare name the daemon lacks: open_image asks a registry next
+        else:
+            return (hit[0] if hit else None), key, None, digest, None
+    if ref.transport not in ("oci", "oci-archive", "docker-archive", "docker", "auto"):
+        return None, None, None, "", None  # rootfs: no content address
+    # manifest and config; a registry's image is copied into slim's registry cache (skopeo
+    # copies only the blobs it lacks) and, on a miss, read from there by the analysis
+    source = open_image(image, pull=pull)
     try:
         key = result_key(source, material)
         blobs = blob_identity(source)
         hit = ResultCache("analyze").get(key, source)
-    finally:
+    except BaseException:
         source.close()
-    return (hit[0] if hit else None), key, blobs, source.digest
+        raise
+    if hit:
+        source.close()
+        return hit[0], key, blobs, source.digest, None
+    return None, key, blobs, source.digest, source
 
 
 @contextmanager
@@ -293,12 +301,12 @@ def analyze(
             check_output(sbom_output or "", what="SBOM")
         # the graph is needed by the HTML report and the SBOM; a trace is new every time
         cacheable = tracing is None and not sbom and "html" not in formats
-        result, key, blobs, digest = (_cached_analysis(image, options, pull) if cacheable
-                                      else (None, None, None, ""))
+        result, key, blobs, digest, opened = (_cached_analysis(image, options, pull) if cacheable
+                                              else (None, None, None, "", None))
         if result is not None:
             _write_reports(result, formats, output)
         else:
-            with _analyzed(image, options, tracing, pull=pull) as analysis:
+            with _analyzed(opened or image, options, tracing, pull=pull) as analysis:
                 result = analysis.result
                 why_fn = analysis.closure.graph.why if analysis.closure else None
                 if report_wanted:

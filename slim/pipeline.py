@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from slim.closure import Closure, ClosureBuilder
     from slim.graph import Step
     from slim.refs import ImageRef
+    from slim.sources import Image
     from slim.syscalls.extract import StaticSyscalls
     from slim.tracers.base import RunOptions, RunResult
     from slim.tracers.trace import Trace
@@ -97,7 +98,7 @@ def capture_policy() -> Capture:
     return analyzer_capture() | RULES_CAPTURE
 
 
-def load_image(reference: str | ImageRef, *, on_bytes: Progress | None = None,
+def load_image(reference: str | ImageRef | Image, *, on_bytes: Progress | None = None,
                pull: bool = False, contents: bool = True) -> LoadedImage:
     """Open and read `reference` once for analysis; without `contents` only the layers'
     headers are read (enough for the image summary, or to run the image). Raises
@@ -113,7 +114,7 @@ def load_image(reference: str | ImageRef, *, on_bytes: Progress | None = None,
 
 
 @contextmanager
-def analyzed(reference: str | ImageRef, options: AnalyzeOptions = AnalyzeOptions(),
+def analyzed(reference: str | ImageRef | Image, options: AnalyzeOptions = AnalyzeOptions(),
              tracing: Tracing | None = None, *, on_bytes: Progress | None = None,
              pull: bool = False, progress: Phases = SILENT) -> Iterator[Analysis]:
     """Load `reference`, get a trace when asked, analyze; the image stays open in the block.

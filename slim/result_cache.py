@@ -20,6 +20,10 @@ that ID, and the result is stored only when the image analyzed has it (a tag mov
 is a miss next time, never a wrong hit). A pre-push hook's `slim check` of an unchanged image
 built into the daemon no longer saves it on every push.
 
+A registry's image (`docker://`, or a bare name the daemon lacks) is first copied into slim's
+registry cache (slim.sources.registry: skopeo fetches the manifest and only the blobs the copy
+lacks), then looked up like a layout on disk; on a miss the analysis reads that same copy.
+
 `slim check` and `slim analyze` (without a trace, an SBOM or the HTML report, which need the
 graph) use it; `SLIM_NO_CACHE=1` turns it off.
 """

@@ -259,6 +259,42 @@ def test_registry_gives_the_same_report(archive_report: dict[str, Any], pushed: 
 
 
 @pytest.mark.registry
+def test_a_registry_image_analyzed_again_is_read_from_the_result_cache(
+        pushed: str, registry: str, registry_env: dict[str, str]) -> None:
+    """`slim analyze docker://…` a second time: skopeo finds the copy in slim's registry cache
+    up to date, and the result cache answers for its digests (the blobs are the files read
+    before, unchanged: not hashed again). When the tag then names another image, that image
+    is analyzed: its report, never the first one's entry."""
+    ref = f"{registry}/slim-test/moving:1"
+
+    def push(layout: str) -> None:
+        proc = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", layout, f"docker://{ref}"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    def analyze() -> tuple[dict[str, Any], str]:
+        proc = subprocess.run([sys.executable, "-m", "slim", "-v", "analyze", "-f", "json", f"docker://{ref}"],
+                              cwd=REPO, env={**os.environ, **registry_env}, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout), proc.stderr
+
+    push(f"oci:{OCI}:latest")
+    first, log = analyze()
+    assert "cache hit" not in log and first["keep"]
+    again, log = analyze()
+    assert again == first
+    assert "analyze cache hit" in log and "not hashed again" in log, log
+    other = REPO / "sample_images" / "hello-musl" / "hello-musl.docker.tar"
+    require(other.exists(), f"{other}: sample image not built")
+    push(f"docker-archive:{other}")
+    moved, log = analyze()
+    assert "cache hit" not in log
+    assert moved["image"]["digest"] != first["image"]["digest"]
+    assert moved["keep"] != first["keep"]
+
+
+@pytest.mark.registry
 def test_missing_registry_image_exits_3_with_one_line(registry: str, registry_env: dict[str, str]) -> None:
     proc = run_slim(f"docker://{registry}/slim-test/no-such-image:1", registry_env)
     assert proc.returncode == 3, proc.stderr
