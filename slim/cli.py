@@ -229,6 +229,15 @@ def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
     return None, key, blobs, source.digest, source
 
 
+def _store_analysis(key: str | None, result: AnalysisResult, blobs: list[list[Any]] | None, digest: str) -> None:
+    """Store an analysis _cached_analysis missed, when the analyzed image is the one its key
+    stands for (a daemon tag may have moved meanwhile)."""
+    if key and result.image.digest == digest:
+        from slim.result_cache import ResultCache
+
+        ResultCache("analyze").put(key, result, blobs=blobs)
+
+
 @contextmanager
 def _phases(lines: bool = False) -> Iterator[Phases]:
     """Progress on stderr (slim.progress): live phase lines on a terminal; otherwise one
@@ -313,10 +322,7 @@ def analyze(
                     _write_reports(result, formats, output, why=why_fn)
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
-            if key and result.image.digest == digest:  # the image the key stands for
-                from slim.result_cache import ResultCache
-
-                ResultCache("analyze").put(key, result, blobs=blobs)
+            _store_analysis(key, result, blobs, digest)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]
@@ -545,9 +551,16 @@ def seccomp(
                 raise UsageError(f"--runtime {name}: no baseline for it (choose from {', '.join(known)})")
         check_output(output, what="seccomp profile")
         options = _options(rules, keep, drop, syscalls=source in ("static", "both"))
-        with _analyzed(image, options, _tracing(trace, probe, runner, network, timeout, trace_file),
-                       pull=pull) as analysis:
-            result = analysis.result
+        tracing = _tracing(trace, probe, runner, network, timeout, trace_file)
+        # without a trace the profile needs only the result: `slim analyze --syscalls`'s entry
+        cached, key, blobs, digest, opened = (_cached_analysis(image, options, pull) if tracing is None
+                                              else (None, None, None, "", None))
+        if cached is not None:
+            result = cached
+        else:
+            with _analyzed(opened or image, options, tracing, pull=pull) as analysis:
+                result = analysis.result
+            _store_analysis(key, result, blobs, digest)
         names = set(result.syscalls_static if source != "traced" else ())
         names |= set(result.syscalls_traced if source != "static" else ())
         if not names:

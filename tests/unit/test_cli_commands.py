@@ -111,6 +111,29 @@ def test_seccomp_profile_from_static_syscalls(tmp_path, image):
     assert r.exit_code == 2
 
 
+def test_seccomp_of_an_unchanged_image_is_the_cached_analysis(tmp_path, monkeypatch):
+    """A static profile needs only the analysis result: the second `slim seccomp` (and one
+    after `slim analyze --syscalls`, the same analysis) reads it from the result cache and
+    writes the same profile without reading the image's layers."""
+    import slim.pipeline
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    r = invoke("seccomp", GLIBC, "--output", str(first))
+    assert r.exit_code == 0, r.output
+
+    def no_read(*_args, **_kwargs):
+        raise AssertionError("a cached analysis must not read the image")
+
+    monkeypatch.setattr(slim.pipeline, "load_image", no_read)
+    r = invoke("seccomp", GLIBC, "--output", str(second))
+    assert r.exit_code == 0, r.output
+    assert second.read_bytes() == first.read_bytes()
+    r = invoke("analyze", GLIBC, "--syscalls", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert "write" in json.loads(r.output)["syscalls"]["static"]
+
+
 def test_manifest_ops_lays_out_kept_files(tmp_path):
     r = invoke("manifest", MUSL, "--target", "ops", "--output", str(tmp_path / "ops"))
     assert r.exit_code == 0, r.output
