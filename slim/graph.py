@@ -63,6 +63,7 @@ class DependencyGraph:
         self.succ: dict[str, dict[str, Reasons]] = {ROOT: {}}
         self.pred: dict[str, dict[str, Reasons]] = {ROOT: {}}
         self._nx: Any = None  # the networkx view, made on first use
+        self._tree: dict[str, str] | None = None  # why_tree from ROOT, made on first use
 
     def __contains__(self, node: str) -> bool:
         return node in self.succ
@@ -84,7 +85,7 @@ class DependencyGraph:
         reasons = out.get(dst)
         if reasons is None:
             out[dst] = self.pred[dst][src] = [pair]
-            self._nx = None
+            self._nx = self._tree = None
         elif pair not in reasons:
             reasons.append(pair)  # the networkx view shares the list
         return new
@@ -145,18 +146,38 @@ class DependencyGraph:
         }
         return tuple(sorted(kinds))
 
+    def why_tree(self, root: str = ROOT) -> dict[str, str]:
+        """Every node reachable from `root` → its predecessor on a shortest chain from `root`
+        (`root` → ""): breadth first, successors in the order their edges were added, so the
+        chain `why` gives is the same every time, and the tree answers `why` for every node
+        at once (slim why's cache)."""
+        if root == ROOT and self._tree is not None:
+            return self._tree
+        tree = {root: ""} if root in self.succ else {}
+        frontier = list(tree)
+        succ = self.succ
+        while frontier:
+            ahead = []
+            for node in frontier:
+                for nxt in succ[node]:
+                    if nxt not in tree:
+                        tree[nxt] = node
+                        ahead.append(nxt)
+            frontier = ahead
+        if root == ROOT:
+            self._tree = tree
+        return tree
+
     def why(self, node: str, root: str = ROOT) -> list[Step] | None:
         """The shortest chain of reasons from `root` to `node`, or None when unreachable."""
-        if node not in self.succ or root not in self.succ:
+        tree = self.why_tree(root)
+        if node not in tree:
             return None
-        import networkx as nx
-
-        try:
-            path = nx.shortest_path(self.g, root, node)
-        except nx.NetworkXNoPath:
-            return None
+        path = [node]
+        while path[-1] != root:
+            path.append(tree[path[-1]])
         steps = []
-        for src, dst in itertools.pairwise(path):
+        for src, dst in itertools.pairwise(reversed(path)):
             kind, evidence = min(self.succ[src][dst], key=_rank)
             steps.append(Step(src, dst, kind, evidence))
         return steps
