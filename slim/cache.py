@@ -1,9 +1,10 @@
 """slim's cache directory and its one store of JSON documents.
 
 Location: `$SLIM_CACHE_DIR/<kind>` when set, else `$XDG_CACHE_HOME/slim/<kind>`, else
-`~/.cache/slim/<kind>`. Kinds: `syscalls` (per-libc syscall maps), `check` (`slim check`
-results), `registry` (skopeo pulls), `parse` (one SQLite file: what each source file's parse
-found, keyed by the sha256 of its bytes — `ParseStore`).
+`~/.cache/slim/<kind>`. Kinds: `syscalls` (per-libc syscall maps), `analyze`, `check` and
+`why` (whole results, slim.result_cache; `why` with every kept path's chain), `layers`
+(slim.layer_cache), `registry` (skopeo pulls), `parse` (one SQLite file: what each source
+file's parse found, keyed by the sha256 of its bytes — `ParseStore`).
 
 A cache key is always a digest slim computed itself over the content the entry stands for
 (never a name or an ID the image chose), so a hostile image cannot plant an entry that another

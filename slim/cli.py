@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -186,12 +187,32 @@ def _analyzed(image: str | Image, options: AnalyzeOptions, tracing: Tracing | No
         yield analysis
 
 
-def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
-                     ) -> tuple[AnalysisResult | None, str | None, list[list[Any]] | None, str, Image | None]:
-    """(the cached result of this analysis, or None; the cache key to store it under; the
-    identity of the blob files before they are read, result_cache.blob_identity; the image
-    ID the key stands for: store a result under it only when the analyzed image has it; on a
-    miss, the image when it was opened here, for the analysis to read)."""
+@dataclass
+class _Lookup:
+    """What _cached_analysis found: the cached result (None: a miss) and what its entry holds
+    besides; the key to store a result under, the identity of the blob files before they were
+    read (result_cache.blob_identity) and the image ID the key stands for; on a miss, the image
+    when it was opened here, for the analysis to read."""
+
+    kind: str = "analyze"
+    result: AnalysisResult | None = None
+    extra: Any = None
+    key: str | None = None
+    blobs: list[list[Any]] | None = None
+    digest: str = ""
+    opened: Image | None = None
+
+    def store(self, result: AnalysisResult, extra: Any = None) -> None:
+        """Store an analysis this lookup missed, when the analyzed image is the one the key
+        stands for (a daemon tag may have moved meanwhile)."""
+        if self.key and result.image.digest == self.digest:
+            from slim.result_cache import ResultCache
+
+            ResultCache(self.kind).put(self.key, result, extra, blobs=self.blobs)
+
+
+def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool, kind: str = "analyze") -> _Lookup:
+    """The entry of the result cache `kind` for this analysis of `image` (result_cache)."""
     from slim.cache import disabled
     from slim.refs import parse_ref
     from slim.result import to_plain
@@ -201,41 +222,34 @@ def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool
     ref = parse_ref(image)
     material = {"command": "analyze", "options": to_plain(options), "rules": rules_digest(options.rules_dirs)}
     if disabled():
-        return None, None, None, "", None
+        return _Lookup(kind)
+    cache = ResultCache(kind)
     if daemon_first(ref):  # its ID and diff_ids from `docker inspect`, no save
         try:
-            hit, key, digest = ResultCache("analyze").get_daemon(ref, material)
+            hit, key, digest = cache.get_daemon(ref, material)
         except SourceError:
             if ref.transport == "docker-daemon":
                 raise
             # a bare name the daemon lacks: open_image asks a registry next
         else:
-            return (hit[0] if hit else None), key, None, digest, None
+            result, extra = hit or (None, None)
+            return _Lookup(kind, result, extra, key, None, digest)
     if ref.transport not in ("oci", "oci-archive", "docker-archive", "docker", "auto"):
-        return None, None, None, "", None  # rootfs: no content address
+        return _Lookup(kind)  # rootfs: no content address
     # manifest and config; a registry's image is copied into slim's registry cache (skopeo
     # copies only the blobs it lacks) and, on a miss, read from there by the analysis
     source = open_image(image, pull=pull)
     try:
         key = result_key(source, material)
         blobs = blob_identity(source)
-        hit = ResultCache("analyze").get(key, source)
+        hit = cache.get(key, source)
     except BaseException:
         source.close()
         raise
     if hit:
         source.close()
-        return hit[0], key, blobs, source.digest, None
-    return None, key, blobs, source.digest, source
-
-
-def _store_analysis(key: str | None, result: AnalysisResult, blobs: list[list[Any]] | None, digest: str) -> None:
-    """Store an analysis _cached_analysis missed, when the analyzed image is the one its key
-    stands for (a daemon tag may have moved meanwhile)."""
-    if key and result.image.digest == digest:
-        from slim.result_cache import ResultCache
-
-        ResultCache("analyze").put(key, result, blobs=blobs)
+        return _Lookup(kind, hit[0], hit[1], key, blobs, source.digest)
+    return _Lookup(kind, None, None, key, blobs, source.digest, source)
 
 
 @contextmanager
@@ -310,19 +324,19 @@ def analyze(
             check_output(sbom_output or "", what="SBOM")
         # the graph is needed by the HTML report and the SBOM; a trace is new every time
         cacheable = tracing is None and not sbom and "html" not in formats
-        result, key, blobs, digest, opened = (_cached_analysis(image, options, pull) if cacheable
-                                              else (None, None, None, "", None))
+        look = _cached_analysis(image, options, pull) if cacheable else _Lookup()
+        result = look.result
         if result is not None:
             _write_reports(result, formats, output)
         else:
-            with _analyzed(opened or image, options, tracing, pull=pull) as analysis:
+            with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
                 result = analysis.result
                 why_fn = analysis.closure.graph.why if analysis.closure else None
                 if report_wanted:
                     _write_reports(result, formats, output, why=why_fn)
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
-            _store_analysis(key, result, blobs, digest)
+            look.store(result)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]
@@ -349,11 +363,20 @@ def why(
     """Print the shortest chain of reasons from the container start to PATH; exit 1 when not kept."""
     from slim.model import ROOT
     from slim.pipeline import why as why_chain
+    from slim.pipeline import why_from_index, why_index
 
     try:
-        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file),
-                       pull=pull) as analysis:
-            answer = why_chain(analysis, path)
+        options = _options(rules, keep, drop, keep_app)
+        tracing = _tracing(trace_file=trace_file)
+        # every kept path's chain is cached with the analysis: asking about another kept file of
+        # an unchanged image reads it; a path the index does not hold is analyzed again
+        look = _cached_analysis(image, options, pull, kind="why") if tracing is None else _Lookup()
+        answer = why_from_index(look.extra, path) if look.result is not None else None
+        if answer is None:
+            with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
+                answer = why_chain(analysis, path)
+                if look.result is None:
+                    look.store(analysis.result, why_index(analysis))
     except SlimError as exc:
         fail(exc)
     if not answer.steps:
@@ -553,14 +576,13 @@ def seccomp(
         options = _options(rules, keep, drop, syscalls=source in ("static", "both"))
         tracing = _tracing(trace, probe, runner, network, timeout, trace_file)
         # without a trace the profile needs only the result: `slim analyze --syscalls`'s entry
-        cached, key, blobs, digest, opened = (_cached_analysis(image, options, pull) if tracing is None
-                                              else (None, None, None, "", None))
-        if cached is not None:
-            result = cached
+        look = _cached_analysis(image, options, pull) if tracing is None else _Lookup()
+        if look.result is not None:
+            result = look.result
         else:
-            with _analyzed(opened or image, options, tracing, pull=pull) as analysis:
+            with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
                 result = analysis.result
-            _store_analysis(key, result, blobs, digest)
+            look.store(result)
         names = set(result.syscalls_static if source != "traced" else ())
         names |= set(result.syscalls_traced if source != "static" else ())
         if not names:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slim.fs.layer import Capture
 from slim.image import LoadedImage, load
@@ -436,7 +436,7 @@ def why(analysis: Analysis, path: str) -> WhyAnswer:
         return WhyAnswer(target, (), fs.lexists(canonical) or final.exists, tuple(declined))
     out = []
     for step in steps:
-        m = re.match(r"(?:DT_NEEDED|LD_PRELOAD|/etc/ld.so.preload) (\S+)", step.evidence)
+        m = _LOADED.match(step.evidence)
         if step.kind == "needed" and m:
             out.append(WhyStep(step, closure.loader_tried(step.src, m.group(1)), m.group(1)))
         else:
@@ -444,7 +444,67 @@ def why(analysis: Analysis, path: str) -> WhyAnswer:
     return WhyAnswer(target, tuple(out), True)
 
 
+_LOADED = re.compile(r"(?:DT_NEEDED|LD_PRELOAD|/etc/ld.so.preload) (\S+)")  # a library the loader found
+WHY_INDEX_FORMAT = 1
+
+
+def why_index(analysis: Analysis) -> dict[str, Any]:
+    """`why` of every kept path at once, as plain data for slim why's cache: each node of the
+    graph's why_tree → [its predecessor on the chain, kind, evidence], and the directories the
+    loader tried for each library step (`slim why -v`)."""
+    from slim.graph import best_reason
+
+    closure = analysis.closure
+    if closure is None:
+        return {}
+    graph = closure.graph
+    steps: dict[str, list[str]] = {}
+    tried: dict[str, list[str]] = {}
+    for node, parent in graph.why_tree().items():
+        if not parent:
+            continue
+        kind, evidence = best_reason(graph, parent, node)
+        steps[node] = [parent, kind, evidence]
+        m = _LOADED.match(evidence)
+        if kind == "needed" and m:
+            tried[f"{parent}\0{m.group(1)}"] = list(closure.loader_tried(parent, m.group(1)))
+    return {"format": WHY_INDEX_FORMAT, "steps": steps, "tried": tried}
+
+
+def why_from_index(index: Any, path: str) -> WhyAnswer | None:
+    """`why`'s answer for `path` from a why_index, when the index holds it: a kept path named
+    as the graph names it. None otherwise (another spelling, a path not kept: analyze)."""
+    from slim.graph import Step
+
+    if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
+        return None
+    steps, tried = index.get("steps"), index.get("tried")
+    target = normpath(path)
+    if not isinstance(steps, dict) or not isinstance(tried, dict) or target not in steps:
+        return None
+    chain: list[WhyStep] = []
+    node = target
+    while node != ROOT:
+        row = steps.get(node)
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)) \
+                or len(chain) > len(steps):
+            return None  # not an index this code wrote
+        parent, kind, evidence = row
+        step = Step(parent, node, kind, evidence)
+        m = _LOADED.match(evidence)
+        if kind == "needed" and m:
+            dirs = tried.get(f"{parent}\0{m.group(1)}", [])
+            if not (isinstance(dirs, list) and all(isinstance(d, str) for d in dirs)):
+                return None
+            chain.append(WhyStep(step, tuple(dirs), m.group(1)))
+        else:
+            chain.append(WhyStep(step))
+        node = parent
+    return WhyAnswer(target, tuple(reversed(chain)), True)
+
+
 __all__ = ["SCAFFOLD_DIRS", "Analysis", "AnalyzeOptions", "Tracing", "WhyAnswer", "WhyStep",
            "analyze", "analyzed", "capture_policy", "keep_source", "load_image", "obtain_trace",
-           "probe_outcomes", "reachability", "static_syscalls", "why", "with_keep"]
+           "probe_outcomes", "reachability", "static_syscalls", "why", "why_from_index", "why_index",
+           "with_keep"]
 

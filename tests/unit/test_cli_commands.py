@@ -134,6 +134,51 @@ def test_seccomp_of_an_unchanged_image_is_the_cached_analysis(tmp_path, monkeypa
     assert "write" in json.loads(r.output)["syscalls"]["static"]
 
 
+def test_why_of_an_unchanged_image_reads_every_kept_chain_from_the_cache(tmp_path, monkeypatch):
+    """The first `slim why` stores every kept path's chain with the analysis; asking about
+    any kept path of the unchanged image again prints what the analysis printed (the loader's
+    tried directories too) without reading the image. A path the index does not hold (not
+    kept, another spelling) is analyzed again and answered as before."""
+    import slim.pipeline
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    lib = "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"
+    first = invoke("why", "-v", GLIBC, lib)
+    assert first.exit_code == 0 and "tried" in first.output, first.output
+    other = invoke("why", GLIBC, "/app/hello")  # analyzed with the first: its chain is there too
+    assert list((tmp_path / "cache" / "why").glob("*.json"))
+    real_load = slim.pipeline.load_image
+    loads = []
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(slim.pipeline, "load_image", counted)
+    again = invoke("why", "-v", GLIBC, lib)
+    assert again.exit_code == 0 and again.output == first.output
+    assert invoke("why", GLIBC, "/app/hello").output == other.output
+    assert loads == []
+    not_kept = invoke("why", GLIBC, "/usr/include/zlib.h")
+    assert not_kept.exit_code == 1 and "not kept" in not_kept.output and len(loads) == 1
+    spelled = invoke("why", GLIBC, "/lib/x86_64-linux-gnu/libz.so.1")  # through the /lib link
+    assert spelled.exit_code == 0 and "libz.so.1" in spelled.output and len(loads) == 2
+
+
+def test_a_why_index_of_another_shape_is_analyzed_again():
+    from slim.pipeline import why_from_index
+
+    good = {"format": 1, "tried": {}, "steps": {"/a": ["<root>", "entrypoint", "argv[0] /a"]}}
+    assert [s.step.dst for s in why_from_index(good, "/a").steps] == ["/a"]
+    for bad in (None, [], {"format": 2, "steps": {}, "tried": {}}, {"format": 1, "steps": [], "tried": {}},
+                {"format": 1, "tried": {}, "steps": {"/a": ["/b", "needed", "x"], "/b": ["/a", "needed", "y"]}},
+                {"format": 1, "tried": {}, "steps": {"/a": ["/b", "needed"]}},
+                {"format": 1, "tried": {}, "steps": {"/a": ["/b", 1, "x"]}},
+                {"format": 1, "tried": {"<root>\0libz.so.1": 7},
+                 "steps": {"/a": ["<root>", "needed", "DT_NEEDED libz.so.1 via RUNPATH"]}}):
+        assert why_from_index(bad, "/a") is None
+
+
 def test_manifest_ops_lays_out_kept_files(tmp_path):
     r = invoke("manifest", MUSL, "--target", "ops", "--output", str(tmp_path / "ops"))
     assert r.exit_code == 0, r.output
