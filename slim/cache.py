@@ -2,7 +2,7 @@
 
 Location: `$SLIM_CACHE_DIR/<kind>` when set, else `$XDG_CACHE_HOME/slim/<kind>`, else
 `~/.cache/slim/<kind>`. Kinds: `syscalls` (per-libc syscall maps), `analyze`, `check` and
-`why` (whole results, slim.result_cache; `why` with every kept path's chain), `layers`
+`why` (whole results, slim.result_cache; `why` with what slim why reads of the analysis), `layers`
 (slim.layer_cache), `registry` (skopeo pulls), `parse` (one SQLite file: what each source
 file's parse found, keyed by the sha256 of its bytes — `ParseStore`).
 

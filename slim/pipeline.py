@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slim.fs.layer import Capture
+from slim.fs.rootfs import RootFS
 from slim.image import LoadedImage, load
-from slim.model import ROOT, Edge, EntryKind, normpath
+from slim.model import ROOT, Edge, EntryKind, FileEntry, normpath
 from slim.progress import SILENT, Phases
 from slim.result import AnalysisResult, KeptFile, ProbeOutcome, Totals, UnknownItem
 
@@ -416,42 +417,57 @@ def why(analysis: Analysis, path: str) -> WhyAnswer:
     """
     closure = analysis.closure
     fs = analysis.loaded.rootfs
-    target = normpath(path)
     if closure is None:
-        return WhyAnswer(target, (), fs.lexists(target))
+        return WhyAnswer(normpath(path), (), fs.lexists(normpath(path)))
+    from slim.analyzers.base import Declined
+
+    declined = closure.context.service(Declined).of if closure.context is not None else _nothing_declined
+    return _why(fs, closure.graph.why, declined, closure.loader_tried, path)
+
+
+def _nothing_declined(_path: str) -> list[tuple[str, str]]:
+    return []
+
+
+def _why(fs: RootFS, chain_of: Callable[[str], list[Step] | None],
+         declined_of: Callable[[str], list[tuple[str, str]]],
+         tried_of: Callable[[str, str], tuple[str, ...]], path: str) -> WhyAnswer:
+    """`why` over its parts: the image's paths (`fs`), the chain of a graph node, the declined
+    edges into a path, the directories the loader tried for a library (an analysis's, or a
+    why_index's)."""
+    target = normpath(path)
     parent = fs.resolve(posixpath.dirname(target))
     canonical = posixpath.join(parent.path, posixpath.basename(target)) if parent.exists else target
-    steps = closure.graph.why(target) or closure.graph.why(canonical)
+    steps = chain_of(target) or chain_of(canonical)
     final = fs.resolve(target)
     if steps is None and final.exists and final.path != target:
-        steps = closure.graph.why(final.path)
+        steps = chain_of(final.path)
     if steps is None:
         declined: list[tuple[str, str]] = []
-        if closure.context is not None:
-            from slim.analyzers.base import Declined
-
-            reasons = closure.context.service(Declined)
-            for p in dict.fromkeys((target, canonical, final.path)):
-                declined += [r for r in reasons.of(p) if r not in declined]
+        for p in dict.fromkeys((target, canonical, final.path)):
+            declined += [r for r in declined_of(p) if r not in declined]
         return WhyAnswer(target, (), fs.lexists(canonical) or final.exists, tuple(declined))
     out = []
     for step in steps:
         m = _LOADED.match(step.evidence)
         if step.kind == "needed" and m:
-            out.append(WhyStep(step, closure.loader_tried(step.src, m.group(1)), m.group(1)))
+            out.append(WhyStep(step, tried_of(step.src, m.group(1)), m.group(1)))
         else:
             out.append(WhyStep(step))
     return WhyAnswer(target, tuple(out), True)
 
 
 _LOADED = re.compile(r"(?:DT_NEEDED|LD_PRELOAD|/etc/ld.so.preload) (\S+)")  # a library the loader found
-WHY_INDEX_FORMAT = 1
+WHY_INDEX_FORMAT = 2
 
 
 def why_index(analysis: Analysis) -> dict[str, Any]:
-    """`why` of every kept path at once, as plain data for slim why's cache: each node of the
-    graph's why_tree → [its predecessor on the chain, kind, evidence], and the directories the
-    loader tried for each library step (`slim why -v`)."""
+    """Everything `why` reads of an analysis, as plain data for slim why's cache: each node of
+    the graph's why_tree → [its predecessor on the chain, kind, evidence]; the directories the
+    loader tried for each library step (`slim why -v`); the declined edges into each path; and
+    the image's paths (directories, symlinks with their targets, everything else), which
+    resolve another spelling of a path and tell whether a path not kept is in the image."""
+    from slim.analyzers.base import Declined
     from slim.graph import best_reason
 
     closure = analysis.closure
@@ -468,39 +484,76 @@ def why_index(analysis: Analysis) -> dict[str, Any]:
         m = _LOADED.match(evidence)
         if kind == "needed" and m:
             tried[f"{parent}\0{m.group(1)}"] = list(closure.loader_tried(parent, m.group(1)))
-    return {"format": WHY_INDEX_FORMAT, "steps": steps, "tried": tried}
+    declined = closure.context.service(Declined).reasons if closure.context is not None else {}
+    dirs: list[str] = []
+    links: dict[str, str] = {}
+    others: list[str] = []
+    for entry in analysis.loaded.rootfs.walk():
+        if entry.kind is EntryKind.DIR:
+            dirs.append(entry.path)
+        elif entry.kind is EntryKind.SYMLINK:
+            links[entry.path] = entry.linkname
+        else:
+            others.append(entry.path)
+    return {"format": WHY_INDEX_FORMAT, "steps": steps, "tried": tried,
+            "declined": {p: [list(r) for r in rs] for p, rs in declined.items() if rs},
+            "dirs": dirs, "links": links, "others": others}
+
+
+class _NotAnIndex(Exception):
+    """A why index slim did not write (another format or shape)."""
+
+
+def _strings(value: Any, n: int | None = None) -> list[str]:
+    if not (isinstance(value, list) and all(isinstance(x, str) for x in value) and (n is None or len(value) == n)):
+        raise _NotAnIndex
+    return value
 
 
 def why_from_index(index: Any, path: str) -> WhyAnswer | None:
-    """`why`'s answer for `path` from a why_index, when the index holds it: a kept path named
-    as the graph names it. None otherwise (another spelling, a path not kept: analyze)."""
+    """`why`'s answer for `path` from a why_index (what the analysis it was made from answers);
+    None for an index of another format or shape (analyze again)."""
+    from slim.fs.tree import SquashedTree
     from slim.graph import Step
 
     if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
         return None
-    steps, tried = index.get("steps"), index.get("tried")
-    target = normpath(path)
-    if not isinstance(steps, dict) or not isinstance(tried, dict) or target not in steps:
+    steps, tried, declined, links = (index.get(k) for k in ("steps", "tried", "declined", "links"))
+    if not (isinstance(steps, dict) and isinstance(tried, dict) and isinstance(declined, dict)
+            and isinstance(links, dict)):
         return None
-    chain: list[WhyStep] = []
-    node = target
-    while node != ROOT:
-        row = steps.get(node)
-        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)) \
-                or len(chain) > len(steps):
-            return None  # not an index this code wrote
-        parent, kind, evidence = row
-        step = Step(parent, node, kind, evidence)
-        m = _LOADED.match(evidence)
-        if kind == "needed" and m:
-            dirs = tried.get(f"{parent}\0{m.group(1)}", [])
-            if not (isinstance(dirs, list) and all(isinstance(d, str) for d in dirs)):
+    try:
+        tree = SquashedTree()
+        for p in _strings(index.get("dirs")):
+            tree.entries[p] = FileEntry(path=p, kind=EntryKind.DIR)
+        for p in _strings(index.get("others")):
+            tree.entries[p] = FileEntry(path=p, kind=EntryKind.FILE)
+        for p, target in links.items():
+            if not isinstance(target, str):
+                raise _NotAnIndex
+            tree.entries[p] = FileEntry(path=p, kind=EntryKind.SYMLINK, linkname=target)
+
+        def chain_of(node: str) -> list[Step] | None:
+            if node not in steps:
                 return None
-            chain.append(WhyStep(step, tuple(dirs), m.group(1)))
-        else:
-            chain.append(WhyStep(step))
-        node = parent
-    return WhyAnswer(target, tuple(reversed(chain)), True)
+            chain: list[Step] = []
+            while node != ROOT:
+                if len(chain) > len(steps):
+                    raise _NotAnIndex  # a cycle
+                parent, kind, evidence = _strings(steps.get(node), 3)
+                chain.append(Step(parent, node, kind, evidence))
+                node = parent
+            return chain[::-1]
+
+        def declined_of(p: str) -> list[tuple[str, str]]:
+            return [(r[0], r[1]) for r in (_strings(x, 2) for x in declined.get(p, []))]
+
+        def tried_of(src: str, name: str) -> tuple[str, ...]:
+            return tuple(_strings(tried.get(f"{src}\0{name}", [])))
+
+        return _why(RootFS(tree), chain_of, declined_of, tried_of, path)
+    except _NotAnIndex:
+        return None
 
 
 __all__ = ["SCAFFOLD_DIRS", "Analysis", "AnalyzeOptions", "Tracing", "WhyAnswer", "WhyStep",

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 2
 MAX_ENTRIES = 256
+MAX_WHY_ENTRIES = 32
 
 
 @functools.cache
@@ -146,10 +147,11 @@ def _stat_all(paths: list[str]) -> list[list[Any]] | None:
 
 
 class ResultCache:
-    """One kind of cached result (`check`, `analyze`)."""
+    """One kind of cached result (`check`, `analyze`, `why`)."""
 
     def __init__(self, kind: str) -> None:
-        self.store = JsonStore(kind, FORMAT, max_entries=MAX_ENTRIES)
+        # a `why` entry also holds the graph's chains and the image's paths (MBs): fewer of them
+        self.store = JsonStore(kind, FORMAT, max_entries=MAX_WHY_ENTRIES if kind == "why" else MAX_ENTRIES)
 
     def get(self, key: str | None, image: Any, *, vouched: bool = False) -> tuple[AnalysisResult, Any] | None:
         """(result with this image's reference, the extra data) on a verified hit, else None.

@@ -134,49 +134,53 @@ def test_seccomp_of_an_unchanged_image_is_the_cached_analysis(tmp_path, monkeypa
     assert "write" in json.loads(r.output)["syscalls"]["static"]
 
 
-def test_why_of_an_unchanged_image_reads_every_kept_chain_from_the_cache(tmp_path, monkeypatch):
-    """The first `slim why` stores every kept path's chain with the analysis; asking about
-    any kept path of the unchanged image again prints what the analysis printed (the loader's
-    tried directories too) without reading the image. A path the index does not hold (not
-    kept, another spelling) is analyzed again and answered as before."""
+def test_why_of_an_unchanged_image_is_answered_from_the_cache(tmp_path, monkeypatch):
+    """The first `slim why` stores with the analysis everything `why` reads of it (every kept
+    path's chain, the loader's tried directories, the declined edges, the image's paths);
+    any question about the unchanged image is then answered as the analysis answers it —
+    kept, not kept, not in the image, spelled through a link, with -v — without reading it."""
     import slim.pipeline
 
+    questions = [("-v", "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"), ("/app/hello",),
+                 ("/usr/include/zlib.h",), ("/no/such/file",), ("-v", "/lib/x86_64-linux-gnu/libz.so.1"),
+                 ("/lib",), ("/usr/lib/../lib/x86_64-linux-gnu/libc.so.6",)]
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    expected = {q: invoke("why", *q[:-1], GLIBC, q[-1]) for q in questions}
+    assert {r.exit_code for r in expected.values()} == {0, 1}
+    assert "not in the image" in expected[("/no/such/file",)].output
+    monkeypatch.delenv("SLIM_NO_CACHE")
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
-    lib = "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"
-    first = invoke("why", "-v", GLIBC, lib)
-    assert first.exit_code == 0 and "tried" in first.output, first.output
-    other = invoke("why", GLIBC, "/app/hello")  # analyzed with the first: its chain is there too
+    assert invoke("why", GLIBC, "/app/hello").exit_code == 0
     assert list((tmp_path / "cache" / "why").glob("*.json"))
-    real_load = slim.pipeline.load_image
-    loads = []
 
-    def counted(*args, **kwargs):
-        loads.append(args)
-        return real_load(*args, **kwargs)
+    def no_read(*_args, **_kwargs):
+        raise AssertionError("a cached answer must not read the image")
 
-    monkeypatch.setattr(slim.pipeline, "load_image", counted)
-    again = invoke("why", "-v", GLIBC, lib)
-    assert again.exit_code == 0 and again.output == first.output
-    assert invoke("why", GLIBC, "/app/hello").output == other.output
-    assert loads == []
-    not_kept = invoke("why", GLIBC, "/usr/include/zlib.h")
-    assert not_kept.exit_code == 1 and "not kept" in not_kept.output and len(loads) == 1
-    spelled = invoke("why", GLIBC, "/lib/x86_64-linux-gnu/libz.so.1")  # through the /lib link
-    assert spelled.exit_code == 0 and "libz.so.1" in spelled.output and len(loads) == 2
+    monkeypatch.setattr(slim.pipeline, "load_image", no_read)
+    for q in questions:
+        got = invoke("why", *q[:-1], GLIBC, q[-1])
+        assert (got.exit_code, got.output) == (expected[q].exit_code, expected[q].output), q
 
 
 def test_a_why_index_of_another_shape_is_analyzed_again():
     from slim.pipeline import why_from_index
 
-    good = {"format": 1, "tried": {}, "steps": {"/a": ["<root>", "entrypoint", "argv[0] /a"]}}
-    assert [s.step.dst for s in why_from_index(good, "/a").steps] == ["/a"]
-    for bad in (None, [], {"format": 2, "steps": {}, "tried": {}}, {"format": 1, "steps": [], "tried": {}},
-                {"format": 1, "tried": {}, "steps": {"/a": ["/b", "needed", "x"], "/b": ["/a", "needed", "y"]}},
-                {"format": 1, "tried": {}, "steps": {"/a": ["/b", "needed"]}},
-                {"format": 1, "tried": {}, "steps": {"/a": ["/b", 1, "x"]}},
-                {"format": 1, "tried": {"<root>\0libz.so.1": 7},
-                 "steps": {"/a": ["<root>", "needed", "DT_NEEDED libz.so.1 via RUNPATH"]}}):
-        assert why_from_index(bad, "/a") is None
+    def index(**change):
+        doc = {"format": 2, "tried": {}, "declined": {}, "dirs": [], "links": {}, "others": ["/a"],
+               "steps": {"/a": ["<root>", "entrypoint", "argv[0] /a"]}}
+        return {**doc, **change}
+
+    assert [s.step.dst for s in why_from_index(index(), "/a").steps] == ["/a"]
+    answer = why_from_index(index(declined={"/b": [["/a", "never runs"]]}, others=["/a", "/b"]), "/b")
+    assert answer.steps == () and answer.in_image and answer.declined == (("/a", "never runs"),)
+    for bad in (None, [], index(format=1), index(steps=[]), index(dirs={}), index(others=[1]),
+                index(links={"/l": 3}), index(steps={"/a": ["/b", "needed", "x"], "/b": ["/a", "needed", "y"]}),
+                index(steps={"/a": ["/b", "needed"]}), index(steps={"/a": ["/b", 1, "x"]}),
+                index(declined={"/b": [["/a"]]}, others=["/a", "/b"]),
+                index(tried={"<root>\0libz.so.1": 7},
+                      steps={"/a": ["<root>", "needed", "DT_NEEDED libz.so.1 via RUNPATH"]})):
+        path = "/b" if isinstance(bad, dict) and bad.get("declined") else "/a"
+        assert why_from_index(bad, path) is None, bad
 
 
 def test_manifest_ops_lays_out_kept_files(tmp_path):
