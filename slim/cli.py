@@ -368,15 +368,14 @@ def why(
     try:
         options = _options(rules, keep, drop, keep_app)
         tracing = _tracing(trace_file=trace_file)
-        # every kept path's chain is cached with the analysis: asking about another kept file of
-        # an unchanged image reads it; a path the index does not hold is analyzed again
+        # what `why` reads of the analysis is cached with it (pipeline.why_index): any later
+        # question about the unchanged image is answered from there
         look = _cached_analysis(image, options, pull, kind="why") if tracing is None else _Lookup()
         answer = why_from_index(look.extra, path) if look.result is not None else None
-        if answer is None:
+        if answer is None:  # a miss, or an entry of another format: analyze, and store anew
             with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
                 answer = why_chain(analysis, path)
-                if look.result is None:
-                    look.store(analysis.result, why_index(analysis))
+                look.store(analysis.result, why_index(analysis))
     except SlimError as exc:
         fail(exc)
     if not answer.steps:
