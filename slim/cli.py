@@ -299,6 +299,7 @@ def analyze(
 ) -> None:
     """Where an image's bytes go, and what its app really needs (every kept file with its reasons)."""
     from slim.emitters import EMITTERS
+    from slim.pipeline import why_chains, why_index
 
     if no_cache:
         os.environ["SLIM_NO_CACHE"] = "1"
@@ -322,12 +323,15 @@ def analyze(
             from slim.outputs import check_output
 
             check_output(sbom_output or "", what="SBOM")
-        # the graph is needed by the HTML report and the SBOM; a trace is new every time
-        cacheable = tracing is None and not sbom and "html" not in formats
-        look = _cached_analysis(image, options, pull) if cacheable else _Lookup()
-        result = look.result
+        # the SBOM needs the loaded image, the HTML report the graph's chains (kept with the
+        # result by `slim why`'s cache: that entry serves it); a trace is new every time
+        html = "html" in formats
+        look = (_cached_analysis(image, options, pull, kind="why" if html else "analyze")
+                if tracing is None and not sbom else _Lookup())
+        why_fn = why_chains(look.extra) if html and look.result is not None else None
+        result = look.result if why_fn is not None or not html else None
         if result is not None:
-            _write_reports(result, formats, output)
+            _write_reports(result, formats, output, why=why_fn)
         else:
             with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
                 result = analysis.result
@@ -336,7 +340,7 @@ def analyze(
                     _write_reports(result, formats, output, why=why_fn)
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
-            look.store(result)
+                look.store(result, why_index(analysis) if html else None)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]

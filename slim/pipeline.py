@@ -471,20 +471,21 @@ def why_index(analysis: Analysis) -> dict[str, Any]:
     from slim.graph import best_reason
 
     closure = analysis.closure
-    if closure is None:
-        return {}
-    graph = closure.graph
     steps: dict[str, list[str]] = {}
     tried: dict[str, list[str]] = {}
-    for node, parent in graph.why_tree().items():
-        if not parent:
-            continue
-        kind, evidence = best_reason(graph, parent, node)
-        steps[node] = [parent, kind, evidence]
-        m = _LOADED.match(evidence)
-        if kind == "needed" and m:
-            tried[f"{parent}\0{m.group(1)}"] = list(closure.loader_tried(parent, m.group(1)))
-    declined = closure.context.service(Declined).reasons if closure.context is not None else {}
+    declined: dict[str, list[tuple[str, str]]] = {}
+    if closure is not None:  # else (--no-static) no chains, as graph.why gives none
+        graph = closure.graph
+        for node, parent in graph.why_tree().items():
+            if not parent:
+                continue
+            kind, evidence = best_reason(graph, parent, node)
+            steps[node] = [parent, kind, evidence]
+            m = _LOADED.match(evidence)
+            if kind == "needed" and m:
+                tried[f"{parent}\0{m.group(1)}"] = list(closure.loader_tried(parent, m.group(1)))
+        if closure.context is not None:
+            declined = closure.context.service(Declined).reasons
     dirs: list[str] = []
     links: dict[str, str] = {}
     others: list[str] = []
@@ -514,7 +515,6 @@ def why_from_index(index: Any, path: str) -> WhyAnswer | None:
     """`why`'s answer for `path` from a why_index (what the analysis it was made from answers);
     None for an index of another format or shape (analyze again)."""
     from slim.fs.tree import SquashedTree
-    from slim.graph import Step
 
     if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
         return None
@@ -533,17 +533,7 @@ def why_from_index(index: Any, path: str) -> WhyAnswer | None:
                 raise _NotAnIndex
             tree.entries[p] = FileEntry(path=p, kind=EntryKind.SYMLINK, linkname=target)
 
-        def chain_of(node: str) -> list[Step] | None:
-            if node not in steps:
-                return None
-            chain: list[Step] = []
-            while node != ROOT:
-                if len(chain) > len(steps):
-                    raise _NotAnIndex  # a cycle
-                parent, kind, evidence = _strings(steps.get(node), 3)
-                chain.append(Step(parent, node, kind, evidence))
-                node = parent
-            return chain[::-1]
+        chain_of = _chains(steps)
 
         def declined_of(p: str) -> list[tuple[str, str]]:
             return [(r[0], r[1]) for r in (_strings(x, 2) for x in declined.get(p, []))]
@@ -556,8 +546,46 @@ def why_from_index(index: Any, path: str) -> WhyAnswer | None:
         return None
 
 
+def _chains(steps: dict[str, Any]) -> Callable[[str], list[Step] | None]:
+    """graph.why over the `steps` of a why_index; raises _NotAnIndex on a malformed chain."""
+    from slim.graph import Step
+
+    def chain_of(node: str) -> list[Step] | None:
+        if node not in steps:
+            return None
+        chain: list[Step] = []
+        while node != ROOT:
+            if len(chain) > len(steps):
+                raise _NotAnIndex  # a cycle
+            parent, kind, evidence = _strings(steps.get(node), 3)
+            chain.append(Step(parent, node, kind, evidence))
+            node = parent
+        return chain[::-1]
+
+    return chain_of
+
+
+def why_chains(index: Any) -> Callable[[str], list[Step] | None] | None:
+    """graph.why of the analysis a why_index was made from, for the HTML report's chains; None
+    for an index of another format or shape."""
+    if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
+        return None
+    steps = index.get("steps")
+    if not isinstance(steps, dict):
+        return None
+    chain_of = _chains(steps)
+
+    def why(node: str) -> list[Step] | None:
+        try:
+            return chain_of(node)
+        except _NotAnIndex:  # not a chain this code wrote: the report goes without it
+            return None
+
+    return why
+
+
 __all__ = ["SCAFFOLD_DIRS", "Analysis", "AnalyzeOptions", "Tracing", "WhyAnswer", "WhyStep",
            "analyze", "analyzed", "capture_policy", "keep_source", "load_image", "obtain_trace",
-           "probe_outcomes", "reachability", "static_syscalls", "why", "why_from_index", "why_index",
+           "probe_outcomes", "reachability", "static_syscalls", "why", "why_chains", "why_from_index", "why_index",
            "with_keep"]
 

@@ -24,9 +24,11 @@ A registry's image (`docker://`, or a bare name the daemon lacks) is first copie
 registry cache (slim.sources.registry: skopeo fetches the manifest and only the blobs the copy
 lacks), then looked up like a layout on disk; on a miss the analysis reads that same copy.
 
-`slim check`, `slim analyze` (without a trace, an SBOM or the HTML report, which need the
-graph) and `slim seccomp` without a trace (the entry of `slim analyze --syscalls`) use it;
-`SLIM_NO_CACHE=1` turns it off.
+`slim check`, `slim analyze` (without a trace or an SBOM, which needs the loaded image),
+`slim seccomp` without a trace (the entry of `slim analyze --syscalls`) and `slim why` use it;
+`why` entries (kind `why`, also read for `slim analyze --format html`'s chains) hold besides
+the result what `slim why` reads of the analysis (pipeline.why_index). `SLIM_NO_CACHE=1` turns
+it off.
 """
 
 from __future__ import annotations

@@ -162,8 +162,31 @@ def test_why_of_an_unchanged_image_is_answered_from_the_cache(tmp_path, monkeypa
         assert (got.exit_code, got.output) == (expected[q].exit_code, expected[q].output), q
 
 
+def test_the_html_report_of_an_unchanged_image_is_written_from_the_cache(tmp_path, monkeypatch):
+    """The HTML report's dependency chains come from the same cached index as `slim why`:
+    the second report is the first, byte for byte, without reading the image, and a `slim
+    why` after it reads the entry the report stored."""
+    import slim.pipeline
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "a.html", tmp_path / "b.html"
+    r = invoke("analyze", GLIBC, "--format", "html", "--output", str(first))
+    assert r.exit_code == 0, r.output
+    assert "<ol class=chain>" in first.read_text()
+
+    def no_read(*_args, **_kwargs):
+        raise AssertionError("a cached report must not read the image")
+
+    monkeypatch.setattr(slim.pipeline, "load_image", no_read)
+    r = invoke("analyze", GLIBC, "--format", "html", "--output", str(second))
+    assert r.exit_code == 0, r.output
+    assert second.read_bytes() == first.read_bytes()
+    r = invoke("why", GLIBC, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")
+    assert r.exit_code == 0 and "[needed]" in r.output
+
+
 def test_a_why_index_of_another_shape_is_analyzed_again():
-    from slim.pipeline import why_from_index
+    from slim.pipeline import why_chains, why_from_index
 
     def index(**change):
         doc = {"format": 2, "tried": {}, "declined": {}, "dirs": [], "links": {}, "others": ["/a"],
@@ -171,6 +194,9 @@ def test_a_why_index_of_another_shape_is_analyzed_again():
         return {**doc, **change}
 
     assert [s.step.dst for s in why_from_index(index(), "/a").steps] == ["/a"]
+    assert [s.dst for s in why_chains(index())("/a")] == ["/a"] and why_chains(index())("/b") is None
+    assert why_chains(index(format=1)) is None and why_chains(index(steps=[])) is None
+    assert why_chains(index(steps={"/a": ["/b", "needed", "x"], "/b": ["/a", "needed", "y"]}))("/a") is None
     answer = why_from_index(index(declined={"/b": [["/a", "never runs"]]}, others=["/a", "/b"]), "/b")
     assert answer.steps == () and answer.in_image and answer.declined == (("/a", "never runs"),)
     for bad in (None, [], index(format=1), index(steps=[]), index(dirs={}), index(others=[1]),
