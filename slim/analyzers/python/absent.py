@@ -127,7 +127,7 @@ def dead_after(line: int, spans: Iterable[tuple[int, int, str]]) -> str:
 def _archive_use(path: str, text: str, archives: frozenset[str]) -> tuple[str, str] | None:
     """(path, what it names) when `text` names a zip archive of the image, or names the
     directory of one and also works on sys.path (where it could put the archive)."""
-    for name in archives:
+    for name in sorted(archives):
         if name in text and (not name.startswith("/") or "sys.path" in text or "path_hooks" in text):
             return path, name
     return None

@@ -93,8 +93,9 @@ SOURCE_SCAN_LIMIT = 8 << 20  # bytes of one kept source the fixpoint scans read 
 def unread_sources(ctx: AnalysisContext, kept: Iterable[str], read: set[str]) -> Iterator[tuple[str, str]]:
     """(path, text) of each kept Python source not in `read` yet (added to it), at most
     SOURCE_SCAN_LIMIT bytes each: the fixpoint scans read a file once per set of names they
-    look for."""
-    for path in kept:
+    look for. In path order: what a scan records first (the file that names a module) must
+    not depend on the order of a set, which changes from run to run (string hashing)."""
+    for path in sorted(kept):
         if path in read or not path.endswith(".py") or not ctx.fs.has_content(path):
             continue
         read.add(path)

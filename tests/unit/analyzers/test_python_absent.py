@@ -185,3 +185,39 @@ def test_a_released_import_reports_what_it_could_not_find(tmp_path: Path) -> Non
     with context(tmp_path) as ctx:
         _, _, unknowns = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
     assert any("import nothere" in u.reason for u in unknowns)
+
+
+_SEEDED = """
+import sys
+from pathlib import Path
+from slim.analyzers.python import PythonAnalyzer, python_roots
+from tests.unit.analyzers.test_python import PY_CONFIG, PY_FILES, PY_LINKS, SITE, closure, context, write_tree
+tmp = Path(sys.argv[1])
+files = {**PY_FILES, "/app/app.py": "import sys\\nimport tester\\nimport b_names\\nimport a_names\\n",
+         f"{SITE}/tester.py": "def run():\\n    import pytest\\n    import json\\n",
+         f"{SITE}/a_names.py": "N = 'pytest'\\n", f"{SITE}/b_names.py": "M = 'pytest'\\n"}
+write_tree(tmp, files, PY_LINKS, PY_CONFIG)
+with context(tmp) as ctx:
+    _, edges, _ = closure(ctx, python_roots(ctx, ["python3", "app.py"]), [PythonAnalyzer])
+print(sorted({e.evidence for e in edges if "in a string" in e.evidence}))
+"""
+
+
+def test_the_file_named_as_evidence_does_not_depend_on_string_hashing(tmp_path: Path) -> None:
+    """Two kept files name the absent module; the released edges' evidence names the first
+    in path order, in every process (a set's order changes with PYTHONHASHSEED: reports and
+    graph exports of one image differed from run to run)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    answers = set()
+    for seed in ("1", "2", "3", "4"):
+        proc = subprocess.run([sys.executable, "-c", _SEEDED, str(tmp_path / seed)], cwd=repo,
+                              env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        answers.add(proc.stdout)
+    (answer,) = answers
+    assert "a_names.py names 'pytest'" in answer and "b_names.py" not in answer
