@@ -1,8 +1,9 @@
 """slim's cache directory and its one store of JSON documents.
 
 Location: `$SLIM_CACHE_DIR/<kind>` when set, else `$XDG_CACHE_HOME/slim/<kind>`, else
-`~/.cache/slim/<kind>`. Kinds: `syscalls` (per-libc syscall maps), `analyze`, `check` and
-`why` (whole results, slim.result_cache; `why` with what slim why reads of the analysis), `layers`
+`~/.cache/slim/<kind>`. Kinds: `syscalls` (per-libc syscall maps), `analyze`, `check`, `why`
+and `graph` (whole results, slim.result_cache; `why` with what slim why reads of the
+analysis, `graph` with the dependency graph), `layers`
 (slim.layer_cache), `registry` (skopeo pulls), `parse` (one SQLite file: what each source
 file's parse found, keyed by the sha256 of its bytes — `ParseStore`).
 

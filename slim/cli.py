@@ -415,7 +415,7 @@ def graph(
     pull: PullOpt = False,
 ) -> None:
     """Export the dependency graph (nodes: image paths; edges: kind and evidence), whole or focused."""
-    from slim.graph import EXPORT_FORMATS
+    from slim.graph import EXPORT_FORMATS, DependencyGraph
     from slim.model import normpath
     from slim.outputs import check_output, is_stdout, write_file
 
@@ -424,17 +424,29 @@ def graph(
             raise UsageError(f"--format {fmt}: choose from {', '.join(EXPORT_FORMATS)}")
         if output:
             check_output(output, what="graph")
-        with _analyzed(image, _options(rules, keep, drop, keep_app), _tracing(trace_file=trace_file),
-                       pull=pull) as analysis:
-            assert analysis.closure is not None
-            graph_ = analysis.closure.graph
-            if source is not None or target is not None or depth is not None:
-                try:
-                    graph_ = graph_.focus(source and normpath(source), target and normpath(target), depth)
-                except KeyError as exc:
-                    raise UsageError(f"{exc.args[0]}: not in the dependency graph of {image} "
-                                     "(`slim why` says whether it is kept)") from None
-            text = graph_.export(fmt)
+        options = _options(rules, keep, drop, keep_app)
+        tracing = _tracing(trace_file=trace_file)
+        # the graph is cached with the analysis (DependencyGraph.to_plain): exploring an
+        # unchanged image with --from/--to does not analyze it again
+        look = _cached_analysis(image, options, pull, kind="graph") if tracing is None else _Lookup()
+        graph_: DependencyGraph | None = None
+        if look.result is not None:
+            try:
+                graph_ = DependencyGraph.from_plain(look.extra)
+            except ValueError:  # an entry of another format: analyze, and store anew
+                graph_ = None
+        if graph_ is None:
+            with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
+                assert analysis.closure is not None
+                graph_ = analysis.closure.graph
+                look.store(analysis.result, graph_.to_plain())
+        if source is not None or target is not None or depth is not None:
+            try:
+                graph_ = graph_.focus(source and normpath(source), target and normpath(target), depth)
+            except KeyError as exc:
+                raise UsageError(f"{exc.args[0]}: not in the dependency graph of {image} "
+                                 "(`slim why` says whether it is kept)") from None
+        text = graph_.export(fmt)
         if output and not is_stdout(output):
             write_file(output, text, what="graph")
         else:

@@ -120,6 +120,36 @@ class DependencyGraph:
             out.succ[src][dst] = out.pred[dst][src] = list(reasons)
         return out
 
+    def to_plain(self) -> dict[str, Any]:
+        """The graph as plain data (slim graph's cache): its nodes and its edges, each with
+        every reason, all in the order they were added, so from_plain gives the same graph."""
+        return {"nodes": list(self.succ),
+                "edges": [[src, dst, [list(r) for r in reasons]]
+                          for src, out in self.succ.items() for dst, reasons in out.items()]}
+
+    @classmethod
+    def from_plain(cls, doc: Any) -> DependencyGraph:
+        """The graph to_plain made `doc` from. Raises ValueError for data of another shape."""
+        def strings(x: Any, n: int | None = None) -> list[str]:
+            if not (isinstance(x, list) and all(isinstance(v, str) for v in x) and (n is None or len(x) == n)):
+                raise ValueError("not a graph to_plain made")
+            return x
+
+        if not isinstance(doc, dict) or not isinstance(doc.get("edges"), list):
+            raise ValueError("not a graph to_plain made")
+        out = cls()
+        out.succ = {n: {} for n in strings(doc.get("nodes"))}
+        out.pred = {n: {} for n in out.succ}
+        for edge in doc["edges"]:
+            if not (isinstance(edge, list) and len(edge) == 3 and isinstance(edge[2], list)):
+                raise ValueError("not a graph to_plain made")
+            src, dst = strings(edge[:2], 2)
+            if src not in out.succ or dst not in out.succ or dst in out.succ[src]:
+                raise ValueError("not a graph to_plain made")
+            reasons = [(k, e) for k, e in (strings(r, 2) for r in edge[2])]
+            out.succ[src][dst] = out.pred[dst][src] = reasons
+        return out
+
     def closure(self, roots: Iterable[str] = (ROOT,)) -> set[str]:
         """Every node reachable from `roots` (roots included)."""
         out = {r for r in roots if r in self.succ}

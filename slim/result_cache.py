@@ -25,7 +25,8 @@ registry cache (slim.sources.registry: skopeo fetches the manifest and only the 
 lacks), then looked up like a layout on disk; on a miss the analysis reads that same copy.
 
 `slim check`, `slim analyze` (without a trace or an SBOM, which needs the loaded image),
-`slim seccomp` without a trace (the entry of `slim analyze --syscalls`) and `slim why` use it;
+`slim seccomp` without a trace (the entry of `slim analyze --syscalls`), `slim why` and `slim
+graph` (kind `graph`: the result and DependencyGraph.to_plain) use it;
 `why` entries (kind `why`, also read for `slim analyze --format html`'s chains) hold besides
 the result what `slim why` reads of the analysis (pipeline.why_index). `SLIM_NO_CACHE=1` turns
 it off.
@@ -149,11 +150,11 @@ def _stat_all(paths: list[str]) -> list[list[Any]] | None:
 
 
 class ResultCache:
-    """One kind of cached result (`check`, `analyze`, `why`)."""
+    """One kind of cached result (`check`, `analyze`, `why`, `graph`)."""
 
     def __init__(self, kind: str) -> None:
-        # a `why` entry also holds the graph's chains and the image's paths (MBs): fewer of them
-        self.store = JsonStore(kind, FORMAT, max_entries=MAX_WHY_ENTRIES if kind == "why" else MAX_ENTRIES)
+        # `why` and `graph` entries also hold the graph's chains or edges (MBs): fewer of them
+        self.store = JsonStore(kind, FORMAT, max_entries=MAX_WHY_ENTRIES if kind in ("why", "graph") else MAX_ENTRIES)
 
     def get(self, key: str | None, image: Any, *, vouched: bool = False) -> tuple[AnalysisResult, Any] | None:
         """(result with this image's reference, the extra data) on a verified hit, else None.

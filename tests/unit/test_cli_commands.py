@@ -185,6 +185,30 @@ def test_the_html_report_of_an_unchanged_image_is_written_from_the_cache(tmp_pat
     assert r.exit_code == 0 and "[needed]" in r.output
 
 
+def test_the_graph_of_an_unchanged_image_is_exported_from_the_cache(tmp_path, monkeypatch):
+    """`slim graph` keeps the graph with the analysis: exploring the unchanged image again
+    (another --from/--to, another format) reads it, and exports what the analysis exports."""
+    import slim.pipeline
+
+    questions = [("--format", "json"), ("--to", "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"),
+                 ("--format", "graphml", "--from", "/app/hello", "--depth", "1")]
+    monkeypatch.setenv("SLIM_NO_CACHE", "1")
+    expected = {q: invoke("graph", GLIBC, *q) for q in questions}
+    monkeypatch.delenv("SLIM_NO_CACHE")
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    assert invoke("graph", GLIBC).exit_code == 0
+
+    def no_read(*_args, **_kwargs):
+        raise AssertionError("a cached graph must not read the image")
+
+    monkeypatch.setattr(slim.pipeline, "load_image", no_read)
+    for q in questions:
+        got = invoke("graph", GLIBC, *q)
+        assert got.exit_code == 0 and got.output == expected[q].output, q
+    missing = invoke("graph", GLIBC, "--to", "/no/such")
+    assert missing.exit_code == 2 and "not in the dependency graph" in missing.output
+
+
 def test_a_why_index_of_another_shape_is_analyzed_again():
     from slim.pipeline import why_chains, why_from_index
 

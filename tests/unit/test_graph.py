@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from slim.graph import DependencyGraph
 from slim.model import ROOT, Edge, ancestors_of, parent_dirs
 
@@ -139,3 +141,19 @@ def test_a_self_loop_on_a_new_node_is_kept_both_ways():
     assert g.closure(["/a"]) == {"/a"}
     assert g.edges_into("/a") == [Edge("/a", "/a", "needed", "itself")]
     assert g.g.has_edge("/a", "/a")
+
+
+def test_a_graph_from_plain_is_the_graph_to_plain_was_made_from():
+    g = sample()
+    g.add(Edge("/app/hello", "/lib/libc.so.6", "rule", "second reason"))
+    back = DependencyGraph.from_plain(json.loads(json.dumps(g.to_plain())))
+    assert list(back.succ) == list(g.succ) and back.succ == g.succ and back.pred == g.pred
+    for fmt in ("json", "dot", "graphml"):
+        assert back.export(fmt) == g.export(fmt)
+    assert back.why("/lib") == g.why("/lib")
+    for bad in (None, [], {"nodes": ["/a"]}, {"nodes": "/a", "edges": []}, {"nodes": [1], "edges": []},
+                {"nodes": ["/a"], "edges": [["/a", "/b", []]]}, {"nodes": ["/a"], "edges": [["/a", "/a"]]},
+                {"nodes": ["/a"], "edges": [["/a", "/a", [["k"]]]]},
+                {"nodes": ["/a"], "edges": [["/a", "/a", []], ["/a", "/a", []]]}):
+        with pytest.raises(ValueError):
+            DependencyGraph.from_plain(bad)
