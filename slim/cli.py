@@ -5,6 +5,7 @@ Exit codes: 0 ok · 1 a gate or verification failed · 2 usage error · 3 any ot
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -340,7 +341,10 @@ def analyze(
                     _write_reports(result, formats, output, why=why_fn)
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
-                look.store(result, why_index(analysis) if html else None)
+                index = why_index(analysis) if html or (look.key and options.static) else None
+                look.store(result, index if html else None)
+                if not html and index is not None:  # `slim why` next reads it (25 ms + its write)
+                    dataclasses.replace(look, kind="why").store(result, index)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]

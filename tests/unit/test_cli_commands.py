@@ -162,6 +162,29 @@ def test_why_of_an_unchanged_image_is_answered_from_the_cache(tmp_path, monkeypa
         assert (got.exit_code, got.output) == (expected[q].exit_code, expected[q].output), q
 
 
+def test_why_after_analyze_reads_what_the_analysis_stored(tmp_path, monkeypatch):
+    """`slim analyze` then `slim why` (the usual order): the analysis stores what `why`
+    reads, so the first question does not analyze the image again."""
+    import slim.pipeline
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    expected = invoke("why", "-v", GLIBC, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")
+    for kind in ("why", "analyze"):
+        for entry in (tmp_path / "cache" / kind).glob("*.json"):
+            entry.unlink()
+    assert invoke("analyze", GLIBC, "--format", "json").exit_code == 0
+    real_load = slim.pipeline.load_image
+    loads = []
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(slim.pipeline, "load_image", counted)
+    got = invoke("why", "-v", GLIBC, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")
+    assert (got.exit_code, got.output) == (expected.exit_code, expected.output) and loads == []
+
+
 def test_the_html_report_of_an_unchanged_image_is_written_from_the_cache(tmp_path, monkeypatch):
     """The HTML report's dependency chains come from the same cached index as `slim why`:
     the second report is the first, byte for byte, without reading the image, and a `slim
