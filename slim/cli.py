@@ -342,8 +342,9 @@ def analyze(
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
                 index = why_index(analysis) if html or (look.key and options.static) else None
-                look.store(result, index if html else None)
-                if not html and index is not None:  # `slim why` next reads it (25 ms + its write)
+                if not html:
+                    look.store(result)
+                if index:  # `slim why` next reads it (25 ms for Django's, plus its write)
                     dataclasses.replace(look, kind="why").store(result, index)
     except SlimError as exc:
         fail(exc)
@@ -383,7 +384,9 @@ def why(
         if answer is None:  # a miss, or an entry of another format: analyze, and store anew
             with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
                 answer = why_chain(analysis, path)
-                look.store(analysis.result, why_index(analysis))
+                index = why_index(analysis)
+                if index:
+                    look.store(analysis.result, index)
     except SlimError as exc:
         fail(exc)
     if not answer.steps:

@@ -459,6 +459,7 @@ def _why(fs: RootFS, chain_of: Callable[[str], list[Step] | None],
 
 _LOADED = re.compile(r"(?:DT_NEEDED|LD_PRELOAD|/etc/ld.so.preload) (\S+)")  # a library the loader found
 WHY_INDEX_FORMAT = 2
+MAX_WHY_PATHS = 500_000  # an image with more paths gets no why index (~40 MB of JSON): analyzed each time
 
 
 def why_index(analysis: Analysis) -> dict[str, Any]:
@@ -466,10 +467,13 @@ def why_index(analysis: Analysis) -> dict[str, Any]:
     the graph's why_tree → [its predecessor on the chain, kind, evidence]; the directories the
     loader tried for each library step (`slim why -v`); the declined edges into each path; and
     the image's paths (directories, symlinks with their targets, everything else), which
-    resolve another spelling of a path and tell whether a path not kept is in the image."""
+    resolve another spelling of a path and tell whether a path not kept is in the image.
+    {} for an image of more than MAX_WHY_PATHS paths (nothing is cached)."""
     from slim.analyzers.base import Declined
     from slim.graph import best_reason
 
+    if len(analysis.loaded.rootfs.tree.entries) > MAX_WHY_PATHS:
+        return {}
     closure = analysis.closure
     steps: dict[str, list[str]] = {}
     tried: dict[str, list[str]] = {}

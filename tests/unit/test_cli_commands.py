@@ -185,6 +185,21 @@ def test_why_after_analyze_reads_what_the_analysis_stored(tmp_path, monkeypatch)
     assert (got.exit_code, got.output) == (expected.exit_code, expected.output) and loads == []
 
 
+def test_an_image_with_too_many_paths_gets_no_why_entry(tmp_path, monkeypatch):
+    """Past MAX_WHY_PATHS the index (every path of the image) is not written: `why` then
+    analyzes each time, and answers as before."""
+    import slim.pipeline
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(slim.pipeline, "MAX_WHY_PATHS", 3)
+    assert invoke("analyze", GLIBC, "--format", "json").exit_code == 0
+    first = invoke("why", GLIBC, "/app/hello")
+    again = invoke("why", GLIBC, "/app/hello")
+    assert first.exit_code == 0 and again.output == first.output
+    assert list((tmp_path / "cache" / "analyze").glob("*.json"))
+    assert not list((tmp_path / "cache" / "why").glob("*.json"))
+
+
 def test_the_html_report_of_an_unchanged_image_is_written_from_the_cache(tmp_path, monkeypatch):
     """The HTML report's dependency chains come from the same cached index as `slim why`:
     the second report is the first, byte for byte, without reading the image, and a `slim
