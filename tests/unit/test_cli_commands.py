@@ -247,6 +247,16 @@ def test_the_graph_of_an_unchanged_image_is_exported_from_the_cache(tmp_path, mo
     assert missing.exit_code == 2 and "not in the dependency graph" in missing.output
 
 
+def test_a_graph_of_too_many_nodes_is_not_cached(tmp_path, monkeypatch):
+    import slim.cli
+
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(slim.cli, "MAX_CACHED_GRAPH", 3)
+    first = invoke("graph", GLIBC, "--format", "json")
+    assert first.exit_code == 0 and invoke("graph", GLIBC, "--format", "json").output == first.output
+    assert not list((tmp_path / "cache" / "graph").glob("*.json"))
+
+
 def test_a_why_index_of_another_shape_is_analyzed_again():
     from slim.pipeline import why_chains, why_from_index
 
