@@ -101,6 +101,24 @@ def test_archive_oci_and_daemon_give_the_same_report(archive_report: dict[str, A
     assert archive_report["keep"], "the sample's keep set is empty: nothing was compared"
 
 
+def _cold_then_warm(monkeypatch: pytest.MonkeyPatch, ref: str, *more: str) -> list[Any]:
+    """check_image of `ref`, a miss; then of `ref` and each of `more` with saving refused: hits
+    found by `docker inspect` alone."""
+    from slim.budget import BudgetConfig
+    from slim.check_cache import check_image
+    from slim.sources import daemon as daemon_source
+
+    cold = check_image(ref, BudgetConfig())
+    assert not cold.cached and cold.result.keep
+
+    def no_save(self, ref):  # type: ignore[no-untyped-def]
+        raise AssertionError("a cache hit must not save the image")
+
+    with monkeypatch.context() as m:
+        m.setattr(daemon_source.DaemonSource, "open", no_save)
+        return [cold, *(check_image(r, BudgetConfig()) for r in (ref, *more))]
+
+
 @pytest.mark.docker
 def test_an_unchanged_daemon_image_is_checked_from_the_cache_without_a_save(
         daemon_image: str, docker_client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -110,19 +128,10 @@ def test_an_unchanged_daemon_image_is_checked_from_the_cache_without_a_save(
     is saved and analyzed, never answered from the first one's entry."""
     from slim.budget import BudgetConfig
     from slim.check_cache import check_image
-    from slim.sources import daemon as daemon_source
 
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
     ref = f"docker-daemon:{daemon_image}"
-    cold = check_image(ref, BudgetConfig())
-    assert not cold.cached and cold.result.keep
-
-    def no_save(self, ref):  # type: ignore[no-untyped-def]
-        raise AssertionError("a cache hit must not save the image")
-
-    with monkeypatch.context() as m:
-        m.setattr(daemon_source.DaemonSource, "open", no_save)
-        warm = check_image(ref, BudgetConfig())
+    cold, warm = _cold_then_warm(monkeypatch, ref)
     assert warm.cached and warm.result == cold.result
     # the CLI: a miss stores the report under the daemon's ID, the second run is that entry
     first = slim_json(ref, env={"SLIM_CACHE_DIR": str(tmp_path / "cache")})
@@ -161,20 +170,10 @@ def test_a_bare_name_of_a_daemon_image_is_checked_from_the_cache_too(
     from slim.budget import BudgetConfig
     from slim.check_cache import check_image
     from slim.errors import SourceError
-    from slim.sources import daemon as daemon_source
 
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
-    cold = check_image(daemon_image, BudgetConfig())
-    assert not cold.cached and cold.result.keep
-
-    def no_save(self, ref):  # type: ignore[no-untyped-def]
-        raise AssertionError("a cache hit must not save the image")
-
-    with monkeypatch.context() as m:
-        m.setattr(daemon_source.DaemonSource, "open", no_save)
-        warm = check_image(daemon_image, BudgetConfig())
-        # the explicit transport finds the same entry: one image, one key
-        explicit = check_image(f"docker-daemon:{daemon_image}", BudgetConfig())
+    # the explicit transport finds the same entry: one image, one key
+    cold, warm, explicit = _cold_then_warm(monkeypatch, daemon_image, f"docker-daemon:{daemon_image}")
     assert warm.cached and warm.result == cold.result
     assert explicit.cached and explicit.result.image.reference == f"docker-daemon:{daemon_image}"
     assert warm.result.image.reference == daemon_image
