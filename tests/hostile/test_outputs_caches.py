@@ -167,6 +167,39 @@ def test_cache_that_cannot_be_used_is_ignored(box: Sandbox, kind: str) -> None:
     assert json.loads(report.read_text())["syscalls"]
 
 
+@pytest.mark.parametrize("command", [("why", "/app/hello"), ("why", "/etc/none"), ("graph", "--format", "json")])
+@pytest.mark.parametrize("damage", ["garbage", "other-shape"])
+def test_a_damaged_why_or_graph_entry_is_analyzed_again(box: Sandbox, command: tuple[str, ...],
+                                                       damage: str) -> None:
+    """`slim why` and `slim graph` answer from what an earlier run stored (result_cache kinds
+    why, graph). An entry that is not JSON, or is JSON of the right format whose index or graph
+    has another shape, is no answer: the image is analyzed again, the answer is the same, the
+    entry is written anew, and nothing else changes."""
+    ref = _elf_image(box)
+    verb, *rest = command
+    kind = "why" if verb == "why" else "graph"
+    first = run_slim(box, verb, ref, *rest)
+    check(box, first, rc=first.rc)
+    (entry,) = (box.cache / kind).glob("*.json")
+    if damage == "garbage":
+        entry.write_bytes(b"\x00garbage{[")
+    else:
+        doc = json.loads(entry.read_text())
+        doc["data"]["extra"] = {"format": 2, "steps": {"/app/hello": ["/x", 1]}, "tried": [], "nodes": "x",
+                                "edges": [["/a"]], "dirs": {}, "links": [], "others": None, "declined": 7}
+        entry.write_text(json.dumps(doc))
+    before = baseline(box)
+    again = run_slim(box, verb, ref, *rest)
+    check(box, again, rc=first.rc, before=before)
+    assert again.stdout == first.stdout and again.stdout
+    (rewritten,) = (box.cache / kind).glob("*.json")
+    extra = json.loads(rewritten.read_text())["data"]["extra"]
+    if kind == "why":
+        assert isinstance(extra["steps"], dict) and "/app/hello" in extra["steps"]
+    else:
+        assert isinstance(extra["nodes"], list) and "/app/hello" in extra["nodes"]
+
+
 def test_cache_entry_that_is_a_link_is_not_written_through(box: Sandbox) -> None:
     ref = _elf_image(box)
     report = box.out / "r.json"
