@@ -344,11 +344,11 @@ def analyze(
                     _write_reports(result, formats, output, why=why_fn)
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
-                index = why_index(analysis) if html or (look.key and options.static) else None
-                if not html:
-                    look.store(result)
-                if index:  # `slim why` next reads it (25 ms for Django's, plus its write)
-                    dataclasses.replace(look, kind="why").store(result, index)
+                if look.key:  # the result, and what `slim why` (or this report again) reads of it
+                    dataclasses.replace(look, kind="analyze").store(result)
+                    index = why_index(analysis) if html or options.static else {}
+                    if index:  # 25 ms for Django's, plus its write
+                        dataclasses.replace(look, kind="why").store(result, index)
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]
