@@ -199,7 +199,7 @@ class Parses:
                 self._pool = _PRESTARTED.pop()
                 return self._pool
             try:
-                self._pool = _new_pool(self._workers)
+                self._pool = worker_pool(self._workers)
             except (OSError, ValueError) as exc:
                 self._stop(exc)
         return self._pool
@@ -214,7 +214,7 @@ class Parses:
         if _PRESTARTED or not workers:
             return
         try:
-            pool = _new_pool(workers)
+            pool = worker_pool(workers)
             for _ in range(workers):
                 pool.submit(_parse_workers)  # each worker starts and imports the analyzers
         except (OSError, ValueError, RuntimeError) as exc:
@@ -346,12 +346,15 @@ class _Slot:
         return value
 
 
-def _new_pool(workers: int) -> Any:
+def worker_pool(workers: int) -> Any:
+    """A process pool for pure CPU work on bytes (parses, disassembly): spawned interpreters
+    that leave Ctrl-C to their parent and end with it (_quiet_worker)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_quiet_worker)
+
 
 
 def _parse_workers() -> int:

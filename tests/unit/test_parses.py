@@ -185,8 +185,8 @@ def test_a_parse_worker_ends_when_its_parent_is_killed() -> None:
     import sys
 
     script = ("import os, sys, time\n"
-              "from slim.analyzers.base import _new_pool\n"
-              "pool = _new_pool(1)\n"
+              "from slim.analyzers.base import worker_pool\n"
+              "pool = worker_pool(1)\n"
               "print(pool.submit(os.getpid).result(timeout=60), flush=True)\n"
               "time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

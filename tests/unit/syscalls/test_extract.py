@@ -87,3 +87,73 @@ def test_cache_keyed_by_content_not_build_id(progs_root, tmp_path: Path, monkeyp
     again = analyze_elf(forged, paths["libc"])
     assert again["build_id"] == cold["build_id"] and not again["cache_hit"]
     assert len(list((tmp_path / "c" / "syscalls").glob("*.json"))) == 2
+
+
+def _all_kept(paths: dict[str, str]) -> list[str]:
+    return [paths["dynamic"], paths["libc"], paths["ldso"], paths["static"], "/bin/bad"]
+
+
+def _with_bad(root: Path) -> None:
+    (root / "bin").mkdir(exist_ok=True)
+    (root / "bin" / "bad").write_bytes(b"\x7fELF" + b"\x02\x01\x01" + b"\x00" * 9 + b"garbage")
+
+
+def test_worker_processes_give_what_one_process_gives(progs_root, tmp_path: Path, monkeypatch) -> None:
+    """The ELFs the cache lacks are disassembled in worker processes (largest first); the
+    answer is the one a single process gives, a file that does not parse included."""
+    import slim.syscalls.extract as extract
+
+    root, paths = progs_root
+    _with_bad(root)
+    monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
+    answers = []
+    for workers in ("1", "2"):
+        monkeypatch.setenv("SLIM_SYSCALL_WORKERS", workers)
+        monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / f"cache-{workers}"))
+        with load_image(f"rootfs:{root}") as li:
+            answers.append(static_syscalls(li.rootfs, _all_kept(paths)).to_dict())
+        # every parsed ELF was analyzed (and cached) by whoever did it
+        assert len(list((tmp_path / f"cache-{workers}" / "syscalls").glob("*.json"))) == 4
+    assert answers[0] == answers[1]
+    assert answers[1]["per_file"]["/bin/bad"]["kind"] == "unknown"
+
+
+def test_a_dead_worker_pool_leaves_its_elves_to_this_process(progs_root, tmp_path: Path, monkeypatch) -> None:
+    """A worker killed mid-run (the out-of-memory killer) breaks the pool: what it had not
+    answered is analyzed here, and the answer is the same."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    import slim.analyzers.base
+    import slim.syscalls.extract as extract
+
+    root, paths = progs_root
+    monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "reference"))
+    with load_image(f"rootfs:{root}") as li:
+        expected = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+
+    class DyingPool:
+        """Answers the first task, then its worker dies."""
+
+        def __init__(self, workers: int) -> None:
+            self.calls = 0
+
+        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+            future: Future = Future()
+            self.calls += 1
+            if self.calls == 1:
+                future.set_result(fn(*args))
+            else:
+                future.set_exception(BrokenProcessPool("a worker died"))
+            return future
+
+        def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+            pass
+
+    monkeypatch.setattr(slim.analyzers.base, "worker_pool", DyingPool)
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "dying"))
+    with load_image(f"rootfs:{root}") as li:
+        got = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+    assert got == expected
