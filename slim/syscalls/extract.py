@@ -188,7 +188,7 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
     to `per_file` as unknown (one unresolved site). The ELFs the cache lacks are disassembled
     in worker processes when there is more than MIN_POOL_BYTES of them (pure CPU work on
     bytes: postgresql's kept ELFs took 83 s one after the other), largest first, at most two
-    per worker in flight and, together, 1.5 times the largest one's bytes (_in_workers)."""
+    per worker in flight and, together, what the memory available can take (_in_flight_budget)."""
     docs: dict[str, dict[str, Any]] = {}
     todo: list[tuple[int, str]] = []  # (size, path) of the ELFs to disassemble
 
@@ -237,10 +237,7 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str]], workers: int, docs: dic
         log.debug("syscall workers not started: %s", exc)
         return todo
     pending = list(todo)  # largest first
-    # Disassembling takes memory in proportion to the code (postgres, 9 MB: 4.9 GB): the ELFs in
-    # flight hold at most 1.5 times the largest one's bytes, so the workers' peak stays near
-    # what one process needs for the largest ELF, while the small ones run beside it.
-    budget = pending[0][0] * 3 // 2 if pending else 0
+    budget = _in_flight_budget(pending[0][0] if pending else 0)
     running: dict[Any, tuple[int, str]] = {}
     left: list[tuple[int, str]] = []  # what a dead worker did not answer
     try:
@@ -267,6 +264,24 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str]], workers: int, docs: dic
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [*left, *running.values(), *pending]  # done here
+
+
+# Disassembly holds every instruction as Python objects: ~400 bytes each, 44-69 bytes of memory
+# per byte of the file (libLLVM-14, 110 MB: 12 M instructions, 4.8 GB; postgres, 9 MB: 0.6 GB).
+MEMORY_PER_BYTE = 70
+MEMINFO = "/proc/meminfo"
+
+
+def _in_flight_budget(largest: int) -> int:
+    """The ELF bytes the workers may hold at once: what the memory available now can take
+    (MEMORY_PER_BYTE each), and never less than the largest ELF, which one process alone must
+    take anyway. Without /proc/meminfo: the largest ELF (the peak of one process)."""
+    try:
+        with open(MEMINFO, encoding="ascii") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        available = 0
+    return max(largest, available // MEMORY_PER_BYTE)
 
 
 def _key(data: bytes) -> str:

@@ -157,3 +157,18 @@ def test_a_dead_worker_pool_leaves_its_elves_to_this_process(progs_root, tmp_pat
     with load_image(f"rootfs:{root}") as li:
         got = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
     assert got == expected
+
+
+def test_the_elves_in_flight_fit_the_memory_available(tmp_path: Path, monkeypatch) -> None:
+    """Disassembly takes ~70 bytes of memory per byte of ELF: the workers hold at once what
+    the memory available takes, and always at least the largest ELF (one process needs that)."""
+    import slim.syscalls.extract as extract
+
+    meminfo = tmp_path / "meminfo"
+    monkeypatch.setattr(extract, "MEMINFO", str(meminfo))
+    meminfo.write_text("MemTotal:  8000000 kB\nMemAvailable:    7000 kB\n")
+    assert extract._in_flight_budget(1 << 20) == 1 << 20  # 7 MB available: the largest alone
+    meminfo.write_text("MemAvailable:  7000000 kB\n")
+    assert extract._in_flight_budget(1 << 20) == 7_000_000 * 1024 // extract.MEMORY_PER_BYTE
+    meminfo.unlink()
+    assert extract._in_flight_budget(5) == 5
