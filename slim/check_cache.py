@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from slim.budget import BudgetConfig, match_paths
-from slim.errors import SourceError
 from slim.result import AnalysisResult
 from slim.result_cache import ResultCache, blob_identity, result_key
 
@@ -38,25 +37,18 @@ def check_image(reference: str, config: BudgetConfig, *, use_cache: bool = True,
     """
     # only slim.sources here: slim.pipeline imports networkx (slow), needed on a miss only
     from slim.refs import parse_ref
-    from slim.sources import daemon_first, open_image
+    from slim.sources import open_image
 
     material = {"budget": config.digest(), "static": static}
-    ref = parse_ref(reference)
-    inspected = use_cache and daemon_first(ref)
-    if inspected:
-        # its ID and diff_ids from `docker inspect`: an unchanged image is not saved again
-        try:
-            hit, key, expected = CACHE.get_daemon(ref, material)
-        except SourceError:
-            if ref.transport == "docker-daemon":
-                raise
-            inspected = False  # a bare name the daemon lacks: a registry's (open_image)
-        else:
-            blobs = None
-            if hit is not None:
-                return _checked(hit)
+    # its ID and diff_ids from `docker inspect`: an unchanged image is not saved again
+    inspected = CACHE.get_daemon_first(parse_ref(reference), material) if use_cache else None
+    if inspected is not None:
+        hit, key, expected = inspected
+        blobs = None
+        if hit is not None:
+            return _checked(hit)
     image = open_image(reference)  # manifest + config only (a daemon's image: saved)
-    if not inspected:
+    if inspected is None:
         key, expected, blobs = result_key(image, material), image.digest, blob_identity(image)
         hit = CACHE.get(key, image) if use_cache else None
         if hit is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from slim import __version__
-from slim.errors import AnalysisError, EmitError, SlimError, SourceError, UsageError
+from slim.errors import AnalysisError, EmitError, SlimError, UsageError
 
 if TYPE_CHECKING:
     from slim.build import BuildOutcome
@@ -221,23 +221,18 @@ def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool, kind: str 
     from slim.refs import parse_ref
     from slim.result import to_plain
     from slim.result_cache import ResultCache, blob_identity, result_key, rules_digest
-    from slim.sources import daemon_first, open_image
+    from slim.sources import open_image
 
     ref = parse_ref(image)
     material = {"command": "analyze", "options": to_plain(options), "rules": rules_digest(options.rules_dirs)}
     if disabled():
         return _Lookup(kind)
     cache = ResultCache(kind)
-    if daemon_first(ref):  # its ID and diff_ids from `docker inspect`, no save
-        try:
-            hit, key, digest = cache.get_daemon(ref, material)
-        except SourceError:
-            if ref.transport == "docker-daemon":
-                raise
-            # a bare name the daemon lacks: open_image asks a registry next
-        else:
-            result, extra = hit or (None, None)
-            return _Lookup(kind, result, extra, key, None, digest)
+    inspected = cache.get_daemon_first(ref, material)  # `docker inspect` alone, no save
+    if inspected is not None:
+        hit, key, digest = inspected
+        result, extra = hit or (None, None)
+        return _Lookup(kind, result, extra, key, None, digest)
     if ref.transport not in ("oci", "oci-archive", "docker-archive", "docker", "auto"):
         return _Lookup(kind)  # rootfs: no content address
     # manifest and config; a registry's image is copied into slim's registry cache (skopeo

@@ -192,6 +192,23 @@ class ResultCache:
         key = daemon_key(known, material)
         return self.get(key, known, vouched=True), key, known.digest
 
+    def get_daemon_first(self, ref: Any, material: dict[str, Any]
+                         ) -> tuple[tuple[AnalysisResult, Any] | None, str | None, str] | None:
+        """get_daemon's answer for a reference open_image looks up in the daemon first
+        (sources.daemon_first); None for any other reference, and for a bare name the daemon
+        lacks (open_image asks a registry next). Raises SourceError for a `docker-daemon:`
+        reference the daemon lacks."""
+        from slim.sources import daemon_first
+
+        if not daemon_first(ref):
+            return None
+        try:
+            return self.get_daemon(ref, material)
+        except SourceError:
+            if ref.transport == "docker-daemon":
+                raise
+            return None
+
     def put(self, key: str | None, result: AnalysisResult, extra: Any = None,
             blobs: list[list[Any]] | None = None) -> None:
         """Store `result`. `blobs` is `blob_identity` taken before the image was read: it is
