@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -206,13 +206,16 @@ class _Lookup:
     digest: str = ""
     opened: Image | None = None
 
-    def store(self, result: AnalysisResult, extra: Any = None) -> None:
+    def store(self, result: AnalysisResult, extra: Callable[[], Any] | None = None) -> None:
         """Store an analysis this lookup missed, when the analyzed image is the one the key
-        stands for (a daemon tag may have moved meanwhile)."""
+        stands for (a daemon tag may have moved meanwhile), with what `extra()` gives besides;
+        it is computed only then, and an empty one (too large to keep) stores nothing."""
         if self.key and result.image.digest == self.digest:
             from slim.result_cache import ResultCache
 
-            ResultCache(self.kind).put(self.key, result, extra, blobs=self.blobs)
+            data = extra() if extra is not None else None
+            if extra is None or data:
+                ResultCache(self.kind).put(self.key, result, data, blobs=self.blobs)
 
 
 def _cached_analysis(image: str, options: AnalyzeOptions, pull: bool, kind: str = "analyze") -> _Lookup:
@@ -339,11 +342,10 @@ def analyze(
                     _write_reports(result, formats, output, why=why_fn)
                 if sbom:
                     _write_sbom(analysis, sbom, sbom_output)
-                if look.key:  # the result, and what `slim why` (or this report again) reads of it
-                    dataclasses.replace(look, kind="analyze").store(result)
-                    index = why_index(analysis) if html or options.static else {}
-                    if index:  # 25 ms for Django's, plus its write
-                        dataclasses.replace(look, kind="why").store(result, index)
+                # the result, and what `slim why` (or this report again) reads of it
+                dataclasses.replace(look, kind="analyze").store(result)
+                if html or options.static:  # 25 ms for Django's index, plus its write
+                    dataclasses.replace(look, kind="why").store(result, lambda: why_index(analysis))
     except SlimError as exc:
         fail(exc)
     failed_probes = [p for p in result.probes if not p.passed]
@@ -382,9 +384,7 @@ def why(
         if answer is None:  # a miss, or an entry of another format: analyze, and store anew
             with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
                 answer = why_chain(analysis, path)
-                index = why_index(analysis)
-                if index:
-                    look.store(analysis.result, index)
+                look.store(analysis.result, lambda: why_index(analysis))
     except SlimError as exc:
         fail(exc)
     if not answer.steps:
@@ -443,9 +443,9 @@ def graph(
         if graph_ is None:
             with _analyzed(look.opened or image, options, tracing, pull=pull) as analysis:
                 assert analysis.closure is not None
-                graph_ = analysis.closure.graph
-                if len(graph_) <= MAX_CACHED_GRAPH:  # beyond, tens of MB of JSON: analyze each time
-                    look.store(analysis.result, graph_.to_plain())
+                whole = graph_ = analysis.closure.graph
+                # beyond MAX_CACHED_GRAPH nodes, tens of MB of JSON: analyzed each time
+                look.store(analysis.result, lambda: whole.to_plain() if len(whole) <= MAX_CACHED_GRAPH else {})
         if source is not None or target is not None or depth is not None:
             try:
                 graph_ = graph_.focus(source and normpath(source), target and normpath(target), depth)
