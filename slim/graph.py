@@ -55,6 +55,14 @@ class Step:
     evidence: str
 
 
+def plain_strings(value: Any, n: int | None = None) -> list[str]:
+    """`value` when it is a list of strings (of `n` of them, when given), as cached plain data
+    slim wrote holds (DependencyGraph.from_plain, pipeline.why_from_index). Raises ValueError."""
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value) and (n is None or len(value) == n)):
+        raise ValueError("not plain data slim wrote")
+    return value
+
+
 class DependencyGraph:
     """A typed dependency graph of image paths."""
 
@@ -130,11 +138,7 @@ class DependencyGraph:
     @classmethod
     def from_plain(cls, doc: Any) -> DependencyGraph:
         """The graph to_plain made `doc` from. Raises ValueError for data of another shape."""
-        def strings(x: Any, n: int | None = None) -> list[str]:
-            if not (isinstance(x, list) and all(isinstance(v, str) for v in x) and (n is None or len(x) == n)):
-                raise ValueError("not a graph to_plain made")
-            return x
-
+        strings = plain_strings
         if not isinstance(doc, dict) or not isinstance(doc.get("edges"), list):
             raise ValueError("not a graph to_plain made")
         out = cls()
@@ -208,8 +212,7 @@ class DependencyGraph:
             path.append(tree[path[-1]])
         steps = []
         for src, dst in itertools.pairwise(reversed(path)):
-            kind, evidence = min(self.succ[src][dst], key=_rank)
-            steps.append(Step(src, dst, kind, evidence))
+            steps.append(Step(src, dst, *best_reason(self, src, dst)))
         return steps
 
     def focus(self, source: str | None = None, target: str | None = None,

@@ -505,20 +505,16 @@ def why_index(analysis: Analysis) -> dict[str, Any]:
             "dirs": dirs, "links": links, "others": others}
 
 
-class _NotAnIndex(Exception):
-    """A why index slim did not write (another format or shape)."""
-
-
-def _strings(value: Any, n: int | None = None) -> list[str]:
-    if not (isinstance(value, list) and all(isinstance(x, str) for x in value) and (n is None or len(value) == n)):
-        raise _NotAnIndex
-    return value
+class _NotAnIndex(ValueError):
+    """A why index slim did not write (another format or shape: graph.plain_strings raises
+    ValueError too)."""
 
 
 def why_from_index(index: Any, path: str) -> WhyAnswer | None:
     """`why`'s answer for `path` from a why_index (what the analysis it was made from answers);
     None for an index of another format or shape (analyze again)."""
     from slim.fs.tree import SquashedTree
+    from slim.graph import plain_strings
 
     if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
         return None
@@ -528,9 +524,9 @@ def why_from_index(index: Any, path: str) -> WhyAnswer | None:
         return None
     try:
         tree = SquashedTree()
-        for p in _strings(index.get("dirs")):
+        for p in plain_strings(index.get("dirs")):
             tree.entries[p] = FileEntry(path=p, kind=EntryKind.DIR)
-        for p in _strings(index.get("others")):
+        for p in plain_strings(index.get("others")):
             tree.entries[p] = FileEntry(path=p, kind=EntryKind.FILE)
         for p, target in links.items():
             if not isinstance(target, str):
@@ -540,19 +536,19 @@ def why_from_index(index: Any, path: str) -> WhyAnswer | None:
         chain_of = _chains(steps)
 
         def declined_of(p: str) -> list[tuple[str, str]]:
-            return [(r[0], r[1]) for r in (_strings(x, 2) for x in declined.get(p, []))]
+            return [(r[0], r[1]) for r in (plain_strings(x, 2) for x in declined.get(p, []))]
 
         def tried_of(src: str, name: str) -> tuple[str, ...]:
-            return tuple(_strings(tried.get(f"{src}\0{name}", [])))
+            return tuple(plain_strings(tried.get(f"{src}\0{name}", [])))
 
         return _why(RootFS(tree), chain_of, declined_of, tried_of, path)
-    except _NotAnIndex:
+    except ValueError:  # _NotAnIndex, plain_strings
         return None
 
 
 def _chains(steps: dict[str, Any]) -> Callable[[str], list[Step] | None]:
-    """graph.why over the `steps` of a why_index; raises _NotAnIndex on a malformed chain."""
-    from slim.graph import Step
+    """graph.why over the `steps` of a why_index; raises ValueError on a malformed chain."""
+    from slim.graph import Step, plain_strings
 
     def chain_of(node: str) -> list[Step] | None:
         if node not in steps:
@@ -561,7 +557,7 @@ def _chains(steps: dict[str, Any]) -> Callable[[str], list[Step] | None]:
         while node != ROOT:
             if len(chain) > len(steps):
                 raise _NotAnIndex  # a cycle
-            parent, kind, evidence = _strings(steps.get(node), 3)
+            parent, kind, evidence = plain_strings(steps.get(node), 3)
             chain.append(Step(parent, node, kind, evidence))
             node = parent
         return chain[::-1]
@@ -582,7 +578,7 @@ def why_chains(index: Any) -> Callable[[str], list[Step] | None] | None:
     def why(node: str) -> list[Step] | None:
         try:
             return chain_of(node)
-        except _NotAnIndex:  # not a chain this code wrote: the report goes without it
+        except ValueError:  # not a chain this code wrote: the report goes without it
             return None
 
     return why

@@ -356,7 +356,6 @@ def worker_pool(workers: int) -> Any:
                                initializer=_quiet_worker)
 
 
-
 def _parse_workers() -> int:
     import os
 
