@@ -125,6 +125,12 @@ def analyze_elf(data: bytes, path: str) -> dict[str, Any]:
     if isinstance(cached, dict):
         cached["cache_hit"] = True
         return cached
+    return _analyzed_anew(data, path, key)
+
+
+def _analyzed_anew(data: bytes, path: str, key: str) -> dict[str, Any]:
+    """analyze_elf of an ELF the cache lacks under `key` (_key of `data`): disassembled, and
+    cached. Raises AnalysisError."""
     code = parse_code(data, path)
     an = analyze_code(code, {})
     direct = set().union(*an.func_sys.values()) if an.func_sys else set()
@@ -190,7 +196,7 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
     bytes: postgresql's kept ELFs took 83 s one after the other), largest first, at most two
     per worker in flight and, together, what the memory available can take (_in_flight_budget)."""
     docs: dict[str, dict[str, Any]] = {}
-    todo: list[tuple[int, str]] = []  # (size, path) of the ELFs to disassemble
+    todo: list[tuple[int, str, str]] = []  # (size, path, cache key) of the ELFs to disassemble
 
     def failed(path: str, exc: AnalysisError) -> None:
         log.info("%s", exc)
@@ -204,26 +210,27 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
             continue
         if data is None:
             continue
-        cached = CACHE.get(_key(data))
+        key = _key(data)
+        cached = CACHE.get(key)
         if isinstance(cached, dict):
             docs[path] = {**cached, "cache_hit": True}
         else:
-            todo.append((len(data), path))
+            todo.append((len(data), path, key))
     workers = min(_workers(), len(todo))
-    if workers > 1 and sum(size for size, _ in todo) >= MIN_POOL_BYTES:
+    if workers > 1 and sum(size for size, _, _ in todo) >= MIN_POOL_BYTES:
         todo = _in_workers(fs, sorted(todo, reverse=True), workers, docs, failed)
-    for _size, path in todo:  # here: few or small ELFs, or what the workers did not do
+    for _size, path, key in todo:  # here: few or small ELFs, or what the workers did not do
         try:
-            data = _elf_bytes(fs, path)
+            data = _elf_bytes(fs, path)  # read again: the bytes of every ELF are never held at once
             if data is not None:
-                docs[path] = analyze_elf(data, path)
+                docs[path] = _analyzed_anew(data, path, key)
         except AnalysisError as exc:
             failed(path, exc)
     return dict(sorted(docs.items()))
 
 
-def _in_workers(fs: RootFS, todo: list[tuple[int, str]], workers: int, docs: dict[str, dict[str, Any]],
-                failed: Callable[[str, AnalysisError], None]) -> list[tuple[int, str]]:
+def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs: dict[str, dict[str, Any]],
+                failed: Callable[[str, AnalysisError], None]) -> list[tuple[int, str, str]]:
     """analyze_elf of `todo` in a pool of `workers` processes; returns what is left to do here
     (all of it when the pool cannot start, the rest when a worker dies)."""
     from concurrent.futures import FIRST_COMPLETED, wait
@@ -238,29 +245,29 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str]], workers: int, docs: dic
         return todo
     pending = list(todo)  # largest first
     budget = _in_flight_budget(pending[0][0] if pending else 0)
-    running: dict[Any, tuple[int, str]] = {}
-    left: list[tuple[int, str]] = []  # what a dead worker did not answer
+    running: dict[Any, tuple[int, str, str]] = {}
+    left: list[tuple[int, str, str]] = []  # what a dead worker did not answer
     try:
         while (pending or running) and not left:
             while pending and len(running) < 2 * workers:
-                flying = sum(size for size, _ in running.values())
-                fits = next((i for i, (size, _) in enumerate(pending) if flying + size <= budget), None)
+                flying = sum(item[0] for item in running.values())
+                fits = next((i for i, item in enumerate(pending) if flying + item[0] <= budget), None)
                 if fits is None and running:
                     break
-                size, path = pending.pop(fits or 0)
-                data = _elf_bytes(fs, path)
+                item = pending.pop(fits or 0)
+                data = _elf_bytes(fs, item[1])
                 if data is not None:
-                    running[pool.submit(analyze_elf, data, path)] = (size, path)
+                    running[pool.submit(_analyzed_anew, data, item[1], item[2])] = item
             wait(running, return_when=FIRST_COMPLETED)
             for future in [f for f in running if f.done()]:  # every answer in, before a bail-out
-                size, path = running.pop(future)
+                item = running.pop(future)
                 try:
-                    docs[path] = future.result()
+                    docs[item[1]] = future.result()
                 except AnalysisError as exc:
-                    failed(path, exc)
+                    failed(item[1], exc)
                 except BrokenProcessPool as exc:  # a worker died (the OOM killer)
                     log.debug("syscall workers stopped: %s", exc)
-                    left.append((size, path))
+                    left.append(item)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [*left, *running.values(), *pending]  # done here
