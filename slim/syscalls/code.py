@@ -1,6 +1,7 @@
 """The code model of one x86_64 ELF for syscall extraction: symbols, relocations, the PLT and
 a linear-sweep disassembly of every executable section (capstone `disasm_lite`; on an
-undecodable byte the sweep skips one byte and goes on). Parsing runs under slim.elf's one
+undecodable byte the sweep skips one byte and goes on), held compactly (an address array,
+shared strings, a binary-search index): about 10 bytes of memory per byte of code. Parsing runs under slim.elf's one
 garbled-file policy: any pyelftools failure is an AnalysisError naming the file.
 """
 
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import bisect
 import io
+import itertools
+import operator
 import re
 import struct
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +30,10 @@ _RIP_RE = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 class Code:
     """Disassembly and symbol facts of one ELF, enough for the analyses below."""
 
-    addrs: list[int]
+    addrs: array[int]  # array('Q'): 8 bytes an instruction
     mnems: list[str]
     ops: list[str]
-    index: dict[int, int]  # address -> instruction index
+    index: AddrIndex  # address -> instruction index
     func_starts: list[int]  # sorted
     func_names: dict[int, str]  # start -> a symbol name
     exports: dict[str, int]  # defined dynamic FUNC symbol -> address
@@ -43,6 +47,28 @@ class Code:
     etype: str
     build_id: str
     entry: int = 0
+
+
+class AddrIndex:
+    """Address → index of the instruction there. A binary search of the address array when the
+    sweep's addresses only grow (sections in address order, the usual ELF: 8 bytes an
+    instruction, where a dict took ~85); a dict otherwise (overlapping or unordered sections,
+    where the last instruction at an address wins, as in the sweep)."""
+
+    def __init__(self, addrs: array[int]) -> None:
+        self._addrs = addrs
+        self._dict: dict[int, int] | None = None
+        if not all(map(operator.lt, addrs, itertools.islice(addrs, 1, None))):
+            self._dict = {a: i for i, a in enumerate(addrs)}
+
+    def get(self, addr: int) -> int | None:
+        if self._dict is not None:
+            return self._dict.get(addr)
+        k = bisect.bisect_left(self._addrs, addr)
+        return k if k < len(self._addrs) and self._addrs[k] == addr else None
+
+    def __contains__(self, addr: object) -> bool:
+        return isinstance(addr, int) and self.get(addr) is not None
 
 
 def build_id_of(elf: Any) -> str:
@@ -128,25 +154,46 @@ def _elf_facts(data: bytes, path: str) -> _ElfFacts:
     return facts
 
 
-def _disassemble(facts: _ElfFacts) -> tuple[list[int], list[str], list[str], dict[int, str]]:
-    """(addresses, mnemonics, operands, PLT entry → imported name) of the code sections."""
+# Instructions capstone decodes per call: it fills a C array of cs_insn (~250 bytes each) for
+# every instruction of a call before yielding the first, so one call over a 100 MB section held
+# gigabytes. Chunks keep that array at a few MB whatever the ELF's size.
+DISASM_CHUNK = 1 << 14
+_SKIPPED = ".byte"  # capstone's mnemonic for an undecodable byte it stepped over (SKIPDATA)
+
+
+def _disassemble(facts: _ElfFacts) -> tuple[array[int], list[str], list[str], dict[int, str]]:
+    """(addresses, mnemonics, operands, PLT entry → imported name) of the code sections.
+
+    A linear sweep of each section in chunks of DISASM_CHUNK instructions, over a zero-copy
+    window; capstone steps over an undecodable byte itself (SKIPDATA: one byte on x86) and
+    the sweep drops it. (Restarting the sweep past each one from a slice of `bytes` copied the
+    rest of the section every time: quadratic on an ELF full of them.) Equal mnemonics and
+    operand texts share one string (a few hundred mnemonics; a fifth of the operands are
+    distinct)."""
     import capstone
 
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    addrs: list[int] = []
+    md.skipdata = True
+    addrs: array[int] = array("Q")
     mnems: list[str] = []
     ops: list[str] = []
     plt_names: dict[int, str] = {}
+    names: dict[str, str] = {}  # one string per distinct mnemonic and operand text
     for name, base, code in facts.exec_secs:
+        # capstone reads a writable buffer in place; a read-only one it copies whole.
+        window = memoryview(bytearray(code))
+        plt = name.startswith(".plt")
         off = 0
         while off < len(code):
             last = off
-            for a, size, mnem, op in md.disasm_lite(code[off:], base + off):
-                addrs.append(a)
-                mnems.append(mnem)
-                ops.append(op)
+            for a, size, mnem, op in md.disasm_lite(window[off:], base + off, DISASM_CHUNK):
                 last = a - base + size
-                if name.startswith(".plt") and "jmp" in mnem and "rip" in op:
+                if mnem == _SKIPPED:
+                    continue
+                addrs.append(a)
+                mnems.append(names.setdefault(mnem, mnem))
+                ops.append(names.setdefault(op, op))
+                if plt and "jmp" in mnem and "rip" in op:
                     got = rip_target(a + size, op)
                     if got is not None and got in facts.got_names:
                         plt_names.setdefault(a & ~0xF, facts.got_names[got])
@@ -158,7 +205,7 @@ def parse_code(data: bytes, path: str) -> Code:
     """The code model of one x86_64 ELF. Raises AnalysisError."""
     facts = _elf_facts(data, path)
     addrs, mnems, ops, plt_names = _disassemble(facts)
-    index = {a: i for i, a in enumerate(addrs)}
+    index = AddrIndex(addrs)
     starts = set(facts.func_names)
     if facts.entry:
         starts.add(facts.entry)
@@ -197,7 +244,7 @@ def parse_code(data: bytes, path: str) -> Code:
         for (val,) in struct.iter_unpack("<Q", blob[: len(blob) - len(blob) % 8]):
             if val in known:
                 address_taken.add(val)
-    address_taken &= starts | set(index)
+    address_taken = {a for a in address_taken if a in starts or a in index}
     starts |= {a for a in address_taken if a in index}
     return Code(addrs, mnems, ops, index, sorted(starts), facts.func_names, facts.exports,
                 facts.imports, plt_names, facts.got_names, targets, address_taken, facts.soname,

@@ -273,9 +273,10 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
     return [*left, *running.values(), *pending]  # done here
 
 
-# Disassembly holds every instruction as Python objects: ~400 bytes each, 44-69 bytes of memory
-# per byte of the file (libLLVM-14, 110 MB: 12 M instructions, 4.8 GB; postgres, 9 MB: 0.6 GB).
-MEMORY_PER_BYTE = 70
+# Peak memory of one ELF's disassembly and analysis, per byte of the file: 8-11 measured
+# (slim.syscalls.code keeps addresses in an array and shares equal strings): libLLVM-14,
+# 110 MB, 12 M instructions: 0.9 GB; postgres 9 MB: 0.15 GB; python3.11, libcrypto.so.3: ~0.1 GB.
+MEMORY_PER_BYTE = 16
 MEMINFO = "/proc/meminfo"
 
 

@@ -45,6 +45,10 @@ def _garbled() -> list[tuple[str, bytes]]:
         ("magic-then-zeros", b"\x7fELF" + bytes(1 << 20)),
         ("truncated-real", real[:1000]),
         ("truncated-real-half", real[: len(real) // 2]),
+        # 2 MiB of code no byte of which decodes (0x06 is not an x86-64 instruction): the sweep
+        # steps over each; restarting from a copy of the rest each time was quadratic (hours)
+        ("code-undecodable-2MiB", bytes(elf_header(e_phnum=1) + phdr(1, 0, 120 + (2 << 20)))
+         + bytes(64) + b"\x06" * (2 << 20)),
     ]
     cases += [(f"flipped-{seed}", forge.flip(real, seed)) for seed in range(1, 9)]
     return cases

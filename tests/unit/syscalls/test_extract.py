@@ -160,7 +160,7 @@ def test_a_dead_worker_pool_leaves_its_elves_to_this_process(progs_root, tmp_pat
 
 
 def test_the_elves_in_flight_fit_the_memory_available(tmp_path: Path, monkeypatch) -> None:
-    """Disassembly takes ~70 bytes of memory per byte of ELF: the workers hold at once what
+    """Disassembly takes ~10 bytes of memory per byte of ELF: the workers hold at once what
     the memory available takes, and always at least the largest ELF (one process needs that)."""
     import slim.syscalls.extract as extract
 
