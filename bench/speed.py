@@ -16,6 +16,10 @@ For every cached bench image (`$SLIM_BENCH_CACHE/images/NAME/NAME.docker.tar`; b
 - top layer alone: `slim analyze --no-cache` of an archive holding only the image's top layer
   (same config, one diff_id): the denominator of issue 17's "adding one layer to analyzed base
   layers costs at most 1.2 times analyzing that layer alone" (the `÷ alone` column);
+- new top layer, no analysis: "new top layer" with `--no-static` (its caches from an earlier
+  `--no-static` run): the same image read the same way, summarized and reported with no keep
+  set computed at all: what no reuse of the analysis can go below. Its `÷ alone` is the floor of
+  the column before.
 - re-analysis: the result cache holds this image (`slim analyze` of an unchanged image).
 
 Wall times are medians of `--repeat` runs (whole process, from exec to exit); peak RSS is the
@@ -41,7 +45,8 @@ import time
 from bench import measure
 from bench.build import cache_dir
 
-COLUMNS = ("dive", "cold", "no-static", "parses warm", "new top layer", "top layer alone", "re-analysis")
+COLUMNS = ("dive", "cold", "no-static", "parses warm", "new top layer", "top layer alone", "floor",
+           "re-analysis")
 
 
 def _images(names: str | None) -> list[tuple[str, str]]:
@@ -115,6 +120,8 @@ def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[me
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         warm = os.path.join(tmp, "warm")
         _slim(archive, warm)  # fills the parse and result caches
+        warm_floor = os.path.join(tmp, "warm-no-static")
+        _slim(archive, warm_floor, "--no-static")  # the layer cache of what --no-static reads
         alone = os.path.join(tmp, "top-layer-alone.tar")
         top_layer_alone(archive, alone)
         for _ in range(repeat):
@@ -133,13 +140,20 @@ def measure_image(dive_exe: str, archive: str, repeat: int) -> dict[str, list[me
             _drop_top_layer(os.path.join(layers, "layers"))
             runs["new top layer"].append(_slim(archive, layers))
             runs["top layer alone"].append(_slim(alone, None))
+            floor = os.path.join(tmp, "floor")
+            shutil.rmtree(floor, ignore_errors=True)
+            shutil.copytree(warm_floor, floor)
+            shutil.rmtree(os.path.join(floor, "analyze"), ignore_errors=True)
+            _drop_top_layer(os.path.join(floor, "layers"))
+            runs["floor"].append(_slim(archive, floor, "--no-static"))
             runs["re-analysis"].append(_slim(archive, warm))
     return runs
 
 
 def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int) -> str:
     head = ("| image | archive MB | dive s | slim analyze (cold) s | x dive | --no-static s | x dive | "
-            "parses warm s | x dive | new top layer s | x dive | top layer alone s | ÷ alone | re-analysis s | "
+            "parses warm s | x dive | new top layer s | x dive | top layer alone s | ÷ alone | "
+            "new top layer, no analysis s | ÷ alone | re-analysis s | "
             "peak RSS MB (cold) | "
             "keep MB | unknowns |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -155,6 +169,7 @@ def table(rows: list[tuple[str, int, dict[str, list[measure.Run]]]], repeat: int
             f"{med['no-static']:.2f} | {med['no-static'] / d:.1f} | {med['parses warm']:.2f} | "
             f"{med['parses warm'] / d:.1f} | {med['new top layer']:.2f} | {med['new top layer'] / d:.1f} | "
             f"{med['top layer alone']:.2f} | {med['new top layer'] / med['top layer alone']:.1f} | "
+            f"{med['floor']:.2f} | {med['floor'] / med['top layer alone']:.1f} | "
             f"{med['re-analysis']:.2f} | {rss:.0f} | {keep:.1f} | {unknowns} |")
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     return "\n".join([

@@ -185,9 +185,9 @@ def _disassemble(facts: _ElfFacts) -> tuple[array[int], list[str], list[str], di
         plt = name.startswith(".plt")
         off = 0
         while off < len(code):
-            last = off
+            last = off  # SKIPDATA leaves no gap: each instruction starts where the last ended
             for a, size, mnem, op in md.disasm_lite(window[off:], base + off, DISASM_CHUNK):
-                last = a - base + size
+                last += size  # (not `a - base + size`: capstone wraps an address past 2**64 to 0)
                 if mnem == _SKIPPED:
                     continue
                 addrs.append(a)

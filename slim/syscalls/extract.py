@@ -276,6 +276,9 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
 # Peak memory of one ELF's disassembly and analysis, per byte of the file: 8-11 measured
 # (slim.syscalls.code keeps addresses in an array and shares equal strings): libLLVM-14,
 # 110 MB, 12 M instructions: 0.9 GB; postgres 9 MB: 0.15 GB; python3.11, libcrypto.so.3: ~0.1 GB.
+# An estimate for real code, not a bound: code forged of nothing but calls, each to its own
+# target, takes ~100 (the branch-target map is per target); a worker that the kernel's OOM
+# killer stops leaves its ELFs to this process (_in_workers).
 MEMORY_PER_BYTE = 16
 MEMINFO = "/proc/meminfo"
 

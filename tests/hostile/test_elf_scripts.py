@@ -49,6 +49,10 @@ def _garbled() -> list[tuple[str, bytes]]:
         # steps over each; restarting from a copy of the rest each time was quadratic (hours)
         ("code-undecodable-2MiB", bytes(elf_header(e_phnum=1) + phdr(1, 0, 120 + (2 << 20)))
          + bytes(64) + b"\x06" * (2 << 20)),
+        # code whose addresses pass 2**64 (capstone wraps them to 0): the sweep went back to the
+        # start of the segment forever, its memory growing
+        ("code-past-2**64", bytes(elf_header(e_phnum=1, e_entry=0) + phdr(1, 0, 120 + 4096, vaddr=2**64 - 0x1000))
+         + b"\x90" * 4096),
     ]
     cases += [(f"flipped-{seed}", forge.flip(real, seed)) for seed in range(1, 9)]
     return cases

@@ -3,6 +3,7 @@ instructions as one uninterrupted sweep."""
 
 from __future__ import annotations
 
+import signal
 from array import array
 
 import capstone
@@ -52,6 +53,25 @@ def test_undecodable_bytes_are_stepped_over_one_at_a_time() -> None:
         (0x1000, "nop", ""), (0x1003, "nop", ""), (0x1004, "ret", ""), (0x2005, "ret", "")]
 
 
+def test_a_section_ending_past_the_top_of_the_address_space_is_swept_once() -> None:
+    """capstone wraps the addresses past 2**64 to 0; the sweep once took them for offsets and
+    went back to the start of the section, forever, its memory growing."""
+    facts = _ElfFacts(exec_secs=[(".text", 2**64 - 0x10, b"\x90" * 0x100)])
+
+    def endless(_signum: int, _frame: object) -> None:
+        raise AssertionError("the sweep did not end")
+
+    previous = signal.signal(signal.SIGALRM, endless)
+    signal.alarm(20)
+    try:
+        got = _swept(facts)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(got) == 0x100
+    assert [a for a, _m, _o in got[:0x11]] == [*range(2**64 - 0x10, 2**64), 0]
+
+
 def test_capstone_never_decodes_more_than_a_chunk_per_call(progs_root, monkeypatch) -> None:
     """capstone allocates every instruction of one call at once (~250 bytes each): a whole
     100 MB section in one call held gigabytes."""
@@ -86,6 +106,8 @@ def test_equal_texts_share_one_string(progs_root) -> None:
 ])
 def test_addr_index(addrs: list[int], lookups: dict[int, int | None]) -> None:
     index = AddrIndex(array("Q", addrs))
+    # growing addresses (every ELF whose sections are in address order): no dict of them
+    assert (index._dict is None) == (addrs == sorted(set(addrs)))
     for addr, want in lookups.items():
         assert index.get(addr) == want
         assert (addr in index) == (want is not None)
