@@ -516,11 +516,11 @@ def why_from_index(index: Any, path: str) -> WhyAnswer | None:
     from slim.fs.tree import SquashedTree
     from slim.graph import plain_strings
 
-    if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
+    steps = _index_steps(index)
+    if steps is None:
         return None
-    steps, tried, declined, links = (index.get(k) for k in ("steps", "tried", "declined", "links"))
-    if not (isinstance(steps, dict) and isinstance(tried, dict) and isinstance(declined, dict)
-            and isinstance(links, dict)):
+    tried, declined, links = (index.get(k) for k in ("tried", "declined", "links"))
+    if not (isinstance(tried, dict) and isinstance(declined, dict) and isinstance(links, dict)):
         return None
     try:
         tree = SquashedTree()
@@ -546,6 +546,14 @@ def why_from_index(index: Any, path: str) -> WhyAnswer | None:
         return None
 
 
+def _index_steps(index: Any) -> dict[str, Any] | None:
+    """The `steps` of a why_index this code wrote (None: another format or shape)."""
+    if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
+        return None
+    steps = index.get("steps")
+    return steps if isinstance(steps, dict) else None
+
+
 def _chains(steps: dict[str, Any]) -> Callable[[str], list[Step] | None]:
     """graph.why over the `steps` of a why_index; raises ValueError on a malformed chain."""
     from slim.graph import Step, plain_strings
@@ -568,10 +576,8 @@ def _chains(steps: dict[str, Any]) -> Callable[[str], list[Step] | None]:
 def why_chains(index: Any) -> Callable[[str], list[Step] | None] | None:
     """graph.why of the analysis a why_index was made from, for the HTML report's chains; None
     for an index of another format or shape."""
-    if not isinstance(index, dict) or index.get("format") != WHY_INDEX_FORMAT:
-        return None
-    steps = index.get("steps")
-    if not isinstance(steps, dict):
+    steps = _index_steps(index)
+    if steps is None:
         return None
     chain_of = _chains(steps)
 
