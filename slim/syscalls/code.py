@@ -203,8 +203,13 @@ def _disassemble(facts: _ElfFacts) -> tuple[array[int], list[str], list[str], di
 
 def parse_code(data: bytes, path: str) -> Code:
     """The code model of one x86_64 ELF. Raises AnalysisError."""
+    import capstone
+
     facts = _elf_facts(data, path)
-    addrs, mnems, ops, plt_names = _disassemble(facts)
+    try:
+        addrs, mnems, ops, plt_names = _disassemble(facts)
+    except capstone.CsError as exc:  # CS_ERR_MEM: capstone could not allocate
+        raise AnalysisError(f"{path}: capstone: {exc}") from None
     index = AddrIndex(addrs)
     starts = set(facts.func_names)
     if facts.entry:

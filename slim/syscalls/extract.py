@@ -130,9 +130,12 @@ def analyze_elf(data: bytes, path: str) -> dict[str, Any]:
 
 def _analyzed_anew(data: bytes, path: str, key: str) -> dict[str, Any]:
     """analyze_elf of an ELF the cache lacks under `key` (_key of `data`): disassembled, and
-    cached. Raises AnalysisError."""
-    code = parse_code(data, path)
-    an = analyze_code(code, {})
+    cached. Raises AnalysisError (also when the memory runs out: a limit set with `ulimit -v`)."""
+    try:
+        code = parse_code(data, path)
+        an = analyze_code(code, {})
+    except MemoryError:
+        raise AnalysisError(f"{path}: not enough memory to disassemble its {len(data)} bytes") from None
     direct = set().union(*an.func_sys.values()) if an.func_sys else set()
     base = path.rsplit("/", 1)[-1]
     # musl's libc is its dynamic loader (ld-musl-<arch>.so.1, often without DT_SONAME).

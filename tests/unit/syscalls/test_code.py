@@ -112,3 +112,34 @@ def test_addr_index(addrs: list[int], lookups: dict[int, int | None]) -> None:
         assert index.get(addr) == want
         assert (addr in index) == (want is not None)
     assert "0x10" not in index
+
+
+def test_capstone_and_memory_failures_are_one_line_unknowns(progs_root, monkeypatch) -> None:
+    """capstone's allocation failing (CS_ERR_MEM) or Python's (MemoryError, under `ulimit -v`)
+    leaves the ELF an unknown with a message naming it, never a traceback."""
+    from slim.errors import AnalysisError
+    from slim.pipeline import load_image
+    from slim.syscalls import extract
+
+    root, paths = progs_root
+    data = (root / paths["static"].lstrip("/")).read_bytes()
+
+    def no_memory(*_args, **_kw):  # type: ignore[no-untyped-def]
+        raise capstone.CsError(capstone.CS_ERR_MEM)
+
+    with monkeypatch.context() as patch, \
+            pytest.raises(AnalysisError, match=r"^/bin/prog-static: capstone: "):
+        patch.setattr(capstone.Cs, "disasm_lite", no_memory)
+        parse_code(data, "/bin/prog-static")
+
+    def out_of_memory(*_args, **_kw):  # type: ignore[no-untyped-def]
+        raise MemoryError
+
+    monkeypatch.setattr(extract, "analyze_code", out_of_memory)
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "1")
+    monkeypatch.setattr(extract.CACHE, "get", lambda _key: None)
+    with pytest.raises(AnalysisError, match=r"^/x: not enough memory to disassemble its \d+ bytes$"):
+        extract._analyzed_anew(data, "/x", extract._key(data))
+    with load_image(f"rootfs:{root}") as li:
+        res = extract.static_syscalls(li.rootfs, [paths["static"]])
+    assert res.per_file[paths["static"]].kind == "unknown" and res.unresolved_sites >= 1
