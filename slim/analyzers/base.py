@@ -346,14 +346,17 @@ class _Slot:
         return value
 
 
-def worker_pool(workers: int) -> Any:
+def worker_pool(workers: int, memory_cap: int | None = None, preload: tuple[str, ...] = ()) -> Any:
     """A process pool for pure CPU work on bytes (parses, disassembly): spawned interpreters
-    that leave Ctrl-C to their parent and end with it (_quiet_worker)."""
+    that leave Ctrl-C to their parent and end with it (_quiet_worker). With `memory_cap`, each
+    worker imports the `preload` modules and may then map at most `memory_cap` more bytes
+    (RLIMIT_AS): past it an allocation fails with MemoryError in that worker, where the
+    machine's memory running out would have the kernel kill a process, maybe another one."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_quiet_worker)
+                               initializer=_quiet_worker, initargs=(memory_cap, preload))
 
 
 def _parse_workers() -> int:
@@ -365,7 +368,7 @@ def _parse_workers() -> int:
     return max(0, min((os.cpu_count() or 1) - 1, Parses.MAX_WORKERS))
 
 
-def _quiet_worker() -> None:
+def _quiet_worker(memory_cap: int | None = None, preload: tuple[str, ...] = ()) -> None:
     """A parse worker leaves Ctrl-C and termination to its parent, which stops it, collects
     garbage as the CLI does (slim.tune_gc), and ends when its parent is gone: killed with
     SIGKILL, the parent cannot stop it, and the worker, which holds the write end of its own
@@ -381,6 +384,25 @@ def _quiet_worker() -> None:
     tune_gc()
     parent = os.getppid()
     threading.Thread(target=_end_with, args=(parent,), name="slim-parent-watch", daemon=True).start()
+    if memory_cap is not None:
+        _cap_memory(memory_cap, preload)
+
+
+def _cap_memory(extra: int, preload: tuple[str, ...]) -> None:
+    """Import `preload`, then let this process map at most `extra` more bytes (worker_pool)."""
+    import importlib
+    import resource
+
+    for name in preload:
+        importlib.import_module(name)
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return  # no /proc: the parent found no memory figures either (no cap is asked then)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = mapped + extra
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
 def _end_with(parent: int) -> None:

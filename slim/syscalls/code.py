@@ -26,6 +26,10 @@ HEX_RE = re.compile(r"^(?:0x[0-9a-f]+|\d+)$")
 _RIP_RE = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 
 
+class OutOfMemory(AnalysisError):
+    """An ELF's disassembly ran out of the memory its process may take."""
+
+
 @dataclass
 class Code:
     """Disassembly and symbol facts of one ELF, enough for the analyses below."""
@@ -208,7 +212,9 @@ def parse_code(data: bytes, path: str) -> Code:
     facts = _elf_facts(data, path)
     try:
         addrs, mnems, ops, plt_names = _disassemble(facts)
-    except capstone.CsError as exc:  # CS_ERR_MEM: capstone could not allocate
+    except capstone.CsError as exc:
+        if exc.errno == capstone.CS_ERR_MEM:
+            raise OutOfMemory(f"{path}: not enough memory to disassemble its {len(data)} bytes") from None
         raise AnalysisError(f"{path}: capstone: {exc}") from None
     index = AddrIndex(addrs)
     starts = set(facts.func_names)

@@ -40,7 +40,7 @@ from typing import Any
 from slim.cache import JsonStore, digest_key
 from slim.errors import AnalysisError
 from slim.fs.rootfs import RootFS
-from slim.syscalls.code import parse_code
+from slim.syscalls.code import OutOfMemory, parse_code
 from slim.syscalls.dataflow import analyze_code, export_map
 from slim.syscalls.table import name_of
 
@@ -134,8 +134,10 @@ def _analyzed_anew(data: bytes, path: str, key: str) -> dict[str, Any]:
     try:
         code = parse_code(data, path)
         an = analyze_code(code, {})
-    except MemoryError:
-        raise AnalysisError(f"{path}: not enough memory to disassemble its {len(data)} bytes") from None
+    except (MemoryError, AnalysisError) as exc:  # the ELF parser's MemoryError is its cause
+        if isinstance(exc, AnalysisError) and not isinstance(exc.__cause__, MemoryError):
+            raise
+        raise OutOfMemory(f"{path}: not enough memory to disassemble its {len(data)} bytes") from None
     direct = set().union(*an.func_sys.values()) if an.func_sys else set()
     base = path.rsplit("/", 1)[-1]
     # musl's libc is its dynamic loader (ld-musl-<arch>.so.1, often without DT_SONAME).
@@ -182,7 +184,8 @@ def _elf_bytes(fs: RootFS, path: str) -> bytes | None:
 
 def _workers() -> int:
     """Processes for the ELFs not in the cache: every core this process may use
-    (SLIM_SYSCALL_WORKERS=N to choose; 0 or 1: here, one after the other)."""
+    (SLIM_SYSCALL_WORKERS=N to choose; 0: in this process, one after the other, with no cap
+    on their memory)."""
     explicit = os.environ.get("SLIM_SYSCALL_WORKERS", "")
     if explicit.isdigit():
         return int(explicit)
@@ -197,7 +200,11 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
     to `per_file` as unknown (one unresolved site). The ELFs the cache lacks are disassembled
     in worker processes when there is more than MIN_POOL_BYTES of them (pure CPU work on
     bytes: postgresql's kept ELFs took 83 s one after the other), largest first, at most two
-    per worker in flight and, together, what the memory available can take (_in_flight_budget)."""
+    per worker in flight and, together, what the memory available can take (_in_flight_budget).
+    Each worker may take its share of the memory available and no more (_worker_cap: a forged
+    ELF can make the disassembly take ten times what real code does); an ELF that runs out of
+    it, or whose worker dies, is disassembled again in a worker of its own with all of it, and
+    is an unknown if that is not enough either (_alone)."""
     docs: dict[str, dict[str, Any]] = {}
     todo: list[tuple[int, str, str]] = []  # (size, path, cache key) of the ELFs to disassemble
 
@@ -220,9 +227,19 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
         else:
             todo.append((len(data), path, key))
     workers = min(_workers(), len(todo))
-    if workers > 1 and sum(size for size, _, _ in todo) >= MIN_POOL_BYTES:
-        todo = _in_workers(fs, sorted(todo, reverse=True), workers, docs, failed)
-    for _size, path, key in todo:  # here: few or small ELFs, or what the workers did not do
+    if workers >= 1 and sum(size for size, _, _ in todo) >= MIN_POOL_BYTES:
+        todo = sorted(todo, reverse=True)
+        while todo:  # a pool again after one broke: the ELFs it had not started
+            outcome = _in_workers(fs, todo, workers, docs, failed)
+            if outcome is None:
+                break
+            again, left = outcome
+            if not again and len(left) == len(todo):
+                break  # nothing ran: do them here
+            todo = [*_alone(fs, again, docs, failed), *left]  # (_alone's: no worker could start)
+            if todo and todo[0] in again:
+                break
+    for _size, path, key in todo:  # here: few or small ELFs, or no worker could start
         try:
             data = _elf_bytes(fs, path)  # read again: the bytes of every ELF are never held at once
             if data is not None:
@@ -233,69 +250,141 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
 
 
 def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs: dict[str, dict[str, Any]],
-                failed: Callable[[str, AnalysisError], None]) -> list[tuple[int, str, str]]:
-    """analyze_elf of `todo` in a pool of `workers` processes; returns what is left to do here
-    (all of it when the pool cannot start, the rest when a worker dies)."""
+                failed: Callable[[str, AnalysisError], None], *,
+                alone: bool = False) -> tuple[list[tuple[int, str, str]], list[tuple[int, str, str]]] | None:
+    """analyze_elf of `todo` in a pool of `workers` processes, each capped at its share of the
+    memory available (_worker_cap). Returns the ELFs to try again alone (those that ran out of
+    their share; when a worker dies, the kernel's OOM killer, every one in flight) and those
+    not started when it died. `alone`: one ELF in flight, all the memory; running out of it is
+    the ELF's answer (an unknown). None when the pool cannot start."""
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
     from slim.analyzers.base import worker_pool
 
     try:
-        pool = worker_pool(workers)
+        pool = worker_pool(workers, _worker_cap(workers), PRELOAD)
     except (OSError, ValueError) as exc:
         log.debug("syscall workers not started: %s", exc)
-        return todo
+        return None
     pending = list(todo)  # largest first
     budget = _in_flight_budget(pending[0][0] if pending else 0)
     running: dict[Any, tuple[int, str, str]] = {}
-    left: list[tuple[int, str, str]] = []  # what a dead worker did not answer
+    again: list[tuple[int, str, str]] = []
+    broken = False
     try:
-        while (pending or running) and not left:
-            while pending and len(running) < 2 * workers:
+        while (pending or running) and not broken:
+            while pending and len(running) < (1 if alone else 2 * workers):
                 flying = sum(item[0] for item in running.values())
                 fits = next((i for i, item in enumerate(pending) if flying + item[0] <= budget), None)
                 if fits is None and running:
                     break
                 item = pending.pop(fits or 0)
                 data = _elf_bytes(fs, item[1])
-                if data is not None:
+                if data is None:
+                    continue
+                try:
                     running[pool.submit(_analyzed_anew, data, item[1], item[2])] = item
+                except BrokenProcessPool:  # a worker died since the last answer
+                    pending.insert(0, item)
+                    broken = True
+                    break
             wait(running, return_when=FIRST_COMPLETED)
             for future in [f for f in running if f.done()]:  # every answer in, before a bail-out
                 item = running.pop(future)
                 try:
                     docs[item[1]] = future.result()
+                except OutOfMemory as exc:
+                    if alone:
+                        failed(item[1], exc)
+                    else:
+                        again.append(item)
                 except AnalysisError as exc:
                     failed(item[1], exc)
-                except BrokenProcessPool as exc:  # a worker died (the OOM killer)
+                except BrokenProcessPool as exc:  # a worker died
                     log.debug("syscall workers stopped: %s", exc)
-                    left.append(item)
+                    broken = True
+                    again.append(item)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return [*left, *running.values(), *pending]  # done here
+    return [*again, *running.values()], pending
+
+
+def _alone(fs: RootFS, todo: list[tuple[int, str, str]], docs: dict[str, dict[str, Any]],
+           failed: Callable[[str, AnalysisError], None]) -> list[tuple[int, str, str]]:
+    """Each of `todo` in a worker of its own, with all the memory available: an ELF whose own
+    worker runs out of it or dies is an unknown, never disassembled in this process, where
+    nothing caps it. Returns what is left to do here (a worker could not start)."""
+    for k, item in enumerate(todo):
+        outcome = _in_workers(fs, [item], 1, docs, failed, alone=True)
+        if outcome is None:
+            return todo[k:]
+        for size, path, _key in outcome[0]:
+            failed(path, AnalysisError(f"{path}: the process disassembling its {size} bytes died"))
+    return []
 
 
 # Peak memory of one ELF's disassembly and analysis, per byte of the file: 8-11 measured
 # (slim.syscalls.code keeps addresses in an array and shares equal strings): libLLVM-14,
 # 110 MB, 12 M instructions: 0.9 GB; postgres 9 MB: 0.15 GB; python3.11, libcrypto.so.3: ~0.1 GB.
 # An estimate for real code, not a bound: code forged of nothing but calls, each to its own
-# target, takes ~100 (the branch-target map is per target); a worker that the kernel's OOM
-# killer stops leaves its ELFs to this process (_in_workers).
+# target, takes ~100 (the branch-target map is per target): the workers' memory is capped
+# (_worker_cap), and an ELF that runs out of it is an unknown.
 MEMORY_PER_BYTE = 16
 MEMINFO = "/proc/meminfo"
+PROC_CGROUP = "/proc/self/cgroup"
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def _in_flight_budget(largest: int) -> int:
     """The ELF bytes the workers may hold at once: what the memory available now can take
     (MEMORY_PER_BYTE each), and never less than the largest ELF, which one process alone must
-    take anyway. Without /proc/meminfo: the largest ELF (the peak of one process)."""
+    take anyway. Without memory figures: the largest ELF (the peak of one process)."""
+    return max(largest, (_memory_available() or 0) // MEMORY_PER_BYTE)
+
+
+# What the syscall workers together may map beyond their start-up (RLIMIT_AS): this share of
+# the memory available when they start; each worker its part.
+MEMORY_SHARE = 0.9
+PRELOAD = ("slim.syscalls.extract", "capstone", "elftools.elf.elffile")
+
+
+def _worker_cap(workers: int) -> int | None:
+    """The bytes one of `workers` syscall workers may map beyond its start-up (None: no memory
+    figures, no cap)."""
+    available = _memory_available()
+    return None if available is None else int(available * MEMORY_SHARE) // workers
+
+
+def _memory_available() -> int | None:
+    """Bytes this process can still take: MemAvailable, or less under a cgroup (v2) memory
+    limit (a container's, a CI job's: its /proc/meminfo shows the host's memory). None when
+    /proc/meminfo cannot be read."""
     try:
         with open(MEMINFO, encoding="ascii") as f:
             available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError, IndexError):
-        available = 0
-    return max(largest, available // MEMORY_PER_BYTE)
+        return None
+    try:
+        with open(PROC_CGROUP, encoding="ascii") as f:
+            own = next(line[3:].strip() for line in f if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return available
+    group = own.strip("/")
+    while True:  # the cgroup and every ancestor: a limit anywhere above binds too
+        directory = os.path.join(CGROUP_ROOT, group)
+        try:
+            with open(os.path.join(directory, "memory.max"), encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(os.path.join(directory, "memory.current"), encoding="ascii") as f:
+                used = int(f.read().strip())
+            if limit != "max":
+                available = min(available, max(0, int(limit) - used))
+        except (OSError, ValueError):
+            pass
+        if not group:
+            return available
+        group = os.path.dirname(group)
 
 
 def _key(data: bytes) -> str:

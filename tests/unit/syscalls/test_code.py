@@ -10,7 +10,14 @@ import capstone
 import pytest
 
 from slim.syscalls import code as code_mod
-from slim.syscalls.code import AddrIndex, _disassemble, _elf_facts, _ElfFacts, parse_code
+from slim.syscalls.code import (
+    AddrIndex,
+    OutOfMemory,
+    _disassemble,
+    _elf_facts,
+    _ElfFacts,
+    parse_code,
+)
 
 
 def _reference_sweep(facts: _ElfFacts) -> list[tuple[int, str, str]]:
@@ -117,7 +124,6 @@ def test_addr_index(addrs: list[int], lookups: dict[int, int | None]) -> None:
 def test_capstone_and_memory_failures_are_one_line_unknowns(progs_root, monkeypatch) -> None:
     """capstone's allocation failing (CS_ERR_MEM) or Python's (MemoryError, under `ulimit -v`)
     leaves the ELF an unknown with a message naming it, never a traceback."""
-    from slim.errors import AnalysisError
     from slim.pipeline import load_image
     from slim.syscalls import extract
 
@@ -128,7 +134,7 @@ def test_capstone_and_memory_failures_are_one_line_unknowns(progs_root, monkeypa
         raise capstone.CsError(capstone.CS_ERR_MEM)
 
     with monkeypatch.context() as patch, \
-            pytest.raises(AnalysisError, match=r"^/bin/prog-static: capstone: "):
+            pytest.raises(OutOfMemory, match=r"^/bin/prog-static: not enough memory to disassemble its \d+ bytes$"):
         patch.setattr(capstone.Cs, "disasm_lite", no_memory)
         parse_code(data, "/bin/prog-static")
 
@@ -138,7 +144,7 @@ def test_capstone_and_memory_failures_are_one_line_unknowns(progs_root, monkeypa
     monkeypatch.setattr(extract, "analyze_code", out_of_memory)
     monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "1")
     monkeypatch.setattr(extract.CACHE, "get", lambda _key: None)
-    with pytest.raises(AnalysisError, match=r"^/x: not enough memory to disassemble its \d+ bytes$"):
+    with pytest.raises(OutOfMemory, match=r"^/x: not enough memory to disassemble its \d+ bytes$"):
         extract._analyzed_anew(data, "/x", extract._key(data))
     with load_image(f"rootfs:{root}") as li:
         res = extract.static_syscalls(li.rootfs, [paths["static"]])

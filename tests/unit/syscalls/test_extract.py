@@ -118,12 +118,41 @@ def test_worker_processes_give_what_one_process_gives(progs_root, tmp_path: Path
     assert answers[1]["per_file"]["/bin/bad"]["kind"] == "unknown"
 
 
-def test_a_dead_worker_pool_leaves_its_elves_to_this_process(progs_root, tmp_path: Path, monkeypatch) -> None:
-    """A worker killed mid-run (the out-of-memory killer) breaks the pool: what it had not
-    answered is analyzed here, and the answer is the same."""
-    from concurrent.futures import Future
-    from concurrent.futures.process import BrokenProcessPool
+class _DyingPool:
+    """A pool whose worker dies at the task numbered `dies_at` (counted over every pool made),
+    and at every task for the ELFs in `fatal`."""
 
+    tasks = 0
+    dies_at = 2
+    fatal: tuple[str, ...] = ()
+    caps: list[int | None] = []
+
+    def __init__(self, workers: int, memory_cap: int | None = None, preload: tuple[str, ...] = ()) -> None:
+        _DyingPool.caps.append(memory_cap)
+
+    def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        future: Future = Future()
+        _DyingPool.tasks += 1
+        if _DyingPool.tasks == _DyingPool.dies_at or args[1] in _DyingPool.fatal:
+            future.set_exception(BrokenProcessPool("a worker died"))
+        else:
+            try:
+                future.set_result(fn(*args))
+            except Exception as exc:  # the worker's exception goes to the future
+                future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def test_what_a_dead_worker_did_not_answer_is_done_again_each_alone(progs_root, tmp_path: Path, monkeypatch) -> None:
+    """A worker killed mid-run (the out-of-memory killer) breaks the pool: the ELF it was on is
+    disassembled again in a worker of its own with all the memory, those not started in a new
+    pool, and the answer is the same."""
     import slim.analyzers.base
     import slim.syscalls.extract as extract
 
@@ -133,30 +162,76 @@ def test_a_dead_worker_pool_leaves_its_elves_to_this_process(progs_root, tmp_pat
     with load_image(f"rootfs:{root}") as li:
         expected = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
 
-    class DyingPool:
-        """Answers the first task, then its worker dies."""
-
-        def __init__(self, workers: int) -> None:
-            self.calls = 0
-
-        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
-            future: Future = Future()
-            self.calls += 1
-            if self.calls == 1:
-                future.set_result(fn(*args))
-            else:
-                future.set_exception(BrokenProcessPool("a worker died"))
-            return future
-
-        def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-            pass
-
-    monkeypatch.setattr(slim.analyzers.base, "worker_pool", DyingPool)
+    monkeypatch.setattr(slim.analyzers.base, "worker_pool", _DyingPool)
+    monkeypatch.setattr(_DyingPool, "caps", [])
+    monkeypatch.setattr(_DyingPool, "tasks", 0)
     monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "dying"))
     with load_image(f"rootfs:{root}") as li:
         got = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
     assert got == expected
+    caps = _DyingPool.caps
+    # the pool; the ELF its worker was on when it died, alone with all the memory (not half);
+    # a pool again for the ELFs it had not started
+    assert [cap is not None and cap > 1.5 * caps[0] for cap in caps] == [False, True, False]
+
+
+def test_an_elf_whose_own_worker_dies_is_an_unknown_not_done_here(progs_root, tmp_path: Path, monkeypatch) -> None:
+    """An ELF that kills its worker even alone is never disassembled in this process, where
+    nothing caps its memory: it is an unknown, and the others are answered."""
+    import slim.analyzers.base
+    import slim.syscalls.extract as extract
+
+    root, paths = progs_root
+    monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
+    monkeypatch.setattr(slim.analyzers.base, "worker_pool", _DyingPool)
+    monkeypatch.setattr(_DyingPool, "dies_at", 0)
+    monkeypatch.setattr(_DyingPool, "tasks", 0)
+    monkeypatch.setattr(_DyingPool, "fatal", (paths["static"],))
+    monkeypatch.setattr(extract, "_analyzed_anew", _refuse_here(extract._analyzed_anew))
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    with load_image(f"rootfs:{root}") as li:
+        got = static_syscalls(li.rootfs, _all_kept(paths))
+    assert got.per_file[paths["static"]].kind == "unknown"
+    assert got.per_file[paths["dynamic"]].kind == "dynamic"
+
+
+def _refuse_here(real):  # type: ignore[no-untyped-def]
+    """_analyzed_anew that fails the test when called for /bin/prog-static (the fake pool
+    never calls it for that ELF: only a fallback here would)."""
+    def analyzed(data, path, key):  # type: ignore[no-untyped-def]
+        if path == "/bin/prog-static":
+            raise AssertionError("disassembled in the parent")
+        return real(data, path, key)
+    return analyzed
+
+
+def test_an_elf_past_its_workers_share_of_memory_is_done_alone_then_unknown(progs_root, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """Real workers under RLIMIT_AS: an ELF that needs more than a worker's share of the memory
+    is disassembled again alone with all of it; with too little even then, it is an unknown
+    with a one-line reason, and this process is unharmed."""
+    import slim.syscalls.extract as extract
+
+    root, paths = progs_root
+    monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "reference"))
+    with load_image(f"rootfs:{root}") as li:
+        expected = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+
+    # 4 MB per worker in a pool of two (libc's disassembly takes ~50 MB), all of it alone
+    monkeypatch.setattr(extract, "_worker_cap", lambda workers: 4 << 20 if workers > 1 else 2 << 30)
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "shares"))
+    with load_image(f"rootfs:{root}") as li:
+        assert static_syscalls(li.rootfs, _all_kept(paths)).to_dict() == expected
+
+    monkeypatch.setattr(extract, "_worker_cap", lambda workers: 4 << 20)
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "starved"))
+    with load_image(f"rootfs:{root}") as li:
+        got = static_syscalls(li.rootfs, _all_kept(paths))
+    assert got.per_file[paths["libc"]].kind == "unknown"
 
 
 def test_the_elves_in_flight_fit_the_memory_available(tmp_path: Path, monkeypatch) -> None:
