@@ -247,3 +247,32 @@ def test_the_elves_in_flight_fit_the_memory_available(tmp_path: Path, monkeypatc
     assert extract._in_flight_budget(1 << 20) == 7_000_000 * 1024 // extract.MEMORY_PER_BYTE
     meminfo.unlink()
     assert extract._in_flight_budget(5) == 5
+
+
+def test_the_memory_available_heeds_cgroup_v2_limits(tmp_path: Path, monkeypatch) -> None:
+    """In a container or a CI job /proc/meminfo shows the host's memory: the room a cgroup v2
+    memory limit leaves (the process's group or any above it) bounds what the workers take."""
+    import slim.syscalls.extract as extract
+
+    meminfo, own, root = tmp_path / "meminfo", tmp_path / "cgroup", tmp_path / "fs"
+    monkeypatch.setattr(extract, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(extract, "PROC_CGROUP", str(own))
+    monkeypatch.setattr(extract, "CGROUP_ROOT", str(root))
+    gib = 1 << 30
+    meminfo.write_text(f"MemTotal: {16 * gib // 1024} kB\nMemAvailable: {8 * gib // 1024} kB\n")
+    assert extract._memory_available() == 8 * gib  # no /proc/self/cgroup
+    own.write_text("12:memory:/v1/only\n0::/ci/job\n")
+    assert extract._memory_available() == 8 * gib  # no cgroup files: no limit known
+    for group, limit, used in (("ci/job", 2 * gib, gib // 2), ("ci", "max", 5 * gib), ("", "max", 9 * gib)):
+        (root / group).mkdir(parents=True, exist_ok=True)
+        (root / group / "memory.max").write_text(f"{limit}\n")
+        (root / group / "memory.current").write_text(f"{used}\n")
+    assert extract._memory_available() == 2 * gib - gib // 2
+    (root / "ci" / "memory.max").write_text(f"{gib}\n")  # a tighter limit above
+    (root / "ci" / "memory.current").write_text(f"{gib - 1000}\n")
+    assert extract._memory_available() == 1000
+    (root / "ci" / "memory.current").write_text(f"{2 * gib}\n")  # over its limit: no room
+    assert extract._memory_available() == 0
+    assert extract._worker_cap(2) == 0 and extract._in_flight_budget(5) == 5
+    meminfo.unlink()
+    assert extract._memory_available() is None and extract._worker_cap(2) is None
