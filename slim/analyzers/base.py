@@ -391,7 +391,9 @@ def _quiet_worker(memory_cap: int | None = None, preload: tuple[str, ...] = ()) 
 def _cap_memory(extra: int, preload: tuple[str, ...]) -> None:
     """Import `preload`, then let this process map at most `extra` more bytes (worker_pool)."""
     import importlib
+    import os
     import resource
+    import sys
 
     for name in preload:
         importlib.import_module(name)
@@ -400,9 +402,12 @@ def _cap_memory(extra: int, preload: tuple[str, ...]) -> None:
             mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
     except (OSError, StopIteration, ValueError, IndexError):
         return  # no /proc: the parent found no memory figures either (no cap is asked then)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = mapped + extra
-    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = min([mapped + extra, *(x for x in (soft, hard) if x != resource.RLIM_INFINITY)])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    # What runs out of memory here is reported by the parent, one line for the ELF: the
+    # tracebacks multiprocessing prints when a task's bytes do not fit go nowhere.
+    sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
 
 
 def _end_with(parent: int) -> None:

@@ -29,9 +29,11 @@ entry points); the dynamic loader counts whole-file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import posixpath
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -130,14 +132,20 @@ def analyze_elf(data: bytes, path: str) -> dict[str, Any]:
 
 def _analyzed_anew(data: bytes, path: str, key: str) -> dict[str, Any]:
     """analyze_elf of an ELF the cache lacks under `key` (_key of `data`): disassembled, and
-    cached. Raises AnalysisError (also when the memory runs out: a limit set with `ulimit -v`)."""
+    cached. Raises AnalysisError; OutOfMemory when the memory this process may take runs out
+    anywhere on the way (a worker's cap, `ulimit -v`)."""
     try:
-        code = parse_code(data, path)
-        an = analyze_code(code, {})
+        return _disassembled(data, path, key)
     except (MemoryError, AnalysisError) as exc:  # the ELF parser's MemoryError is its cause
         if isinstance(exc, AnalysisError) and not isinstance(exc.__cause__, MemoryError):
             raise
         raise OutOfMemory(f"{path}: not enough memory to disassemble its {len(data)} bytes") from None
+
+
+def _disassembled(data: bytes, path: str, key: str) -> dict[str, Any]:
+    """_analyzed_anew's work."""
+    code = parse_code(data, path)
+    an = analyze_code(code, {})
     direct = set().union(*an.func_sys.values()) if an.func_sys else set()
     base = path.rsplit("/", 1)[-1]
     # musl's libc is its dynamic loader (ld-musl-<arch>.so.1, often without DT_SONAME).
@@ -204,7 +212,8 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
     Each worker may take its share of the memory available and no more (_worker_cap: a forged
     ELF can make the disassembly take ten times what real code does); an ELF that runs out of
     it, or whose worker dies, is disassembled again in a worker of its own with all of it, and
-    is an unknown if that is not enough either (_alone)."""
+    is an unknown if that is not enough either (_alone). When no worker can start at all, the
+    ELFs are disassembled here, as with SLIM_SYSCALL_WORKERS=0."""
     docs: dict[str, dict[str, Any]] = {}
     todo: list[tuple[int, str, str]] = []  # (size, path, cache key) of the ELFs to disassemble
 
@@ -226,7 +235,7 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
             docs[path] = {**cached, "cache_hit": True}
         else:
             todo.append((len(data), path, key))
-    workers = min(_workers(), len(todo))
+    workers = _pool_size(min(_workers(), len(todo)))
     if workers >= 1 and sum(size for size, _, _ in todo) >= MIN_POOL_BYTES:
         todo = sorted(todo, reverse=True)
         while todo:  # a pool again after one broke: the ELFs it had not started
@@ -236,9 +245,8 @@ def _analyzed_elves(fs: RootFS, paths: list[str], per_file: dict[str, FileSyscal
             again, left = outcome
             if not again and len(left) == len(todo):
                 break  # nothing ran: do them here
-            todo = [*_alone(fs, again, docs, failed), *left]  # (_alone's: no worker could start)
-            if todo and todo[0] in again:
-                break
+            _alone(fs, again, docs, failed)
+            todo = left
     for _size, path, key in todo:  # here: few or small ELFs, or no worker could start
         try:
             data = _elf_bytes(fs, path)  # read again: the bytes of every ELF are never held at once
@@ -271,7 +279,7 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
     budget = _in_flight_budget(pending[0][0] if pending else 0)
     running: dict[Any, tuple[int, str, str]] = {}
     again: list[tuple[int, str, str]] = []
-    broken = False
+    broken = started = False
     try:
         while (pending or running) and not broken:
             while pending and len(running) < (1 if alone else 2 * workers):
@@ -285,18 +293,23 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
                     continue
                 try:
                     running[pool.submit(_analyzed_anew, data, item[1], item[2])] = item
-                except BrokenProcessPool:  # a worker died since the last answer
+                except (BrokenProcessPool, OSError) as exc:  # a worker died, or none could start
+                    log.debug("syscall workers stopped: %s", exc)
                     pending.insert(0, item)
+                    if not (running or again or started):
+                        return None  # (the processes start at the first submit)
                     broken = True
                     break
+                started = True
             wait(running, return_when=FIRST_COMPLETED)
             for future in [f for f in running if f.done()]:  # every answer in, before a bail-out
                 item = running.pop(future)
                 try:
                     docs[item[1]] = future.result()
-                except OutOfMemory as exc:
+                except (OutOfMemory, MemoryError) as exc:  # (MemoryError: the worker's result)
                     if alone:
-                        failed(item[1], exc)
+                        failed(item[1], exc if isinstance(exc, OutOfMemory)
+                               else OutOfMemory(f"{item[1]}: not enough memory to disassemble its {item[0]} bytes"))
                     else:
                         again.append(item)
                 except AnalysisError as exc:
@@ -311,17 +324,15 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
 
 
 def _alone(fs: RootFS, todo: list[tuple[int, str, str]], docs: dict[str, dict[str, Any]],
-           failed: Callable[[str, AnalysisError], None]) -> list[tuple[int, str, str]]:
+           failed: Callable[[str, AnalysisError], None]) -> None:
     """Each of `todo` in a worker of its own, with all the memory available: an ELF whose own
-    worker runs out of it or dies is an unknown, never disassembled in this process, where
-    nothing caps it. Returns what is left to do here (a worker could not start)."""
-    for k, item in enumerate(todo):
+    worker runs out of it or dies, or for which no worker starts, is an unknown, never
+    disassembled in this process, where nothing caps it."""
+    for item in todo:
         outcome = _in_workers(fs, [item], 1, docs, failed, alone=True)
-        if outcome is None:
-            return todo[k:]
-        for size, path, _key in outcome[0]:
-            failed(path, AnalysisError(f"{path}: the process disassembling its {size} bytes died"))
-    return []
+        lost = [item] if outcome is None else outcome[0]
+        for size, path, _key in lost:
+            failed(path, AnalysisError(f"{path}: no process could disassemble its {size} bytes alone"))
 
 
 # Peak memory of one ELF's disassembly and analysis, per byte of the file: 8-11 measured
@@ -346,6 +357,7 @@ def _in_flight_budget(largest: int) -> int:
 # What the syscall workers together may map beyond their start-up (RLIMIT_AS): this share of
 # the memory available when they start; each worker its part.
 MEMORY_SHARE = 0.9
+MIN_SHARE = 256 << 20  # the least a worker is given while more than one run
 PRELOAD = ("slim.syscalls.extract", "capstone", "elftools.elf.elffile")
 
 
@@ -356,35 +368,59 @@ def _worker_cap(workers: int) -> int | None:
     return None if available is None else int(available * MEMORY_SHARE) // workers
 
 
+def _pool_size(workers: int) -> int:
+    """`workers`, fewer when the memory available would give each less than MIN_SHARE (a
+    worker receives an ELF's bytes two or three times over before it starts on them)."""
+    available = _memory_available()
+    if available is None:
+        return workers
+    return max(1, min(workers, int(available * MEMORY_SHARE) // MIN_SHARE))
+
+
 def _memory_available() -> int | None:
     """Bytes this process can still take: MemAvailable, or less under a cgroup (v2) memory
-    limit (a container's, a CI job's: its /proc/meminfo shows the host's memory). None when
-    /proc/meminfo cannot be read."""
+    limit (a container's, a CI job's: its /proc/meminfo shows the host's memory), where the
+    room is the limit less what the group uses but its inactive file cache (which the kernel
+    reclaims first, as `docker stats` counts). None when /proc/meminfo cannot be read."""
     try:
         with open(MEMINFO, encoding="ascii") as f:
             available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError, IndexError):
         return None
     try:
-        with open(PROC_CGROUP, encoding="ascii") as f:
-            own = next(line[3:].strip() for line in f if line.startswith("0::"))
+        with open(PROC_CGROUP, "rb") as f:
+            own = next(os.fsdecode(line[3:].strip()) for line in f if line.startswith(b"0::"))
     except (OSError, StopIteration):
         return available
-    group = own.strip("/")
+    group = posixpath.normpath("/" + own).lstrip("/")  # never above CGROUP_ROOT
     while True:  # the cgroup and every ancestor: a limit anywhere above binds too
-        directory = os.path.join(CGROUP_ROOT, group)
-        try:
-            with open(os.path.join(directory, "memory.max"), encoding="ascii") as f:
-                limit = f.read().strip()
-            with open(os.path.join(directory, "memory.current"), encoding="ascii") as f:
-                used = int(f.read().strip())
-            if limit != "max":
-                available = min(available, max(0, int(limit) - used))
-        except (OSError, ValueError):
-            pass
+        room = _cgroup_room(os.path.join(CGROUP_ROOT, group))
+        if room is not None:
+            available = min(available, room)
         if not group:
             return available
-        group = os.path.dirname(group)
+        group = posixpath.dirname(group)
+
+
+def _cgroup_room(directory: str) -> int | None:
+    """What a cgroup v2 group's memory limit leaves (None: no limit, or no such group)."""
+    try:
+        with open(os.path.join(directory, "memory.max"), encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open(os.path.join(directory, "memory.current"), encoding="ascii") as f:
+            used = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    cache = 0
+    with contextlib.suppress(OSError, ValueError, IndexError), \
+            open(os.path.join(directory, "memory.stat"), encoding="ascii") as f:
+        cache = next((int(line.split()[1]) for line in f if line.startswith("inactive_file ")), 0)
+    try:
+        return max(0, int(limit) - used + cache)
+    except ValueError:
+        return None
 
 
 def _key(data: bytes) -> str:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from slim.pipeline import load_image
 from slim.syscalls.extract import analyze_elf, static_syscalls
 from tests.unit.syscalls.helpers import MUST_MAKE, strace_syscalls
@@ -90,6 +92,7 @@ def test_cache_keyed_by_content_not_build_id(progs_root, tmp_path: Path, monkeyp
 
 
 def _all_kept(paths: dict[str, str]) -> list[str]:
+    """The test programs' ELFs and /bin/bad (an ELF that does not parse: _with_bad writes it)."""
     return [paths["dynamic"], paths["libc"], paths["ldso"], paths["static"], "/bin/bad"]
 
 
@@ -107,7 +110,7 @@ def test_worker_processes_give_what_one_process_gives(progs_root, tmp_path: Path
     _with_bad(root)
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
     answers = []
-    for workers in ("1", "2"):
+    for workers in ("0", "2"):  # this process; a pool
         monkeypatch.setenv("SLIM_SYSCALL_WORKERS", workers)
         monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / f"cache-{workers}"))
         with load_image(f"rootfs:{root}") as li:
@@ -157,6 +160,7 @@ def test_what_a_dead_worker_did_not_answer_is_done_again_each_alone(progs_root, 
     import slim.syscalls.extract as extract
 
     root, paths = progs_root
+    _with_bad(root)
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "reference"))
     with load_image(f"rootfs:{root}") as li:
@@ -183,11 +187,13 @@ def test_an_elf_whose_own_worker_dies_is_an_unknown_not_done_here(progs_root, tm
     import slim.syscalls.extract as extract
 
     root, paths = progs_root
+    _with_bad(root)
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
     monkeypatch.setattr(slim.analyzers.base, "worker_pool", _DyingPool)
     monkeypatch.setattr(_DyingPool, "dies_at", 0)
     monkeypatch.setattr(_DyingPool, "tasks", 0)
     monkeypatch.setattr(_DyingPool, "fatal", (paths["static"],))
+    monkeypatch.setattr(_DyingPool, "caps", [])
     monkeypatch.setattr(extract, "_analyzed_anew", _refuse_here(extract._analyzed_anew))
     monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
@@ -208,13 +214,14 @@ def _refuse_here(real):  # type: ignore[no-untyped-def]
 
 
 def test_an_elf_past_its_workers_share_of_memory_is_done_alone_then_unknown(progs_root, tmp_path: Path,
-                                                                            monkeypatch) -> None:
+                                                                            monkeypatch, capfd) -> None:
     """Real workers under RLIMIT_AS: an ELF that needs more than a worker's share of the memory
     is disassembled again alone with all of it; with too little even then, it is an unknown
     with a one-line reason, and this process is unharmed."""
     import slim.syscalls.extract as extract
 
     root, paths = progs_root
+    _with_bad(root)
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
     monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "reference"))
@@ -227,11 +234,13 @@ def test_an_elf_past_its_workers_share_of_memory_is_done_alone_then_unknown(prog
     with load_image(f"rootfs:{root}") as li:
         assert static_syscalls(li.rootfs, _all_kept(paths)).to_dict() == expected
 
-    monkeypatch.setattr(extract, "_worker_cap", lambda workers: 4 << 20)
+    monkeypatch.setattr(extract, "_worker_cap", lambda workers: 1 << 20)  # libc's bytes do not fit
     monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "starved"))
     with load_image(f"rootfs:{root}") as li:
         got = static_syscalls(li.rootfs, _all_kept(paths))
     assert got.per_file[paths["libc"]].kind == "unknown"
+    # the workers that ran out said nothing: no traceback of theirs reaches the terminal
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_the_elves_in_flight_fit_the_memory_available(tmp_path: Path, monkeypatch) -> None:
@@ -251,7 +260,8 @@ def test_the_elves_in_flight_fit_the_memory_available(tmp_path: Path, monkeypatc
 
 def test_the_memory_available_heeds_cgroup_v2_limits(tmp_path: Path, monkeypatch) -> None:
     """In a container or a CI job /proc/meminfo shows the host's memory: the room a cgroup v2
-    memory limit leaves (the process's group or any above it) bounds what the workers take."""
+    memory limit leaves (the process's group or any above it; its inactive file cache counts
+    as room, as the kernel reclaims it first) bounds what the workers take."""
     import slim.syscalls.extract as extract
 
     meminfo, own, root = tmp_path / "meminfo", tmp_path / "cgroup", tmp_path / "fs"
@@ -261,9 +271,9 @@ def test_the_memory_available_heeds_cgroup_v2_limits(tmp_path: Path, monkeypatch
     gib = 1 << 30
     meminfo.write_text(f"MemTotal: {16 * gib // 1024} kB\nMemAvailable: {8 * gib // 1024} kB\n")
     assert extract._memory_available() == 8 * gib  # no /proc/self/cgroup
-    own.write_text("12:memory:/v1/only\n0::/ci/job\n")
+    own.write_bytes("12:memory:/v1/only\n0::/ci/jöb\n".encode())
     assert extract._memory_available() == 8 * gib  # no cgroup files: no limit known
-    for group, limit, used in (("ci/job", 2 * gib, gib // 2), ("ci", "max", 5 * gib), ("", "max", 9 * gib)):
+    for group, limit, used in (("ci/jöb", 2 * gib, gib // 2), ("ci", "max", 5 * gib), ("", "max", 9 * gib)):
         (root / group).mkdir(parents=True, exist_ok=True)
         (root / group / "memory.max").write_text(f"{limit}\n")
         (root / group / "memory.current").write_text(f"{used}\n")
@@ -271,8 +281,83 @@ def test_the_memory_available_heeds_cgroup_v2_limits(tmp_path: Path, monkeypatch
     (root / "ci" / "memory.max").write_text(f"{gib}\n")  # a tighter limit above
     (root / "ci" / "memory.current").write_text(f"{gib - 1000}\n")
     assert extract._memory_available() == 1000
+    (root / "ci" / "memory.stat").write_text(f"active_file 5\ninactive_file {gib // 4}\n")
+    assert extract._memory_available() == 1000 + gib // 4  # cache the kernel takes back first
+    (root / "ci" / "memory.stat").unlink()
     (root / "ci" / "memory.current").write_text(f"{2 * gib}\n")  # over its limit: no room
     assert extract._memory_available() == 0
     assert extract._worker_cap(2) == 0 and extract._in_flight_budget(5) == 5
+    assert extract._pool_size(4) == 1  # not four workers with nothing each
+    own.write_text("0::/\n")  # the namespace's own root (a container's): the root's files only
+    assert extract._memory_available() == 8 * gib
+    (root / "memory.max").write_text(f"{3 * gib}\n")
+    (root / "memory.current").write_text(f"{gib}\n")
+    assert extract._memory_available() == 2 * gib
+    assert extract._pool_size(4) == 4 and extract._pool_size(16) == int(2 * gib * 0.9) // (256 << 20)
+    own.write_text("0::/../../etc\n")  # never a path above the cgroup root
+    assert extract._memory_available() == 2 * gib
     meminfo.unlink()
     assert extract._memory_available() is None and extract._worker_cap(2) is None
+    assert extract._pool_size(4) == 4
+
+
+def test_no_process_can_start_so_this_one_does_them(progs_root, tmp_path: Path, monkeypatch) -> None:
+    """Python starts a pool's processes at its first submit: one that cannot (a container's
+    pids.max, RLIMIT_NPROC: EAGAIN) leaves the ELFs to this process, as without workers."""
+    import slim.analyzers.base
+    import slim.syscalls.extract as extract
+
+    root, paths = progs_root
+    _with_bad(root)
+    monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "0")
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "here"))
+    with load_image(f"rootfs:{root}") as li:
+        expected = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+
+    class NoProcess(_DyingPool):
+        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(slim.analyzers.base, "worker_pool", NoProcess)
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "no-process"))
+    with load_image(f"rootfs:{root}") as li:
+        assert static_syscalls(li.rootfs, _all_kept(paths)).to_dict() == expected
+
+
+def test_memory_running_out_after_the_disassembly_is_out_of_memory_too(progs_root, monkeypatch) -> None:
+    """The libc map, the cache entry's JSON, the result sent back: a MemoryError anywhere in
+    an ELF's analysis is OutOfMemory (retried alone, then an unknown), never a traceback."""
+    import slim.syscalls.extract as extract
+    from slim.syscalls.code import OutOfMemory
+
+    root, paths = progs_root
+    data = (root / paths["libc"].lstrip("/")).read_bytes()
+
+    def no_memory(*_args):  # type: ignore[no-untyped-def]
+        raise MemoryError
+
+    monkeypatch.setattr(extract, "export_map", no_memory)
+    with pytest.raises(OutOfMemory, match=r"^/libc: not enough memory to disassemble its \d+ bytes$"):
+        extract._analyzed_anew(data, "/libc", "k")
+
+
+def test_a_worker_cap_keeps_a_lower_limit_it_inherits(tmp_path: Path) -> None:
+    """`ulimit -v` set before slim stays the limit of its workers (never raised to a share)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource\n"
+        "from slim.analyzers.base import _cap_memory\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))\n"
+        "_cap_memory(64 << 30, ())\n"
+        "print(resource.getrlimit(resource.RLIMIT_AS)[0])\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+        "_cap_memory(1 << 30, ())\n"
+        "soft = resource.getrlimit(resource.RLIMIT_AS)[0]\n"
+        "print(soft < 3 << 30 and soft > 1 << 30)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(3 << 30), "True"]
