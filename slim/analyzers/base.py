@@ -390,6 +390,7 @@ def _quiet_worker(memory_cap: int | None = None, preload: tuple[str, ...] = ()) 
 
 def _cap_memory(extra: int, preload: tuple[str, ...]) -> None:
     """Import `preload`, then let this process map at most `extra` more bytes (worker_pool)."""
+    import contextlib
     import importlib
     import os
     import resource
@@ -405,6 +406,9 @@ def _cap_memory(extra: int, preload: tuple[str, ...]) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = min([mapped + extra, *(x for x in (soft, hard) if x != resource.RLIM_INFINITY)])
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    # Should the machine's memory run out all the same, the kernel kills this process first.
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
+        f.write("1000")
     # What runs out of memory here is reported by the parent, one line for the ELF: the
     # tracebacks multiprocessing prints when a task's bytes do not fit go nowhere.
     sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life

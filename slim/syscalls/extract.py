@@ -270,8 +270,9 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
 
     from slim.analyzers.base import worker_pool
 
+    cap = _worker_cap(workers)
     try:
-        pool = worker_pool(workers, _worker_cap(workers), PRELOAD)
+        pool = worker_pool(workers, cap, PRELOAD)
     except (OSError, ValueError) as exc:
         log.debug("syscall workers not started: %s", exc)
         return None
@@ -288,6 +289,9 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
                 if fits is None and running:
                     break
                 item = pending.pop(fits or 0)
+                if not alone and cap is not None and RECEIVE_FACTOR * item[0] > cap:
+                    again.append(item)  # its bytes alone would not fit a share: straight to _alone
+                    continue
                 data = _elf_bytes(fs, item[1])
                 if data is None:
                     continue
@@ -358,6 +362,7 @@ def _in_flight_budget(largest: int) -> int:
 # the memory available when they start; each worker its part.
 MEMORY_SHARE = 0.9
 MIN_SHARE = 256 << 20  # the least a worker is given while more than one run
+RECEIVE_FACTOR = 3  # a worker holds an ELF's bytes about this many times over to receive them
 PRELOAD = ("slim.syscalls.extract", "capstone", "elftools.elf.elffile")
 
 

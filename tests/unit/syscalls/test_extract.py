@@ -361,3 +361,37 @@ def test_a_worker_cap_keeps_a_lower_limit_it_inherits(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(3 << 30), "True"]
+
+
+def test_an_elf_too_big_to_receive_within_a_share_goes_straight_to_a_worker_alone(
+        progs_root, tmp_path: Path, monkeypatch) -> None:
+    """Receiving an ELF takes a worker ~3 times its size: one that would not fit a share is
+    never sent to the shared pool (where it would break it for the others) but alone."""
+    import slim.analyzers.base
+    import slim.syscalls.extract as extract
+
+    root, paths = progs_root
+    _with_bad(root)
+    sent: list[tuple[int, str]] = []
+
+    class Recording(_DyingPool):
+        def __init__(self, workers: int, memory_cap: int | None = None, preload: tuple[str, ...] = ()) -> None:
+            self.workers = workers
+
+        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+            sent.append((self.workers, args[1]))
+            return super().submit(fn, *args)
+
+    libc_size = (root / paths["libc"].lstrip("/")).stat().st_size
+    monkeypatch.setattr(slim.analyzers.base, "worker_pool", Recording)
+    monkeypatch.setattr(_DyingPool, "dies_at", 0)
+    monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
+    monkeypatch.setattr(extract, "_worker_cap", lambda workers: 2 * libc_size if workers > 1 else None)
+    monkeypatch.setattr(extract, "_pool_size", lambda workers: workers)
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
+    with load_image(f"rootfs:{root}") as li:
+        got = static_syscalls(li.rootfs, _all_kept(paths))
+    assert (1, paths["libc"]) in sent and (2, paths["libc"]) not in sent
+    assert (2, paths["static"]) in sent
+    assert got.per_file[paths["libc"]].kind == "libc"
