@@ -96,6 +96,14 @@ def _all_kept(paths: dict[str, str]) -> list[str]:
     return [paths["dynamic"], paths["libc"], paths["ldso"], paths["static"], "/bin/bad"]
 
 
+def _all_answered(root: Path, paths: dict[str, str], monkeypatch, cache: Path, workers: str):  # type: ignore[no-untyped-def]
+    """static_syscalls of _all_kept with SLIM_SYSCALL_WORKERS=`workers`, caching in `cache`."""
+    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", workers)
+    monkeypatch.setenv("SLIM_CACHE_DIR", str(cache))
+    with load_image(f"rootfs:{root}") as li:
+        return static_syscalls(li.rootfs, _all_kept(paths))
+
+
 def _with_bad(root: Path) -> None:
     (root / "bin").mkdir(exist_ok=True)
     (root / "bin" / "bad").write_bytes(b"\x7fELF" + b"\x02\x01\x01" + b"\x00" * 9 + b"garbage")
@@ -111,10 +119,7 @@ def test_worker_processes_give_what_one_process_gives(progs_root, tmp_path: Path
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
     answers = []
     for workers in ("0", "2"):  # this process; a pool
-        monkeypatch.setenv("SLIM_SYSCALL_WORKERS", workers)
-        monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / f"cache-{workers}"))
-        with load_image(f"rootfs:{root}") as li:
-            answers.append(static_syscalls(li.rootfs, _all_kept(paths)).to_dict())
+        answers.append(_all_answered(root, paths, monkeypatch, tmp_path / f"cache-{workers}", workers).to_dict())
         # every parsed ELF was analyzed (and cached) by whoever did it
         assert len(list((tmp_path / f"cache-{workers}" / "syscalls").glob("*.json"))) == 4
     assert answers[0] == answers[1]
@@ -162,17 +167,12 @@ def test_what_a_dead_worker_did_not_answer_is_done_again_each_alone(progs_root, 
     root, paths = progs_root
     _with_bad(root)
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "reference"))
-    with load_image(f"rootfs:{root}") as li:
-        expected = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+    expected = _all_answered(root, paths, monkeypatch, tmp_path / "reference", "0").to_dict()
 
     monkeypatch.setattr(slim.analyzers.base, "worker_pool", _DyingPool)
     monkeypatch.setattr(_DyingPool, "caps", [])
     monkeypatch.setattr(_DyingPool, "tasks", 0)
-    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "dying"))
-    with load_image(f"rootfs:{root}") as li:
-        got = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+    got = _all_answered(root, paths, monkeypatch, tmp_path / "dying", "2").to_dict()
     assert got == expected
     caps = _DyingPool.caps
     # the pool; the ELF its worker was on when it died, alone with all the memory (not half);
@@ -195,10 +195,7 @@ def test_an_elf_whose_own_worker_dies_is_an_unknown_not_done_here(progs_root, tm
     monkeypatch.setattr(_DyingPool, "fatal", (paths["static"],))
     monkeypatch.setattr(_DyingPool, "caps", [])
     monkeypatch.setattr(extract, "_analyzed_anew", _refuse_here(extract._analyzed_anew))
-    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
-    with load_image(f"rootfs:{root}") as li:
-        got = static_syscalls(li.rootfs, _all_kept(paths))
+    got = _all_answered(root, paths, monkeypatch, tmp_path / "cache", "2")
     assert got.per_file[paths["static"]].kind == "unknown"
     assert got.per_file[paths["dynamic"]].kind == "dynamic"
 
@@ -223,21 +220,14 @@ def test_an_elf_past_its_workers_share_of_memory_is_done_alone_then_unknown(prog
     root, paths = progs_root
     _with_bad(root)
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
-    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "reference"))
-    with load_image(f"rootfs:{root}") as li:
-        expected = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+    expected = _all_answered(root, paths, monkeypatch, tmp_path / "reference", "0").to_dict()
 
     # 4 MB per worker in a pool of two (libc's disassembly takes ~50 MB), all of it alone
     monkeypatch.setattr(extract, "_worker_cap", lambda workers: 4 << 20 if workers > 1 else 2 << 30)
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "shares"))
-    with load_image(f"rootfs:{root}") as li:
-        assert static_syscalls(li.rootfs, _all_kept(paths)).to_dict() == expected
+    assert _all_answered(root, paths, monkeypatch, tmp_path / "shares", "2").to_dict() == expected
 
     monkeypatch.setattr(extract, "_worker_cap", lambda workers: 1 << 20)  # libc's bytes do not fit
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "starved"))
-    with load_image(f"rootfs:{root}") as li:
-        got = static_syscalls(li.rootfs, _all_kept(paths))
+    got = _all_answered(root, paths, monkeypatch, tmp_path / "starved", "2")
     assert got.per_file[paths["libc"]].kind == "unknown"
     # the workers that ran out said nothing: no traceback of theirs reaches the terminal
     assert "Traceback" not in capfd.readouterr().err
@@ -310,20 +300,14 @@ def test_no_process_can_start_so_this_one_does_them(progs_root, tmp_path: Path, 
     root, paths = progs_root
     _with_bad(root)
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
-    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "0")
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "here"))
-    with load_image(f"rootfs:{root}") as li:
-        expected = static_syscalls(li.rootfs, _all_kept(paths)).to_dict()
+    expected = _all_answered(root, paths, monkeypatch, tmp_path / "here", "0").to_dict()
 
     class NoProcess(_DyingPool):
         def submit(self, fn, *args):  # type: ignore[no-untyped-def]
             raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(slim.analyzers.base, "worker_pool", NoProcess)
-    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "no-process"))
-    with load_image(f"rootfs:{root}") as li:
-        assert static_syscalls(li.rootfs, _all_kept(paths)).to_dict() == expected
+    assert _all_answered(root, paths, monkeypatch, tmp_path / "no-process", "2").to_dict() == expected
 
 
 def test_memory_running_out_after_the_disassembly_is_out_of_memory_too(progs_root, monkeypatch) -> None:
@@ -388,10 +372,7 @@ def test_an_elf_too_big_to_receive_within_a_share_goes_straight_to_a_worker_alon
     monkeypatch.setattr(extract, "MIN_POOL_BYTES", 0)
     monkeypatch.setattr(extract, "_worker_cap", lambda workers: 2 * libc_size if workers > 1 else None)
     monkeypatch.setattr(extract, "_pool_size", lambda workers: workers)
-    monkeypatch.setenv("SLIM_SYSCALL_WORKERS", "2")
-    monkeypatch.setenv("SLIM_CACHE_DIR", str(tmp_path / "cache"))
-    with load_image(f"rootfs:{root}") as li:
-        got = static_syscalls(li.rootfs, _all_kept(paths))
+    got = _all_answered(root, paths, monkeypatch, tmp_path / "cache", "2")
     assert (1, paths["libc"]) in sent and (2, paths["libc"]) not in sent
     assert (2, paths["static"]) in sent
     assert got.per_file[paths["libc"]].kind == "libc"
