@@ -46,7 +46,7 @@ def _garbled() -> list[tuple[str, bytes]]:
         ("truncated-real", real[:1000]),
         ("truncated-real-half", real[: len(real) // 2]),
         # 2 MiB of code no byte of which decodes (0x06 is not an x86-64 instruction): the sweep
-        # steps over each; restarting from a copy of the rest each time was quadratic (hours)
+        # steps over each; restarting from a copy of the rest each time was quadratic (~2 TB copied)
         ("code-undecodable-2MiB", bytes(elf_header(e_phnum=1) + phdr(1, 0, 120 + (2 << 20)))
          + bytes(64) + b"\x06" * (2 << 20)),
         # code whose addresses pass 2**64 (capstone wraps them to 0): the sweep went back to the
