@@ -138,19 +138,18 @@ class DependencyGraph:
     @classmethod
     def from_plain(cls, doc: Any) -> DependencyGraph:
         """The graph to_plain made `doc` from. Raises ValueError for data of another shape."""
-        strings = plain_strings
         if not isinstance(doc, dict) or not isinstance(doc.get("edges"), list):
             raise ValueError("not a graph to_plain made")
         out = cls()
-        out.succ = {n: {} for n in strings(doc.get("nodes"))}
+        out.succ = {n: {} for n in plain_strings(doc.get("nodes"))}
         out.pred = {n: {} for n in out.succ}
         for edge in doc["edges"]:
             if not (isinstance(edge, list) and len(edge) == 3 and isinstance(edge[2], list)):
                 raise ValueError("not a graph to_plain made")
-            src, dst = strings(edge[:2], 2)
+            src, dst = plain_strings(edge[:2], 2)
             if src not in out.succ or dst not in out.succ or dst in out.succ[src]:
                 raise ValueError("not a graph to_plain made")
-            reasons = [(k, e) for k, e in (strings(r, 2) for r in edge[2])]
+            reasons = [(k, e) for k, e in (plain_strings(r, 2) for r in edge[2])]
             out.succ[src][dst] = out.pred[dst][src] = reasons
         return out
 

@@ -1,8 +1,9 @@
 """The code model of one x86_64 ELF for syscall extraction: symbols, relocations, the PLT and
 a linear-sweep disassembly of every executable section (capstone `disasm_lite`; on an
 undecodable byte the sweep skips one byte and goes on), held compactly (an address array,
-shared strings, a binary-search index): about 10 bytes of memory per byte of code. Parsing runs under slim.elf's one
-garbled-file policy: any pyelftools failure is an AnalysisError naming the file.
+shared strings, a binary-search index): about 10 bytes of memory per byte of code. Parsing
+runs under slim.elf's one garbled-file policy: any pyelftools failure is an AnalysisError
+naming the file.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ _RIP_RE = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 
 class OutOfMemory(AnalysisError):
     """An ELF's disassembly ran out of the memory its process may take."""
+
+    @classmethod
+    def of(cls, path: str, size: int) -> OutOfMemory:
+        return cls(f"{path}: not enough memory to disassemble its {size} bytes")
 
 
 @dataclass
@@ -214,7 +219,7 @@ def parse_code(data: bytes, path: str) -> Code:
         addrs, mnems, ops, plt_names = _disassemble(facts)
     except capstone.CsError as exc:
         if exc.errno == capstone.CS_ERR_MEM:
-            raise OutOfMemory(f"{path}: not enough memory to disassemble its {len(data)} bytes") from None
+            raise OutOfMemory.of(path, len(data)) from None
         raise AnalysisError(f"{path}: capstone: {exc}") from None
     index = AddrIndex(addrs)
     starts = set(facts.func_names)

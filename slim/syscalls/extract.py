@@ -139,7 +139,7 @@ def _analyzed_anew(data: bytes, path: str, key: str) -> dict[str, Any]:
     except (MemoryError, AnalysisError) as exc:  # the ELF parser's MemoryError is its cause
         if isinstance(exc, AnalysisError) and not isinstance(exc.__cause__, MemoryError):
             raise
-        raise OutOfMemory(f"{path}: not enough memory to disassemble its {len(data)} bytes") from None
+        raise OutOfMemory.of(path, len(data)) from None
 
 
 def _disassembled(data: bytes, path: str, key: str) -> dict[str, Any]:
@@ -312,8 +312,7 @@ def _in_workers(fs: RootFS, todo: list[tuple[int, str, str]], workers: int, docs
                     docs[item[1]] = future.result()
                 except (OutOfMemory, MemoryError) as exc:  # (MemoryError: the worker's result)
                     if alone:
-                        failed(item[1], exc if isinstance(exc, OutOfMemory)
-                               else OutOfMemory(f"{item[1]}: not enough memory to disassemble its {item[0]} bytes"))
+                        failed(item[1], exc if isinstance(exc, OutOfMemory) else OutOfMemory.of(item[1], item[0]))
                     else:
                         again.append(item)
                 except AnalysisError as exc:
